@@ -1,0 +1,83 @@
+//! Builds the first-boot agent (a static aarch64 musl binary) and hands it to the
+//! builder to embed, so `cargo build` alone yields a `piimg` that can write complete
+//! cards. Set `PIIMG_AGENT_BIN=/path/to/piimg-firstboot` to embed a prebuilt agent.
+
+use std::env;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+const AGENT_TARGET: &str = "aarch64-unknown-linux-musl";
+
+fn main() {
+    println!("cargo:rerun-if-changed=../firstboot/src");
+    println!("cargo:rerun-if-changed=../firstboot/Cargo.toml");
+    println!("cargo:rerun-if-changed=../Cargo.lock");
+    println!("cargo:rerun-if-env-changed=PIIMG_AGENT_BIN");
+
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let dest = out_dir.join("piimg-firstboot");
+
+    if let Some(prebuilt) = env::var_os("PIIMG_AGENT_BIN") {
+        let prebuilt = PathBuf::from(prebuilt);
+        println!("cargo:rerun-if-changed={}", prebuilt.display());
+        if let Err(e) = std::fs::copy(&prebuilt, &dest) {
+            panic!("PIIMG_AGENT_BIN={}: {e}", prebuilt.display());
+        }
+        return;
+    }
+
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let workspace = manifest_dir
+        .parent()
+        .expect("builder/ sits in the workspace")
+        .to_path_buf();
+    // A target dir of its own: the outer cargo holds the lock on the main one.
+    let target_dir = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"))
+        .join("agent");
+
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&workspace)
+        .args([
+            "build",
+            "--package",
+            "piimg-firstboot",
+            "--bin",
+            "piimg-firstboot",
+        ])
+        .args(["--profile", "agent", "--target", AGENT_TARGET])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER", "rust-lld")
+        .stdout(Stdio::null());
+    for var in [
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_PRIMARY_PACKAGE",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo: {e}"));
+    if !status.success() {
+        panic!(
+            "building the first-boot agent for {AGENT_TARGET} failed (see above). \
+             Is the target installed? `rustup target add {AGENT_TARGET}`; \
+             or point PIIMG_AGENT_BIN at a prebuilt piimg-firstboot."
+        );
+    }
+    let built = target_dir
+        .join(AGENT_TARGET)
+        .join("agent")
+        .join("piimg-firstboot");
+    if let Err(e) = std::fs::copy(&built, &dest) {
+        panic!("copying {} to {}: {e}", built.display(), dest.display());
+    }
+}

@@ -1,0 +1,1 @@
+//! The card: the files piimg lays onto a node's boot partition, rendered from overlays/.

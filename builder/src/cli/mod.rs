@@ -1,0 +1,96 @@
+//! Command-line definition: one module per subcommand, one args struct each.
+
+use clap::{Args, Parser, Subcommand};
+use piimg::progress::{OutputMode, Reporter};
+
+mod build;
+mod cache;
+mod fetch;
+mod flash;
+mod init;
+mod inspect;
+mod plan;
+mod validate;
+
+/// Ready-to-flash Raspberry Pi OS images for a k3s cluster.
+#[derive(Debug, Parser)]
+#[command(name = "piimg", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Options every subcommand takes.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Print nothing but errors.
+    #[arg(long, short, global = true, conflicts_with = "json")]
+    pub quiet: bool,
+    /// Print one machine-readable JSON document on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+impl GlobalArgs {
+    /// The output mode these flags select.
+    pub fn output_mode(&self) -> OutputMode {
+        if self.json {
+            OutputMode::Json
+        } else if self.quiet {
+            OutputMode::Quiet
+        } else {
+            OutputMode::Human
+        }
+    }
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a starter cluster profile.
+    Init(init::InitArgs),
+    /// Check a profile and report every problem.
+    Validate(validate::ValidateArgs),
+    /// Show what each node's card will do.
+    Plan(plan::PlanArgs),
+    /// Download and verify Raspberry Pi OS Lite (arm64) into the cache.
+    Fetch(fetch::FetchArgs),
+    /// List or prune cached base images.
+    Cache(cache::CacheArgs),
+    /// Build per-node images.
+    Build(build::BuildArgs),
+    /// Show what is inside an image or card.
+    Inspect(inspect::InspectArgs),
+    /// Write an image to a card, verified.
+    Flash(flash::FlashArgs),
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let out = Reporter::new(cli.global.output_mode());
+    match cli.command {
+        Command::Init(a) => init::run(a, out),
+        Command::Validate(a) => validate::run(a, out),
+        Command::Plan(a) => plan::run(a, out),
+        Command::Fetch(a) => fetch::run(a, out),
+        Command::Cache(a) => cache::run(a, out),
+        Command::Build(a) => build::run(a, out),
+        Command::Inspect(a) => inspect::run(a, out),
+        Command::Flash(a) => flash::run(a, out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,1 @@
+//! Downloading, verifying and caching the official Raspberry Pi OS Lite image.

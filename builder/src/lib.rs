@@ -1,0 +1,16 @@
+//! piimg: turn the official Raspberry Pi OS Lite (arm64) image into ready-to-flash,
+//! per-node SD card images for a highly available k3s cluster.
+//!
+//! Data flows one way: profile → plan → card → image (see `../shared/architecture.md`).
+
+pub mod agent;
+pub mod atomic;
+pub mod bmap;
+pub mod card;
+pub mod fetch;
+pub mod flash;
+pub mod image;
+pub mod output;
+pub mod plan;
+pub mod profile;
+pub mod progress;

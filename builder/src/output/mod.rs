@@ -1,0 +1,1 @@
+//! Writing output images: sparse/reflink copy of the base, compression.

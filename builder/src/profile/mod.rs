@@ -1,0 +1,1 @@
+//! The cluster profile: typed model, validation, hardware classes, secrets.

@@ -1,0 +1,259 @@
+//! The card contract: what `piimg build` writes onto a boot partition for the agent.
+//!
+//! This module is the ONE definition both crates use. The builder serialises
+//! [`NodeConfig`] and [`CardSecrets`] to JSON on the boot partition; the agent
+//! deserialises them. Every struct rejects unknown fields and carries
+//! [`CONTRACT_VERSION`], so a builder and an agent that disagree fail loudly
+//! instead of silently ignoring each other.
+//!
+//! Secrets live in a separate file ([`SECRETS_FILE`]) so the agent can scrub them
+//! from the (world-readable, FAT) boot partition as soon as it has moved them into
+//! the root filesystem, while the non-secret [`NodeConfig`] stays for `piimg inspect`.
+
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, Ipv4Addr};
+
+/// Version of the card contract; bump on any incompatible change.
+pub const CONTRACT_VERSION: u32 = 1;
+
+/// Where Raspberry Pi OS (Bookworm and later) mounts the boot partition.
+pub const BOOT_MOUNT: &str = "/boot/firmware";
+/// Directory on the boot partition that holds everything piimg puts there.
+pub const CARD_DIR: &str = "piimg";
+/// The node's configuration, relative to the boot partition root.
+pub const NODE_CONFIG_FILE: &str = "piimg/node.json";
+/// The node's secrets, relative to the boot partition root; scrubbed by the agent.
+pub const SECRETS_FILE: &str = "piimg/secrets.json";
+/// The agent binary, relative to the boot partition root.
+pub const AGENT_FILE: &str = "piimg/piimg-firstboot";
+/// The agent's progress report, relative to the boot partition root.
+pub const STATUS_FILE: &str = "piimg/status.json";
+/// The build manifest (who built this card, from what), relative to the boot partition root.
+pub const MANIFEST_FILE: &str = "piimg/manifest.json";
+/// Directory for bundled k3s airgap files, relative to the boot partition root.
+pub const AIRGAP_DIR: &str = "piimg/airgap";
+
+/// Everything the agent needs to provision one node, minus secrets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Must equal [`CONTRACT_VERSION`].
+    pub contract_version: u32,
+    /// Cluster name from the profile.
+    pub cluster: String,
+    /// Node name; also the hostname and the k3s node name.
+    pub node_name: String,
+    /// DNS domain of the cluster (for /etc/hosts), if any.
+    pub domain: Option<String>,
+    /// Server (control plane) or agent (worker).
+    pub role: Role,
+    /// True on the one server that may initialise a brand-new cluster.
+    pub bootstrap: bool,
+    /// All control-plane servers, bootstrap server first.
+    pub servers: Vec<ServerRef>,
+    /// Control-plane virtual IP, if the profile has one.
+    pub vip: Option<Ipv4Addr>,
+    /// Static network settings for the wired interface.
+    pub network: Network,
+    /// Admin login.
+    pub admin: Admin,
+    /// How to install and configure k3s.
+    pub k3s: K3s,
+    /// How this card's first boot is triggered (depends on the OS release).
+    pub boot: BootHook,
+    /// Non-secret files the agent lays onto the root filesystem (rendered by the builder).
+    pub files: Vec<RootFile>,
+}
+
+/// Node role in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// k3s server (control plane, embedded etcd).
+    Server,
+    /// k3s agent (worker).
+    Agent,
+}
+
+/// A control-plane server the node may join through.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerRef {
+    /// Node name of the server.
+    pub name: String,
+    /// Its static IP address.
+    pub ip: Ipv4Addr,
+}
+
+/// Static IPv4 configuration of the wired interface.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// Interface name to configure (e.g. `eth0`).
+    pub interface: String,
+    /// Optional MAC address to bind the connection to.
+    pub mac: Option<String>,
+    /// The node's address.
+    pub address: Ipv4Addr,
+    /// Prefix length of the LAN (e.g. 24).
+    pub prefix_len: u8,
+    /// Default gateway.
+    pub gateway: Ipv4Addr,
+    /// DNS resolvers, in order.
+    pub dns: Vec<IpAddr>,
+    /// DNS search domains.
+    pub search: Vec<String>,
+}
+
+/// The admin user and how it logs in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Login name.
+    pub user: String,
+    /// OpenSSH public keys, one per entry.
+    pub ssh_authorized_keys: Vec<String>,
+    /// Whether SSH password login stays enabled (off by default).
+    pub password_login: bool,
+}
+
+/// How k3s is installed and configured on this node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct K3s {
+    /// Pinned k3s version (e.g. `v1.31.4+k3s1`); the installer is fetched for this tag only.
+    pub version: String,
+    /// `config.yaml` content rendered by the builder, without token, `server:` or
+    /// `cluster-init:` (the agent adds those when it decides how to join).
+    pub config_yaml: String,
+    /// Airgap files bundled on the card, if any.
+    pub airgap: Option<Airgap>,
+}
+
+/// k3s airgap files on the card, relative to the boot partition root.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Airgap {
+    /// The `k3s-arm64` binary.
+    pub binary: String,
+    /// The k3s `install.sh` script.
+    pub install_script: String,
+    /// The images tarball (`k3s-airgap-images-arm64.tar.zst`), if bundled.
+    pub images: Option<String>,
+}
+
+/// The first-boot trigger the builder installed; the agent undoes it when done.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum BootHook {
+    /// Bookworm: `systemd.run=` arguments appended to cmdline.txt; the agent removes
+    /// exactly these arguments after phase 1.
+    SystemdRun {
+        /// The exact cmdline.txt arguments that were added for the hook.
+        cmdline_args: Vec<String>,
+    },
+    /// Trixie: cloud-init NoCloud files on the boot partition start the agent.
+    CloudInit {
+        /// The instance id written to `meta-data` (unique per build).
+        instance_id: String,
+    },
+}
+
+/// A file the agent writes into the root filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootFile {
+    /// Absolute path on the node (e.g. `/etc/ssh/sshd_config.d/50-piimg.conf`).
+    pub path: String,
+    /// Unix permission bits.
+    pub mode: u32,
+    /// File content.
+    pub content: String,
+}
+
+/// Secrets for one node; lives in [`SECRETS_FILE`] until the agent scrubs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardSecrets {
+    /// Must equal [`CONTRACT_VERSION`].
+    pub contract_version: u32,
+    /// The k3s join token (secure `K10…` form where the CA is known in advance).
+    pub token: String,
+    /// Pre-seeded /etc/rancher/node/password, so a re-imaged node is recognised.
+    pub node_password: Option<String>,
+    /// Secret files for the root filesystem (CA material, limited kubeconfig), mode 0600.
+    pub files: Vec<RootFile>,
+}
+
+/// Why a contract file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ContractError {
+    /// The JSON did not parse or did not match the schema.
+    #[error("{file}: not a valid piimg card file: {source}")]
+    Parse {
+        /// Which file on the card.
+        file: &'static str,
+        /// The parser's complaint.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Builder and agent speak different contract versions.
+    #[error(
+        "{file}: card contract version {found}, this agent speaks {expected}; rebuild the card with a matching piimg"
+    )]
+    Version {
+        /// Which file on the card.
+        file: &'static str,
+        /// Version in the file.
+        found: u32,
+        /// Version of this build.
+        expected: u32,
+    },
+}
+
+impl NodeConfig {
+    /// Parses `node.json` and checks the contract version.
+    pub fn from_json(text: &str) -> Result<Self, ContractError> {
+        let cfg: Self = serde_json::from_str(text).map_err(|source| ContractError::Parse {
+            file: NODE_CONFIG_FILE,
+            source,
+        })?;
+        check_version(NODE_CONFIG_FILE, cfg.contract_version)?;
+        Ok(cfg)
+    }
+
+    /// Serialises to pretty JSON (stable field order).
+    pub fn to_json(&self) -> String {
+        // Serialising plain data with string keys cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+impl CardSecrets {
+    /// Parses `secrets.json` and checks the contract version.
+    pub fn from_json(text: &str) -> Result<Self, ContractError> {
+        let s: Self = serde_json::from_str(text).map_err(|source| ContractError::Parse {
+            file: SECRETS_FILE,
+            source,
+        })?;
+        check_version(SECRETS_FILE, s.contract_version)?;
+        Ok(s)
+    }
+
+    /// Serialises to pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+fn check_version(file: &'static str, found: u32) -> Result<(), ContractError> {
+    if found == CONTRACT_VERSION {
+        Ok(())
+    } else {
+        Err(ContractError::Version {
+            file,
+            found,
+            expected: CONTRACT_VERSION,
+        })
+    }
+}
