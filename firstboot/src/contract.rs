@@ -32,6 +32,12 @@ pub const STATUS_FILE: &str = "piimg/status.json";
 pub const MANIFEST_FILE: &str = "piimg/manifest.json";
 /// Directory for bundled k3s airgap files, relative to the boot partition root.
 pub const AIRGAP_DIR: &str = "piimg/airgap";
+/// Where phase 1 installs the agent on the root filesystem.
+pub const AGENT_INSTALL_PATH: &str = "/usr/local/sbin/piimg-firstboot";
+/// The systemd unit (rendered by the builder into [`NodeConfig::files`]) that runs phase 2.
+pub const AGENT_UNIT: &str = "piimg-firstboot.service";
+/// The agent's persisted state machine on the root filesystem.
+pub const STATE_FILE: &str = "/var/lib/piimg/state.json";
 
 /// Everything the agent needs to provision one node, minus secrets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
