@@ -263,3 +263,71 @@ fn check_version(file: &'static str, found: u32) -> Result<(), ContractError> {
         })
     }
 }
+
+/// Outcome of one agent step, as reported in [`AgentStatus`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepResult {
+    /// The step is running now (or the agent died inside it).
+    Running,
+    /// The step finished.
+    Ok,
+    /// The step failed; the next run resumes here.
+    Error,
+}
+
+/// One step's latest outcome in [`AgentStatus::steps`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// Step name (e.g. `hostname`, `k3s-ready`).
+    pub name: String,
+    /// Latest outcome.
+    pub result: StepResult,
+    /// What happened, or why it failed.
+    pub message: String,
+    /// When this outcome was recorded (RFC 3339, UTC).
+    pub at: String,
+}
+
+/// The agent's progress report on the card ([`STATUS_FILE`]), readable on any machine.
+///
+/// Written after every step. Unknown fields are tolerated so an older `piimg inspect`
+/// can read a newer agent's report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    /// [`CONTRACT_VERSION`] of the agent that wrote it.
+    pub contract_version: u32,
+    /// Node name from the card.
+    pub node_name: String,
+    /// Version of the agent binary.
+    pub agent_version: String,
+    /// The step last started (or `complete` once provisioning finished).
+    pub step: String,
+    /// Outcome of that step.
+    pub result: StepResult,
+    /// Human-readable message for that step.
+    pub message: String,
+    /// True once every step finished and the agent disabled itself.
+    pub complete: bool,
+    /// When the agent first ran on this card (RFC 3339, UTC; as the node's clock saw it).
+    pub started_at: String,
+    /// When this report was written (RFC 3339, UTC).
+    pub updated_at: String,
+    /// Latest outcome of every step reached so far, in run order, one entry per step.
+    pub steps: Vec<StepRecord>,
+}
+
+impl AgentStatus {
+    /// Parses `status.json`.
+    pub fn from_json(text: &str) -> Result<Self, ContractError> {
+        serde_json::from_str(text).map_err(|source| ContractError::Parse {
+            file: STATUS_FILE,
+            source,
+        })
+    }
+
+    /// Serialises to pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}

@@ -1,4 +1,16 @@
 //! piimg's first-boot agent as a library: the card contract shared with the builder,
-//! and (in later modules) the steps the agent runs on the Pi.
+//! and the steps the agent runs on the Pi (see `agent::run`).
 
+pub mod agent;
+pub mod cli;
 pub mod contract;
+pub mod ctx;
+pub mod error;
+pub mod fsx;
+pub mod http;
+pub mod join;
+pub mod log;
+pub mod runner;
+pub mod state;
+pub mod steps;
+pub mod time;

@@ -1,6 +1,61 @@
-//! `piimg-firstboot`: the on-card agent (placeholder until the agent lands).
+//! `piimg-firstboot`: the on-card agent. Thin: parse, run, report.
+
+use piimg_firstboot::agent::{self, Outcome};
+use piimg_firstboot::cli::{self, Command};
+use piimg_firstboot::contract::STATUS_FILE;
+use piimg_firstboot::http::DefaultProbe;
+use piimg_firstboot::join::StaticJoin;
+use piimg_firstboot::log;
+use piimg_firstboot::runner::SystemRunner;
 
 fn main() {
-    eprintln!("piimg-firstboot: not implemented yet");
-    std::process::exit(2);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cmd = match cli::parse(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("piimg-firstboot: {e}");
+            std::process::exit(2);
+        }
+    };
+    let code = match cmd {
+        Command::Help => {
+            print!("{}", cli::USAGE);
+            0
+        }
+        Command::Version => {
+            println!("piimg-firstboot {}", env!("CARGO_PKG_VERSION"));
+            0
+        }
+        Command::Status(opts) => {
+            match agent::load_state(&opts) {
+                Ok(st) => println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default()),
+                Err(e) => log::error(&e.to_string()),
+            }
+            match std::fs::read_to_string(opts.boot.join(STATUS_FILE)) {
+                Ok(s) => print!("{s}"),
+                Err(e) => log::warn(&format!("card {STATUS_FILE}: {e}")),
+            }
+            0
+        }
+        Command::Run(opts) => {
+            let runner = SystemRunner;
+            let probe = DefaultProbe { runner: &runner };
+            match agent::run(&opts, &runner, &probe, &StaticJoin) {
+                Ok(Outcome::Complete) => {
+                    log::info("provisioning complete");
+                    0
+                }
+                Ok(Outcome::HandedOff) => {
+                    log::info("phase 1 complete");
+                    0
+                }
+                Ok(Outcome::AlreadyComplete | Outcome::DryRun) => 0,
+                Err(e) => {
+                    log::error(&e.to_string());
+                    1
+                }
+            }
+        }
+    };
+    std::process::exit(code);
 }

@@ -1,0 +1,58 @@
+//! Step `hostname`: /etc/hostname and the `127.0.1.1` line of /etc/hosts.
+
+use crate::ctx::Ctx;
+use crate::error::Error;
+use crate::runner::Cmd;
+
+/// Sets the hostname to the node name (and the running kernel's, when live).
+pub fn apply(ctx: &mut Ctx) -> Result<String, Error> {
+    let name = ctx.cfg.node_name.clone();
+    if name.is_empty()
+        || name.len() > 63
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        || name.starts_with('-')
+    {
+        return Err(Error::failed(format!(
+            "node.json: node_name {name:?} is not a valid hostname (letters, digits, '-', at most 63)"
+        )));
+    }
+    ctx.put("/etc/hostname", 0o644, format!("{name}\n").as_bytes(), None)?;
+    let names = match &ctx.cfg.domain {
+        Some(d) if !d.is_empty() => format!("{name}.{d} {name}"),
+        _ => name.clone(),
+    };
+    let hosts = ctx.read("/etc/hosts")?.unwrap_or_else(|| {
+        "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n".into()
+    });
+    ctx.put_like("/etc/hosts", hosts_with(&hosts, &names).as_bytes(), 0o644)?;
+    if ctx.live() && !ctx.dry() {
+        let current = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        if current.trim() != name {
+            ctx.run_ok(&Cmd::new("hostname", &[&name]))?;
+        }
+    }
+    Ok(format!(
+        "hostname {name}; /etc/hosts maps 127.0.1.1 to {names}"
+    ))
+}
+
+/// /etc/hosts with exactly one `127.0.1.1` line naming `names`.
+pub fn hosts_with(hosts: &str, names: &str) -> String {
+    let line = format!("127.0.1.1\t{names}");
+    let mut out = Vec::new();
+    let mut placed = false;
+    for l in hosts.lines() {
+        if l.split_whitespace().next() == Some("127.0.1.1") {
+            if !placed {
+                out.push(line.clone());
+                placed = true;
+            }
+        } else {
+            out.push(l.to_string());
+        }
+    }
+    if !placed {
+        out.push(line);
+    }
+    out.join("\n") + "\n"
+}

@@ -1,0 +1,228 @@
+//! Steps `k3s-config`, `k3s-install`, `k3s-start` and `k3s-ready`.
+
+use super::secrets;
+use crate::contract::{NODE_CONFIG_FILE, Role};
+use crate::ctx::{Ctx, human, wait_for};
+use crate::error::{Error, io};
+use crate::join::Join;
+use crate::runner::Cmd;
+
+/// k3s's configuration file (0600: it carries the token).
+pub const K3S_CONFIG: &str = "/etc/rancher/k3s/config.yaml";
+/// Where k3s's binary goes (airgap or installer).
+pub const K3S_BIN: &str = "/usr/local/bin/k3s";
+/// Where bundled airgap images go.
+pub const IMAGES_DIR: &str = "/var/lib/rancher/k3s/agent/images";
+/// Where the agent keeps the install script it runs.
+pub const INSTALL_SCRIPT: &str = "/var/lib/piimg/k3s-install.sh";
+
+/// `config_yaml` plus `token:` and `cluster-init: true` or `server: <url>`.
+pub fn render_config(base: &str, token: &str, join: &Join) -> Result<String, String> {
+    for l in base.lines() {
+        if l.starts_with([' ', '\t', '#', '-']) {
+            continue;
+        }
+        let key = l.split(':').next().unwrap_or("").trim();
+        if ["token", "token-file", "server", "cluster-init"].contains(&key) {
+            return Err(format!(
+                "{NODE_CONFIG_FILE}: k3s.config_yaml sets `{key}:`, which the agent owns; remove it from the template"
+            ));
+        }
+    }
+    let quote = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let mut out = base.trim_end().to_string();
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out.push_str("# added by piimg-firstboot\n");
+    out.push_str(&format!("token: {}\n", quote(token)));
+    match join.url() {
+        None => out.push_str("cluster-init: true\n"),
+        Some(url) => out.push_str(&format!("server: {}\n", quote(&url))),
+    }
+    Ok(out)
+}
+
+/// Step `k3s-config`.
+pub fn config(ctx: &mut Ctx) -> Result<String, Error> {
+    let join = ctx.state.join.clone().ok_or_else(|| {
+        Error::failed("no join decision recorded; the `join` step must run first")
+    })?;
+    let token = secrets::load(ctx)?.token;
+    if token.trim().is_empty() {
+        return Err(Error::failed("secrets.json: token is empty"));
+    }
+    let text =
+        render_config(&ctx.cfg.k3s.config_yaml, token.trim(), &join).map_err(Error::failed)?;
+    ctx.mkdir("/etc/rancher/k3s", 0o755, Some((0, 0)))?;
+    ctx.put(K3S_CONFIG, 0o600, text.as_bytes(), Some((0, 0)))?;
+    Ok(format!(
+        "{K3S_CONFIG} (0600) written: {}",
+        join.url()
+            .map_or("cluster-init".into(), |u| format!("server {u}"))
+    ))
+}
+
+fn card_rel(rel: &str, field: &str) -> Result<(), Error> {
+    if rel.is_empty() || rel.starts_with('/') || rel.split('/').any(|c| c == "..") {
+        return Err(Error::failed(format!(
+            "{NODE_CONFIG_FILE}: k3s.airgap.{field} {rel:?} must be a path relative to the boot partition"
+        )));
+    }
+    Ok(())
+}
+
+fn copy_from_card(ctx: &Ctx, rel: &str, dest: &str, mode: u32) -> Result<(), Error> {
+    let src = ctx.card(rel);
+    if ctx.dry() {
+        ctx.would(&format!("copy card {rel} to {dest} (mode {mode:04o})"));
+        return Ok(());
+    }
+    crate::fsx::copy_atomic(&src, &ctx.host(dest), mode)
+        .map_err(io(format!("copying card {rel} to {dest}")))?;
+    Ok(())
+}
+
+/// The k3s version, checked to be a plain release tag (it ends up in a URL).
+pub fn checked_version(v: &str) -> Result<&str, Error> {
+    if v.starts_with('v')
+        && v.len() > 1
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".+-".contains(c))
+    {
+        Ok(v)
+    } else {
+        Err(Error::failed(format!(
+            "{NODE_CONFIG_FILE}: k3s.version {v:?} is not a k3s release tag like v1.31.4+k3s1"
+        )))
+    }
+}
+
+fn service(role: Role) -> (&'static str, &'static str) {
+    match role {
+        Role::Server => ("server", "k3s.service"),
+        Role::Agent => ("agent", "k3s-agent.service"),
+    }
+}
+
+/// Step `k3s-install`: from the card's airgap files, else the install script of the
+/// pinned release tag; the script runs with `INSTALL_K3S_SKIP_START=true` (the
+/// `k3s-start` step starts it) and without inherited `K3S_*` variables (the script
+/// would persist them into the service's env file).
+pub fn install(ctx: &mut Ctx) -> Result<String, Error> {
+    let version = checked_version(&ctx.cfg.k3s.version)?.to_string();
+    let (exec, _) = service(ctx.cfg.role);
+    ctx.mkdir("/var/lib/piimg", 0o700, Some((0, 0)))?;
+    let mut cmd = Cmd::new("sh", &[&ctx.host(INSTALL_SCRIPT).to_string_lossy()]);
+    let how = if let Some(air) = ctx.cfg.k3s.airgap.clone() {
+        card_rel(&air.binary, "binary")?;
+        card_rel(&air.install_script, "install_script")?;
+        copy_from_card(ctx, &air.binary, K3S_BIN, 0o755)?;
+        if let Some(images) = &air.images {
+            card_rel(images, "images")?;
+            let name = images.rsplit('/').next().unwrap_or(images);
+            ctx.mkdir(IMAGES_DIR, 0o755, Some((0, 0)))?;
+            copy_from_card(ctx, images, &format!("{IMAGES_DIR}/{name}"), 0o644)?;
+        }
+        copy_from_card(ctx, &air.install_script, INSTALL_SCRIPT, 0o755)?;
+        cmd = cmd.env("INSTALL_K3S_SKIP_DOWNLOAD", "true");
+        "airgap files from the card"
+    } else {
+        let url = format!(
+            "https://raw.githubusercontent.com/k3s-io/k3s/{}/install.sh",
+            version.replace('+', "%2B")
+        );
+        let dest = ctx.host(INSTALL_SCRIPT).to_string_lossy().into_owned();
+        ctx.run_ok(&Cmd::new(
+            "curl",
+            &[
+                "-sSfL",
+                "--retry",
+                "5",
+                "--max-time",
+                "300",
+                "-o",
+                &dest,
+                &url,
+            ],
+        ))?;
+        "the install script of the pinned release"
+    };
+    cmd = cmd
+        .env("INSTALL_K3S_VERSION", version.clone())
+        .env("INSTALL_K3S_EXEC", exec)
+        .env("INSTALL_K3S_SKIP_START", "true");
+    cmd.env_remove_prefixes = vec!["K3S_".into(), "CONTAINERD_".into()];
+    ctx.run_ok(&cmd)?;
+    Ok(format!("k3s {version} installed as {exec} from {how}"))
+}
+
+/// Step `k3s-start`: `systemctl start --no-block` the k3s unit (live system only).
+pub fn start(ctx: &mut Ctx) -> Result<String, Error> {
+    let (_, unit) = service(ctx.cfg.role);
+    let cmd = Cmd::new("systemctl", &["start", "--no-block", unit]);
+    if ctx.live() || ctx.dry() {
+        ctx.run_ok(&cmd)?;
+        Ok(format!("{unit} started"))
+    } else {
+        Ok(format!("not the live system (--root): skipped `{cmd}`"))
+    }
+}
+
+/// The kubeconfig the readiness check uses: the admin kubeconfig k3s writes on
+/// servers; on agents the kubelet's own, which the node authorizer allows to read
+/// its own Node object.
+pub fn kubeconfig(role: Role) -> &'static str {
+    match role {
+        Role::Server => "/etc/rancher/k3s/k3s.yaml",
+        Role::Agent => "/var/lib/rancher/k3s/agent/kubelet.kubeconfig",
+    }
+}
+
+/// Step `k3s-ready`: `k3s kubectl get node NAME` until its Ready condition is True,
+/// with backoff, bounded by `--ready-timeout`.
+pub fn ready(ctx: &mut Ctx) -> Result<String, Error> {
+    let name = ctx.cfg.node_name.clone();
+    let kc = ctx
+        .host(kubeconfig(ctx.cfg.role))
+        .to_string_lossy()
+        .into_owned();
+    let cmd = Cmd::new(
+        ctx.host(K3S_BIN).to_string_lossy(),
+        &[
+            "kubectl",
+            "--kubeconfig",
+            &kc,
+            "get",
+            "node",
+            &name,
+            "-o",
+            r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#,
+        ],
+    );
+    if ctx.dry() {
+        ctx.would(&format!(
+            "repeat until it prints True (up to {}): {cmd}",
+            human(ctx.opts.ready_timeout)
+        ));
+        return Ok("dry run".into());
+    }
+    wait_for(ctx.opts.ready_timeout, || {
+        let out = ctx
+            .runner
+            .run(&cmd)
+            .map_err(|e| format!("cannot run {K3S_BIN}: {e}"))?;
+        match out.stdout.trim() {
+            "True" if out.success() => Ok(Some(())),
+            _ if !out.success() => Err(out.last_words()),
+            other => Err(format!("Ready={other:?}")),
+        }
+    })
+    .map_err(|last| {
+        Error::failed(format!(
+            "node {name} not Ready after {}; last answer: {last}",
+            human(ctx.opts.ready_timeout)
+        ))
+    })?;
+    Ok(format!("node {name} is Ready"))
+}

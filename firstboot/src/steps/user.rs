@@ -1,0 +1,336 @@
+//! Step `user`: the admin account. Renames the first user (uid 1000) the way
+//! userconf-pi does on Bookworm, or creates the user; locks its password when
+//! password login is off; gives it password-less sudo like Raspberry Pi OS's first
+//! user. Edits /etc/passwd, shadow, group and gshadow directly (so it works under
+//! `--root`), writing /etc/passwd last: it decides whether the rename happened.
+
+use crate::ctx::Ctx;
+use crate::error::Error;
+
+/// Supplementary groups Raspberry Pi OS gives its first user (those that exist).
+const GROUPS: &[&str] = &[
+    "adm", "dialout", "cdrom", "sudo", "audio", "video", "plugdev", "games", "users", "input",
+    "render", "netdev", "gpio", "i2c", "spi",
+];
+
+/// A login from /etc/passwd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Login name.
+    pub name: String,
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Home directory (node path).
+    pub home: String,
+}
+
+/// Parses /etc/passwd lines into accounts (malformed lines are skipped).
+pub fn accounts(passwd: &str) -> Vec<Account> {
+    passwd
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 7).then_some(())?;
+            Some(Account {
+                name: f[0].to_string(),
+                uid: f[2].parse().ok()?,
+                gid: f[3].parse().ok()?,
+                home: f[5].to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Looks up `name` in the node's /etc/passwd.
+pub fn lookup(ctx: &Ctx, name: &str) -> Result<Option<Account>, Error> {
+    let passwd = ctx.read("/etc/passwd")?.unwrap_or_default();
+    Ok(accounts(&passwd).into_iter().find(|a| a.name == name))
+}
+
+/// Applies the admin account.
+pub fn apply(ctx: &mut Ctx) -> Result<String, Error> {
+    let user = ctx.cfg.admin.user.clone();
+    if user.is_empty()
+        || user == "root"
+        || user.len() > 32
+        || !user
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        || user.starts_with('-')
+    {
+        return Err(Error::failed(format!(
+            "node.json: admin.user {user:?} is not a usable login name (lowercase letters, digits, '-', '_'; not root)"
+        )));
+    }
+    let passwd = ctx.read("/etc/passwd")?.ok_or_else(|| {
+        Error::failed("/etc/passwd does not exist: is --root a Raspberry Pi OS root filesystem?")
+    })?;
+    let all = accounts(&passwd);
+    let mut summary = if all.iter().any(|a| a.name == user) {
+        format!("user {user} exists")
+    } else if let Some(first) = all.iter().find(|a| a.uid == 1000) {
+        let old = first.name.clone();
+        rename(ctx, &passwd, &old, &user)?;
+        format!("renamed first user {old} (uid 1000) to {user}")
+    } else {
+        create(ctx, &passwd, &user)?
+    };
+    let acct = lookup(ctx, &user)?.or_else(|| {
+        // Under --dry-run nothing was written: describe the account as it would be.
+        ctx.dry().then(|| Account {
+            name: user.clone(),
+            uid: 1000,
+            gid: 1000,
+            home: format!("/home/{user}"),
+        })
+    });
+    let acct = acct.ok_or_else(|| {
+        Error::failed(format!(
+            "user {user} missing from /etc/passwd after creating it"
+        ))
+    })?;
+    ctx.mkdir(&acct.home, 0o700, Some((acct.uid, acct.gid)))?;
+    if !ctx.cfg.admin.password_login {
+        lock_password(ctx, &user)?;
+        summary.push_str("; password locked");
+    }
+    ensure_sudo(ctx, &user)?;
+    cancel_userconfig(ctx)?;
+    Ok(summary)
+}
+
+fn map_lines(text: &str, f: impl Fn(Vec<String>) -> Vec<String>) -> String {
+    let mut out: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.trim().is_empty() || l.starts_with('#') {
+                l.to_string()
+            } else {
+                f(l.split(':').map(String::from).collect()).join(":")
+            }
+        })
+        .collect();
+    out.push(String::new());
+    out.join("\n")
+}
+
+fn rename_members(list: &str, old: &str, new: &str) -> String {
+    list.split(',')
+        .map(|m| if m == old { new } else { m })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn rename(ctx: &Ctx, passwd: &str, old: &str, new: &str) -> Result<(), Error> {
+    let group_taken = ctx
+        .read("/etc/group")?
+        .is_some_and(|g| g.lines().any(|l| l.split(':').next() == Some(new)));
+    for (path, members) in [
+        ("/etc/shadow", &[][..]),
+        ("/etc/group", &[3][..]),
+        ("/etc/gshadow", &[2, 3][..]),
+    ] {
+        let Some(text) = ctx.read(path)? else {
+            continue;
+        };
+        let is_group = path != "/etc/shadow";
+        let edited = map_lines(&text, |mut f| {
+            if f[0] == old && !(is_group && group_taken) {
+                f[0] = new.to_string();
+            }
+            for &i in members {
+                if let Some(v) = f.get_mut(i) {
+                    *v = rename_members(v, old, new);
+                }
+            }
+            f
+        });
+        ctx.put_like(path, edited.as_bytes(), 0o640)?;
+    }
+    for path in ["/etc/subuid", "/etc/subgid"] {
+        if let Some(text) = ctx.read(path)? {
+            let edited = map_lines(&text, |mut f| {
+                if f[0] == old {
+                    f[0] = new.to_string();
+                }
+                f
+            });
+            ctx.put_like(path, edited.as_bytes(), 0o644)?;
+        }
+    }
+    for path in [
+        "/etc/sudoers.d/010_pi-nopasswd",
+        "/etc/sudoers.d/90-cloud-init-users",
+    ] {
+        if let Some(text) = ctx.read(path)? {
+            let prefix = format!("{old} ");
+            let edited: String = text
+                .lines()
+                .map(|l| match l.strip_prefix(&prefix) {
+                    Some(rest) => format!("{new} {rest}\n"),
+                    None => format!("{l}\n"),
+                })
+                .collect();
+            ctx.put_like(path, edited.as_bytes(), 0o440)?;
+        }
+    }
+    let (old_home, new_home) = (format!("/home/{old}"), format!("/home/{new}"));
+    if ctx.host(&old_home).is_dir() && !ctx.host(&new_home).exists() {
+        if ctx.dry() {
+            ctx.would(&format!("move {old_home} to {new_home}"));
+        } else {
+            std::fs::rename(ctx.host(&old_home), ctx.host(&new_home))
+                .map_err(crate::error::io(&old_home))?;
+        }
+    }
+    let edited = map_lines(passwd, |mut f| {
+        if f[0] == old && f.len() >= 7 {
+            f[0] = new.to_string();
+            if f[5] == old_home {
+                f[5] = new_home.clone();
+            }
+        }
+        f
+    });
+    ctx.put_like("/etc/passwd", edited.as_bytes(), 0o644)?;
+    Ok(())
+}
+
+fn create(ctx: &Ctx, passwd: &str, user: &str) -> Result<String, Error> {
+    let used: Vec<u32> = accounts(passwd).iter().map(|a| a.uid).collect();
+    let group = ctx.read("/etc/group")?.unwrap_or_default();
+    let gids: Vec<u32> = group
+        .lines()
+        .filter_map(|l| l.split(':').nth(2)?.parse().ok())
+        .collect();
+    let uid = (1000..60000)
+        .find(|u| !used.contains(u))
+        .ok_or_else(|| Error::failed("/etc/passwd: no free uid between 1000 and 60000"))?;
+    let gid = if gids.contains(&uid) {
+        (1000..60000)
+            .find(|g| !gids.contains(g))
+            .ok_or_else(|| Error::failed("/etc/group: no free gid between 1000 and 60000"))?
+    } else {
+        uid
+    };
+    let home = format!("/home/{user}");
+    // Groups first (membership edits are idempotent), /etc/passwd last.
+    let mut group_text = group.clone();
+    if !group.lines().any(|l| l.split(':').next() == Some(user)) {
+        group_text = append_line(&group_text, &format!("{user}:x:{gid}:"));
+    }
+    group_text = map_lines(&group_text, |mut f| {
+        if GROUPS.contains(&f[0].as_str()) && f.len() >= 4 {
+            let mut members: Vec<&str> = f[3].split(',').filter(|m| !m.is_empty()).collect();
+            if !members.contains(&user) {
+                members.push(user);
+            }
+            f[3] = members.join(",");
+        }
+        f
+    });
+    ctx.put_like("/etc/group", group_text.as_bytes(), 0o644)?;
+    let gshadow = ctx.read("/etc/gshadow")?;
+    if let Some(gs) = gshadow.filter(|gs| !gs.lines().any(|l| l.split(':').next() == Some(user))) {
+        ctx.put_like(
+            "/etc/gshadow",
+            append_line(&gs, &format!("{user}:!::")).as_bytes(),
+            0o640,
+        )?;
+    }
+    let shadow = ctx.read("/etc/shadow")?;
+    if let Some(sh) = shadow.filter(|sh| !sh.lines().any(|l| l.split(':').next() == Some(user))) {
+        let days = crate::time::now() / 86_400;
+        let line = format!("{user}:!:{days}:0:99999:7:::");
+        ctx.put_like("/etc/shadow", append_line(&sh, &line).as_bytes(), 0o640)?;
+    }
+    ctx.mkdir(&home, 0o700, Some((uid, gid)))?;
+    if let Ok(entries) = std::fs::read_dir(ctx.host("/etc/skel")) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let dest = format!("{home}/{name}");
+            if e.file_type().is_ok_and(|t| t.is_file()) && !ctx.host(&dest).exists() {
+                let data = std::fs::read(e.path())
+                    .map_err(crate::error::io(format!("/etc/skel/{name}")))?;
+                ctx.put(&dest, 0o644, &data, Some((uid, gid)))?;
+            }
+        }
+    }
+    let line = format!("{user}:x:{uid}:{gid}:,,,:{home}:/bin/bash");
+    ctx.put_like("/etc/passwd", append_line(passwd, &line).as_bytes(), 0o644)?;
+    Ok(format!("created user {user} (uid {uid})"))
+}
+
+fn append_line(text: &str, line: &str) -> String {
+    let mut t = text.to_string();
+    if !t.is_empty() && !t.ends_with('\n') {
+        t.push('\n');
+    }
+    t.push_str(line);
+    t.push('\n');
+    t
+}
+
+fn lock_password(ctx: &Ctx, user: &str) -> Result<(), Error> {
+    let Some(shadow) = ctx.read("/etc/shadow")? else {
+        return Ok(());
+    };
+    let edited = map_lines(&shadow, |mut f| {
+        if f[0] == user && f.len() > 1 && !f[1].starts_with('!') {
+            f[1] = format!("!{}", f[1]);
+        }
+        f
+    });
+    ctx.put_like("/etc/shadow", edited.as_bytes(), 0o640)?;
+    Ok(())
+}
+
+fn ensure_sudo(ctx: &Ctx, user: &str) -> Result<(), Error> {
+    let prefix = format!("{user} ");
+    if let Ok(entries) = std::fs::read_dir(ctx.host("/etc/sudoers.d")) {
+        for e in entries.flatten() {
+            if std::fs::read_to_string(e.path())
+                .is_ok_and(|t| t.lines().any(|l| l.starts_with(&prefix)))
+            {
+                return Ok(());
+            }
+        }
+    }
+    ctx.put(
+        "/etc/sudoers.d/010_piimg-nopasswd",
+        0o440,
+        format!("{user} ALL=(ALL) NOPASSWD: ALL\n").as_bytes(),
+        Some((0, 0)),
+    )?;
+    Ok(())
+}
+
+/// Does what userconf-pi's cancel-rename does once a user is named: no rename
+/// banner, no interactive `userconfig` dialog, a normal getty on tty1.
+fn cancel_userconfig(ctx: &Ctx) -> Result<(), Error> {
+    ctx.rm("/etc/ssh/sshd_config.d/rename_user.conf")?;
+    ctx.rm("/etc/systemd/system/multi-user.target.wants/userconfig.service")?;
+    let userconf_pi = [
+        "/lib/systemd/system/userconfig.service",
+        "/usr/lib/systemd/system/userconfig.service",
+    ]
+    .iter()
+    .any(|p| ctx.host(p).exists());
+    if userconf_pi {
+        for lib in [
+            "/lib/systemd/system/getty@.service",
+            "/usr/lib/systemd/system/getty@.service",
+        ] {
+            if ctx.host(lib).exists() {
+                ctx.link(
+                    lib,
+                    "/etc/systemd/system/getty.target.wants/getty@tty1.service",
+                )?;
+                break;
+            }
+        }
+    }
+    Ok(())
+}
