@@ -1,0 +1,405 @@
+//! The agent binary against a temp root tree and boot dir: phase 1, phase 2, reruns,
+//! dry runs and bad input. k3s and its installer are stand-ins (see support).
+
+mod support;
+
+use piimg_firstboot::contract::*;
+use std::fs;
+use support::*;
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn phase1_lays_down_identity_and_hands_off() {
+    let f = Fixture::new(&node_config(Role::Server, true, bookworm_hook()));
+    let out = f.run(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // NetworkManager keyfile and sshd drop-in from node.json files, with modes.
+    assert_eq!(f.mode(KEYFILE), 0o600);
+    assert!(
+        f.read(KEYFILE)
+            .contains("address1=192.168.86.31/24,192.168.86.1")
+    );
+    assert_eq!(
+        f.read("/etc/ssh/sshd_config.d/50-piimg.conf"),
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+    );
+    // Hostname and exactly one 127.0.1.1 line.
+    assert_eq!(f.read("/etc/hostname"), "pi5-master-1\n");
+    let hosts = f.read("/etc/hosts");
+    assert_eq!(
+        hosts
+            .lines()
+            .filter(|l| l.starts_with("127.0.1.1"))
+            .collect::<Vec<_>>(),
+        ["127.0.1.1\tpi5-master-1.lan pi5-master-1"]
+    );
+    assert!(hosts.contains("127.0.0.1\tlocalhost"));
+    // uid 1000 renamed like userconf-pi, password locked, home moved.
+    assert!(
+        f.read("/etc/passwd")
+            .contains("admin:x:1000:1000:,,,:/home/admin:/bin/bash\n")
+    );
+    assert!(!f.read("/etc/passwd").contains("pi:"));
+    assert!(f.read("/etc/shadow").contains("admin:!$y$j9T$fakehash:"));
+    assert_eq!(f.mode("/etc/shadow"), 0o640);
+    assert!(
+        f.read("/etc/group").contains("admin:x:1000:\n")
+            && f.read("/etc/group").contains("sudo:x:27:admin\n")
+    );
+    assert!(f.read("/etc/gshadow").contains("sudo:*::admin\n"));
+    assert_eq!(f.read("/etc/subuid"), "admin:100000:65536\n");
+    assert_eq!(
+        f.read("/etc/sudoers.d/010_pi-nopasswd"),
+        "admin ALL=(ALL) NOPASSWD: ALL\n"
+    );
+    assert!(f.path("/home/admin/.bashrc").exists() && !f.path("/home/pi").exists());
+    assert!(!f.path("/etc/ssh/sshd_config.d/rename_user.conf").exists());
+    assert!(
+        fs::symlink_metadata(
+            f.path("/etc/systemd/system/multi-user.target.wants/userconfig.service")
+        )
+        .is_err()
+    );
+    assert_eq!(
+        fs::read_link(f.path("/etc/systemd/system/getty.target.wants/getty@tty1.service"))
+            .unwrap()
+            .to_str(),
+        Some("/lib/systemd/system/getty@.service")
+    );
+    // authorized_keys 0600 in a 0700 dir, owned by the admin.
+    assert_eq!(
+        f.read("/home/admin/.ssh/authorized_keys"),
+        format!("{KEY}\n")
+    );
+    assert_eq!(f.mode("/home/admin/.ssh/authorized_keys"), 0o600);
+    assert_eq!(f.mode("/home/admin/.ssh"), 0o700);
+    assert_eq!(f.owner("/home/admin/.ssh/authorized_keys"), (1000, 1000));
+    // ssh enabled like `systemctl enable ssh`.
+    assert_eq!(
+        fs::read_link(f.path("/etc/systemd/system/multi-user.target.wants/ssh.service"))
+            .unwrap()
+            .to_str(),
+        Some("/lib/systemd/system/ssh.service")
+    );
+    assert_eq!(
+        fs::read_link(f.path("/etc/systemd/system/sshd.service"))
+            .unwrap()
+            .to_str(),
+        Some("/lib/systemd/system/ssh.service")
+    );
+    // Agent installed and its unit enabled.
+    assert_eq!(
+        fs::read(f.path(AGENT_INSTALL_PATH)).unwrap(),
+        fs::read(&f.self_exe).unwrap()
+    );
+    assert_eq!(f.mode(AGENT_INSTALL_PATH), 0o755);
+    assert_eq!(f.read("/etc/systemd/system/piimg-firstboot.service"), UNIT);
+    assert_eq!(
+        fs::read_link(
+            f.path("/etc/systemd/system/multi-user.target.wants/piimg-firstboot.service")
+        )
+        .unwrap()
+        .to_str(),
+        Some("/etc/systemd/system/piimg-firstboot.service")
+    );
+    // cmdline.txt: one line, hook gone, every other argument (cgroup flags too) kept.
+    assert_eq!(
+        fs::read_to_string(f.boot.join("cmdline.txt")).unwrap(),
+        format!("{CMDLINE_BASE}\n")
+    );
+    // Secrets moved off the card; node password pre-seeded.
+    assert!(!f.boot.join(SECRETS_FILE).exists());
+    assert_eq!(f.mode("/var/lib/piimg/secrets.json"), 0o600);
+    assert_eq!(f.mode("/var/lib/piimg"), 0o700);
+    assert!(f.read("/var/lib/piimg/secrets.json").contains(TOKEN));
+    assert_eq!(f.read("/etc/rancher/node/password"), "0123456789abcdef\n");
+    assert_eq!(f.mode("/etc/rancher/node/password"), 0o600);
+    // Status on the card; phase 2 not started.
+    let st = f.status();
+    assert_eq!(
+        (st.step.as_str(), st.result, st.complete),
+        ("handoff", StepResult::Ok, false)
+    );
+    assert_eq!(st.steps.len(), 9);
+    assert!(!f.path("/etc/rancher/k3s/config.yaml").exists());
+}
+
+#[test]
+fn phase2_installs_k3s_from_the_card_and_disables_itself() {
+    let f = Fixture::new(&node_config(Role::Server, true, bookworm_hook()));
+    assert!(f.run(&[]).status.success());
+    // A K3S_ variable in the environment must not reach the installer.
+    let out = f.cmd().env("K3S_TOKEN", "leaked").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let cfg = f.read("/etc/rancher/k3s/config.yaml");
+    assert_eq!(f.mode("/etc/rancher/k3s/config.yaml"), 0o600);
+    assert_eq!(
+        cfg,
+        format!(
+            "node-name: pi5-master-1\nnode-ip: 192.168.86.31\ntls-san:\n  - 192.168.86.31\n# added by piimg-firstboot\ntoken: \"{TOKEN}\"\ncluster-init: true\n"
+        )
+    );
+    assert_eq!(
+        f.read("/usr/local/bin/k3s"),
+        fs::read_to_string(f.boot.join("piimg/airgap/k3s-arm64")).unwrap()
+    );
+    assert_eq!(f.mode("/usr/local/bin/k3s"), 0o755);
+    assert!(
+        f.path("/var/lib/rancher/k3s/agent/images/k3s-airgap-images-arm64.tar.zst")
+            .exists()
+    );
+    let log = fs::read_to_string(&f.log).unwrap();
+    let installer: Vec<&str> = log.lines().filter(|l| !l.starts_with("k3s ")).collect();
+    assert_eq!(
+        installer,
+        [
+            "installer args: ",
+            "INSTALL_K3S_EXEC=server",
+            "INSTALL_K3S_SKIP_DOWNLOAD=true",
+            "INSTALL_K3S_SKIP_START=true",
+            "INSTALL_K3S_VERSION=v1.31.4+k3s1",
+        ],
+        "{log}"
+    );
+    let kubectl = format!(
+        "k3s kubectl --kubeconfig {} get node pi5-master-1 -o jsonpath={{.status.conditions[?(@.type==\"Ready\")].status}}",
+        f.path("/etc/rancher/k3s/k3s.yaml").display()
+    );
+    assert!(log.contains(&kubectl), "{log}");
+    // Scrubbed and disabled; status complete.
+    assert!(!f.path("/var/lib/piimg/secrets.json").exists());
+    assert!(
+        fs::symlink_metadata(
+            f.path("/etc/systemd/system/multi-user.target.wants/piimg-firstboot.service")
+        )
+        .is_err()
+    );
+    let st = f.status();
+    assert!(
+        st.complete && st.step == "complete" && st.result == StepResult::Ok,
+        "{st:?}"
+    );
+    assert_eq!(st.steps.len(), 19);
+    // Another boot: nothing runs, nothing changes.
+    let before = f.snapshot();
+    let out = f.run(&[]);
+    assert!(out.status.success());
+    assert!(stderr(&out).contains("already complete"));
+    assert_eq!(f.snapshot(), before);
+}
+
+#[test]
+fn agent_role_joins_the_bootstrap_server_and_checks_with_the_kubelet_kubeconfig() {
+    let f = Fixture::new(&node_config(Role::Agent, false, bookworm_hook()));
+    // Stand-in for the bootstrap server's https://IP:6443/ping: openssl s_server -WWW
+    // serving a file named `ping` on loopback with a throwaway self-signed cert.
+    let srv = f.dir.path().join("srv");
+    fs::create_dir_all(&srv).unwrap();
+    fs::write(srv.join("ping"), "pong").unwrap();
+    let certs = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=stand-in",
+            "-keyout",
+            "k.pem",
+            "-out",
+            "c.pem",
+        ])
+        .current_dir(&srv)
+        .output()
+        .unwrap();
+    assert!(certs.status.success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new("openssl")
+        .args([
+            "s_server",
+            "-quiet",
+            "-WWW",
+            "-cert",
+            "c.pem",
+            "-key",
+            "k.pem",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .current_dir(&srv)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(f.run(&[]).status.success());
+    let out = f.run(&["--api-port", &port.to_string(), "--join-timeout", "20"]);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cfg = f.read("/etc/rancher/k3s/config.yaml");
+    assert!(
+        cfg.ends_with(&format!(
+            "token: \"{TOKEN}\"\nserver: \"https://127.0.0.1:{port}\"\n"
+        )),
+        "{cfg}"
+    );
+    let log = fs::read_to_string(&f.log).unwrap();
+    assert!(log.contains("INSTALL_K3S_EXEC=agent"), "{log}");
+    assert!(
+        log.contains("/var/lib/rancher/k3s/agent/kubelet.kubeconfig get node pi4-worker-1"),
+        "{log}"
+    );
+}
+
+#[test]
+fn unreachable_join_target_is_named_in_the_error_and_the_status() {
+    let f = Fixture::new(&node_config(Role::Agent, false, bookworm_hook()));
+    assert!(f.run(&[]).status.success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = f.run(&["--api-port", &port.to_string(), "--join-timeout", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let want = format!("no route to 127.0.0.1:{port} after 1 s");
+    assert!(stderr(&out).contains(&want), "{}", stderr(&out));
+    let st = f.status();
+    assert_eq!((st.step.as_str(), st.result), ("join", StepResult::Error));
+    assert!(st.message.contains(&want));
+}
+
+#[test]
+fn missing_memory_cgroup_fails_with_the_k3s_hint_then_resumes() {
+    let f = Fixture::new(&node_config(Role::Server, true, bookworm_hook()));
+    fs::write(
+        f.path("/sys/fs/cgroup/cgroup.controllers"),
+        "cpuset cpu io pids\n",
+    )
+    .unwrap();
+    assert!(f.run(&[]).status.success());
+    let out = f.run(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("\"cgroup_memory=1 cgroup_enable=memory\" to your linux cmdline"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        (f.status().step.as_str(), f.status().result),
+        ("cgroup", StepResult::Error)
+    );
+    fs::write(
+        f.path("/sys/fs/cgroup/cgroup.controllers"),
+        "cpuset cpu io memory pids\n",
+    )
+    .unwrap();
+    f.run_to_completion(1);
+}
+
+#[test]
+fn trixie_cloud_init_card_keeps_cmdline_and_does_not_reboot() {
+    let f = Fixture::new(&node_config(
+        Role::Server,
+        true,
+        BootHook::CloudInit {
+            instance_id: "piimg-1".into(),
+        },
+    ));
+    let cmdline = fs::read_to_string(f.boot.join("cmdline.txt")).unwrap();
+    f.run_to_completion(2);
+    assert_eq!(
+        fs::read_to_string(f.boot.join("cmdline.txt")).unwrap(),
+        cmdline
+    );
+    assert!(
+        f.status()
+            .steps
+            .iter()
+            .any(|s| s.name == "unhook" && s.message.contains("cloud-init"))
+    );
+}
+
+#[test]
+fn dry_run_prints_actions_and_changes_nothing() {
+    let f = Fixture::new(&node_config(Role::Server, true, bookworm_hook()));
+    let before = f.snapshot();
+    let out = f.run(&["--dry-run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("would write {KEYFILE} (mode 0600,")),
+        "{text}"
+    );
+    assert!(
+        text.contains("would zero and delete card piimg/secrets.json"),
+        "{text}"
+    );
+    assert!(text.contains("would write card cmdline.txt"), "{text}");
+    assert_eq!(f.snapshot(), before);
+    assert!(!f.boot.join(STATUS_FILE).exists());
+    let out = f.run(&["--dry-run", "--phase", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("would run INSTALL_K3S_SKIP_DOWNLOAD=true INSTALL_K3S_VERSION=v1.31.4+k3s1 INSTALL_K3S_EXEC=server INSTALL_K3S_SKIP_START=true sh "), "{text}");
+    assert_eq!(f.snapshot(), before);
+}
+
+#[test]
+fn a_newer_contract_is_refused_with_a_clear_error() {
+    let mut cfg = node_config(Role::Server, true, bookworm_hook());
+    cfg.contract_version = CONTRACT_VERSION + 1;
+    let f = Fixture::new(&cfg);
+    let out = f.run(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(
+            "piimg/node.json: card contract version 2, this agent speaks 1; rebuild the card"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let out = f.run(&["--phase", "3"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--phase: \"3\" is not 1 or 2"));
+}
+
+#[test]
+fn a_fresh_root_without_uid_1000_gets_a_new_admin_user() {
+    let f = Fixture::new(&node_config(Role::Server, true, bookworm_hook()));
+    fs::write(f.path("/etc/passwd"), "root:x:0:0:root:/root:/bin/bash\n").unwrap();
+    fs::write(f.path("/etc/group"), "root:x:0:\nsudo:x:27:\n").unwrap();
+    fs::create_dir_all(f.path("/etc/skel")).unwrap();
+    fs::write(f.path("/etc/skel/.profile"), "# profile\n").unwrap();
+    assert!(f.run(&[]).status.success());
+    assert!(f.run(&[]).status.success());
+    assert_eq!(
+        f.read("/etc/passwd"),
+        "root:x:0:0:root:/root:/bin/bash\nadmin:x:1000:1000:,,,:/home/admin:/bin/bash\n"
+    );
+    assert_eq!(
+        f.read("/etc/group"),
+        "root:x:0:\nsudo:x:27:admin\nadmin:x:1000:\n"
+    );
+    assert!(
+        f.read("/etc/shadow")
+            .lines()
+            .any(|l| l.starts_with("admin:!:"))
+    );
+    assert_eq!(f.read("/home/admin/.profile"), "# profile\n");
+    assert_eq!(f.owner("/home/admin/.profile"), (1000, 1000));
+}
