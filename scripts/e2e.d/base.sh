@@ -21,6 +21,7 @@ out="$cache/base-$flavour-$key"
 if [ -f "$out/base.img" ]; then echo "$out"; exit 0; fi
 
 tmp="$(mktemp -d "$cache/base-$flavour.tmp.XXXXXX")"
+chmod 755 "$tmp"
 trap 'rm -rf --one-file-system "$tmp"' EXIT
 echo "base: laying out the $flavour base image" >&2
 root="$tmp/root"
@@ -50,7 +51,7 @@ cp "$(ls "$root"/boot/initrd.img-* | tail -n1)" "$tmp/initrd.img"
 # A fixed disk id per flavour (real releases have one too); first boot replaces it.
 diskid="$(printf '%s' "piimg-e2e-$flavour" | sha256sum | cut -c1-8)"
 echo "$diskid" >"$tmp/disk-id"
-"$here/layout.sh" --release "$flavour" --root-dir "$root" --disk-id "$diskid" --out "$tmp/base.img"
+"$here/layout.sh" --release "$flavour" --root-dir "$root" --disk-id "$diskid" --out "$tmp/base.img" >&2
 rm -rf --one-file-system "$root"
 mv -T "$tmp" "$out"
 trap - EXIT

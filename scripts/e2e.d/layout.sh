@@ -115,7 +115,7 @@ start=$((boot_start / 512)), size=$((boot_size / 512)), type=c
 start=$((root_start / 512)), size=$((root_size / 512)), type=83
 SFDISK
 
-mkfs.vfat -F 32 -n bootfs -s "$cluster" -C "$work/boot.img" $((boot_size / 1024)) >/dev/null
+mkfs.vfat -F 32 -n bootfs -s "$cluster" -C "$work/boot.img" $((boot_size / 1024)) >/dev/null 2>&1
 for f in "$work/boot"/*; do mcopy -i "$work/boot.img" -o "$f" "::/$(basename "$f")"; done
 fsck.vfat -n "$work/boot.img" >/dev/null
 
