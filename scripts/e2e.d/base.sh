@@ -29,6 +29,7 @@ root="$tmp/root"
 cp -a "$root_src" "$root"
 in_root() { chroot "$root" "$@"; }
 
+mkdir -p "$root/boot/firmware"   # the boot partition's mount point
 echo raspberrypi >"$root/etc/hostname"
 printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\traspberrypi\n' >"$root/etc/hosts"
 # Raspberry Pi OS names the wired interface eth0: no predictable names.
