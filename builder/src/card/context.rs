@@ -1,0 +1,141 @@
+//! The data every overlay template sees: `plan` (the node's [`NodePlan`]) and `card`
+//! (values derived from it that templates should not have to compute).
+
+use crate::plan::NodePlan;
+use piimg_firstboot::contract::{AGENT_FILE, AGENT_INSTALL_PATH, AGENT_UNIT, BOOT_MOUNT, Role};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::net::IpAddr;
+
+/// Template data: `{{plan.…}}` and `{{card.…}}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TemplateData<'a> {
+    /// The node's resolved plan.
+    pub plan: &'a NodePlan,
+    /// Derived values.
+    pub card: CardValues,
+}
+
+/// Values derived from the plan for the templates.
+#[derive(Debug, Clone, Serialize)]
+pub struct CardValues {
+    /// `server` or `agent`.
+    pub role: &'static str,
+    /// True for servers.
+    pub is_server: bool,
+    /// The node's address, e.g. `192.168.86.31`.
+    pub address: String,
+    /// Address with prefix, e.g. `192.168.86.31/24`.
+    pub address_cidr: String,
+    /// `name.domain`, or the name when there is no domain.
+    pub fqdn: String,
+    /// All DNS resolvers as strings.
+    pub dns: Vec<String>,
+    /// The IPv4 resolvers only (for the NetworkManager `[ipv4]` section).
+    pub dns_ipv4: Vec<String>,
+    /// TLS SANs for servers: the node's address, name and the plan's extra SANs (VIP included).
+    pub tls_san: Vec<String>,
+    /// Node labels as `key=value`, sorted.
+    pub labels: Vec<String>,
+    /// The agent on the running system's boot partition (`/boot/firmware/piimg/piimg-firstboot`).
+    pub agent_path: String,
+    /// Where phase 1 installs the agent.
+    pub agent_install_path: &'static str,
+    /// The phase-2 unit's name.
+    pub agent_unit: &'static str,
+    /// NetworkManager connection id.
+    pub keyfile_id: String,
+    /// NetworkManager connection UUID, stable per cluster and node.
+    pub keyfile_uuid: String,
+    /// cloud-init instance id (unique per build); empty before it is known.
+    pub instance_id: String,
+}
+
+impl CardValues {
+    /// Derives the values for `plan`.
+    pub fn new(plan: &NodePlan) -> Self {
+        let net = &plan.network;
+        let address = net.address.to_string();
+        let mut tls_san = vec![address.clone(), plan.name.clone()];
+        if let Some(d) = &plan.domain {
+            tls_san.push(format!("{}.{d}", plan.name));
+        }
+        for s in &plan.k3s.tls_san {
+            if !tls_san.contains(s) {
+                tls_san.push(s.clone());
+            }
+        }
+        if let Some(vip) = plan.k3s.vip {
+            let v = vip.to_string();
+            if !tls_san.contains(&v) {
+                tls_san.push(v);
+            }
+        }
+        Self {
+            role: match plan.role {
+                Role::Server => "server",
+                Role::Agent => "agent",
+            },
+            is_server: plan.role == Role::Server,
+            address_cidr: format!("{address}/{}", net.prefix_len),
+            address,
+            fqdn: match &plan.domain {
+                Some(d) if !d.is_empty() => format!("{}.{d}", plan.name),
+                _ => plan.name.clone(),
+            },
+            dns: net.dns.iter().map(IpAddr::to_string).collect(),
+            dns_ipv4: net
+                .dns
+                .iter()
+                .filter(|a| a.is_ipv4())
+                .map(IpAddr::to_string)
+                .collect(),
+            tls_san,
+            labels: plan
+                .k3s
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
+            agent_path: format!("{BOOT_MOUNT}/{AGENT_FILE}"),
+            agent_install_path: AGENT_INSTALL_PATH,
+            agent_unit: AGENT_UNIT,
+            keyfile_id: format!("piimg-{}", net.interface),
+            keyfile_uuid: stable_uuid(&format!("{}/{}/{}", plan.cluster, plan.name, net.interface)),
+            instance_id: String::new(),
+        }
+    }
+}
+
+/// A UUID (version 5 layout) derived from `seed`, so rebuilding gives the same one.
+pub fn stable_uuid(seed: &str) -> String {
+    let h = Sha256::digest(format!("piimg-uuid:{seed}").as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&h[..16]);
+    b[6] = (b[6] & 0x0f) | 0x50;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let x = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &x[0..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..32]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stable_uuid_is_stable_and_well_formed() {
+        let a = stable_uuid("homelab/pi5-master-1/eth0");
+        assert_eq!(a, stable_uuid("homelab/pi5-master-1/eth0"));
+        assert_ne!(a, stable_uuid("homelab/pi5-master-2/eth0"));
+        let parts: Vec<usize> = a.split('-').map(str::len).collect();
+        assert_eq!(parts, [8, 4, 4, 4, 12]);
+        assert_eq!(&a[14..15], "5");
+    }
+}
