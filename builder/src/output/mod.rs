@@ -1,1 +1,5 @@
-//! Writing output images: sparse/reflink copy of the base, compression.
+//! Writing output images: sparse/reflink copy of the base, the card written into the
+//! boot partition, `.bmap`, optional `.img.xz`; every output appears atomically.
+
+pub mod compress;
+pub mod copy;
