@@ -24,6 +24,8 @@ use std::path::PathBuf;
 
 /// The boot partition's kernel command line.
 pub const CMDLINE_TXT: &str = "cmdline.txt";
+/// Prefix of everything piimg owns on the boot partition ([`contract::CARD_DIR`]).
+pub const CARD_DIR_PREFIX: &str = "piimg/";
 /// The boot partition's firmware configuration.
 pub const CONFIG_TXT: &str = "config.txt";
 /// The NetworkManager keyfile the agent lays down on Bookworm.
@@ -482,4 +484,4 @@ pub fn instance_id(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
