@@ -20,6 +20,15 @@ pub trait BootPartition {
     ) -> Result<(), Self::Error>;
 }
 
+/// Files to write (path → bytes) and files to remove, in a stable order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Changes {
+    /// Path → new content.
+    pub writes: BTreeMap<String, Vec<u8>>,
+    /// Paths to delete.
+    pub removes: Vec<String>,
+}
+
 /// Why a card could not be laid onto a boot partition.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -46,7 +55,7 @@ pub fn plan_changes<B: BootPartition>(
     boot: &mut B,
     card: &Card,
     extra: &BTreeMap<String, Vec<u8>>,
-) -> Result<(BTreeMap<String, Vec<u8>>, Vec<String>), ApplyError> {
+) -> Result<Changes, ApplyError> {
     let part = |e: B::Error| ApplyError::Partition(Box::new(e));
     let cmdline = boot
         .read_file(CMDLINE_TXT)
@@ -81,7 +90,7 @@ pub fn plan_changes<B: BootPartition>(
         .filter(|p| !writes.keys().any(|w| w.eq_ignore_ascii_case(p)))
         .collect();
     removes.sort();
-    Ok((writes, removes))
+    Ok(Changes { writes, removes })
 }
 
 /// Lays `card` (and `extra` files) onto `boot` in one batch.
@@ -90,8 +99,8 @@ pub fn apply_card<B: BootPartition>(
     card: &Card,
     extra: &BTreeMap<String, Vec<u8>>,
 ) -> Result<(), ApplyError> {
-    let (writes, removes) = plan_changes(boot, card, extra)?;
-    boot.apply_changes(&writes, &removes)
+    let c = plan_changes(boot, card, extra)?;
+    boot.apply_changes(&c.writes, &c.removes)
         .map_err(|e| ApplyError::Partition(Box::new(e)))
 }
 
