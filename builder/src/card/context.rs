@@ -49,6 +49,49 @@ pub struct CardValues {
     pub keyfile_uuid: String,
     /// cloud-init instance id (unique per build); empty before it is known.
     pub instance_id: String,
+    /// The plan's extra `key=value` settings as config.yaml entries (a repeated key
+    /// becomes a list), in first-seen key order.
+    pub extra_config: Vec<ConfigEntry>,
+}
+
+/// One extra k3s `config.yaml` key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigEntry {
+    /// The key, e.g. `flannel-backend`.
+    pub key: String,
+    /// True when the key was given more than once (rendered as a YAML list).
+    pub list: bool,
+    /// The values as YAML scalars (quoted unless a plain number or boolean).
+    pub values: Vec<String>,
+}
+
+/// `key=value` lines (a bare `key` means `true`) as config entries.
+pub fn config_entries(args: &[String]) -> Vec<ConfigEntry> {
+    let mut out: Vec<ConfigEntry> = Vec::new();
+    for a in args {
+        let (k, v) = a.split_once('=').unwrap_or((a.as_str(), "true"));
+        let (k, v) = (k.trim(), v.trim());
+        let scalar = if v == "true"
+            || v == "false"
+            || (!v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) && !v.starts_with('0'))
+        {
+            v.to_string()
+        } else {
+            serde_json::to_string(v).unwrap_or_default()
+        };
+        match out.iter_mut().find(|e| e.key == k) {
+            Some(e) => {
+                e.list = true;
+                e.values.push(scalar);
+            }
+            None => out.push(ConfigEntry {
+                key: k.to_string(),
+                list: false,
+                values: vec![scalar],
+            }),
+        }
+    }
+    out
 }
 
 impl CardValues {
@@ -103,6 +146,7 @@ impl CardValues {
             keyfile_id: format!("piimg-{}", net.interface),
             keyfile_uuid: stable_uuid(&format!("{}/{}/{}", plan.cluster, plan.name, net.interface)),
             instance_id: String::new(),
+            extra_config: config_entries(&plan.k3s.extra_args),
         }
     }
 }
@@ -128,6 +172,22 @@ pub fn stable_uuid(seed: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extra_args_become_yaml_entries() {
+        let e = config_entries(&[
+            "flannel-backend=wireguard-native".into(),
+            "secrets-encryption=true".into(),
+            "kube-apiserver-arg=a=b".into(),
+            "kube-apiserver-arg=c=d".into(),
+            "etcd-snapshot-retention=7".into(),
+        ]);
+        assert_eq!(e[0].values, ["\"wireguard-native\""]);
+        assert_eq!(e[1].values, ["true"]);
+        assert!(e[2].list);
+        assert_eq!(e[2].values, ["\"a=b\"", "\"c=d\""]);
+        assert_eq!(e[3].values, ["7"]);
+    }
 
     #[test]
     fn stable_uuid_is_stable_and_well_formed() {

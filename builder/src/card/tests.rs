@@ -44,7 +44,11 @@ pub(crate) fn plan() -> NodePlan {
             etcd_snapshot_retention: Some(10),
             labels: [("piimg.io/class".to_string(), "pi5-8gb".to_string())].into(),
             taints: vec![],
-            extra_args: vec![],
+            extra_args: vec![
+                "flannel-backend=wireguard-native".into(),
+                "kube-apiserver-arg=a=b".into(),
+                "kube-apiserver-arg=c=d".into(),
+            ],
             kubelet_args: vec!["system-reserved=memory=256Mi".into()],
             airgap_dir: None,
         },
@@ -237,6 +241,11 @@ fn k3s_config_is_yaml_with_the_nodes_settings() {
         "{y}"
     );
     assert!(!y.lines().any(|l| l.starts_with("token")), "{y}");
+    assert!(y.contains("flannel-backend: \"wireguard-native\"\n"), "{y}");
+    assert!(
+        y.contains("kube-apiserver-arg:\n  - \"a=b\"\n  - \"c=d\"\n"),
+        "{y}"
+    );
 }
 
 #[test]
