@@ -1,9 +1,11 @@
-//! The output's `.bmap`, without rehashing what did not change: ranges are split at
+//! The output's `.bmap` (written extents from [`super::extents`], so the map does not
+//! depend on what happens to be in the page cache), without rehashing what did not
+//! change: ranges are split at
 //! the boot partition's bounds, and every range outside it that the base image maps
 //! identically reuses the base's SHA-256 (the build writes nothing outside the boot
 //! partition). The base's map is computed once and cached by file identity.
 
-use crate::bmap::{BLOCK_SIZE, BlockRange, Bmap, byte_span, hash_span, mapped_block_ranges};
+use crate::bmap::{BLOCK_SIZE, BlockRange, Bmap, byte_span, hash_span};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
@@ -33,7 +35,10 @@ pub fn scan_split(
         .unwrap_or_default();
     let mut buf = vec![0u8; READ_CHUNK];
     let mut ranges = Vec::new();
-    for (first, last) in split(&mapped_block_ranges(file, BLOCK_SIZE)?, cuts) {
+    let mapped =
+        super::extents::to_blocks(&super::extents::data_extents(file, image_size)?, BLOCK_SIZE);
+    for (first, last) in split(&mapped, cuts) {
+        super::interrupt::check()?;
         let (offset, len) = byte_span(first, last, BLOCK_SIZE, image_size);
         let outside = changed.is_none_or(|(s, e)| offset + len <= s || offset >= e);
         let sha256 = match reuse.get(&(first, last)) {

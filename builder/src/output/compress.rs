@@ -38,6 +38,7 @@ pub fn xz(
     let mut pos = 0u64;
     let feed_zeros = |enc: &mut XzEncoder<&mut File>, mut n: u64| -> io::Result<()> {
         while n > 0 {
+            super::interrupt::check()?;
             let k = n.min(CHUNK as u64) as usize;
             enc.write_all(&zeros[..k])?;
             n -= k as u64;
@@ -48,6 +49,7 @@ pub fn xz(
         feed_zeros(&mut enc, start - pos)?;
         let mut off = start;
         while off < end {
+            super::interrupt::check()?;
             let k = ((end - off) as usize).min(CHUNK);
             src.read_exact_at(&mut buf[..k], off)?;
             enc.write_all(&buf[..k])?;

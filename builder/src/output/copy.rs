@@ -1,5 +1,6 @@
 //! Copying the base image: a reflink (FICLONE) where the file system shares
-//! extents, otherwise only the data extents (SEEK_DATA/SEEK_HOLE + copy_file_range),
+//! extents, otherwise only the written data extents (FIEMAP, else SEEK_DATA/SEEK_HOLE;
+//! then copy_file_range),
 //! so the copy stays as sparse as the base and costs no more than `cp --sparse`.
 
 use std::fs::File;
@@ -49,6 +50,7 @@ pub fn copy_sparse(
     for (start, end) in extents {
         let mut off = start;
         while off < end {
+            super::interrupt::check()?;
             let want = ((end - off) as usize).min(CHUNK);
             let n = if method == CopyMethod::CopyFileRange {
                 match copy_range(src, dst, off, want) {
@@ -82,44 +84,9 @@ pub fn copy_sparse(
     Ok(method)
 }
 
-/// Byte ranges `[start, end)` of `file` that hold data (the whole file where the
-/// file system cannot tell).
+/// Byte ranges `[start, end)` of `file` that hold written data (see [`super::extents`]).
 pub fn data_extents(file: &File, len: u64) -> io::Result<Vec<(u64, u64)>> {
-    let fd = file.as_raw_fd();
-    let mut out = Vec::new();
-    let mut pos = 0u64;
-    while pos < len {
-        let data = match seek(fd, pos, libc::SEEK_DATA) {
-            Ok(Some(d)) => d,
-            Ok(None) => break,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && pos == 0 => {
-                return Ok(vec![(0, len)]);
-            }
-            Err(e) => return Err(e),
-        };
-        if data >= len {
-            break;
-        }
-        let hole = seek(fd, data, libc::SEEK_HOLE)?.unwrap_or(len).min(len);
-        out.push((data, hole));
-        pos = hole.max(data + 1);
-    }
-    Ok(out)
-}
-
-fn seek(fd: i32, pos: u64, whence: i32) -> io::Result<Option<u64>> {
-    let off = i64::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: lseek on an open descriptor has no memory effects.
-    let r = unsafe { libc::lseek(fd, off, whence) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        return if e.raw_os_error() == Some(libc::ENXIO) {
-            Ok(None)
-        } else {
-            Err(e)
-        };
-    }
-    Ok(Some(r as u64))
+    super::extents::data_extents(file, len)
 }
 
 fn copy_range(src: &File, dst: &File, off: u64, len: usize) -> io::Result<usize> {

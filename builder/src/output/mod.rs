@@ -5,3 +5,6 @@ pub mod apply;
 pub mod blockmap;
 pub mod compress;
 pub mod copy;
+pub mod extents;
+pub mod interrupt;
+pub mod write;
