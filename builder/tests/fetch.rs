@@ -715,4 +715,57 @@ fn cli_fetch_interrupted_by_ctrl_c_continues_on_the_next_run() {
     assert_eq!(reqs.last().unwrap().range, Some(format!("bytes={kept}-")));
     let path = doc["image"]["path"].as_str().unwrap();
     assert_eq!(sha(&std::fs::read(path).unwrap()), trixie().raw_sha);
+    // The killed run's temp output was cleaned up: just the image and its metadata.
+    assert_eq!(files(&dir.path().join("images")).len(), 2);
+    assert_eq!(files(&dir.path().join("partial")), Vec::<String>::new());
+}
+
+#[test]
+fn cli_imports_a_local_img_xz_with_file_and_sha256() {
+    let dir = tempfile::tempdir().unwrap();
+    let xz = dir
+        .path()
+        .join("2026-10-01-raspios-trixie-arm64-lite.img.xz");
+    std::fs::write(&xz, &trixie().xz).unwrap();
+    let cache = dir.path().join("cache");
+    let out = piimg(&cache)
+        .args(["--json", "fetch", "--file"])
+        .arg(&xz)
+        .args(["--sha256", &trixie().xz_sha])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["image"]["sha256"], trixie().raw_sha.as_str());
+    assert_eq!(doc["image"]["release"], "trixie");
+    assert_eq!(doc["downloaded"], true);
+
+    // A wrong hash is refused, showing both.
+    let other = tempfile::tempdir().unwrap();
+    let wrong = "0".repeat(64);
+    let out = piimg(other.path())
+        .args(["fetch", "--file"])
+        .arg(&xz)
+        .args(["--sha256", &wrong])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains(&wrong) && err.contains(&trixie().xz_sha),
+        "{err}"
+    );
+    assert!(Cache::new(other.path()).list().unwrap().is_empty());
+
+    // --sha256 alone makes no sense.
+    let out = piimg(other.path())
+        .args(["fetch", "--sha256", &wrong])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--url URL or --file PATH"));
 }
