@@ -195,6 +195,11 @@ fn stream_body(
     job: &Job,
 ) -> Result<BodyEnd, FetchError> {
     let start = *on_disk;
+    if job.expected_size.is_none()
+        && let Some(n) = resp.content_length()
+    {
+        job.bar.set_length(start + n);
+    }
     loop {
         let mut buf = vec![0u8; CHUNK];
         let (n, err) = read_some(&mut resp, &mut buf);

@@ -165,7 +165,8 @@ pub fn fetch(opts: &FetchOptions, out: &Reporter) -> Result<Fetched, FetchError>
         Source::OsList { url } => find_in_os_list(&http, url, &opts.release, out)?,
         Source::Direct { url, sha256 } => direct_entry(url, sha256)?,
         Source::File { path, sha256 } => {
-            direct_entry(&format!("file://{}", path.display()), sha256)?
+            let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+            direct_entry(&format!("file://{}", abs.display()), sha256)?
         }
     };
     let cache = Cache::new(&opts.cache_dir);
