@@ -14,8 +14,11 @@ pub struct FetchArgs {
     /// Download this `.img.xz` instead of looking in the OS list (needs --sha256).
     #[arg(long, requires = "sha256", value_name = "URL")]
     pub url: Option<String>,
-    /// sha256 of the `.img.xz` given with --url.
-    #[arg(long, requires = "url", value_name = "HEX")]
+    /// Import this already downloaded `.img.xz` instead (needs --sha256).
+    #[arg(long, requires = "sha256", conflicts_with_all = ["url", "release"], value_name = "PATH")]
+    pub file: Option<std::path::PathBuf>,
+    /// sha256 of the `.img.xz` given with --url or --file.
+    #[arg(long, value_name = "HEX")]
     pub sha256: Option<String>,
     /// Raspberry Pi Imager OS list to search (for mirrors and tests).
     #[arg(long, env = "PIIMG_OS_LIST_URL", value_name = "URL",
@@ -32,11 +35,16 @@ impl FetchArgs {
         let mut opts = FetchOptions::from_env()?;
         opts.release = ReleaseChoice::parse(&self.release)?;
         opts.offline = self.offline;
-        opts.source = match (&self.url, &self.sha256) {
-            (Some(url), Some(sha256)) => Source::Direct {
+        opts.source = match (&self.url, &self.file, &self.sha256) {
+            (Some(url), _, Some(sha256)) => Source::Direct {
                 url: url.clone(),
                 sha256: sha256.clone(),
             },
+            (_, Some(path), Some(sha256)) => Source::File {
+                path: path.clone(),
+                sha256: sha256.clone(),
+            },
+            (None, None, Some(_)) => anyhow::bail!("--sha256 goes with --url URL or --file PATH"),
             _ => Source::OsList {
                 url: self.os_list.clone(),
             },

@@ -237,13 +237,11 @@ impl Cache {
                     .chars()
                     .take_while(|c| c.is_ascii_hexdigit())
                     .collect();
-                let leftover = if sub == "partial" {
-                    true
-                } else if name.starts_with('.') {
-                    true // an AtomicFile temp file of an interrupted fetch
-                } else {
-                    name.ends_with(".img") && !self.meta_path(&key).exists()
-                };
+                // Partial downloads, AtomicFile temp files (".<key>.img.*.partial")
+                // and images whose metadata never got written.
+                let leftover = sub == "partial"
+                    || name.starts_with('.')
+                    || (name.ends_with(".img") && !self.meta_path(&key).exists());
                 if !leftover || key.len() != 64 {
                     continue;
                 }

@@ -101,14 +101,20 @@ impl Decoder {
     }
 }
 
-impl Drop for Decoder {
-    fn drop(&mut self) {
-        // Abandoned (restart, error): close the input so the thread ends and its
-        // temp file is removed; wait so the next attempt does not race it.
+impl Decoder {
+    /// Stops the decoder without a result: closes its input so the thread ends and
+    /// its temp file is removed, and waits so a next attempt does not race it.
+    pub(crate) fn abandon(&mut self) {
         self.tx = None;
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
+    }
+}
+
+impl Drop for Decoder {
+    fn drop(&mut self) {
+        self.abandon();
     }
 }
 

@@ -58,6 +58,16 @@ impl Pass {
         })
     }
 
+    /// Forgets everything fed so far (the server made us start over). The old
+    /// decoder's temp file is removed before the new one is created.
+    fn reset(&mut self, spec: &DecoderSpec) -> Result<(), FetchError> {
+        self.decoder.abandon();
+        self.decoder = Decoder::start(spec)?;
+        self.hasher = Sha256::new();
+        self.fed = 0;
+        Ok(())
+    }
+
     fn feed(&mut self, chunk: Vec<u8>) -> Result<(), FetchError> {
         self.hasher.update(&chunk);
         self.fed += chunk.len() as u64;
@@ -111,17 +121,15 @@ pub(crate) fn download(job: &Job) -> Result<Downloaded, FetchError> {
         let resp = match job.http.get(job.url, on_disk, job.expected_size) {
             Ok(Answer::Full(resp)) => {
                 if on_disk > 0 {
-                    if pass.fed == 0 {
-                        job.out.info(format!(
-                            "{}: server ignored the Range request; starting over",
-                            job.url
-                        ));
-                    }
+                    job.out.info(format!(
+                        "{}: server ignored the Range request; starting over",
+                        job.url
+                    ));
                     on_disk = restart(&mut file).map_err(|e| perr("truncating", e))?;
                     resumed_from = 0;
                 }
                 if pass.fed > 0 {
-                    drop(std::mem::replace(&mut pass, Pass::new(job.spec)?));
+                    pass.reset(job.spec)?;
                 }
                 job.bar.set_position(0);
                 resp
@@ -141,7 +149,7 @@ pub(crate) fn download(job: &Job) -> Result<Downloaded, FetchError> {
                 on_disk = restart(&mut file).map_err(|e| perr("truncating", e))?;
                 resumed_from = 0;
                 if pass.fed > 0 {
-                    drop(std::mem::replace(&mut pass, Pass::new(job.spec)?));
+                    pass.reset(job.spec)?;
                 }
                 fail(&mut failures, why)?;
                 continue;
@@ -187,6 +195,11 @@ fn stream_body(
     job: &Job,
 ) -> Result<BodyEnd, FetchError> {
     let start = *on_disk;
+    if job.expected_size.is_none()
+        && let Some(n) = resp.content_length()
+    {
+        job.bar.set_length(start + n);
+    }
     loop {
         let mut buf = vec![0u8; CHUNK];
         let (n, err) = read_some(&mut resp, &mut buf);
@@ -237,6 +250,38 @@ fn read_some(r: &mut impl Read, buf: &mut [u8]) -> (usize, Option<std::io::Error
         }
     }
     (got, None)
+}
+
+/// Feeds a local `.img.xz` (already downloaded by other means) through the same
+/// pipeline: one read, hashed and decoded as it streams.
+pub(crate) fn read_local(
+    path: &Path,
+    spec: &DecoderSpec,
+    bar: &ProgressBar,
+) -> Result<Downloaded, FetchError> {
+    let file = File::open(path).map_err(|e| FetchError::io("opening", path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| FetchError::io("reading", path, e))?
+        .len();
+    bar.set_length(len);
+    let mut pass = Pass::new(spec)?;
+    let mut off = 0;
+    while off < len {
+        let n = CHUNK.min((len - off) as usize);
+        let mut buf = vec![0u8; n];
+        file.read_exact_at(&mut buf, off)
+            .map_err(|e| FetchError::io("reading", path, e))?;
+        off += n as u64;
+        bar.set_position(off);
+        pass.feed(buf)?;
+    }
+    Ok(Downloaded {
+        sha256: hex::encode(pass.hasher.finalize()),
+        size: len,
+        resumed_from: 0,
+        decoder: pass.decoder,
+    })
 }
 
 /// Hashes and decodes the partial file's first `len` bytes (the one unavoidable

@@ -44,6 +44,13 @@ pub enum Source {
         /// Its sha256 (lowercase hex).
         sha256: String,
     },
+    /// A `.img.xz` already on disk (downloaded by other means) and its sha256.
+    File {
+        /// Path of the `.img.xz`.
+        path: PathBuf,
+        /// Its sha256 (lowercase hex).
+        sha256: String,
+    },
 }
 
 /// Options of a fetch (and of [`ensure_base`]).
@@ -108,7 +115,9 @@ pub fn ensure_base(opts: &FetchOptions, out: &Reporter) -> Result<CachedImage, F
 fn cached_match(opts: &FetchOptions) -> Result<Option<CachedImage>, FetchError> {
     let cache = Cache::new(&opts.cache_dir);
     match &opts.source {
-        Source::Direct { sha256, .. } => cache.get(sha256),
+        Source::Direct { sha256, .. } | Source::File { sha256, .. } => {
+            cache.get(&parse_sha256(sha256).unwrap_or_default())
+        }
         Source::OsList { .. } => Ok(cache
             .list()?
             .into_iter()
@@ -121,6 +130,10 @@ fn offline_error(opts: &FetchOptions) -> FetchError {
         (Source::Direct { url, sha256 }, _) => (
             format!(" with download sha256 {sha256}"),
             format!(" --url {url} --sha256 {sha256}"),
+        ),
+        (Source::File { path, sha256 }, _) => (
+            format!(" with download sha256 {sha256}"),
+            format!(" --file {} --sha256 {sha256}", path.display()),
         ),
         (_, ReleaseChoice::Latest) => (String::new(), String::new()),
         (_, ReleaseChoice::Named(n)) => (format!(" for release {n}"), format!(" --release {n}")),
@@ -151,6 +164,10 @@ pub fn fetch(opts: &FetchOptions, out: &Reporter) -> Result<Fetched, FetchError>
     let entry = match &opts.source {
         Source::OsList { url } => find_in_os_list(&http, url, &opts.release, out)?,
         Source::Direct { url, sha256 } => direct_entry(url, sha256)?,
+        Source::File { path, sha256 } => {
+            let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+            direct_entry(&format!("file://{}", abs.display()), sha256)?
+        }
     };
     let cache = Cache::new(&opts.cache_dir);
     cache.create()?;
@@ -177,7 +194,11 @@ pub fn fetch(opts: &FetchOptions, out: &Reporter) -> Result<Fetched, FetchError>
     }
     cache.remove_stale_temps(&key);
     let partial = cache.partial_path(&key);
-    match download_and_cache(&http, &cache, &entry, &partial, out) {
+    let local = match &opts.source {
+        Source::File { path, .. } => Some(path.as_path()),
+        _ => None,
+    };
+    match download_and_cache(&http, &cache, &entry, &partial, local, out) {
         Ok(f) => {
             let _ = std::fs::remove_file(&partial);
             Ok(f)
@@ -196,6 +217,7 @@ fn download_and_cache(
     cache: &Cache,
     entry: &ImageEntry,
     partial: &std::path::Path,
+    local: Option<&std::path::Path>,
     out: &Reporter,
 ) -> Result<Fetched, FetchError> {
     out.info(format!(
@@ -225,7 +247,10 @@ fn download_and_cache(
         bar: &dl_bar,
         out,
     };
-    let dl = download::download(&job)?;
+    let dl = match local {
+        Some(path) => download::read_local(path, &spec, &dl_bar)?,
+        None => download::download(&job)?,
+    };
     dl_bar.finish();
     if dl.sha256 != entry.download_sha256 {
         return Err(FetchError::DownloadMismatch {
