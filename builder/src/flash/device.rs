@@ -7,6 +7,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::FlashError;
 use super::buffer::ALIGN;
@@ -22,6 +23,8 @@ pub struct Device {
     buffered: File,
     /// O_DIRECT handle, if the target accepts it.
     direct: Option<File>,
+    /// Cleared when the target rejects an O_DIRECT request.
+    direct_ok: AtomicBool,
 }
 
 impl Device {
@@ -68,26 +71,34 @@ impl Device {
             .custom_flags(libc::O_DIRECT)
             .open(&path)
             .ok();
+        let direct_ok = AtomicBool::new(direct.is_some());
         Ok(Device {
             path,
             buffered,
             direct,
+            direct_ok,
         })
     }
 
     /// True while O_DIRECT is in use.
     pub fn is_direct(&self) -> bool {
-        self.direct.is_some()
+        self.direct_ok.load(Ordering::Relaxed)
+    }
+
+    fn direct(&self) -> Option<&File> {
+        self.direct.as_ref().filter(|_| self.is_direct())
     }
 
     /// Writes `data` at `offset`, O_DIRECT when aligned; falls back to buffered I/O for
     /// good if the target rejects O_DIRECT.
-    pub fn write_at(&mut self, data: &[u8], offset: u64) -> io::Result<()> {
-        if let Some(d) = &self.direct {
+    pub fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        if let Some(d) = self.direct() {
             if aligned(data.as_ptr() as usize, offset, data.len()) {
                 match d.write_all_at(data, offset) {
                     Ok(()) => return Ok(()),
-                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.direct = None,
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                        self.direct_ok.store(false, Ordering::Relaxed)
+                    }
                     Err(e) => return Err(e),
                 }
             }
@@ -96,12 +107,14 @@ impl Device {
     }
 
     /// Reads `buf.len()` bytes at `offset` from the medium (O_DIRECT when aligned).
-    pub fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        if let Some(d) = &self.direct {
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if let Some(d) = self.direct() {
             if aligned(buf.as_ptr() as usize, offset, buf.len()) {
                 match d.read_exact_at(buf, offset) {
                     Ok(()) => return Ok(()),
-                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.direct = None,
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                        self.direct_ok.store(false, Ordering::Relaxed)
+                    }
                     Err(e) => return Err(e),
                 }
             }
@@ -130,7 +143,7 @@ impl Device {
     }
 
     /// Test seam: inverts the byte at `offset` on the medium.
-    pub fn flip_byte(&mut self, offset: u64) -> io::Result<()> {
+    pub fn flip_byte(&self, offset: u64) -> io::Result<()> {
         let mut b = [0u8; 1];
         self.buffered.read_exact_at(&mut b, offset)?;
         b[0] ^= 0xFF;

@@ -194,11 +194,11 @@ pub fn flash(
     out: &Reporter,
 ) -> Result<FlashReport, FlashError> {
     let start = Instant::now();
-    let mut dev = Device::open(target, src.image_size)?;
+    let dev = Device::open(target, src.image_size)?;
     let mapped = src.mapped_bytes();
 
     let bar = out.bytes(mapped, "write");
-    let written = write::write_ranges(src, &mut dev, &opts.faults, &bar);
+    let written = write::write_ranges(src, &dev, &opts.faults, &bar);
     bar.finish_and_clear();
     let written = written?;
     let write_seconds = start.elapsed().as_secs_f64();
@@ -214,7 +214,7 @@ pub fn flash(
     let verify_start = Instant::now();
     if opts.verify {
         let bar = out.bytes(mapped, "verify");
-        let r = verify::verify_ranges(src, &mut dev, &written.range_sha256, &bar);
+        let r = verify::verify_chunks(src, &dev, &written.chunks, &written.chunk_sha256, &bar);
         bar.finish_and_clear();
         r?;
     }

@@ -1,97 +1,108 @@
-//! The verify pass: read every written range back from the medium and compare its
-//! SHA256; on a mismatch, find the first differing byte.
+//! The verify pass: [`WORKERS`] threads read the written chunks back from the medium
+//! (O_DIRECT, several requests in flight) and compare each chunk's SHA256 with the
+//! one computed from the image while writing; on a mismatch the first differing
+//! byte is found by comparing that chunk with the image.
 
 use std::os::unix::fs::FileExt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 
 use super::FlashError;
 use super::buffer::AlignedBuf;
-use super::chunks::{self, CHUNK};
+use super::chunks::{CHUNK, Chunk, WORKERS};
 use super::device::Device;
 use super::source::Source;
 
-/// Checks that every range of `src` reads back from `dev` with hash `expected[i]`.
-pub fn verify_ranges(
+/// Checks that every chunk reads back from `dev` with hash `expected[i]`.
+pub fn verify_chunks(
     src: &Source,
-    dev: &mut Device,
+    dev: &Device,
+    chunks: &[Chunk],
     expected: &[String],
     bar: &ProgressBar,
 ) -> Result<(), FlashError> {
     dev.drop_caches();
-    let plan = chunks::plan(&src.ranges);
-    let mut bad_range: Option<usize> = None;
-    let path = dev.path.clone();
-    let reader = &mut *dev;
-    std::thread::scope(|scope| -> Result<(), FlashError> {
-        let pipe =
-            chunks::spawn_reader(scope, &plan, false, |c, buf| reader.read_at(buf, c.offset));
-        let mut hasher = Sha256::new();
-        for item in pipe.filled.iter() {
-            let f = item.map_err(|(offset, source)| FlashError::Read {
-                path: path.clone(),
-                offset,
-                source,
-            })?;
-            hasher.update(f.buf.slice(f.chunk.len as usize));
-            bar.inc(f.chunk.len);
-            if f.chunk.last {
-                let sum = hex::encode(hasher.finalize_reset());
-                if expected.get(f.chunk.range) != Some(&sum) {
-                    bad_range = Some(f.chunk.range);
-                    return Ok(());
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let bad: Mutex<Option<usize>> = Mutex::new(None);
+    let read_error: Mutex<Option<FlashError>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..WORKERS {
+            scope.spawn(|| {
+                let mut buf = AlignedBuf::new(CHUNK as usize);
+                while !stop.load(Ordering::SeqCst) {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(c) = chunks.get(i) else { return };
+                    let data = &mut buf.as_mut_slice()[..c.len as usize];
+                    if let Err(source) = dev.read_at(data, c.offset) {
+                        stop.store(true, Ordering::SeqCst);
+                        if let Ok(mut e) = read_error.lock() {
+                            e.get_or_insert(FlashError::Read {
+                                path: dev.path.clone(),
+                                offset: c.offset,
+                                source,
+                            });
+                        }
+                        return;
+                    }
+                    if expected.get(i).map(String::as_str)
+                        != Some(hex::encode(Sha256::digest(&*data)).as_str())
+                    {
+                        // Chunks are taken in order, so every earlier chunk is
+                        // already being checked: the smallest bad index wins.
+                        stop.store(true, Ordering::SeqCst);
+                        if let Ok(mut b) = bad.lock() {
+                            *b = Some(b.map_or(i, |j| j.min(i)));
+                        }
+                    }
+                    bar.inc(c.len);
                 }
-            }
-            let _ = pipe.recycle.send(f.buf);
+            });
         }
-        Ok(())
-    })?;
-    match bad_range {
-        None => Ok(()),
-        Some(i) => Err(first_difference(src, dev, i)),
+    });
+    if let Some(i) = bad.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(first_difference(src, dev, &chunks[i]));
     }
+    if let Some(e) = read_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    Ok(())
 }
 
-/// Compares range `i` byte by byte to name the first bad offset.
-fn first_difference(src: &Source, dev: &mut Device, i: usize) -> FlashError {
-    let r = &src.ranges[i];
-    let mut want = vec![0u8; CHUNK as usize];
-    let mut got = AlignedBuf::new(CHUNK as usize);
-    let mut pos = r.offset;
-    let end = r.offset + r.len;
-    while pos < end {
-        let n = (end - pos).min(CHUNK) as usize;
-        if let Err(source) = src.file.read_exact_at(&mut want[..n], pos) {
-            return FlashError::ImageRead {
-                path: src.path.clone(),
-                offset: pos,
-                source,
-            };
-        }
-        let g = &mut got.as_mut_slice()[..n];
-        if let Err(source) = dev.read_at(g, pos) {
-            return FlashError::Read {
-                path: dev.path.clone(),
-                offset: pos,
-                source,
-            };
-        }
-        if let Some(k) = want[..n].iter().zip(g.iter()).position(|(a, b)| a != b) {
-            return FlashError::VerifyMismatch {
-                path: dev.path.clone(),
-                offset: pos + k as u64,
-                range_offset: r.offset,
-                range_len: r.len,
-            };
-        }
-        pos += n as u64;
+/// Compares chunk `c` byte by byte with the image to name the first bad offset.
+fn first_difference(src: &Source, dev: &Device, c: &Chunk) -> FlashError {
+    let range = &src.ranges[c.range];
+    let n = c.len as usize;
+    let mut want = vec![0u8; n];
+    if let Err(source) = src.file.read_exact_at(&mut want, c.offset) {
+        return FlashError::ImageRead {
+            path: src.path.clone(),
+            offset: c.offset,
+            source,
+        };
     }
-    // The hash differed but the bytes now agree: the medium returns unstable data.
+    let mut got = AlignedBuf::new(n);
+    let g = got.as_mut_slice();
+    if let Err(source) = dev.read_at(g, c.offset) {
+        return FlashError::Read {
+            path: dev.path.clone(),
+            offset: c.offset,
+            source,
+        };
+    }
+    // If the bytes now agree the medium returns unstable data: name the chunk start.
+    let k = want
+        .iter()
+        .zip(g.iter())
+        .position(|(a, b)| a != b)
+        .unwrap_or(0);
     FlashError::VerifyMismatch {
         path: dev.path.clone(),
-        offset: r.offset,
-        range_offset: r.offset,
-        range_len: r.len,
+        offset: c.offset + k as u64,
+        range_offset: range.offset,
+        range_len: range.len,
     }
 }
