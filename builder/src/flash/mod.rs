@@ -214,7 +214,7 @@ pub fn flash(
     let verify_start = Instant::now();
     if opts.verify {
         let bar = out.bytes(mapped, "verify");
-        let r = verify::verify_chunks(src, &dev, &written.chunks, &written.chunk_sha256, &bar);
+        let r = verify::verify_ranges(src, &dev, &written.range_sha256, &bar);
         bar.finish_and_clear();
         r?;
     }

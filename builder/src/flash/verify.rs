@@ -1,108 +1,158 @@
 //! The verify pass: [`WORKERS`] threads read the written chunks back from the medium
-//! (O_DIRECT, several requests in flight) and compare each chunk's SHA256 with the
-//! one computed from the image while writing; on a mismatch the first differing
-//! byte is found by comparing that chunk with the image.
+//! (O_DIRECT, several requests in flight) while this thread hashes them in order and
+//! compares each range's SHA256 with the one computed from the image while writing
+//! (equal to the `.bmap`'s, when there is one); on a mismatch the first differing
+//! byte is found by comparing that range with the image.
 
+use std::collections::BTreeMap;
+use std::io;
 use std::os::unix::fs::FileExt;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, mpsc};
 
 use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 
 use super::FlashError;
 use super::buffer::AlignedBuf;
-use super::chunks::{CHUNK, Chunk, WORKERS};
+use super::chunks::{self, CHUNK, WORKERS};
 use super::device::Device;
 use super::source::Source;
 
-/// Checks that every chunk reads back from `dev` with hash `expected[i]`.
-pub fn verify_chunks(
+/// Checks that every range of `src` reads back from `dev` with hash `expected[i]`.
+pub fn verify_ranges(
     src: &Source,
     dev: &Device,
-    chunks: &[Chunk],
     expected: &[String],
     bar: &ProgressBar,
 ) -> Result<(), FlashError> {
     dev.drop_caches();
+    let plan = chunks::plan(&src.ranges);
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
-    let bad: Mutex<Option<usize>> = Mutex::new(None);
-    let read_error: Mutex<Option<FlashError>> = Mutex::new(None);
+    let pool = WORKERS * 2;
+    let (free_tx, free_rx) = mpsc::sync_channel::<AlignedBuf>(pool);
+    for _ in 0..pool {
+        let _ = free_tx.send(AlignedBuf::new(CHUNK as usize));
+    }
+    let free_rx = Mutex::new(free_rx);
+    let (done_tx, done_rx) = mpsc::channel::<(usize, io::Result<AlignedBuf>)>();
+    let mut bad_range: Option<usize> = None;
+    let mut read_error: Option<FlashError> = None;
+
     std::thread::scope(|scope| {
         for _ in 0..WORKERS {
-            scope.spawn(|| {
-                let mut buf = AlignedBuf::new(CHUNK as usize);
-                while !stop.load(Ordering::SeqCst) {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(c) = chunks.get(i) else { return };
-                    let data = &mut buf.as_mut_slice()[..c.len as usize];
-                    if let Err(source) = dev.read_at(data, c.offset) {
-                        stop.store(true, Ordering::SeqCst);
-                        if let Ok(mut e) = read_error.lock() {
-                            e.get_or_insert(FlashError::Read {
-                                path: dev.path.clone(),
-                                offset: c.offset,
-                                source,
-                            });
-                        }
+            let (done_tx, free_rx, plan) = (done_tx.clone(), &free_rx, &plan);
+            let (next, stop) = (&next, &stop);
+            scope.spawn(move || {
+                loop {
+                    // Take a buffer before an index, so the owner of the lowest
+                    // outstanding index always has one and the in-order hashing advances.
+                    let Ok(Ok(mut buf)) = free_rx.lock().map(|rx| rx.recv()) else {
+                        return;
+                    };
+                    if stop.load(Ordering::SeqCst) {
                         return;
                     }
-                    if expected.get(i).map(String::as_str)
-                        != Some(hex::encode(Sha256::digest(&*data)).as_str())
-                    {
-                        // Chunks are taken in order, so every earlier chunk is
-                        // already being checked: the smallest bad index wins.
-                        stop.store(true, Ordering::SeqCst);
-                        if let Ok(mut b) = bad.lock() {
-                            *b = Some(b.map_or(i, |j| j.min(i)));
-                        }
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(c) = plan.get(i) else { return };
+                    let r = dev
+                        .read_at(&mut buf.as_mut_slice()[..c.len as usize], c.offset)
+                        .map(|()| buf);
+                    if done_tx.send((i, r)).is_err() {
+                        return;
                     }
-                    bar.inc(c.len);
                 }
             });
         }
+        drop(done_tx);
+        let free_tx = free_tx;
+
+        let mut pending: BTreeMap<usize, AlignedBuf> = BTreeMap::new();
+        let mut want = 0;
+        let mut hasher = Sha256::new();
+        'outer: while want < plan.len() {
+            let Ok((i, r)) = done_rx.recv() else { break };
+            match r {
+                Ok(buf) => {
+                    pending.insert(i, buf);
+                }
+                Err(source) => {
+                    read_error = Some(FlashError::Read {
+                        path: dev.path.clone(),
+                        offset: plan[i].offset,
+                        source,
+                    });
+                    break;
+                }
+            }
+            while let Some(buf) = pending.remove(&want) {
+                let c = &plan[want];
+                hasher.update(buf.slice(c.len as usize));
+                bar.inc(c.len);
+                if c.last {
+                    let sum = hex::encode(hasher.finalize_reset());
+                    if expected.get(c.range) != Some(&sum) {
+                        bad_range = Some(c.range);
+                        break 'outer;
+                    }
+                }
+                let _ = free_tx.send(buf);
+                want += 1;
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+        drop(free_tx);
+        drop(pending);
     });
-    if let Some(i) = bad.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(first_difference(src, dev, &chunks[i]));
+    if let Some(i) = bad_range {
+        return Err(first_difference(src, dev, i));
     }
-    if let Some(e) = read_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+    if let Some(e) = read_error {
         return Err(e);
     }
     Ok(())
 }
 
-/// Compares chunk `c` byte by byte with the image to name the first bad offset.
-fn first_difference(src: &Source, dev: &Device, c: &Chunk) -> FlashError {
-    let range = &src.ranges[c.range];
-    let n = c.len as usize;
-    let mut want = vec![0u8; n];
-    if let Err(source) = src.file.read_exact_at(&mut want, c.offset) {
-        return FlashError::ImageRead {
-            path: src.path.clone(),
-            offset: c.offset,
-            source,
-        };
+/// Compares range `i` with the image chunk by chunk to name the first bad offset.
+fn first_difference(src: &Source, dev: &Device, i: usize) -> FlashError {
+    let r = &src.ranges[i];
+    let mut want = vec![0u8; CHUNK as usize];
+    let mut got = AlignedBuf::new(CHUNK as usize);
+    let end = r.offset + r.len;
+    let mut pos = r.offset;
+    while pos < end {
+        let n = (end - pos).min(CHUNK) as usize;
+        if let Err(source) = src.file.read_exact_at(&mut want[..n], pos) {
+            return FlashError::ImageRead {
+                path: src.path.clone(),
+                offset: pos,
+                source,
+            };
+        }
+        let g = &mut got.as_mut_slice()[..n];
+        if let Err(source) = dev.read_at(g, pos) {
+            return FlashError::Read {
+                path: dev.path.clone(),
+                offset: pos,
+                source,
+            };
+        }
+        if let Some(k) = want[..n].iter().zip(g.iter()).position(|(a, b)| a != b) {
+            return FlashError::VerifyMismatch {
+                path: dev.path.clone(),
+                offset: pos + k as u64,
+                range_offset: r.offset,
+                range_len: r.len,
+            };
+        }
+        pos += n as u64;
     }
-    let mut got = AlignedBuf::new(n);
-    let g = got.as_mut_slice();
-    if let Err(source) = dev.read_at(g, c.offset) {
-        return FlashError::Read {
-            path: dev.path.clone(),
-            offset: c.offset,
-            source,
-        };
-    }
-    // If the bytes now agree the medium returns unstable data: name the chunk start.
-    let k = want
-        .iter()
-        .zip(g.iter())
-        .position(|(a, b)| a != b)
-        .unwrap_or(0);
+    // The hash differed but the bytes now agree: the medium returns unstable data.
     FlashError::VerifyMismatch {
         path: dev.path.clone(),
-        offset: c.offset + k as u64,
-        range_offset: range.offset,
-        range_len: range.len,
+        offset: r.offset,
+        range_offset: r.offset,
+        range_len: r.len,
     }
 }

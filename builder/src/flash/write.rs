@@ -1,6 +1,6 @@
-//! The write pass: one thread reads the image in order (checking the `.bmap`'s range
-//! checksums), [`WORKERS`] threads hash each chunk and write it, several requests in
-//! flight. The first MiB is held back and written after everything else is on the
+//! The write pass: one thread reads the image in order and hashes each range
+//! (checking the `.bmap`'s checksums when there is one), [`WORKERS`] threads write the
+//! chunks, several requests in flight. The first MiB is held back and written after everything else is on the
 //! medium.
 
 use std::os::unix::fs::FileExt;
@@ -12,7 +12,7 @@ use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 
 use super::buffer::AlignedBuf;
-use super::chunks::{self, CHUNK, Chunk, HEAD, WORKERS};
+use super::chunks::{self, CHUNK, HEAD, WORKERS};
 use super::device::Device;
 use super::source::Source;
 use super::{FaultInjection, FlashError};
@@ -22,10 +22,8 @@ use super::{FaultInjection, FlashError};
 pub struct Written {
     /// Bytes written to the target.
     pub bytes: u64,
-    /// The chunks written, in order.
-    pub chunks: Vec<Chunk>,
-    /// SHA256 (hex) of each chunk as read from the image, for the read-back.
-    pub chunk_sha256: Vec<String>,
+    /// SHA256 (hex) of each range as read from the image, for the read-back.
+    pub range_sha256: Vec<String>,
 }
 
 /// Writes every mapped range of `src` to `dev`, the first MiB last, with fsyncs
@@ -37,7 +35,7 @@ pub fn write_ranges(
     bar: &ProgressBar,
 ) -> Result<Written, FlashError> {
     let plan = chunks::plan(&src.ranges);
-    let sums: Mutex<Vec<String>> = Mutex::new(vec![String::new(); plan.len()]);
+    let mut sums: Vec<String> = Vec::with_capacity(src.ranges.len());
     let held: Mutex<Vec<(u64, Vec<u8>)>> = Mutex::new(Vec::new());
     let written = AtomicU64::new(0);
     let failed = AtomicBool::new(false);
@@ -47,7 +45,6 @@ pub fn write_ranges(
         let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
         slot.get_or_insert(e);
     };
-    let check_bmap = src.ranges.iter().any(|r| r.sha256.is_some());
     let mut interrupted = false;
 
     let (work_tx, work_rx) = mpsc::sync_channel::<(usize, AlignedBuf)>(WORKERS);
@@ -61,7 +58,7 @@ pub fn write_ranges(
         let (work_tx, free_tx) = (work_tx, free_tx);
         for _ in 0..WORKERS {
             let (work_rx, free_tx) = (&work_rx, free_tx.clone());
-            let (plan, sums, held, written, failed) = (&plan, &sums, &held, &written, &failed);
+            let (plan, held, written, failed) = (&plan, &held, &written, &failed);
             let fail = &fail;
             scope.spawn(move || {
                 loop {
@@ -69,10 +66,6 @@ pub fn write_ranges(
                     let Ok(Ok((i, buf))) = next else { return };
                     let c = plan[i];
                     let data = buf.slice(c.len as usize);
-                    let sum = hex::encode(Sha256::digest(data));
-                    if let Ok(mut s) = sums.lock() {
-                        s[i] = sum;
-                    }
                     if c.offset < HEAD {
                         if let Ok(mut h) = held.lock() {
                             h.push((c.offset, data.to_vec()));
@@ -115,20 +108,19 @@ pub fn write_ranges(
                 });
                 break;
             }
-            if check_bmap {
-                range_hash.update(&*data);
-                if c.last {
-                    let sum = hex::encode(range_hash.finalize_reset());
-                    let range = &src.ranges[c.range];
-                    if range.sha256.as_ref().is_some_and(|want| *want != sum) {
-                        fail(FlashError::ImageChanged {
-                            image: src.path.clone(),
-                            offset: range.offset,
-                            len: range.len,
-                        });
-                        break;
-                    }
+            range_hash.update(&*data);
+            if c.last {
+                let sum = hex::encode(range_hash.finalize_reset());
+                let range = &src.ranges[c.range];
+                if range.sha256.as_ref().is_some_and(|want| *want != sum) {
+                    fail(FlashError::ImageChanged {
+                        image: src.path.clone(),
+                        offset: range.offset,
+                        len: range.len,
+                    });
+                    break;
                 }
+                sums.push(sum);
             }
             if c.offset >= HEAD {
                 sent += c.len;
@@ -147,6 +139,12 @@ pub fn write_ranges(
     if interrupted {
         return Err(FlashError::Interrupted { bytes });
     }
+    if sums.len() != src.ranges.len() {
+        return Err(FlashError::Image {
+            path: src.path.clone(),
+            source: std::io::Error::other("the write pass stopped before the end"),
+        });
+    }
     // Everything else must be on the medium before the partition table points at it.
     dev.sync().map_err(|source| write_err(dev, 0, source))?;
     let mut held = held.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -163,8 +161,7 @@ pub fn write_ranges(
     dev.sync().map_err(|source| write_err(dev, 0, source))?;
     Ok(Written {
         bytes,
-        chunks: plan,
-        chunk_sha256: sums.into_inner().unwrap_or_else(|p| p.into_inner()),
+        range_sha256: sums,
     })
 }
 
