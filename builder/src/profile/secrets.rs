@@ -180,6 +180,21 @@ fn state_text(state: &ClusterState) -> String {
     )
 }
 
+/// The cluster state as recorded next to the profile at `profile_path` (merged with
+/// the copy in its secrets directory, if readable), without creating or changing
+/// anything; `None` when no cluster was ever set up for this profile.
+pub fn peek_state(profile_path: &Path) -> Result<Option<ClusterState>, SecretsError> {
+    let public = read_state(&state_path(profile_path))?;
+    let copy = read_state(&secrets_dir(profile_path).join(STATE_COPY_FILE)).unwrap_or(None);
+    Ok(match (public, copy) {
+        (Some(mut a), Some(b)) => {
+            a.merge(&b);
+            Some(a)
+        }
+        (a, b) => a.or(b),
+    })
+}
+
 /// How to open the secrets.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SecretsOptions {
