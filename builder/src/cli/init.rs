@@ -19,6 +19,14 @@ pub struct InitArgs {
     /// Where to write the profile.
     #[command(flatten)]
     pub profile: ProfileArg,
+    /// What to put in it (boxed: keeps the `Command` enum small).
+    #[command(flatten)]
+    pub starter: Box<StarterArgs>,
+}
+
+/// The starter profile's settings.
+#[derive(Debug, Args)]
+pub struct StarterArgs {
     /// Cluster name (default: the profile's file name).
     #[arg(long)]
     pub name: Option<String>,
@@ -76,7 +84,7 @@ fn list<T: ToString>(items: &[T]) -> String {
 }
 
 /// The starter profile's text.
-fn render(args: &InitArgs, name: &str, key_files: &[String]) -> anyhow::Result<String> {
+fn render(args: &StarterArgs, name: &str, key_files: &[String]) -> anyhow::Result<String> {
     let net = args.cidr;
     let base = u32::from(net.network());
     let gateway = args.gateway.unwrap_or(Ipv4Addr::from(base + 1));
@@ -178,8 +186,9 @@ fn write_no_clobber(dest: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 /// Runs `piimg init`.
-pub fn run(args: InitArgs, out: Reporter) -> anyhow::Result<()> {
-    let dest = &args.profile.profile;
+pub fn run(init: InitArgs, out: Reporter) -> anyhow::Result<()> {
+    let dest = &init.profile.profile;
+    let args = &*init.starter;
     if dest.exists() {
         anyhow::bail!(
             "{} already exists; not overwriting it (choose another --profile)",
@@ -218,7 +227,7 @@ pub fn run(args: InitArgs, out: Reporter) -> anyhow::Result<()> {
             );
         }
     }
-    let text = render(&args, &name, &key_files)?;
+    let text = render(args, &name, &key_files)?;
     // Check what we are about to write, the way `validate` will.
     let mut parsed =
         profile::parse(&text, dest).context("internal: the starter profile does not parse")?;
