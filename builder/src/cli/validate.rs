@@ -2,7 +2,8 @@
 
 use anyhow::Context;
 use clap::Args;
-use piimg::profile::{self, DEFAULT_PROFILE, Findings, PROFILE_ENV, Profile};
+use piimg::profile::keys::{self, KeySources};
+use piimg::profile::{self, DEFAULT_PROFILE, Finding, Findings, PROFILE_ENV, Profile};
 use piimg::progress::{OutputMode, Reporter};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -37,6 +38,9 @@ pub struct ValidateArgs {
     /// The profile to check.
     #[command(flatten)]
     pub profile: ProfileArg,
+    /// Also resolve every SSH key source now, fetching GitHub users' keys.
+    #[arg(long)]
+    pub fetch_keys: bool,
 }
 
 #[derive(Serialize)]
@@ -45,6 +49,9 @@ struct Report<'a> {
     ok: bool,
     nodes: usize,
     servers: usize,
+    /// Keys resolved with `--fetch-keys`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ssh_keys: Option<usize>,
     #[serde(flatten)]
     findings: &'a Findings,
 }
@@ -63,12 +70,23 @@ pub fn print_findings(findings: &Findings, out: &Reporter) {
 pub fn run(args: ValidateArgs, out: Reporter) -> anyhow::Result<()> {
     let path = &args.profile.profile;
     let p = args.profile.load()?;
-    let findings = profile::validate(&p);
+    let mut findings = profile::validate(&p);
+    let mut ssh_keys = None;
+    if args.fetch_keys && findings.is_ok() {
+        match keys::resolve(&p, KeySources::All) {
+            Ok(k) => ssh_keys = Some(k.len()),
+            Err(e) => findings.errors.push(Finding {
+                field: "access".to_string(),
+                message: e.to_string(),
+            }),
+        }
+    }
     let report = Report {
         profile: path,
         ok: findings.is_ok(),
         nodes: p.nodes.len(),
         servers: p.servers().count(),
+        ssh_keys,
         findings: &findings,
     };
     if out.mode() == OutputMode::Json {
@@ -92,6 +110,9 @@ pub fn run(args: ValidateArgs, out: Reporter) -> anyhow::Result<()> {
             report.servers,
             findings.warnings.len()
         );
+        if let Some(n) = ssh_keys {
+            println!("{n} SSH key(s) resolved");
+        }
     }
     Ok(())
 }
