@@ -896,3 +896,30 @@ fn key_files_resolve_relative_to_the_profile() {
         )]
     );
 }
+
+#[test]
+fn rule_disable_names_packaged_components() {
+    assert_eq!(
+        errors_after(&[("disable = []", "disable = [\"traefik\", \"servicelbb\"]")]),
+        [
+            "k3s.disable[1]: \"servicelbb\" is not a k3s packaged component, did you mean \"servicelb\"? (known: coredns, servicelb, traefik, local-storage, metrics-server, runtimes)"
+        ]
+    );
+}
+
+#[test]
+fn secrets_dir_without_token_names_the_way_out() {
+    let (dir, path) = scratch(&reference_text());
+    drop(ClusterSecrets::open_or_create(&path, SecretsOptions::default()).unwrap());
+    let tok = dir.path().join("homelab.secrets/k3s-token");
+    std::fs::remove_file(&tok).unwrap();
+    let err = ClusterSecrets::open_or_create(&path, SecretsOptions::default()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{} is missing: restore it from your backup, or copy /var/lib/rancher/k3s/server/token from any server of the cluster into it (mode 0600)",
+            tok.display()
+        )
+    );
+    assert!(!tok.exists(), "no silent new token");
+}

@@ -67,6 +67,14 @@ pub enum SecretsError {
         /// The mode it should have.
         want: u32,
     },
+    /// The secrets directory exists but has no token file.
+    #[error(
+        "{path} is missing: restore it from your backup, or copy {SERVER_TOKEN_PATH} from any server of the cluster into it (mode 0600)"
+    )]
+    NoToken {
+        /// The token file.
+        path: PathBuf,
+    },
     /// The token file holds no usable token.
     #[error(
         "{path} does not hold a k3s token (expected the token secret, or the `K10…::server:…` token copied from a server's {SERVER_TOKEN_PATH})"
@@ -298,6 +306,9 @@ impl ClusterSecrets {
     ) -> Result<Self, SecretsError> {
         check_mode(&dir, 0o700)?;
         let token_path = dir.join(TOKEN_FILE);
+        if !token_path.exists() {
+            return Err(SecretsError::NoToken { path: token_path });
+        }
         check_mode(&token_path, 0o600)?;
         let text = std::fs::read_to_string(&token_path).map_err(io_err(&token_path))?;
         let (token, was_full) = parse_token(&text).ok_or_else(|| SecretsError::BadToken {

@@ -75,6 +75,16 @@ const MANAGED_K3S_KEYS: &[&str] = &[
     "etcd-snapshot-retention",
 ];
 
+/// Packaged components k3s's `--disable` accepts.
+pub const K3S_COMPONENTS: &[&str] = &[
+    "coredns",
+    "servicelb",
+    "traefik",
+    "local-storage",
+    "metrics-server",
+    "runtimes",
+];
+
 /// Checks `profile` and returns every error and warning (reads key files; no network).
 pub fn validate(profile: &Profile) -> Findings {
     let mut f = Findings::default();
@@ -290,6 +300,20 @@ fn k3s(p: &Profile, f: &mut Findings) {
             f.error(
                 format!("k3s.tls_san[{i}]"),
                 format!("\"{s}\" is not a host name or IP"),
+            );
+        }
+    }
+    for (i, c) in k.disable.iter().enumerate() {
+        if !K3S_COMPONENTS.contains(&c.as_str()) {
+            let hint = suggest::nearest(c, K3S_COMPONENTS.iter().copied())
+                .map(|s| format!(", did you mean \"{s}\"?"))
+                .unwrap_or_default();
+            f.error(
+                format!("k3s.disable[{i}]"),
+                format!(
+                    "\"{c}\" is not a k3s packaged component{hint} (known: {})",
+                    K3S_COMPONENTS.join(", ")
+                ),
             );
         }
     }
