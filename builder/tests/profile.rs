@@ -166,6 +166,14 @@ fn token_recovered_from_a_server_reopens_the_cluster() {
     assert_eq!(s.token_secret(), token);
     assert!(s.bootstrap_issued());
     assert!(s.issued("pi5-master-1"));
+    drop(s);
+    // The copied file is kept as the user put it, and keeps working.
+    let copied = std::fs::read_to_string(&tok).unwrap();
+    assert!(copied.starts_with("K10"));
+    let s = ClusterSecrets::open_or_create(&path, SecretsOptions::default()).unwrap();
+    assert_eq!(s.token_secret(), token);
+    assert_eq!(std::fs::read_to_string(&tok).unwrap(), copied);
+    assert_eq!(mode(&dir.path().join("homelab.secrets/state.toml")), 0o600);
 }
 
 #[test]
@@ -922,4 +930,30 @@ fn secrets_dir_without_token_names_the_way_out() {
         )
     );
     assert!(!tok.exists(), "no silent new token");
+}
+
+#[test]
+fn token_copied_from_a_server_without_any_state_means_the_cluster_exists() {
+    // No state anywhere (never committed), but a full token from a running server:
+    // the bootstrap card must not initialise a second cluster.
+    let (dir, path) = scratch(&reference_text());
+    let secrets = dir.path().join("homelab.secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let tok = secrets.join("k3s-token");
+    std::fs::write(&tok, format!("K10{}::server:0123abcd\n", "cd".repeat(32))).unwrap();
+    std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let s = ClusterSecrets::open_or_create(&path, SecretsOptions::default()).unwrap();
+    assert_eq!(s.token_secret(), "0123abcd");
+    assert!(s.bootstrap_issued());
+    let p = profile::load(&path).unwrap();
+    let plans = plan::plan(&p, &s).unwrap();
+    assert!(
+        plans
+            .iter()
+            .all(|n| n.first_boot != FirstBootAction::InitCluster)
+    );
+    // The state is now recorded next to the profile for the next checkout.
+    let state = std::fs::read_to_string(dir.path().join("homelab.state.toml")).unwrap();
+    assert!(state.contains("bootstrap_issued = true"), "{state}");
 }

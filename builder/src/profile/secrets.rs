@@ -346,11 +346,9 @@ impl ClusterSecrets {
             created: false,
             moved_aside: None,
         };
-        if public.as_ref() != Some(&me.state) || copy.as_ref() != Some(&me.state) || was_full {
-            if was_full {
-                atomic::write_atomic(&me.dir.join(TOKEN_FILE), me.token.as_bytes(), 0o600)
-                    .map_err(io_err(&me.dir.join(TOKEN_FILE)))?;
-            }
+        // Bring both copies of the state up to date (e.g. after a restore); the token
+        // file itself is left exactly as the user put it.
+        if public.as_ref() != Some(&me.state) || copy.as_ref() != Some(&me.state) {
             me.save()?;
         }
         Ok(me)
