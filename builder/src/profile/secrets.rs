@@ -375,8 +375,10 @@ impl ClusterSecrets {
         };
         // Build the directory under a temporary name, then rename it into place:
         // the secrets appear whole or not at all.
+        // The `.secrets` suffix keeps even a crash leftover under `*.secrets/` in .gitignore.
         let tmp = tempfile::Builder::new()
-            .prefix(".piimg-secrets.")
+            .prefix(".piimg-")
+            .suffix(".tmp.secrets")
             .tempdir_in(&parent)
             .map_err(io_err(&parent))?;
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700))
