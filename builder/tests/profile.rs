@@ -975,3 +975,142 @@ fn a_bootstrap_marker_in_the_secrets_counts_as_issued() {
     let s = ClusterSecrets::open_or_create(&path, SecretsOptions::default()).unwrap();
     assert!(s.bootstrap_issued());
 }
+
+#[test]
+fn rule_macs_unique() {
+    assert_eq!(
+        errors_after(&[
+            (
+                "name = \"pi5-worker-1\"",
+                "name = \"pi5-worker-1\"\nmac = \"dc:a6:32:00:00:01\""
+            ),
+            (
+                "name = \"pi5-worker-2\"",
+                "name = \"pi5-worker-2\"\nmac = \"DC:A6:32:00:00:01\""
+            ),
+        ]),
+        [
+            "nodes[4] (pi5-worker-2).mac: DC:A6:32:00:00:01 is already the MAC of nodes[3] (pi5-worker-1)"
+        ]
+    );
+}
+
+#[test]
+fn rule_a_profile_needs_nodes() {
+    let text = reference_text();
+    let cut = text.find("# Control plane:").unwrap();
+    let text = text[..cut].replace("bootstrap = \"pi5-master-1\"\n", "");
+    let p = profile::parse(&text, Path::new("x.toml")).unwrap();
+    let errors: Vec<String> = profile::validate(&p)
+        .errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(
+        errors,
+        ["nodes: no nodes; add a [[nodes]] table per machine"]
+    );
+}
+
+#[test]
+fn single_server_always_initialises_and_says_so() {
+    let text = reference_text()
+        .replacen(
+            "ip = \"192.168.86.29\"\nrole = \"server\"",
+            "ip = \"192.168.86.29\"\nrole = \"agent\"",
+            1,
+        )
+        .replacen(
+            "ip = \"192.168.86.30\"\nrole = \"server\"",
+            "ip = \"192.168.86.30\"\nrole = \"agent\"",
+            1,
+        );
+    let (_dir, path) = scratch(&text);
+    let p = profile::load(&path).unwrap();
+    let mut s = ClusterSecrets::open_or_create(&path, SecretsOptions::default()).unwrap();
+    s.mark_issued("pi5-master-1", true).unwrap();
+    let plans = plan::plan(&p, &s).unwrap();
+    // With no peer to join, re-flashing the only server can only start a new cluster.
+    assert_eq!(plans[0].first_boot, FirstBootAction::InitCluster);
+    assert_eq!(
+        plan::reflash_action(&plans[0]),
+        FirstBootAction::InitCluster
+    );
+    assert_eq!(
+        plans[1].first_boot,
+        FirstBootAction::JoinAgent {
+            via: vec![Ipv4Addr::new(192, 168, 86, 33)]
+        }
+    );
+}
+
+#[test]
+fn airgap_and_overlay_dirs_resolve_against_the_profile() {
+    let text = reference_text()
+        .replace(
+            "etcd_snapshot_retention = 10",
+            "etcd_snapshot_retention = 10\nairgap_dir = \"airgap\"",
+        )
+        .replace(
+            "domain = \"home.arpa\"",
+            "domain = \"home.arpa\"\noverlay_dir = \"my-overlay\"",
+        );
+    let (dir, path) = scratch(&text);
+    let p = profile::load(&path).unwrap();
+    let errors: Vec<String> = profile::validate(&p)
+        .errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    let d = dir.path().display();
+    assert_eq!(
+        errors,
+        [
+            format!("cluster.overlay_dir: {d}/my-overlay is not a directory"),
+            format!("k3s.airgap_dir: {d}/airgap has no k3s-arm64"),
+            format!("k3s.airgap_dir: {d}/airgap has no install.sh"),
+        ]
+    );
+    std::fs::create_dir(dir.path().join("my-overlay")).unwrap();
+    std::fs::create_dir(dir.path().join("airgap")).unwrap();
+    std::fs::write(dir.path().join("airgap/k3s-arm64"), b"bin").unwrap();
+    std::fs::write(dir.path().join("airgap/install.sh"), b"sh").unwrap();
+    let s = ClusterSecrets::open_or_create(&path, SecretsOptions::default()).unwrap();
+    let plans = plan::plan(&p, &s).unwrap();
+    assert_eq!(
+        plans[0].k3s.airgap_dir.as_deref(),
+        Some(dir.path().join("airgap").as_path())
+    );
+    assert_eq!(
+        plans[0].overlay_dir.as_deref(),
+        Some(dir.path().join("my-overlay").as_path())
+    );
+}
+
+#[test]
+fn profile_kubelet_args_override_hardware_defaults() {
+    let text = reference_text().replace(
+        "etcd_snapshot_retention = 10",
+        "etcd_snapshot_retention = 10\nkubelet_args = [\"eviction-hard=memory.available<300Mi\", \"max-pods=60\"]",
+    );
+    let (_dir, path) = scratch(&text);
+    let p = profile::load(&path).unwrap();
+    let s = ClusterSecrets::open_or_create(&path, SecretsOptions::default()).unwrap();
+    let plans = plan::plan(&p, &s).unwrap();
+    let pi4 = &plans[5].k3s.kubelet_args;
+    assert_eq!(
+        pi4,
+        &[
+            "system-reserved=cpu=200m,memory=256Mi",
+            "kube-reserved=cpu=200m,memory=256Mi",
+            "eviction-hard=memory.available<300Mi",
+            "max-pods=60",
+        ]
+    );
+    // The hardware's own list stays the class default.
+    assert_eq!(plans[5].hardware.kubelet_args.len(), 3);
+    assert_eq!(
+        plans[0].k3s.kubelet_args,
+        ["eviction-hard=memory.available<300Mi", "max-pods=60"]
+    );
+}

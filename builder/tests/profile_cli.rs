@@ -403,3 +403,23 @@ fn init_refuses_options_that_make_an_invalid_profile() {
     );
     assert!(!dir.path().join("x.toml").exists());
 }
+
+#[test]
+fn tilde_without_home_is_a_clear_error() {
+    let with_file = reference_text().replace(
+        "ssh_keys = [",
+        "ssh_key_files = [\"~/.ssh/id_ed25519.pub\"]\nssh_keys = [",
+    );
+    let (_d, root, home) = scratch(&with_file);
+    let out = piimg(&root, &home)
+        .env_remove("HOME")
+        .arg("validate")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("error: access.ssh_key_files[0]: cannot expand `~` in ~/.ssh/id_ed25519.pub: HOME is not set"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -445,6 +445,7 @@ fn nodes(p: &Profile, f: &mut Findings) {
     }
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut ips: HashMap<Ipv4Addr, usize> = HashMap::new();
+    let mut macs: HashMap<String, usize> = HashMap::new();
     let mut sd_servers = Vec::new();
     for (i, n) in p.nodes.iter().enumerate() {
         if !is_hostname(&n.name) {
@@ -514,6 +515,14 @@ fn nodes(p: &Profile, f: &mut Findings) {
                 f.error(
                     node_field(i, n, "mac"),
                     format!("\"{mac}\" is not a MAC address (like dc:a6:32:01:02:03)"),
+                );
+            } else if let Some(j) = macs.insert(mac.to_ascii_lowercase(), i) {
+                f.error(
+                    node_field(i, n, "mac"),
+                    format!(
+                        "{mac} is already the MAC of nodes[{j}] ({})",
+                        p.nodes[j].name
+                    ),
                 );
             }
         }
