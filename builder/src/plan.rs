@@ -173,7 +173,7 @@ pub enum PlanError {
 pub fn plan(profile: &Profile, secrets: &ClusterSecrets) -> Result<Vec<NodePlan>, PlanError> {
     check(profile)?;
     let keys = keys::resolve(profile, KeySources::All)?;
-    plan_with(profile, secrets.state(), keys)
+    Ok(resolve(profile, secrets.state(), keys))
 }
 
 fn check(profile: &Profile) -> Result<(), PlanError> {
@@ -187,12 +187,22 @@ fn check(profile: &Profile) -> Result<(), PlanError> {
 
 /// Like [`plan()`] with already resolved `ssh_keys` and an explicit cluster `state`
 /// (used by `piimg plan`, which neither fetches keys nor creates secrets).
+///
+/// First boot: agents join via the VIP (if any) then every server; servers join via
+/// the VIP then the other servers; only the bootstrap server initialises, and only
+/// while `state` says its card was never issued — or when it is the only server,
+/// which has no peer to join.
 pub fn plan_with(
     profile: &Profile,
     state: &ClusterState,
     ssh_keys: Vec<String>,
 ) -> Result<Vec<NodePlan>, PlanError> {
     check(profile)?;
+    Ok(resolve(profile, state, ssh_keys))
+}
+
+/// The plans of a validated profile.
+fn resolve(profile: &Profile, state: &ClusterState, ssh_keys: Vec<String>) -> Vec<NodePlan> {
     let bootstrap = profile
         .bootstrap()
         .map(|n| n.name.clone())
@@ -303,7 +313,7 @@ pub fn plan_with(
                 .map(|d| profile.resolve_path(d)),
         });
     }
-    Ok(out)
+    out
 }
 
 fn hw_labels(class: &hardware::HardwareClass) -> BTreeMap<String, String> {

@@ -283,9 +283,16 @@ pub fn github_keys_url(user: &str) -> String {
     format!("{}/{user}.keys", base.trim_end_matches('/'))
 }
 
-/// Fetches `user`'s public keys from GitHub; each line gets the comment `github:<user>`.
+/// Fetches `user`'s public keys from GitHub (or [`GITHUB_KEYS_URL_ENV`]); each line
+/// without a comment gets the comment `github:<user>`. Lines that are not valid keys
+/// are skipped; none left is an error.
 pub fn fetch_github_keys(user: &str) -> Result<Vec<PublicKey>, KeyError> {
-    let url = github_keys_url(user);
+    fetch_keys_from(&github_keys_url(user), user)
+}
+
+/// Fetches `user`'s public keys from `url` (see [`fetch_github_keys`]).
+pub fn fetch_keys_from(url: &str, user: &str) -> Result<Vec<PublicKey>, KeyError> {
+    let url = url.to_string();
     let fail = |reason: String| KeyError::Fetch {
         user: user.to_string(),
         url: url.clone(),

@@ -21,6 +21,9 @@ use std::path::{Path, PathBuf};
 pub const TOKEN_FILE: &str = "k3s-token";
 /// The copy of the cluster state inside the secrets directory.
 pub const STATE_COPY_FILE: &str = "state.toml";
+/// A marker file other modules may drop into the secrets directory when the
+/// bootstrap card was issued; honoured as `bootstrap_issued = true`.
+pub const LEGACY_BOOTSTRAP_MARKER: &str = "bootstrap-issued";
 /// Where the token lives on every k3s server (the way back when the secrets are lost).
 pub const SERVER_TOKEN_PATH: &str = "/var/lib/rancher/k3s/server/token";
 
@@ -66,6 +69,14 @@ pub enum SecretsError {
         mode: u32,
         /// The mode it should have.
         want: u32,
+    },
+    /// The secrets directory exists but has no token file.
+    #[error(
+        "{path} is missing: restore it from your backup, or copy {SERVER_TOKEN_PATH} from any server of the cluster into it (mode 0600)"
+    )]
+    NoToken {
+        /// The token file.
+        path: PathBuf,
     },
     /// The token file holds no usable token.
     #[error(
@@ -180,6 +191,21 @@ fn state_text(state: &ClusterState) -> String {
     )
 }
 
+/// The cluster state as recorded next to the profile at `profile_path` (merged with
+/// the copy in its secrets directory, if readable), without creating or changing
+/// anything; `None` when no cluster was ever set up for this profile.
+pub fn peek_state(profile_path: &Path) -> Result<Option<ClusterState>, SecretsError> {
+    let public = read_state(&state_path(profile_path))?;
+    let copy = read_state(&secrets_dir(profile_path).join(STATE_COPY_FILE)).unwrap_or(None);
+    Ok(match (public, copy) {
+        (Some(mut a), Some(b)) => {
+            a.merge(&b);
+            Some(a)
+        }
+        (a, b) => a.or(b),
+    })
+}
+
 /// How to open the secrets.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SecretsOptions {
@@ -283,6 +309,9 @@ impl ClusterSecrets {
     ) -> Result<Self, SecretsError> {
         check_mode(&dir, 0o700)?;
         let token_path = dir.join(TOKEN_FILE);
+        if !token_path.exists() {
+            return Err(SecretsError::NoToken { path: token_path });
+        }
         check_mode(&token_path, 0o600)?;
         let text = std::fs::read_to_string(&token_path).map_err(io_err(&token_path))?;
         let (token, was_full) = parse_token(&text).ok_or_else(|| SecretsError::BadToken {
@@ -304,6 +333,10 @@ impl ClusterSecrets {
         for s in [&public, &copy].into_iter().flatten() {
             state.merge(s);
         }
+        if dir.join(LEGACY_BOOTSTRAP_MARKER).exists() {
+            // The pki module's marker of an issued bootstrap card counts too.
+            state.bootstrap_issued = true;
+        }
         if public.is_none() && copy.is_none() && was_full {
             // A token copied from a running server: that cluster was brought up.
             state.bootstrap_issued = true;
@@ -320,11 +353,9 @@ impl ClusterSecrets {
             created: false,
             moved_aside: None,
         };
-        if public.as_ref() != Some(&me.state) || copy.as_ref() != Some(&me.state) || was_full {
-            if was_full {
-                atomic::write_atomic(&me.dir.join(TOKEN_FILE), me.token.as_bytes(), 0o600)
-                    .map_err(io_err(&me.dir.join(TOKEN_FILE)))?;
-            }
+        // Bring both copies of the state up to date (e.g. after a restore); the token
+        // file itself is left exactly as the user put it.
+        if public.as_ref() != Some(&me.state) || copy.as_ref() != Some(&me.state) {
             me.save()?;
         }
         Ok(me)
@@ -344,8 +375,10 @@ impl ClusterSecrets {
         };
         // Build the directory under a temporary name, then rename it into place:
         // the secrets appear whole or not at all.
+        // The `.secrets` suffix keeps even a crash leftover under `*.secrets/` in .gitignore.
         let tmp = tempfile::Builder::new()
-            .prefix(".piimg-secrets.")
+            .prefix(".piimg-")
+            .suffix(".tmp.secrets")
             .tempdir_in(&parent)
             .map_err(io_err(&parent))?;
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700))

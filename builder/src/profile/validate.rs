@@ -75,6 +75,16 @@ const MANAGED_K3S_KEYS: &[&str] = &[
     "etcd-snapshot-retention",
 ];
 
+/// Packaged components k3s's `--disable` accepts.
+pub const K3S_COMPONENTS: &[&str] = &[
+    "coredns",
+    "servicelb",
+    "traefik",
+    "local-storage",
+    "metrics-server",
+    "runtimes",
+];
+
 /// Checks `profile` and returns every error and warning (reads key files; no network).
 pub fn validate(profile: &Profile) -> Findings {
     let mut f = Findings::default();
@@ -293,6 +303,20 @@ fn k3s(p: &Profile, f: &mut Findings) {
             );
         }
     }
+    for (i, c) in k.disable.iter().enumerate() {
+        if !K3S_COMPONENTS.contains(&c.as_str()) {
+            let hint = suggest::nearest(c, K3S_COMPONENTS.iter().copied())
+                .map(|s| format!(", did you mean \"{s}\"?"))
+                .unwrap_or_default();
+            f.error(
+                format!("k3s.disable[{i}]"),
+                format!(
+                    "\"{c}\" is not a k3s packaged component{hint} (known: {})",
+                    K3S_COMPONENTS.join(", ")
+                ),
+            );
+        }
+    }
     args(&k.server_args, "k3s.server_args", true, f);
     args(&k.agent_args, "k3s.agent_args", true, f);
     args(&k.kubelet_args, "k3s.kubelet_args", false, f);
@@ -421,6 +445,7 @@ fn nodes(p: &Profile, f: &mut Findings) {
     }
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut ips: HashMap<Ipv4Addr, usize> = HashMap::new();
+    let mut macs: HashMap<String, usize> = HashMap::new();
     let mut sd_servers = Vec::new();
     for (i, n) in p.nodes.iter().enumerate() {
         if !is_hostname(&n.name) {
@@ -490,6 +515,14 @@ fn nodes(p: &Profile, f: &mut Findings) {
                 f.error(
                     node_field(i, n, "mac"),
                     format!("\"{mac}\" is not a MAC address (like dc:a6:32:01:02:03)"),
+                );
+            } else if let Some(j) = macs.insert(mac.to_ascii_lowercase(), i) {
+                f.error(
+                    node_field(i, n, "mac"),
+                    format!(
+                        "{mac} is already the MAC of nodes[{j}] ({})",
+                        p.nodes[j].name
+                    ),
                 );
             }
         }
