@@ -787,7 +787,8 @@ fn ctrl_c_mid_build_leaves_no_new_image() {
 fn bad_inputs_get_one_clear_line() {
     let env = Env::new();
     let b = base("bookworm");
-    let cases: Vec<(Vec<&str>, Option<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (Vec<&'a str>, Option<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (vec!["--node", "nope"], None, "--node nope: no such node"),
         (
             vec!["--node", "pi4-worker-1"],
