@@ -44,7 +44,7 @@ if [ "$flavour" = bookworm ]; then
   in_root useradd -m -u 1000 -U -s /bin/bash -G adm,dialout,cdrom,sudo,audio,video,plugdev,games,users,input,netdev pi
   in_root passwd -l pi >/dev/null
 fi
-cp -a "$here/overlay/$flavour/." "$root/"
+cp -a "$here/overlay/common/." "$here/overlay/$flavour/." "$root/"
 rm -f "$root/etc/machine-id"; : >"$root/etc/machine-id"
 
 cp "$(readlink -f "$root"/vmlinuz 2>/dev/null || ls "$root"/boot/vmlinuz-* | tail -n1)" "$tmp/vmlinuz"
