@@ -2,9 +2,13 @@
 //! node, resolved (keys read, defaults applied, join targets chosen). The card
 //! module renders a `NodePlan` into files; it never looks at the profile itself.
 //!
-//! `plan()` (profile → plans) lives with the profile work; these types are the
-//! interface between the two halves.
+//! [`plan()`] turns a validated profile and the cluster's secrets into these plans;
+//! the types are the interface between the profile and the card halves.
 
+use crate::profile::hardware;
+use crate::profile::keys::{self, KeyError, KeySources};
+use crate::profile::secrets::{ClusterSecrets, ClusterState};
+use crate::profile::{Findings, Profile, validate};
 use piimg_firstboot::contract::Role;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -125,11 +129,247 @@ pub struct NodeK3s {
     pub labels: BTreeMap<String, String>,
     /// Node taints, `key=value:Effect`.
     pub taints: Vec<String>,
-    /// Extra `config.yaml` keys for this node's role, as YAML-ready scalars or lists.
+    /// Extra `config.yaml` settings for this node's role, each `key=value`
+    /// (profile `k3s.server_args` / `k3s.agent_args`; a repeated key means a list).
     pub extra_args: Vec<String>,
     /// Extra kubelet args (profile + hardware defaults).
     pub kubelet_args: Vec<String>,
     /// Directory of airgap files to bundle on the card (k3s-arm64, install.sh,
     /// k3s-airgap-images-arm64.tar.zst), if the profile asks for it.
     pub airgap_dir: Option<std::path::PathBuf>,
+}
+
+impl FirstBootAction {
+    /// The action in words, e.g. `join servers via 192.168.86.29, 192.168.86.30`.
+    pub fn describe(&self) -> String {
+        let list = |via: &[Ipv4Addr]| {
+            via.iter()
+                .map(|ip| ip.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self {
+            Self::InitCluster => "init cluster (cluster-init)".to_string(),
+            Self::JoinServers { via } => format!("join as server via {}", list(via)),
+            Self::JoinAgent { via } => format!("join as agent via {}", list(via)),
+        }
+    }
+}
+
+/// Why no plan could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The profile has validation errors.
+    #[error("the profile has {} error(s):\n  {}", .0.errors.len(), .0.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n  "))]
+    Invalid(Findings),
+    /// SSH keys could not be resolved.
+    #[error("SSH keys: {0}")]
+    Keys(#[from] KeyError),
+}
+
+/// One [`NodePlan`] per node of `profile`, in profile order: validates the profile,
+/// resolves SSH keys (fetching GitHub users' keys) and decides each card's first boot
+/// from the cluster state kept with `secrets`.
+pub fn plan(profile: &Profile, secrets: &ClusterSecrets) -> Result<Vec<NodePlan>, PlanError> {
+    check(profile)?;
+    let keys = keys::resolve(profile, KeySources::All)?;
+    Ok(resolve(profile, secrets.state(), keys))
+}
+
+fn check(profile: &Profile) -> Result<(), PlanError> {
+    let findings = validate(profile);
+    if findings.is_ok() {
+        Ok(())
+    } else {
+        Err(PlanError::Invalid(findings))
+    }
+}
+
+/// Like [`plan()`] with already resolved `ssh_keys` and an explicit cluster `state`
+/// (used by `piimg plan`, which neither fetches keys nor creates secrets).
+///
+/// First boot: agents join via the VIP (if any) then every server; servers join via
+/// the VIP then the other servers; only the bootstrap server initialises, and only
+/// while `state` says its card was never issued — or when it is the only server,
+/// which has no peer to join.
+pub fn plan_with(
+    profile: &Profile,
+    state: &ClusterState,
+    ssh_keys: Vec<String>,
+) -> Result<Vec<NodePlan>, PlanError> {
+    check(profile)?;
+    Ok(resolve(profile, state, ssh_keys))
+}
+
+/// The plans of a validated profile.
+fn resolve(profile: &Profile, state: &ClusterState, ssh_keys: Vec<String>) -> Vec<NodePlan> {
+    let bootstrap = profile
+        .bootstrap()
+        .map(|n| n.name.clone())
+        .unwrap_or_default();
+    // Bootstrap server first, then the other servers in profile order.
+    let mut servers: Vec<(String, Ipv4Addr)> =
+        profile.servers().map(|n| (n.name.clone(), n.ip)).collect();
+    servers.sort_by_key(|(name, _)| *name != bootstrap);
+    let vip = profile.k3s.vip;
+    let via_except = |me: &str| -> Vec<Ipv4Addr> {
+        vip.into_iter()
+            .chain(servers.iter().filter(|(n, _)| n != me).map(|(_, ip)| *ip))
+            .collect()
+    };
+    let access = Access {
+        admin_user: profile.access.admin_user.clone(),
+        ssh_authorized_keys: ssh_keys,
+        password_login: profile.access.password_login,
+    };
+    let mut out = Vec::with_capacity(profile.nodes.len());
+    for node in &profile.nodes {
+        // validate() guarantees every class is known.
+        let Some(class) = hardware::class(&node.hardware) else {
+            continue;
+        };
+        let hw = class.resolve(&profile.hardware);
+        let is_bootstrap = node.name == bootstrap;
+        let first_boot = match node.role {
+            Role::Agent => FirstBootAction::JoinAgent {
+                via: via_except(""),
+            },
+            Role::Server if is_bootstrap && (!state.bootstrap_issued || servers.len() == 1) => {
+                FirstBootAction::InitCluster
+            }
+            Role::Server => FirstBootAction::JoinServers {
+                via: via_except(&node.name),
+            },
+        };
+        let server = node.role == Role::Server;
+        let mut labels = hw_labels(class);
+        labels.extend(node.labels.clone());
+        let mut tls_san: Vec<String> = Vec::new();
+        if server {
+            for san in vip
+                .iter()
+                .map(|v| v.to_string())
+                .chain(profile.k3s.tls_san.iter().cloned())
+            {
+                if !tls_san.contains(&san) {
+                    tls_san.push(san);
+                }
+            }
+        }
+        let kubelet_args = merge_args([
+            &hw.kubelet_args,
+            &profile.k3s.kubelet_args,
+            &node.kubelet_args,
+        ]);
+        out.push(NodePlan {
+            cluster: profile.cluster.name.clone(),
+            profile: profile.name(),
+            name: node.name.clone(),
+            domain: profile.cluster.domain.clone(),
+            role: node.role,
+            bootstrap: is_bootstrap,
+            first_boot,
+            network: NodeNetwork {
+                interface: profile.network.interface.clone(),
+                mac: node.mac.clone(),
+                address: node.ip,
+                prefix_len: profile.network.cidr.prefix_len(),
+                gateway: profile.network.gateway,
+                dns: profile.network.dns.clone(),
+                search: profile.network.search.clone(),
+            },
+            hardware: hw,
+            access: access.clone(),
+            k3s: NodeK3s {
+                version: profile.k3s.version.clone().unwrap_or_default(),
+                vip,
+                tls_san,
+                disable: if server {
+                    profile.k3s.disable.clone()
+                } else {
+                    Vec::new()
+                },
+                etcd_snapshot_schedule: server.then(|| profile.k3s.etcd_snapshot_schedule.clone()),
+                etcd_snapshot_retention: server.then_some(profile.k3s.etcd_snapshot_retention),
+                labels,
+                taints: node.taints.clone(),
+                extra_args: if server {
+                    profile.k3s.server_args.clone()
+                } else {
+                    profile.k3s.agent_args.clone()
+                },
+                kubelet_args,
+                airgap_dir: profile
+                    .k3s
+                    .airgap_dir
+                    .as_deref()
+                    .map(|d| profile.resolve_path(d)),
+            },
+            servers: servers.clone(),
+            overlay_dir: profile
+                .cluster
+                .overlay_dir
+                .as_deref()
+                .map(|d| profile.resolve_path(d)),
+        });
+    }
+    out
+}
+
+fn hw_labels(class: &hardware::HardwareClass) -> BTreeMap<String, String> {
+    class.labels()
+}
+
+/// Merges `key=value` argument lists; a later list overrides an earlier one key by key
+/// (keeping the earlier position), so profile settings beat hardware defaults.
+fn merge_args<'a>(lists: impl IntoIterator<Item = &'a Vec<String>>) -> Vec<String> {
+    let key = |a: &str| a.split('=').next().unwrap_or_default().to_string();
+    let mut out: Vec<String> = Vec::new();
+    for arg in lists.into_iter().flatten() {
+        match out.iter_mut().find(|o| key(o) == key(arg)) {
+            Some(slot) => *slot = arg.clone(),
+            None => out.push(arg.clone()),
+        }
+    }
+    out
+}
+
+/// What re-flashing this node's card would do once the cluster is up: the bootstrap
+/// server joins its peers instead of initialising (unless it is the only server);
+/// every other node does what its first boot does.
+pub fn reflash_action(plan: &NodePlan) -> FirstBootAction {
+    match &plan.first_boot {
+        FirstBootAction::InitCluster if plan.servers.len() > 1 => FirstBootAction::JoinServers {
+            via: plan
+                .k3s
+                .vip
+                .into_iter()
+                .chain(
+                    plan.servers
+                        .iter()
+                        .filter(|(n, _)| *n != plan.name)
+                        .map(|(_, ip)| *ip),
+                )
+                .collect(),
+        },
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_args_override_earlier_by_key() {
+        let hw = vec![
+            "system-reserved=cpu=200m".to_string(),
+            "max-pods=110".to_string(),
+        ];
+        let prof = vec!["max-pods=50".to_string()];
+        assert_eq!(
+            merge_args([&hw, &prof]),
+            ["system-reserved=cpu=200m", "max-pods=50"]
+        );
+    }
 }

@@ -1,13 +1,182 @@
-//! `piimg plan`.
+//! `piimg plan`: one row per node — what its card does on first boot and on a re-flash.
+//!
+//! Read-only: it neither creates secrets nor fetches GitHub keys; it reads the
+//! cluster state recorded next to the profile.
 
+use super::validate::{ProfileArg, print_findings};
+use anyhow::Context;
 use clap::Args;
-use piimg::progress::Reporter;
+use piimg::plan::{self, FirstBootAction, NodePlan};
+use piimg::profile::keys::{self, KeySources};
+use piimg::profile::{self, secrets};
+use piimg::progress::{OutputMode, Reporter};
+use piimg_firstboot::contract::Role;
+use serde::Serialize;
+use std::net::Ipv4Addr;
 
 /// Arguments of `piimg plan`.
 #[derive(Debug, Args)]
-pub struct PlanArgs {}
+pub struct PlanArgs {
+    /// The profile to plan.
+    #[command(flatten)]
+    pub profile: ProfileArg,
+}
+
+/// One node of the plan, as shown.
+#[derive(Debug, Serialize)]
+struct Row {
+    name: String,
+    ip: Ipv4Addr,
+    role: Role,
+    bootstrap: bool,
+    hardware: String,
+    board: String,
+    ram_mb: u32,
+    /// Whether this node's card was issued before.
+    issued: bool,
+    first_boot: FirstBootAction,
+    first_boot_text: String,
+    reflash: FirstBootAction,
+    reflash_text: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Doc {
+    profile: std::path::PathBuf,
+    cluster: String,
+    k3s_version: String,
+    vip: Option<Ipv4Addr>,
+    cluster_exists: bool,
+    bootstrap_issued: bool,
+    secrets_present: bool,
+    nodes: Vec<Row>,
+}
+
+/// What a re-flash of `p` does, in words.
+fn reflash_text(p: &NodePlan, action: &FirstBootAction) -> String {
+    match (action, p.role) {
+        (FirstBootAction::InitCluster, _) => {
+            "init cluster again (the only server: the cluster's data is lost)".to_string()
+        }
+        (FirstBootAction::JoinServers { .. }, _) => format!(
+            "{}; removes its stale etcd member first, same node password",
+            action.describe()
+        ),
+        (FirstBootAction::JoinAgent { .. }, _) => {
+            format!("{}; same node password", action.describe())
+        }
+    }
+}
 
 /// Runs `piimg plan`.
-pub fn run(_args: PlanArgs, _out: Reporter) -> anyhow::Result<()> {
-    anyhow::bail!("`piimg plan` is not implemented yet")
+pub fn run(args: PlanArgs, out: Reporter) -> anyhow::Result<()> {
+    let path = &args.profile.profile;
+    let p = args.profile.load()?;
+    let findings = profile::validate(&p);
+    if out.mode() != OutputMode::Json || !findings.is_ok() {
+        print_findings(&findings, &out);
+    }
+    if !findings.is_ok() {
+        anyhow::bail!("{} has {} error(s)", path.display(), findings.errors.len());
+    }
+    let state = secrets::peek_state(path)?.unwrap_or_default();
+    let secrets_present = secrets::secrets_dir(path).is_dir();
+    if state.cluster_exists() && !secrets_present {
+        out.warn(format!(
+            "{} is missing but the cluster exists: builds will refuse until it is restored",
+            secrets::secrets_dir(path).display()
+        ));
+    }
+    let local_keys = keys::resolve(&p, KeySources::Local).context("SSH keys")?;
+    let plans = plan::plan_with(&p, &state, local_keys)?;
+    let nodes: Vec<Row> = plans
+        .iter()
+        .map(|n| {
+            let reflash = plan::reflash_action(n);
+            Row {
+                name: n.name.clone(),
+                ip: n.network.address,
+                role: n.role,
+                bootstrap: n.bootstrap,
+                hardware: n.hardware.class.clone(),
+                board: n.hardware.board.clone(),
+                ram_mb: n.hardware.ram_mb,
+                issued: state.issued.contains(&n.name),
+                first_boot_text: n.first_boot.describe(),
+                reflash_text: reflash_text(n, &reflash),
+                first_boot: n.first_boot.clone(),
+                reflash,
+            }
+        })
+        .collect();
+    let doc = Doc {
+        profile: path.clone(),
+        cluster: p.cluster.name.clone(),
+        k3s_version: p.k3s.version.clone().unwrap_or_default(),
+        vip: p.k3s.vip,
+        cluster_exists: state.cluster_exists(),
+        bootstrap_issued: state.bootstrap_issued,
+        secrets_present,
+        nodes,
+    };
+    match out.mode() {
+        OutputMode::Json => out.json(&doc).context("writing JSON")?,
+        OutputMode::Quiet => {}
+        OutputMode::Human => print_table(&doc),
+    }
+    Ok(())
+}
+
+fn print_table(doc: &Doc) {
+    println!(
+        "cluster {} · k3s {} · {}",
+        doc.cluster,
+        doc.k3s_version,
+        if doc.bootstrap_issued {
+            "cluster brought up before: no card initialises"
+        } else {
+            "new cluster: the bootstrap server initialises it"
+        }
+    );
+    let header = ["NODE", "IP", "ROLE", "HARDWARE", "FIRST BOOT", "RE-FLASH"];
+    let rows: Vec<[String; 6]> = doc
+        .nodes
+        .iter()
+        .map(|r| {
+            let role = match (r.role, r.bootstrap) {
+                (Role::Server, true) => "server (bootstrap)".to_string(),
+                (Role::Server, false) => "server".to_string(),
+                (Role::Agent, _) => "agent".to_string(),
+            };
+            [
+                r.name.clone(),
+                r.ip.to_string(),
+                role,
+                r.hardware.clone(),
+                r.first_boot_text.clone(),
+                r.reflash_text.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(cell);
+            } else {
+                s.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(header.to_vec());
+    for row in &rows {
+        line(row.iter().map(String::as_str).collect());
+    }
 }

@@ -1,0 +1,265 @@
+//! The profile as written in TOML: serde types that reject unknown keys.
+//!
+//! A profile describes one cluster: `[cluster]`, `[network]`, `[k3s]`, `[access]`,
+//! optional `[hardware]` options and one `[[nodes]]` table per node. Defaults live
+//! here; cross-field rules live in [`super::validate`].
+
+use super::net::Ipv4Cidr;
+use piimg_firstboot::contract::Role;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+/// Default etcd snapshot schedule: every six hours.
+pub const DEFAULT_SNAPSHOT_SCHEDULE: &str = "0 */6 * * *";
+/// Default number of etcd snapshots kept.
+pub const DEFAULT_SNAPSHOT_RETENTION: u32 = 10;
+
+/// A whole cluster profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Cluster identity.
+    pub cluster: Cluster,
+    /// The LAN every node lives on.
+    pub network: Network,
+    /// k3s settings.
+    pub k3s: K3s,
+    /// Admin access.
+    pub access: Access,
+    /// Cluster-wide hardware options.
+    #[serde(default)]
+    pub hardware: HardwareOptions,
+    /// The nodes, in the order written.
+    #[serde(default)]
+    pub nodes: Vec<Node>,
+    /// The file this profile was loaded from (empty when parsed from text).
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// `[cluster]`: name and identity of the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// Cluster name (also names the secrets).
+    pub name: String,
+    /// DNS domain for `/etc/hosts` entries (`node.domain`), if any.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// The server that may initialise a brand-new cluster (default: the first server).
+    #[serde(default)]
+    pub bootstrap: Option<String>,
+    /// Directory (relative to the profile) whose templates override `overlays/` file by file.
+    #[serde(default)]
+    pub overlay_dir: Option<PathBuf>,
+}
+
+/// `[network]`: the LAN.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// The LAN, e.g. `192.168.86.0/24`.
+    pub cidr: Ipv4Cidr,
+    /// Default gateway.
+    pub gateway: Ipv4Addr,
+    /// DNS resolvers, in order.
+    pub dns: Vec<IpAddr>,
+    /// Wired interface to configure (default `eth0`).
+    #[serde(default = "default_interface")]
+    pub interface: String,
+    /// DNS search domains.
+    #[serde(default)]
+    pub search: Vec<String>,
+}
+
+fn default_interface() -> String {
+    "eth0".to_string()
+}
+
+/// `[k3s]`: version and cluster-wide k3s configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct K3s {
+    /// Pinned k3s release tag, e.g. `v1.31.4+k3s1`.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// A release channel; rejected by validation (re-flashed nodes must run the same k3s).
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// Control-plane virtual IP (kube-vip), if any.
+    #[serde(default)]
+    pub vip: Option<Ipv4Addr>,
+    /// Extra TLS SANs for the API server certificate.
+    #[serde(default)]
+    pub tls_san: Vec<String>,
+    /// Packaged components to disable (e.g. `servicelb`, `traefik`).
+    #[serde(default)]
+    pub disable: Vec<String>,
+    /// etcd snapshot cron schedule.
+    #[serde(default = "default_schedule")]
+    pub etcd_snapshot_schedule: String,
+    /// etcd snapshots to keep.
+    #[serde(default = "default_retention")]
+    pub etcd_snapshot_retention: u32,
+    /// Extra `config.yaml` settings for servers, each `key=value`.
+    #[serde(default)]
+    pub server_args: Vec<String>,
+    /// Extra `config.yaml` settings for agents, each `key=value`.
+    #[serde(default)]
+    pub agent_args: Vec<String>,
+    /// Extra kubelet arguments for every node, each `key=value`.
+    #[serde(default)]
+    pub kubelet_args: Vec<String>,
+    /// Directory (relative to the profile) of k3s airgap files to bundle on every card.
+    #[serde(default)]
+    pub airgap_dir: Option<PathBuf>,
+}
+
+fn default_schedule() -> String {
+    DEFAULT_SNAPSHOT_SCHEDULE.to_string()
+}
+
+fn default_retention() -> u32 {
+    DEFAULT_SNAPSHOT_RETENTION
+}
+
+/// `[access]`: the admin user and its SSH keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Access {
+    /// Admin login name.
+    pub admin_user: String,
+    /// Allow SSH password login (off by default).
+    #[serde(default)]
+    pub password_login: bool,
+    /// OpenSSH public-key lines given inline.
+    #[serde(default)]
+    pub ssh_keys: Vec<String>,
+    /// Public-key files (`~` is the home directory; relative paths are relative to the profile).
+    #[serde(default)]
+    pub ssh_key_files: Vec<String>,
+    /// GitHub users whose public keys (`https://github.com/<user>.keys`) are fetched at build time.
+    #[serde(default)]
+    pub github_users: Vec<String>,
+}
+
+/// `[hardware]`: options applied to every node's hardware class.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HardwareOptions {
+    /// Boot Pi 5 boards with the 4 KiB-page kernel (`kernel=kernel8.img`); on by default.
+    #[serde(default = "yes")]
+    pub pi5_4k_pages: bool,
+    /// Turn Wi-Fi off (`dtoverlay=disable-wifi`).
+    #[serde(default)]
+    pub disable_wifi: bool,
+    /// Turn Bluetooth off (`dtoverlay=disable-bt`).
+    #[serde(default)]
+    pub disable_bluetooth: bool,
+}
+
+impl Default for HardwareOptions {
+    fn default() -> Self {
+        Self {
+            pi5_4k_pages: true,
+            disable_wifi: false,
+            disable_bluetooth: false,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Where a node's root filesystem lives (etcd on SD cards is slow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    /// An SD card (the default).
+    #[default]
+    Sd,
+    /// A USB SSD.
+    Usb,
+    /// An NVMe SSD.
+    Nvme,
+}
+
+/// `[[nodes]]`: one machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    /// Node name = hostname = k3s node name.
+    pub name: String,
+    /// Static IPv4 address.
+    pub ip: Ipv4Addr,
+    /// `server` or `agent`.
+    pub role: Role,
+    /// Hardware class, e.g. `pi5-8gb` (see [`super::hardware::CLASSES`]).
+    pub hardware: String,
+    /// Extra node labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Node taints, `key=value:Effect`.
+    #[serde(default)]
+    pub taints: Vec<String>,
+    /// MAC address to bind the network connection to.
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// Storage the root filesystem lives on.
+    #[serde(default)]
+    pub storage: Storage,
+    /// Extra kubelet arguments for this node, each `key=value`.
+    #[serde(default)]
+    pub kubelet_args: Vec<String>,
+}
+
+impl Profile {
+    /// Profile name: the file stem (`homelab` for `profiles/homelab.toml`).
+    pub fn name(&self) -> String {
+        self.path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.cluster.name.clone())
+    }
+
+    /// Directory relative paths in the profile are resolved against.
+    pub fn base_dir(&self) -> &Path {
+        match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        }
+    }
+
+    /// `p` resolved against [`base_dir`](Self::base_dir) when relative.
+    pub fn resolve_path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir().join(p)
+        }
+    }
+
+    /// The servers, in profile order.
+    pub fn servers(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.role == Role::Server)
+    }
+
+    /// The bootstrap server: the one named by `cluster.bootstrap`, else the first server.
+    pub fn bootstrap(&self) -> Option<&Node> {
+        match &self.cluster.bootstrap {
+            Some(name) => self
+                .nodes
+                .iter()
+                .find(|n| &n.name == name && n.role == Role::Server),
+            None => self.servers().next(),
+        }
+    }
+
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+}

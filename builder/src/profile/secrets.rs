@@ -1,0 +1,529 @@
+//! Cluster secrets, kept apart from the profile, and the cluster's issuance record.
+//!
+//! Next to `profiles/homelab.toml` live:
+//! - `homelab.secrets/` (mode 0700, git-ignored): `k3s-token` (0600) and, added by
+//!   other modules through [`ClusterSecrets::write_secret_file`], CA material. It
+//!   also keeps a copy of the state below.
+//! - `homelab.state.toml` (not secret, meant to be committed): cluster id, the
+//!   token's SHA-256 fingerprint, which nodes' cards were issued and whether the
+//!   bootstrap server's card was. It is how a fresh clone without the secrets
+//!   knows the cluster already exists and refuses to mint a new token.
+
+use crate::atomic;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::io::{self, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// The token secret's file inside the secrets directory.
+pub const TOKEN_FILE: &str = "k3s-token";
+/// The copy of the cluster state inside the secrets directory.
+pub const STATE_COPY_FILE: &str = "state.toml";
+/// A marker file other modules may drop into the secrets directory when the
+/// bootstrap card was issued; honoured as `bootstrap_issued = true`.
+pub const LEGACY_BOOTSTRAP_MARKER: &str = "bootstrap-issued";
+/// Where the token lives on every k3s server (the way back when the secrets are lost).
+pub const SERVER_TOKEN_PATH: &str = "/var/lib/rancher/k3s/server/token";
+
+/// Secrets directory of the profile at `profile_path` (`homelab.toml` → `homelab.secrets`).
+pub fn secrets_dir(profile_path: &Path) -> PathBuf {
+    sibling(profile_path, "secrets")
+}
+
+/// State file of the profile at `profile_path` (`homelab.toml` → `homelab.state.toml`).
+pub fn state_path(profile_path: &Path) -> PathBuf {
+    sibling(profile_path, "state.toml")
+}
+
+fn sibling(profile_path: &Path, ext: &str) -> PathBuf {
+    let stem = profile_path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "profile".to_string());
+    let name = format!("{stem}.{ext}");
+    match profile_path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.join(name),
+        _ => PathBuf::from(name),
+    }
+}
+
+/// Why the secrets could not be opened or created.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// A secret file or the directory is open to other users.
+    #[error("{path} is accessible by other users (mode {mode:04o}); run `chmod {want:o} {path}`")]
+    Permissions {
+        /// The file or directory.
+        path: PathBuf,
+        /// Its mode bits.
+        mode: u32,
+        /// The mode it should have.
+        want: u32,
+    },
+    /// The secrets directory exists but has no token file.
+    #[error(
+        "{path} is missing: restore it from your backup, or copy {SERVER_TOKEN_PATH} from any server of the cluster into it (mode 0600)"
+    )]
+    NoToken {
+        /// The token file.
+        path: PathBuf,
+    },
+    /// The token file holds no usable token.
+    #[error(
+        "{path} does not hold a k3s token (expected the token secret, or the `K10…::server:…` token copied from a server's {SERVER_TOKEN_PATH})"
+    )]
+    BadToken {
+        /// The token file.
+        path: PathBuf,
+    },
+    /// A state file cannot be parsed.
+    #[error("{path}: {message}")]
+    BadState {
+        /// The state file.
+        path: PathBuf,
+        /// Parser message.
+        message: String,
+    },
+    /// The secrets are gone but the cluster exists.
+    #[error(
+        "the secrets directory {dir} is missing, but {state} records that cluster `{cluster}` exists (cards issued: {issued}). \
+         Restore {dir} from your backup, or recover the token: create {dir} (mode 0700) and copy {SERVER_TOKEN_PATH} \
+         from any server into {dir}/{TOKEN_FILE} (mode 0600). Only to really start a new cluster (every node re-flashed) pass --new-cluster"
+    )]
+    Missing {
+        /// The missing secrets directory.
+        dir: PathBuf,
+        /// The state file that says the cluster exists.
+        state: PathBuf,
+        /// Cluster id from the state.
+        cluster: String,
+        /// Nodes whose cards were issued, comma-separated.
+        issued: String,
+    },
+    /// The secrets belong to a different cluster than the state file records.
+    #[error(
+        "the token in {dir} does not match the cluster recorded in {state} (fingerprint {found} ≠ {recorded}): \
+         these secrets belong to another cluster. Restore the right secrets directory, or pass --new-cluster to start over"
+    )]
+    Mismatch {
+        /// Secrets directory.
+        dir: PathBuf,
+        /// State file.
+        state: PathBuf,
+        /// Fingerprint of the token found.
+        found: String,
+        /// Fingerprint the state records.
+        recorded: String,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SecretsError + '_ {
+    move |source| SecretsError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The cluster's non-secret record: identity and which cards were issued.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterState {
+    /// Random id of this cluster, fixed when its secrets were created.
+    pub cluster_id: String,
+    /// SHA-256 (hex) of the token secret, to tell clusters apart without the secret.
+    pub token_sha256: String,
+    /// True once the bootstrap server's card has been issued: from then on no card
+    /// may initialise a cluster.
+    #[serde(default)]
+    pub bootstrap_issued: bool,
+    /// Nodes whose cards were issued.
+    #[serde(default)]
+    pub issued: BTreeSet<String>,
+}
+
+impl ClusterState {
+    /// True once any card was issued (a cluster may be running with this token).
+    pub fn cluster_exists(&self) -> bool {
+        self.bootstrap_issued || !self.issued.is_empty()
+    }
+
+    fn merge(&mut self, other: &ClusterState) {
+        self.bootstrap_issued |= other.bootstrap_issued;
+        self.issued.extend(other.issued.iter().cloned());
+        if self.cluster_id.is_empty() {
+            self.cluster_id = other.cluster_id.clone();
+        }
+    }
+}
+
+const STATE_HEADER: &str = "# piimg cluster state: not secret, safe (and useful) to commit.\n\
+# It records that this cluster exists and which cards were issued, so a checkout\n\
+# without the secrets directory refuses to mint a new token. Written by piimg.\n";
+
+fn read_state(path: &Path) -> Result<Option<ClusterState>, SecretsError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => toml::from_str(&text)
+            .map(Some)
+            .map_err(|e| SecretsError::BadState {
+                path: path.to_path_buf(),
+                message: e.message().to_string(),
+            }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+fn state_text(state: &ClusterState) -> String {
+    // Serialising this plain struct cannot fail.
+    format!(
+        "{STATE_HEADER}{}",
+        toml::to_string(state).unwrap_or_default()
+    )
+}
+
+/// The cluster state as recorded next to the profile at `profile_path` (merged with
+/// the copy in its secrets directory, if readable), without creating or changing
+/// anything; `None` when no cluster was ever set up for this profile.
+pub fn peek_state(profile_path: &Path) -> Result<Option<ClusterState>, SecretsError> {
+    let public = read_state(&state_path(profile_path))?;
+    let copy = read_state(&secrets_dir(profile_path).join(STATE_COPY_FILE)).unwrap_or(None);
+    Ok(match (public, copy) {
+        (Some(mut a), Some(b)) => {
+            a.merge(&b);
+            Some(a)
+        }
+        (a, b) => a.or(b),
+    })
+}
+
+/// How to open the secrets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SecretsOptions {
+    /// Start a new cluster: move existing secrets aside (`NAME.old-<time>.secrets/`)
+    /// and create fresh ones, forgetting which cards were issued.
+    pub new_cluster: bool,
+}
+
+/// The cluster's secrets and issuance state, opened from the directory next to a profile.
+#[derive(Debug)]
+pub struct ClusterSecrets {
+    dir: PathBuf,
+    state_path: PathBuf,
+    token: String,
+    state: ClusterState,
+    created: bool,
+    moved_aside: Option<PathBuf>,
+}
+
+/// `n` random bytes from the OS, hex-encoded.
+fn random_hex(n: usize) -> io::Result<String> {
+    let mut buf = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(hex::encode(buf))
+}
+
+/// SHA-256 fingerprint (hex) of a token secret.
+pub fn fingerprint(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// The secret part of a token file: the bare secret, or the part after
+/// `::server:` of a full `K10<hash>::server:<secret>` token. `(secret, was_full)`.
+fn parse_token(text: &str) -> Option<(String, bool)> {
+    let t = text.trim();
+    let (secret, full) = match t.split_once("::") {
+        Some((_, rest)) => (rest.split_once(':').map(|(_, s)| s)?, true),
+        None => (t, false),
+    };
+    let ok = !secret.is_empty() && secret.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+    ok.then(|| (secret.to_string(), full))
+}
+
+fn check_mode(path: &Path, want: u32) -> Result<(), SecretsError> {
+    let mode = std::fs::metadata(path)
+        .map_err(io_err(path))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(SecretsError::Permissions {
+            path: path.to_path_buf(),
+            mode,
+            want,
+        });
+    }
+    Ok(())
+}
+
+impl ClusterSecrets {
+    /// Opens the secrets of the profile at `profile_path`, creating them (new random
+    /// token from the OS RNG) only when no cluster exists yet.
+    ///
+    /// Errors when the secrets directory is missing but the state file says cards
+    /// were issued ([`SecretsError::Missing`]), or when they disagree.
+    pub fn open_or_create(profile_path: &Path, opts: SecretsOptions) -> Result<Self, SecretsError> {
+        let dir = secrets_dir(profile_path);
+        let state_path = state_path(profile_path);
+        let mut moved_aside = None;
+        if opts.new_cluster && dir.exists() {
+            let aside = sibling(profile_path, &format!("old-{}.secrets", unix_time()));
+            std::fs::rename(&dir, &aside).map_err(io_err(&dir))?;
+            moved_aside = Some(aside);
+        }
+        let public = if opts.new_cluster {
+            None
+        } else {
+            read_state(&state_path)?
+        };
+        let mut secrets = if dir.exists() {
+            Self::open(dir, state_path, public)?
+        } else {
+            if let Some(state) = public.as_ref().filter(|s| s.cluster_exists()) {
+                return Err(SecretsError::Missing {
+                    dir,
+                    state: state_path,
+                    cluster: state.cluster_id.clone(),
+                    issued: state.issued.iter().cloned().collect::<Vec<_>>().join(", "),
+                });
+            }
+            Self::create(dir, state_path)?
+        };
+        secrets.moved_aside = moved_aside;
+        Ok(secrets)
+    }
+
+    fn open(
+        dir: PathBuf,
+        state_path: PathBuf,
+        public: Option<ClusterState>,
+    ) -> Result<Self, SecretsError> {
+        check_mode(&dir, 0o700)?;
+        let token_path = dir.join(TOKEN_FILE);
+        if !token_path.exists() {
+            return Err(SecretsError::NoToken { path: token_path });
+        }
+        check_mode(&token_path, 0o600)?;
+        let text = std::fs::read_to_string(&token_path).map_err(io_err(&token_path))?;
+        let (token, was_full) = parse_token(&text).ok_or_else(|| SecretsError::BadToken {
+            path: token_path.clone(),
+        })?;
+        let found = fingerprint(&token);
+        let copy = read_state(&dir.join(STATE_COPY_FILE))?;
+        for s in [&public, &copy].into_iter().flatten() {
+            if !s.token_sha256.is_empty() && s.token_sha256 != found {
+                return Err(SecretsError::Mismatch {
+                    dir,
+                    state: state_path,
+                    found,
+                    recorded: s.token_sha256.clone(),
+                });
+            }
+        }
+        let mut state = ClusterState::default();
+        for s in [&public, &copy].into_iter().flatten() {
+            state.merge(s);
+        }
+        if dir.join(LEGACY_BOOTSTRAP_MARKER).exists() {
+            // The pki module's marker of an issued bootstrap card counts too.
+            state.bootstrap_issued = true;
+        }
+        if public.is_none() && copy.is_none() && was_full {
+            // A token copied from a running server: that cluster was brought up.
+            state.bootstrap_issued = true;
+        }
+        if state.cluster_id.is_empty() {
+            state.cluster_id = random_hex(8).map_err(io_err(Path::new("/dev/urandom")))?;
+        }
+        state.token_sha256 = found;
+        let me = Self {
+            dir,
+            state_path,
+            token,
+            state,
+            created: false,
+            moved_aside: None,
+        };
+        // Bring both copies of the state up to date (e.g. after a restore); the token
+        // file itself is left exactly as the user put it.
+        if public.as_ref() != Some(&me.state) || copy.as_ref() != Some(&me.state) {
+            me.save()?;
+        }
+        Ok(me)
+    }
+
+    fn create(dir: PathBuf, state_path: PathBuf) -> Result<Self, SecretsError> {
+        let urandom = Path::new("/dev/urandom");
+        let token = random_hex(32).map_err(io_err(urandom))?;
+        let state = ClusterState {
+            cluster_id: random_hex(8).map_err(io_err(urandom))?,
+            token_sha256: fingerprint(&token),
+            ..ClusterState::default()
+        };
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        // Build the directory under a temporary name, then rename it into place:
+        // the secrets appear whole or not at all.
+        // The `.secrets` suffix keeps even a crash leftover under `*.secrets/` in .gitignore.
+        let tmp = tempfile::Builder::new()
+            .prefix(".piimg-")
+            .suffix(".tmp.secrets")
+            .tempdir_in(&parent)
+            .map_err(io_err(&parent))?;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700))
+            .map_err(io_err(tmp.path()))?;
+        let token_path = tmp.path().join(TOKEN_FILE);
+        atomic::write_new(&token_path, token.as_bytes(), 0o600).map_err(io_err(&token_path))?;
+        let copy_path = tmp.path().join(STATE_COPY_FILE);
+        atomic::write_new(&copy_path, state_text(&state).as_bytes(), 0o600)
+            .map_err(io_err(&copy_path))?;
+        std::fs::rename(tmp.path(), &dir).map_err(io_err(&dir))?;
+        let _ = tmp.keep();
+        atomic::sync_dir(&parent).map_err(io_err(&parent))?;
+        atomic::write_atomic(&state_path, state_text(&state).as_bytes(), 0o644)
+            .map_err(io_err(&state_path))?;
+        Ok(Self {
+            dir,
+            state_path,
+            token,
+            state,
+            created: true,
+            moved_aside: None,
+        })
+    }
+
+    /// The k3s token secret (the `<secret>` of `K10<ca-hash>::server:<secret>`).
+    pub fn token_secret(&self) -> &str {
+        &self.token
+    }
+
+    /// The secrets directory (0700). Other modules keep their material here.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The public state file next to the profile.
+    pub fn state_path(&self) -> &Path {
+        &self.state_path
+    }
+
+    /// The cluster's issuance record.
+    pub fn state(&self) -> &ClusterState {
+        &self.state
+    }
+
+    /// The cluster id.
+    pub fn cluster_id(&self) -> &str {
+        &self.state.cluster_id
+    }
+
+    /// True if this call created the secrets (a new cluster).
+    pub fn created(&self) -> bool {
+        self.created
+    }
+
+    /// Where `--new-cluster` moved the previous secrets, if it did.
+    pub fn moved_aside(&self) -> Option<&Path> {
+        self.moved_aside.as_deref()
+    }
+
+    /// True once the bootstrap server's card was issued: no card may initialise anymore.
+    pub fn bootstrap_issued(&self) -> bool {
+        self.state.bootstrap_issued
+    }
+
+    /// True if `node`'s card was issued before.
+    pub fn issued(&self, node: &str) -> bool {
+        self.state.issued.contains(node)
+    }
+
+    /// Records that `node`'s card was issued (call after its image is complete);
+    /// `bootstrap` marks the bootstrap server's card. Persisted at once.
+    pub fn mark_issued(&mut self, node: &str, bootstrap: bool) -> Result<(), SecretsError> {
+        let changed = self.state.issued.insert(node.to_string())
+            | (bootstrap && !self.state.bootstrap_issued);
+        self.state.bootstrap_issued |= bootstrap;
+        if changed {
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    /// Reads a file from the secrets directory (`None` if absent).
+    pub fn read_secret_file(&self, name: &str) -> Result<Option<Vec<u8>>, SecretsError> {
+        let path = self.dir.join(name);
+        match std::fs::read(&path) {
+            Ok(b) => {
+                check_mode(&path, 0o600)?;
+                Ok(Some(b))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Writes a file into the secrets directory atomically with mode 0600
+    /// (`name` may contain subdirectories, created 0700).
+    pub fn write_secret_file(&self, name: &str, bytes: &[u8]) -> Result<(), SecretsError> {
+        let path = self.dir.join(name);
+        if let Some(parent) = path.parent() {
+            if !parent.exists() {
+                std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+                std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700))
+                    .map_err(io_err(parent))?;
+            }
+        }
+        atomic::write_atomic(&path, bytes, 0o600).map_err(io_err(&path))
+    }
+
+    fn save(&self) -> Result<(), SecretsError> {
+        let text = state_text(&self.state);
+        let copy = self.dir.join(STATE_COPY_FILE);
+        atomic::write_atomic(&copy, text.as_bytes(), 0o600).map_err(io_err(&copy))?;
+        atomic::write_atomic(&self.state_path, text.as_bytes(), 0o644)
+            .map_err(io_err(&self.state_path))
+    }
+}
+
+/// Seconds since the epoch (for naming moved-aside secrets).
+fn unix_time() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_file_accepts_bare_and_full_tokens() {
+        assert_eq!(parse_token("abc123\n"), Some(("abc123".into(), false)));
+        assert_eq!(
+            parse_token("K10deadbeef::server:s3cret\n"),
+            Some(("s3cret".into(), true))
+        );
+        assert_eq!(parse_token("   \n"), None);
+        assert_eq!(parse_token("K10x::nouser"), None);
+    }
+
+    #[test]
+    fn paths_sit_next_to_the_profile() {
+        let p = Path::new("profiles/homelab.toml");
+        assert_eq!(secrets_dir(p), Path::new("profiles/homelab.secrets"));
+        assert_eq!(state_path(p), Path::new("profiles/homelab.state.toml"));
+        assert_eq!(secrets_dir(Path::new("x.toml")), Path::new("x.secrets"));
+    }
+}

@@ -1,0 +1,617 @@
+//! Validation: every problem of a profile at once, each naming its field.
+//!
+//! Field paths look like `k3s.vip` or `nodes[5] (pi4-worker-1).ip`, so a message
+//! names both the TOML location and the node.
+
+use super::hardware::{self, AGENT_WARN_RAM_MB, SERVER_MIN_RAM_MB};
+use super::keys::{self, KeyError};
+use super::model::{Node, Profile, Storage};
+use super::suggest;
+use piimg_firstboot::contract::Role;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+
+/// One problem (or warning) about one field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// Where: `network.gateway`, `nodes[3] (pi5-worker-1).ip`, …
+    pub field: String,
+    /// What is wrong, with a hint.
+    pub message: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Everything validation found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Findings {
+    /// Problems that stop a build.
+    pub errors: Vec<Finding>,
+    /// Things worth knowing that do not stop a build.
+    pub warnings: Vec<Finding>,
+}
+
+impl Findings {
+    /// True when there is no error.
+    pub fn is_ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    fn error(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(Finding {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    fn warn(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(Finding {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Keys piimg writes into k3s's config.yaml itself; a profile may not set them.
+const MANAGED_K3S_KEYS: &[&str] = &[
+    "token",
+    "token-file",
+    "server",
+    "cluster-init",
+    "node-name",
+    "node-ip",
+    "node-label",
+    "node-taint",
+    "tls-san",
+    "disable",
+    "kubelet-arg",
+    "etcd-snapshot-schedule-cron",
+    "etcd-snapshot-retention",
+];
+
+/// Packaged components k3s's `--disable` accepts.
+pub const K3S_COMPONENTS: &[&str] = &[
+    "coredns",
+    "servicelb",
+    "traefik",
+    "local-storage",
+    "metrics-server",
+    "runtimes",
+];
+
+/// Checks `profile` and returns every error and warning (reads key files; no network).
+pub fn validate(profile: &Profile) -> Findings {
+    let mut f = Findings::default();
+    cluster(profile, &mut f);
+    network(profile, &mut f);
+    k3s(profile, &mut f);
+    access(profile, &mut f);
+    nodes(profile, &mut f);
+    f
+}
+
+/// `nodes[i] (name).field`.
+fn node_field(i: usize, node: &Node, field: &str) -> String {
+    format!("nodes[{i}] ({}).{field}", node.name)
+}
+
+/// RFC 1123 label, lowercase (Kubernetes node names are lowercase).
+pub fn is_hostname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_domain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_hostname)
+}
+
+fn cluster(p: &Profile, f: &mut Findings) {
+    if !is_hostname(&p.cluster.name) {
+        f.error(
+            "cluster.name",
+            format!(
+                "\"{}\" is not a valid name (lowercase letters, digits and '-', at most 63 characters)",
+                p.cluster.name
+            ),
+        );
+    }
+    if let Some(d) = &p.cluster.domain {
+        if !is_domain(d) {
+            f.error(
+                "cluster.domain",
+                format!("\"{d}\" is not a valid DNS domain"),
+            );
+        }
+    }
+    if let Some(name) = &p.cluster.bootstrap {
+        match p.node(name) {
+            None => {
+                let hint = suggest::nearest(name, p.servers().map(|n| n.name.as_str()))
+                    .map(|s| format!(", did you mean \"{s}\"?"))
+                    .unwrap_or_default();
+                f.error(
+                    "cluster.bootstrap",
+                    format!("\"{name}\" is not a node of this profile{hint}"),
+                );
+            }
+            Some(n) if n.role != Role::Server => f.error(
+                "cluster.bootstrap",
+                format!("\"{name}\" is an agent; the bootstrap node must be a server"),
+            ),
+            Some(_) => {}
+        }
+    }
+    if let Some(dir) = &p.cluster.overlay_dir {
+        let dir = p.resolve_path(dir);
+        if !dir.is_dir() {
+            f.error(
+                "cluster.overlay_dir",
+                format!("{} is not a directory", dir.display()),
+            );
+        }
+    }
+}
+
+/// Why `ip` cannot be a host address on this LAN, if it cannot.
+fn address_problem(p: &Profile, ip: Ipv4Addr, is_vip: bool) -> Option<String> {
+    let net = &p.network.cidr;
+    if !net.contains(ip) {
+        Some(format!("{ip} is outside the network {net}"))
+    } else if ip == net.network() {
+        Some(format!("{ip} is the network address of {net}"))
+    } else if ip == net.broadcast() {
+        Some(format!("{ip} is the broadcast address of {net}"))
+    } else if ip == p.network.gateway {
+        Some(format!("{ip} is the gateway"))
+    } else if !is_vip && p.k3s.vip == Some(ip) {
+        Some(format!("{ip} is the control-plane VIP (k3s.vip)"))
+    } else {
+        None
+    }
+}
+
+fn network(p: &Profile, f: &mut Findings) {
+    let net = &p.network.cidr;
+    let gw = p.network.gateway;
+    if !net.contains(gw) {
+        f.error(
+            "network.gateway",
+            format!("{gw} is outside the network {net}"),
+        );
+    } else if gw == net.network() || gw == net.broadcast() {
+        f.error(
+            "network.gateway",
+            format!("{gw} is the network or broadcast address of {net}"),
+        );
+    }
+    if p.network.dns.is_empty() {
+        f.error(
+            "network.dns",
+            "no resolver; list at least one (e.g. the gateway)",
+        );
+    }
+    if p.network.interface.is_empty()
+        || p.network.interface.len() > 15
+        || p.network.interface.contains(['/', ' '])
+    {
+        f.error(
+            "network.interface",
+            format!(
+                "\"{}\" is not an interface name (like eth0)",
+                p.network.interface
+            ),
+        );
+    }
+    for (i, s) in p.network.search.iter().enumerate() {
+        if !is_domain(s) {
+            f.error(
+                format!("network.search[{i}]"),
+                format!("\"{s}\" is not a valid DNS domain"),
+            );
+        }
+    }
+    if let Some(vip) = p.k3s.vip {
+        if let Some(why) = address_problem(p, vip, true) {
+            f.error("k3s.vip", why);
+        }
+    }
+}
+
+/// A k3s release tag: `v<major>.<minor>.<patch>+k3s<n>` (optionally `-rc<n>`).
+pub fn is_k3s_version(v: &str) -> bool {
+    let Some(rest) = v.strip_prefix('v') else {
+        return false;
+    };
+    let Some((semver, build)) = rest.split_once('+') else {
+        return false;
+    };
+    let core = semver.split('-').next().unwrap_or_default();
+    let nums: Vec<&str> = core.split('.').collect();
+    nums.len() == 3
+        && nums
+            .iter()
+            .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        && build
+            .strip_prefix("k3s")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn args(list: &[String], field: &str, managed: bool, f: &mut Findings) {
+    for (i, a) in list.iter().enumerate() {
+        let key = a
+            .split('=')
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("--");
+        if !a.contains('=') || key.is_empty() {
+            f.error(format!("{field}[{i}]"), format!("\"{a}\" is not key=value"));
+        } else if managed && MANAGED_K3S_KEYS.contains(&key) {
+            f.error(
+                format!("{field}[{i}]"),
+                format!("\"{key}\" is set by piimg; use the matching profile setting instead"),
+            );
+        }
+    }
+}
+
+fn k3s(p: &Profile, f: &mut Findings) {
+    let k = &p.k3s;
+    if k.channel.is_some() {
+        f.error(
+            "k3s.channel",
+            "channels are not supported; pin k3s.version (e.g. \"v1.31.4+k3s1\") so every node and every re-flash runs the same k3s",
+        );
+    }
+    match &k.version {
+        None if k.channel.is_none() => f.error(
+            "k3s.version",
+            "missing; pin a k3s release, e.g. version = \"v1.31.4+k3s1\"",
+        ),
+        Some(v) if !is_k3s_version(v) => f.error(
+            "k3s.version",
+            format!("\"{v}\" is not a k3s release tag (like \"v1.31.4+k3s1\")"),
+        ),
+        _ => {}
+    }
+    if k.etcd_snapshot_schedule.split_whitespace().count() != 5 {
+        f.error(
+            "k3s.etcd_snapshot_schedule",
+            format!(
+                "\"{}\" is not a 5-field cron schedule (like \"0 */6 * * *\")",
+                k.etcd_snapshot_schedule
+            ),
+        );
+    }
+    if k.etcd_snapshot_retention == 0 {
+        f.error("k3s.etcd_snapshot_retention", "must be at least 1");
+    }
+    for (i, s) in k.tls_san.iter().enumerate() {
+        if s.is_empty() || s.contains(char::is_whitespace) {
+            f.error(
+                format!("k3s.tls_san[{i}]"),
+                format!("\"{s}\" is not a host name or IP"),
+            );
+        }
+    }
+    for (i, c) in k.disable.iter().enumerate() {
+        if !K3S_COMPONENTS.contains(&c.as_str()) {
+            let hint = suggest::nearest(c, K3S_COMPONENTS.iter().copied())
+                .map(|s| format!(", did you mean \"{s}\"?"))
+                .unwrap_or_default();
+            f.error(
+                format!("k3s.disable[{i}]"),
+                format!(
+                    "\"{c}\" is not a k3s packaged component{hint} (known: {})",
+                    K3S_COMPONENTS.join(", ")
+                ),
+            );
+        }
+    }
+    args(&k.server_args, "k3s.server_args", true, f);
+    args(&k.agent_args, "k3s.agent_args", true, f);
+    args(&k.kubelet_args, "k3s.kubelet_args", false, f);
+    if let Some(dir) = &k.airgap_dir {
+        let dir = p.resolve_path(dir);
+        for file in ["k3s-arm64", "install.sh"] {
+            if !dir.join(file).is_file() {
+                f.error("k3s.airgap_dir", format!("{} has no {file}", dir.display()));
+            }
+        }
+    }
+}
+
+/// A Linux login name as Debian's adduser accepts by default.
+fn is_user_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn is_github_user(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 39
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !s.starts_with('-')
+}
+
+fn access(p: &Profile, f: &mut Findings) {
+    let a = &p.access;
+    if a.admin_user == "root" {
+        f.error(
+            "access.admin_user",
+            "must not be root; name an ordinary admin user (it gets sudo)",
+        );
+    } else if !is_user_name(&a.admin_user) {
+        f.error(
+            "access.admin_user",
+            format!(
+                "\"{}\" is not a valid user name (lowercase letters, digits, '-' and '_', starting with a letter, at most 32 characters)",
+                a.admin_user
+            ),
+        );
+    }
+    let mut good = 0;
+    for (i, line) in a.ssh_keys.iter().enumerate() {
+        match keys::parse_key_line(line) {
+            Ok(_) => good += 1,
+            Err(e) => f.error(format!("access.ssh_keys[{i}]"), e.to_string()),
+        }
+    }
+    for (i, file) in a.ssh_key_files.iter().enumerate() {
+        match keys::expand_path(file, p.base_dir()).and_then(|path| keys::read_key_file(&path)) {
+            Ok(k) => good += k.len(),
+            Err(e) => f.error(format!("access.ssh_key_files[{i}]"), e.to_string()),
+        }
+    }
+    for (i, user) in a.github_users.iter().enumerate() {
+        if is_github_user(user) {
+            good += 1;
+        } else {
+            f.error(
+                format!("access.github_users[{i}]"),
+                format!("\"{user}\" is not a GitHub user name"),
+            );
+        }
+    }
+    let bad = f
+        .errors
+        .iter()
+        .any(|e| e.field.starts_with("access.ssh_") || e.field.starts_with("access.github_"));
+    if good == 0 && !bad {
+        f.error("access", KeyError::None.to_string());
+    }
+    if a.password_login {
+        f.warn(
+            "access.password_login",
+            "SSH password login is on; keys alone are safer",
+        );
+    }
+}
+
+fn is_label_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+fn is_label_key(k: &str) -> bool {
+    match k.rsplit_once('/') {
+        Some((prefix, name)) => is_domain(prefix) && !prefix.is_empty() && is_label_name(name),
+        None => is_label_name(k),
+    }
+}
+
+fn is_label_value(v: &str) -> bool {
+    v.is_empty() || is_label_name(v)
+}
+
+fn is_taint(t: &str) -> bool {
+    let Some((kv, effect)) = t.rsplit_once(':') else {
+        return false;
+    };
+    let key = kv
+        .split_once('=')
+        .map_or(kv, |(k, v)| if is_label_value(v) { k } else { "" });
+    is_label_key(key) && ["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect)
+}
+
+fn is_mac(m: &str) -> bool {
+    let parts: Vec<&str> = m.split(':').collect();
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn nodes(p: &Profile, f: &mut Findings) {
+    if p.nodes.is_empty() {
+        f.error("nodes", "no nodes; add a [[nodes]] table per machine");
+        return;
+    }
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut ips: HashMap<Ipv4Addr, usize> = HashMap::new();
+    let mut macs: HashMap<String, usize> = HashMap::new();
+    let mut sd_servers = Vec::new();
+    for (i, n) in p.nodes.iter().enumerate() {
+        if !is_hostname(&n.name) {
+            f.error(
+                format!("nodes[{i}].name"),
+                format!(
+                    "\"{}\" is not a valid hostname (RFC 1123: lowercase letters, digits and '-', 1-63 characters, no leading or trailing '-')",
+                    n.name
+                ),
+            );
+        } else if let Some(j) = names.insert(&n.name, i) {
+            f.error(
+                format!("nodes[{i}].name"),
+                format!("\"{}\" is already the name of nodes[{j}]", n.name),
+            );
+        }
+        if let Some(j) = ips.get(&n.ip) {
+            f.error(
+                node_field(i, n, "ip"),
+                format!(
+                    "{} is already the address of nodes[{j}] ({})",
+                    n.ip, p.nodes[*j].name
+                ),
+            );
+        } else {
+            ips.insert(n.ip, i);
+            if let Some(why) = address_problem(p, n.ip, false) {
+                f.error(node_field(i, n, "ip"), why);
+            }
+        }
+        match hardware::class(&n.hardware) {
+            None => {
+                let hint = suggest::nearest(&n.hardware, hardware::class_ids())
+                    .map(|s| format!(", did you mean \"{s}\"?"))
+                    .unwrap_or_default();
+                let known: Vec<&str> = hardware::class_ids().collect();
+                f.error(
+                    node_field(i, n, "hardware"),
+                    format!(
+                        "unknown hardware class \"{}\"{hint} (known: {})",
+                        n.hardware,
+                        known.join(", ")
+                    ),
+                );
+            }
+            Some(c) if n.role == Role::Server && c.ram_mb < SERVER_MIN_RAM_MB => f.error(
+                node_field(i, n, "role"),
+                format!(
+                    "a server needs at least 2 GB of RAM, but {} has {} MB; make this node an agent",
+                    c.id, c.ram_mb
+                ),
+            ),
+            Some(c) if n.role == Role::Agent && c.ram_mb < AGENT_WARN_RAM_MB => f.warn(
+                node_field(i, n, "hardware"),
+                format!(
+                    "an agent with {} MB of RAM ({}) leaves little room for workloads after k3s itself",
+                    c.ram_mb, c.id
+                ),
+            ),
+            Some(_) => {}
+        }
+        if n.role == Role::Server && n.storage == Storage::Sd {
+            sd_servers.push(n.name.as_str());
+        }
+        if let Some(mac) = &n.mac {
+            if !is_mac(mac) {
+                f.error(
+                    node_field(i, n, "mac"),
+                    format!("\"{mac}\" is not a MAC address (like dc:a6:32:01:02:03)"),
+                );
+            } else if let Some(j) = macs.insert(mac.to_ascii_lowercase(), i) {
+                f.error(
+                    node_field(i, n, "mac"),
+                    format!(
+                        "{mac} is already the MAC of nodes[{j}] ({})",
+                        p.nodes[j].name
+                    ),
+                );
+            }
+        }
+        for (k, v) in &n.labels {
+            if !is_label_key(k) {
+                f.error(
+                    node_field(i, n, "labels"),
+                    format!("\"{k}\" is not a valid label key"),
+                );
+            } else if k.starts_with("piimg.io/") {
+                f.error(
+                    node_field(i, n, "labels"),
+                    format!("\"{k}\" is set by piimg from the hardware class; use another prefix"),
+                );
+            }
+            if !is_label_value(v) {
+                f.error(
+                    node_field(i, n, "labels"),
+                    format!("\"{v}\" (label {k}) is not a valid label value"),
+                );
+            }
+        }
+        for (j, t) in n.taints.iter().enumerate() {
+            if !is_taint(t) {
+                f.error(
+                    node_field(i, n, &format!("taints[{j}]")),
+                    format!(
+                        "\"{t}\" is not a taint (key[=value]:NoSchedule|PreferNoSchedule|NoExecute)"
+                    ),
+                );
+            }
+        }
+        args(&n.kubelet_args, &node_field(i, n, "kubelet_args"), false, f);
+    }
+    let servers = p.servers().count();
+    match servers {
+        0 => f.error("nodes", "no server; at least one node needs role = \"server\""),
+        1 => f.warn(
+            "nodes",
+            "1 server: no HA (the control plane and etcd have a single point of failure; use 3 servers for HA)",
+        ),
+        n if n % 2 == 0 => f.error(
+            "nodes",
+            format!("{n} servers with embedded etcd: an even count risks split brain (etcd needs a majority); use 3 or 5"),
+        ),
+        _ => {}
+    }
+    if !sd_servers.is_empty() {
+        f.warn(
+            "nodes",
+            format!(
+                "embedded etcd on SD cards ({}) is slow and wears the cards; USB or NVMe storage (storage = \"usb\" or \"nvme\") is better",
+                sd_servers.join(", ")
+            ),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostnames_follow_rfc1123_lowercase() {
+        assert!(is_hostname("pi5-master-1"));
+        assert!(!is_hostname("Pi5"));
+        assert!(!is_hostname("-a"));
+        assert!(!is_hostname("a_b"));
+        assert!(!is_hostname(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn k3s_versions_are_release_tags() {
+        assert!(is_k3s_version("v1.31.4+k3s1"));
+        assert!(is_k3s_version("v1.32.0-rc1+k3s2"));
+        assert!(!is_k3s_version("1.31.4+k3s1"));
+        assert!(!is_k3s_version("v1.31+k3s1"));
+        assert!(!is_k3s_version("stable"));
+    }
+
+    #[test]
+    fn taints_and_labels() {
+        assert!(is_taint("dedicated=edge:NoSchedule"));
+        assert!(is_taint("gpu:NoExecute"));
+        assert!(!is_taint("gpu=yes"));
+        assert!(!is_taint("gpu=yes:Sometimes"));
+        assert!(is_label_key("example.com/zone"));
+        assert!(!is_label_key("bad key"));
+        assert!(is_mac("dc:a6:32:01:02:0f"));
+        assert!(!is_mac("dc:a6:32:01:02"));
+    }
+}
