@@ -367,9 +367,10 @@ fn a_newer_contract_is_refused_with_a_clear_error() {
     let out = f.run(&[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains(
-            "piimg/node.json: card contract version 2, this agent speaks 1; rebuild the card"
-        ),
+        stderr(&out).contains(&format!(
+            "piimg/node.json: card contract version {}, this agent speaks {CONTRACT_VERSION}; rebuild the card",
+            CONTRACT_VERSION + 1
+        )),
         "{}",
         stderr(&out)
     );
