@@ -80,6 +80,17 @@ pub fn scrub(ctx: &mut Ctx) -> Result<String, Error> {
     } else {
         fsx::scrub(&ctx.host(ROOT_SECRETS)).map_err(io(ROOT_SECRETS))?
     };
+    // The node-cleaner identity is only needed before the join.
+    if let Some(nc) = ctx.cfg.ha.node_cleaner.clone() {
+        for path in [&nc.cert, &nc.key] {
+            super::files::check_path(path, "node.json: ha.node_cleaner")?;
+            if ctx.dry() {
+                ctx.would(&format!("zero and delete {path}"));
+            } else {
+                fsx::scrub(&ctx.host(path)).map_err(io(path))?;
+            }
+        }
+    }
     Ok(format!(
         "{ROOT_SECRETS} {}; card {SECRETS_FILE} {}",
         if node {
