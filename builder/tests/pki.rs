@@ -581,3 +581,48 @@ fn the_node_cleaner_may_only_get_patch_and_delete_nodes() {
     assert_eq!(get("address").as_deref(), Some("192.168.86.40"));
     assert_eq!(get("vip_interface").as_deref(), Some("eth0"));
 }
+
+#[test]
+fn the_bootstrap_card_is_a_first_bring_up_only_until_it_was_issued() {
+    use piimg::pki::bring_up::{bootstrap_issued, first_bring_up, mark_bootstrap_issued};
+    let tmp = tempfile::tempdir().unwrap();
+    let s = tmp.path();
+    assert!(!bootstrap_issued(s).unwrap());
+    assert!(first_bring_up(s, false).unwrap());
+    mark_bootstrap_issued(s, "pi5-master-1").unwrap();
+    assert_eq!(mode(&s.join("bootstrap-issued")), 0o600);
+    assert!(bootstrap_issued(s).unwrap());
+    assert!(!first_bring_up(s, false).unwrap());
+    // --new-cluster is the explicit way to start over.
+    assert!(first_bring_up(s, true).unwrap());
+}
+
+#[test]
+fn a_broken_overlay_manifest_is_named_in_the_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = ClusterCa::create(&tmp.path().join("s"), "homelab").unwrap();
+    let overlay = tmp.path().join("overlay");
+    fs::create_dir_all(overlay.join("manifests")).unwrap();
+    fs::write(
+        overlay.join("manifests/node-cleaner-rbac.yaml"),
+        "name: {{no_such_value}}\n",
+    )
+    .unwrap();
+    let mut p = plan("pi5-master-1", Role::Server, true, None);
+    p.overlay_dir = Some(overlay.clone());
+    let err = files_for_node(&p, &ca, "x", &HaOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("manifest node-cleaner-rbac.yaml: ") && err.contains("no_such_value"),
+        "{err}"
+    );
+    // A valid override replaces the built-in template file by file.
+    fs::write(
+        overlay.join("manifests/node-cleaner-rbac.yaml"),
+        "# mine: {{node_cleaner_user}}\n",
+    )
+    .unwrap();
+    let f = files_for_node(&p, &ca, "x", &HaOptions::default()).unwrap();
+    assert_eq!(f.files[0].content, format!("# mine: {NODE_CLEANER_USER}\n"));
+}

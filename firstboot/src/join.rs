@@ -21,7 +21,7 @@ use crate::error::Error;
 use crate::peer::{self, Auth, Health, Peer, Pin};
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// k3s's embedded etcd data; present once this server was part of a cluster.
@@ -192,12 +192,12 @@ impl JoinPolicy for HaJoin {
     }
 }
 
-/// Before a server joins through `p`: delete its own stale Node (k3s then removes the
-/// etcd member) with the node-cleaner identity, and wait until no etcd member named
-/// for this node remains (`/db/info` with server basic auth).
+/// Before a server joins through `p`: check the server credentials (`/db/info` with
+/// server basic auth, so a card with a wrong token changes nothing), delete this
+/// node's stale Node with the node-cleaner identity (k3s then removes the etcd
+/// member), and wait until no etcd member named for this node remains.
 fn remove_stale_self(ctx: &Ctx, p: &Peer, pin: Option<Pin>) -> Result<(), Error> {
     let cfg = &ctx.cfg;
-    let name = &cfg.node_name;
     let Some(nc) = &cfg.ha.node_cleaner else {
         crate::log::warn("no node-cleaner identity on this card: stale-member check skipped");
         return Ok(());
@@ -211,9 +211,31 @@ fn remove_stale_self(ctx: &Ctx, p: &Peer, pin: Option<Pin>) -> Result<(), Error>
         }
     }
     let ca_file: Option<PathBuf> = pin.map(|p| p.file.to_path_buf());
+    let password = peer::token_password(&crate::steps::secrets::load(ctx)?.token).to_string();
+    ctx.put(
+        SERVER_AUTH_FILE,
+        0o600,
+        peer::curl_user_config("server", &password).as_bytes(),
+        Some((0, 0)),
+    )?;
+    let result = stale_members(ctx, p, ca_file.as_deref())
+        .and_then(|_| delete_node(ctx, p, ca_file.as_deref(), (&cert, &key)))
+        .and_then(|()| wait_member_gone(ctx, p, ca_file.as_deref()));
+    ctx.rm(SERVER_AUTH_FILE)?;
+    result
+}
+
+/// GET/DELETE of this node's Node object with the node-cleaner identity.
+fn delete_node(
+    ctx: &Ctx,
+    p: &Peer,
+    ca_file: Option<&Path>,
+    id: (&Path, &Path),
+) -> Result<(), Error> {
+    let name = &ctx.cfg.node_name;
     let auth = Auth {
-        ca_file: ca_file.as_deref(),
-        client: Some((&cert, &key)),
+        ca_file,
+        client: Some(id),
         config: None,
     };
     let url = p.url(&format!("/api/v1/nodes/{name}"));
@@ -221,7 +243,7 @@ fn remove_stale_self(ctx: &Ctx, p: &Peer, pin: Option<Pin>) -> Result<(), Error>
     let r = peer::request(ctx.runner, "GET", &url, auth, REQUEST_TIMEOUT)
         .map_err(|e| failed("GET", e.to_string()))?;
     match r.status {
-        404 => {}
+        404 => Ok(()),
         200 => {
             ctx.progress(
                 "join",
@@ -242,31 +264,24 @@ fn remove_stale_self(ctx: &Ctx, p: &Peer, pin: Option<Pin>) -> Result<(), Error>
                 "deleted the stale Node {name} through {}",
                 p.shown()
             ));
+            Ok(())
         }
-        s => {
-            return Err(failed(
-                "GET",
-                format!(
-                    "HTTP {s} {} with the node-cleaner identity; is piimg-node-cleaner-rbac.yaml deployed on the servers?",
-                    r.body.trim()
-                ),
-            ));
-        }
+        s => Err(failed(
+            "GET",
+            format!(
+                "HTTP {s} {} with the node-cleaner identity; is piimg-node-cleaner-rbac.yaml deployed on the servers?",
+                r.body.trim()
+            ),
+        )),
     }
-    let password = peer::token_password(&crate::steps::secrets::load(ctx)?.token).to_string();
-    ctx.put(
-        SERVER_AUTH_FILE,
-        0o600,
-        peer::curl_user_config("server", &password).as_bytes(),
-        Some((0, 0)),
-    )?;
-    let result = wait_member_gone(ctx, p, ca_file.as_deref());
-    ctx.rm(SERVER_AUTH_FILE)?;
-    result
 }
 
-fn wait_member_gone(ctx: &Ctx, p: &Peer, ca_file: Option<&std::path::Path>) -> Result<(), Error> {
-    let name = &ctx.cfg.node_name;
+/// This node's etcd members according to `p`'s `/db/info` (server basic auth).
+fn stale_members(
+    ctx: &Ctx,
+    p: &Peer,
+    ca_file: Option<&Path>,
+) -> Result<Result<Vec<String>, String>, Error> {
     let auth_file = ctx.host(SERVER_AUTH_FILE);
     let auth = Auth {
         ca_file,
@@ -274,28 +289,30 @@ fn wait_member_gone(ctx: &Ctx, p: &Peer, ca_file: Option<&std::path::Path>) -> R
         config: Some(&auth_file),
     };
     let url = p.url("/db/info");
+    let r = peer::request(ctx.runner, "GET", &url, auth, REQUEST_TIMEOUT)
+        .map_err(|e| Error::failed(format!("GET {url}: {e}")))?;
+    match r.status {
+        200 => peer::members_of(&ctx.cfg.node_name, &r.body)
+            .map(Ok)
+            .map_err(|e| Error::failed(format!("{url}: {e}"))),
+        401 | 403 => Err(Error::failed(format!(
+            "{url} refused the server credentials (HTTP {}): the card's token is not this cluster's",
+            r.status
+        ))),
+        s => Ok(Err(format!("{url} answered HTTP {s}"))),
+    }
+}
+
+fn wait_member_gone(ctx: &Ctx, p: &Peer, ca_file: Option<&Path>) -> Result<(), Error> {
+    let name = &ctx.cfg.node_name;
     let start = Instant::now();
     let limit = ctx.opts.join_timeout;
     let mut delay = Duration::from_millis(250);
     loop {
-        let r = peer::request(ctx.runner, "GET", &url, auth, REQUEST_TIMEOUT)
-            .map_err(|e| Error::failed(format!("GET {url}: {e}")))?;
-        let last = match r.status {
-            200 => {
-                let members = peer::members_of(name, &r.body)
-                    .map_err(|e| Error::failed(format!("{url}: {e}")))?;
-                if members.is_empty() {
-                    return Ok(());
-                }
-                format!("etcd member {} still listed", members.join(", "))
-            }
-            401 | 403 => {
-                return Err(Error::failed(format!(
-                    "{url} refused the server credentials (HTTP {}): the card's token is not this cluster's",
-                    r.status
-                )));
-            }
-            s => format!("{url} answered HTTP {s}"),
+        let last = match stale_members(ctx, p, ca_file)? {
+            Ok(members) if members.is_empty() => return Ok(()),
+            Ok(members) => format!("etcd member {} still listed", members.join(", ")),
+            Err(other) => other,
         };
         let elapsed = start.elapsed();
         if elapsed >= limit {

@@ -64,12 +64,25 @@ fn standin_py() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/standin_k3s.py")
 }
 
+/// A port free on every address the tests use, never handed to two clusters of this
+/// test process (they run in parallel on the same 127.0.0.x addresses).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static TAKEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut taken = TAKEN.lock().unwrap();
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let free_everywhere = std::iter::once(VIP)
+            .chain(REFERENCE.iter().map(|s| s.ip))
+            .all(|ip| std::net::TcpListener::bind((ip, port)).is_ok());
+        if free_everywhere && !taken.contains(&port) {
+            taken.push(port);
+            return port;
+        }
+    }
 }
 
 fn put(path: &Path, text: &str, mode: u32) {
@@ -495,7 +508,26 @@ fn bootstrap_rebuilt_while_all_others_are_down_waits_and_never_initialises() {
         s.stop();
     }
     let rebuilt = c.node(SERVERS[0], false);
-    let out = rebuilt.run(2);
+    // While it waits, the card's status says so and why.
+    let child = rebuilt.phase2(3);
+    let t = Instant::now();
+    let waiting = loop {
+        if let Ok(text) = fs::read_to_string(rebuilt.fx.boot.join(STATUS_FILE)) {
+            let st = AgentStatus::from_json(&text).unwrap();
+            if st.step == "join" && st.message.starts_with("waiting (") {
+                break st;
+            }
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "no waiting status");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(waiting.result, StepResult::Running);
+    assert!(
+        waiting.message.contains("this bootstrap card was rebuilt"),
+        "{}",
+        waiting.message
+    );
+    let out = child.wait_with_output().unwrap();
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -505,7 +537,7 @@ fn bootstrap_rebuilt_while_all_others_are_down_waits_and_never_initialises() {
     let st = rebuilt.fx.status();
     assert_eq!((st.step.as_str(), st.result), ("join", StepResult::Error));
     for want in [
-        "no healthy server to join after 2 s",
+        "no healthy server to join after 3 s",
         "this bootstrap card was rebuilt (not a first bring-up): it never initialises a cluster and waits for a running server to join",
         &format!("no route to {VIP}:{}", c.port),
         &format!("no route to 127.0.0.12:{}", c.port),
@@ -592,6 +624,32 @@ fn a_rebuilt_server_removes_its_stale_member_with_the_limited_identity_then_join
         .collect();
     assert_eq!(old.len(), 1);
     servers[2].stop();
+    // A card whose token is not this cluster's: /db/info refuses the server
+    // credentials before anything is deleted.
+    let wrong = c.node(SERVERS[2], true);
+    let mut s = CardSecrets::from_json(&wrong.fx.read("/var/lib/piimg/secrets.json")).unwrap();
+    s.token = s.token.replace(SECRET, "not-the-secret");
+    fs::write(wrong.fx.path("/var/lib/piimg/secrets.json"), s.to_json()).unwrap();
+    assert_eq!(wrong.run(5).status.code(), Some(1));
+    let msg = wrong.fx.status().message;
+    assert!(
+        msg.contains(&format!("https://127.0.0.11:{}/db/info refused the server credentials (HTTP 401): the card's token is not this cluster's", c.port)),
+        "{msg}"
+    );
+    assert!(!wrong.fx.path("/var/lib/piimg/server-auth.curl").exists());
+    assert!(
+        !c.events().iter().any(|e| e.starts_with("delete-node")),
+        "a card with a wrong token changed the cluster"
+    );
+    // A card whose node-cleaner identity went missing says so.
+    let lost = c.node(SERVERS[2], true);
+    fs::remove_file(lost.fx.path(NODE_CLEANER_KEY)).unwrap();
+    assert_eq!(lost.run(5).status.code(), Some(1));
+    let msg = lost.fx.status().message;
+    assert!(
+        msg.contains("/var/lib/piimg/node-cleaner.key: missing; the card's secrets should have put the node-cleaner identity there (rebuild the card)"),
+        "{msg}"
+    );
     let rebuilt = c.node(SERVERS[2], true);
     assert!(rebuilt.fx.path(NODE_CLEANER_KEY).exists());
     assert_eq!(rebuilt.fx.mode(NODE_CLEANER_KEY), 0o600);
@@ -694,7 +752,19 @@ fn curl(node_cleaner: (&Path, &Path), ca: &Path, method: &str, url: &str) -> u16
         .arg(url)
         .output()
         .unwrap();
-    String::from_utf8_lossy(&out.stdout).parse().unwrap()
+    assert!(
+        out.status.success(),
+        "{method} {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .parse()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{method} {url}: {e}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
 }
 
 #[test]

@@ -222,12 +222,17 @@ def rbac_allows(root, user, verb, group, resource, name):
 REGISTERED = "var/lib/rancher/k3s/standin-registered"
 
 
+def mark_registered(a):
+    """From now on `kubectl get node` says Ready (for a server: once it serves)."""
+    with open(os.path.join(a.root, REGISTERED), "w") as f:
+        f.write(a.node + "\n")
+
+
 def serve(a):
     cfg = read_config(a.root)
     register(a, cfg)
-    with open(os.path.join(a.root, REGISTERED), "w") as f:
-        f.write(a.node + "\n")
     if a.role != "server":
+        mark_registered(a)
         return
     tls = os.path.join(a.root, "var/lib/rancher/k3s/server/tls")
     crt, key = serving_cert(tls, a.ip)
@@ -331,6 +336,7 @@ def serve(a):
 
     srv = S((a.ip, a.port), H)
     event(cluster, f"serving {a.node} on {a.ip}:{a.port}")
+    mark_registered(a)
     srv.serve_forever()
 
 
