@@ -172,6 +172,19 @@ fn token_hash_of_the_generated_bundle_is_the_der_of_its_root() {
         secure_token(ca.server_ca_bundle().as_bytes(), "s3cret").unwrap(),
         format!("K10{want}::server:s3cret")
     );
+    let bundle = ca.server_ca_bundle().as_bytes();
+    for (bad, why) in [
+        ("", "is empty"),
+        ("K10ab::server:x", "contains `::`"),
+        ("a b", "whitespace"),
+    ] {
+        let err = secure_token(bundle, bad).unwrap_err().to_string();
+        assert!(
+            err.starts_with("token secret ") && err.contains(why),
+            "{err}"
+        );
+        assert!(err.contains("not a whole token"), "{err}");
+    }
 }
 
 fn openssl_ca(dir: &Path) {

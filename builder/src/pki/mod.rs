@@ -59,6 +59,11 @@ pub enum PkiError {
         "CA bundle holds no PEM certificate (k3s: data does not contain any valid RSA or ECDSA certificates)"
     )]
     NoCertificate,
+    /// The token secret cannot form a k3s token.
+    #[error(
+        "token secret {0}; expected the <secret> part of K10<ca-hash>::server:<secret>, not a whole token"
+    )]
+    BadSecret(&'static str),
     /// Certificate generation failed.
     #[error("generating {what}: {source}")]
     Generate {

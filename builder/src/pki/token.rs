@@ -19,6 +19,12 @@ use x509_parser::prelude::FromDer;
 
 /// `K10<ca-hash>::server:<secret>` for the server CA bundle (`server-ca.crt`).
 pub fn secure_token(server_ca_bundle_pem: &[u8], secret: &str) -> Result<String, PkiError> {
+    if secret.is_empty() {
+        return Err(PkiError::BadSecret("is empty"));
+    }
+    if secret.contains("::") || secret.contains(char::is_whitespace) {
+        return Err(PkiError::BadSecret("contains `::` or whitespace"));
+    }
     Ok(format!(
         "K10{}::server:{secret}",
         ca_hash(server_ca_bundle_pem)?
