@@ -891,3 +891,66 @@ fn the_cards_token_pins_the_root_of_the_served_bundle_like_k3s() {
     assert_eq!(cfg.ha.cluster_ca_sha256.as_deref(), Some(hash.as_str()));
     assert_eq!(cfg.ha.cluster_ca_pem.as_deref(), Some(bundle));
 }
+
+/// The VIP as kube-vip would hold it: a second stand-in for `holder`'s k3s, answering
+/// on the VIP address (its serving certificate names the VIP, as tls-san does).
+struct Vip {
+    child: Child,
+}
+
+impl Vip {
+    fn up(c: &Cluster, holder: &Node) -> Vip {
+        let child = Command::new("python3")
+            .arg(standin_py())
+            .args(["serve", "--role", "server", "--root"])
+            .arg(&holder.fx.root)
+            .args(["--ip", VIP, "--port", &c.port.to_string(), "--cluster"])
+            .arg(&c.state)
+            .args(["--node", holder.spec.name, "--pidfile"])
+            .arg(c.tmp.path().join("vip.pid"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr = format!("{VIP}:{}", c.port).parse().unwrap();
+        let t = Instant::now();
+        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "VIP stand-in does not answer"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Vip { child }
+    }
+}
+
+impl Drop for Vip {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn agents_join_through_the_vip_first_then_any_healthy_server() {
+    let c = Cluster::new();
+    let boot = c.node(SERVERS[0], true);
+    c.bring_up(&[&boot]);
+    let vip = Vip::up(&c, &boot);
+    let a = c.node(REFERENCE[3], true);
+    c.bring_up(&[&a]);
+    assert_eq!(
+        joins_via(&a).as_deref(),
+        Some(format!("https://{VIP}:{}", c.port).as_str())
+    );
+    // The VIP is gone (say its holder is being re-imaged): the next server in turn.
+    drop(vip);
+    let b = c.node(REFERENCE[4], true);
+    c.bring_up(&[&b]);
+    assert_eq!(
+        joins_via(&b).as_deref(),
+        Some(format!("https://127.0.0.11:{}", c.port).as_str())
+    );
+    assert_eq!(c.inits(), ["pi5-master-1"]);
+}

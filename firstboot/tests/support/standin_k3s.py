@@ -4,7 +4,7 @@
 It plays, on one loopback address, the few things the first-boot agent's join
 decision talks to, with the real CA files the card laid down:
 
-  serve  --root R --ip IP --port P --cluster DIR --node NAME --role server|agent
+  serve  --root R --ip IP --port P --cluster DIR --node NAME --role server|agent [--pidfile F]
       server: reads R/etc/rancher/k3s/config.yaml like k3s would (cluster-init /
       server / token), registers this node in the shared cluster state DIR/state.json
       (refusing a duplicate etcd member name, a node password that does not match,
@@ -349,6 +349,7 @@ def main():
     p.add_argument("--cluster", required=True)
     p.add_argument("--node", required=True)
     p.add_argument("--role", default="server")
+    p.add_argument("--pidfile")
     a = p.parse_args()
     if a.cmd == "ready":
         registered = os.path.exists(os.path.join(a.root, REGISTERED))
@@ -358,7 +359,7 @@ def main():
                 return
         print(f'Error from server (NotFound): nodes "{a.node}" not found', file=sys.stderr)
         sys.exit(1)
-    pidfile = os.path.join(a.root, "run/standin-k3s.pid")
+    pidfile = a.pidfile or os.path.join(a.root, "run/standin-k3s.pid")
     os.makedirs(os.path.dirname(pidfile), exist_ok=True)
     with open(pidfile, "w") as f:
         f.write(str(os.getpid()))
