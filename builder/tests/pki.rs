@@ -42,7 +42,12 @@ fn mode(p: &Path) -> u32 {
 fn ca_is_created_private_in_k3s_layout_and_reused_never_regenerated() {
     let tmp = tempfile::tempdir().unwrap();
     let secrets = tmp.path().join("secrets");
+    // A leftover of a crashed create is removed, never used.
+    fs::create_dir_all(secrets.join(".ca.partial-1")).unwrap();
+    fs::write(secrets.join(".ca.partial-1/root-ca.key"), "stale").unwrap();
+    fs::set_permissions(&secrets, fs::Permissions::from_mode(0o700)).unwrap();
     let ca = ClusterCa::open_or_create(&secrets, "homelab").unwrap();
+    assert!(!secrets.join(".ca.partial-1").exists());
     let dir = secrets.join("ca");
     assert_eq!(mode(&secrets), 0o700);
     assert_eq!(mode(&dir), 0o700);

@@ -59,7 +59,8 @@ pub struct NodeConfig {
     pub domain: Option<String>,
     /// Server (control plane) or agent (worker).
     pub role: Role,
-    /// True on the one server that may initialise a brand-new cluster.
+    /// True on the bootstrap server (the first server unless the profile names one).
+    /// It initialises a cluster only if [`Ha::first_bring_up`] is also true.
     pub bootstrap: bool,
     /// All control-plane servers, bootstrap server first.
     pub servers: Vec<ServerRef>,

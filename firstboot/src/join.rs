@@ -102,8 +102,13 @@ impl JoinPolicy for HaJoin {
         let peers = peers(cfg, ctx.opts.api_port);
         if peers.is_empty() && !may_init {
             return Err(Error::failed(format!(
-                "{NODE_CONFIG_FILE}: no server other than {} to join, and this card may not initialise a cluster",
-                cfg.node_name
+                "{NODE_CONFIG_FILE}: no server other than {} to join, and this card may not initialise a cluster{}",
+                cfg.node_name,
+                if server && cfg.bootstrap {
+                    " (a single-server cluster cannot re-join after re-imaging its only server: build with --new-cluster to start over)"
+                } else {
+                    ""
+                }
             )));
         }
         let pin_file = ctx.host(PINNED_CA_FILE);

@@ -125,9 +125,19 @@ impl ClusterCa {
                 .create(secrets_dir)
                 .map_err(io_err(secrets_dir))?;
         }
+        // A crash during an earlier create leaves a partial directory: never used, removed.
+        if let Ok(entries) = fs::read_dir(secrets_dir) {
+            for e in entries.flatten() {
+                if e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!(".{CA_DIR}.partial-"))
+                {
+                    let _ = fs::remove_dir_all(e.path());
+                }
+            }
+        }
         let files = generate(cluster)?;
         let tmp = secrets_dir.join(format!(".{CA_DIR}.partial-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&tmp);
         let result = write_tree(&tmp, &files).and_then(|()| {
             fs::rename(&tmp, &dir).map_err(io_err(&dir))?;
             crate::atomic::sync_dir(secrets_dir).map_err(io_err(secrets_dir))
