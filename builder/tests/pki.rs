@@ -145,6 +145,17 @@ fn ca_is_created_private_in_k3s_layout_and_reused_never_regenerated() {
         subj.contains(&format!("CN = {NODE_CLEANER_USER}")),
         "{subj}"
     );
+    // Valid from 2025-01-01, so a Pi whose clock lags the build machine still verifies it.
+    for f in [
+        "root-ca.pem",
+        "intermediate-ca.pem",
+        "server-ca.pem",
+        "node-cleaner.crt",
+    ] {
+        let out =
+            String::from_utf8(openssl(&dir, &["x509", "-in", f, "-noout", "-startdate"])).unwrap();
+        assert_eq!(out.trim(), "notBefore=Jan  1 00:00:00 2025 GMT", "{f}");
+    }
     // service.key is a private key openssl reads.
     openssl(&dir, &["pkey", "-in", "service.key", "-noout"]);
 

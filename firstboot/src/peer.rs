@@ -177,7 +177,7 @@ pub fn probe(runner: &dyn Runner, peer: &Peer, pin: Option<Pin>, timeout: Durati
             r.body.trim()
         )),
         Err(e) if e.is_tls_trust() && pin.is_some() => Health::Refused(format!(
-            "{}'s TLS certificate is not signed by the pinned cluster CA ({e}); join refused",
+            "{}'s TLS certificate does not verify against the pinned cluster CA ({e}; a clock far off also does this); join refused",
             peer.shown()
         )),
         Err(e) => Health::Down(e.to_string()),

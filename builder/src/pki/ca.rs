@@ -237,9 +237,16 @@ fn ca_params(cn: String, days: i64) -> CertificateParams {
     ];
     p.use_authority_key_identifier_extension = true;
     let now = time::OffsetDateTime::now_utc();
-    p.not_before = now - time::Duration::hours(1);
+    p.not_before = not_before();
     p.not_after = now + time::Duration::days(days);
     p
+}
+
+/// 2025-01-01: a Pi without an RTC may boot with a clock well behind the build
+/// machine's, and k3s's token hash check (Go's `Verify`) fails on a CA that is not yet
+/// valid; the agent never runs with a clock before this date.
+fn not_before() -> time::OffsetDateTime {
+    rcgen::date_time_ymd(2025, 1, 1)
 }
 
 /// Generates every file of a CA directory (in memory).
@@ -312,9 +319,8 @@ fn client_cert(cn: &str, issuer: &Issuer<'_, &KeyPair>) -> Result<(String, Strin
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     p.use_authority_key_identifier_extension = true;
-    let now = time::OffsetDateTime::now_utc();
-    p.not_before = now - time::Duration::hours(1);
-    p.not_after = now + time::Duration::days(3650);
+    p.not_before = not_before();
+    p.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(3650);
     let cert = p.signed_by(&key, issuer).map_err(gen_err(cn))?;
     Ok((cert.pem(), key.serialize_pem()))
 }
