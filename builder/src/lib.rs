@@ -11,6 +11,7 @@ pub mod fetch;
 pub mod flash;
 pub mod image;
 pub mod output;
+pub mod pki;
 pub mod plan;
 pub mod profile;
 pub mod progress;
