@@ -1,0 +1,771 @@
+//! `piimg fetch` / `piimg cache` against a real HTTP server on 127.0.0.1 serving
+//! generated images compressed like the official ones (xz -T0, multi-block).
+
+#[allow(dead_code)]
+#[path = "fetch_support/fixtures.rs"]
+mod fixtures;
+#[path = "fetch_support/server.rs"]
+mod server;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use fixtures::{BOOKWORM_PATH, TRIXIE_PATH, bookworm, sha, standard, trixie};
+use piimg::fetch::{
+    self, Cache, FetchError, FetchOptions, NetOptions, ReleaseChoice, Source, ensure_base,
+};
+use piimg::progress::{OutputMode, Reporter};
+use server::{Fault, Server};
+
+fn quiet() -> Reporter {
+    Reporter::new(OutputMode::Quiet)
+}
+
+fn opts(list_url: &str, cache: &Path) -> FetchOptions {
+    FetchOptions {
+        source: Source::OsList {
+            url: list_url.to_string(),
+        },
+        release: ReleaseChoice::Latest,
+        cache_dir: cache.to_path_buf(),
+        offline: false,
+        net: NetOptions {
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(10),
+            retries: 3,
+            backoff: Duration::from_millis(10),
+        },
+    }
+}
+
+/// Every file under `dir` (recursively), except lock files.
+fn files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files(&p));
+        } else if p.extension().is_none_or(|x| x != "lock") {
+            out.push(p.display().to_string());
+        }
+    }
+    out
+}
+
+fn assert_nothing_cached(cache: &Path) {
+    assert!(Cache::new(cache).list().unwrap().is_empty());
+    assert_eq!(files(cache), Vec::<String>::new(), "leftovers in the cache");
+}
+
+fn piimg(cache: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_piimg"));
+    c.env("PIIMG_CACHE", cache).env_remove("PIIMG_OS_LIST_URL");
+    c
+}
+
+#[test]
+fn fetches_verifies_and_caches_a_multi_block_image() {
+    let server = Server::start();
+    let list = standard(&server);
+    let dir = tempfile::tempdir().unwrap();
+
+    // The fixture is multi-block, as the official images are.
+    let xz_file = dir.path().join("t.img.xz");
+    std::fs::write(&xz_file, &trixie().xz).unwrap();
+    let robot = Command::new("xz")
+        .args(["--robot", "-l"])
+        .arg(&xz_file)
+        .output()
+        .unwrap();
+    let robot = String::from_utf8(robot.stdout).unwrap();
+    let totals = robot.lines().find(|l| l.starts_with("totals")).unwrap();
+    let blocks: u64 = totals.split('\t').nth(2).unwrap().parse().unwrap();
+    assert!(blocks >= 8, "{robot}");
+
+    let cache = dir.path().join("cache");
+    let f = fetch::fetch(&opts(&list, &cache), &quiet()).unwrap();
+    assert!(f.downloaded);
+    assert_eq!(f.resumed_from, 0);
+    let img = &f.image;
+    assert_eq!(img.release, "trixie");
+    assert_eq!(img.release_date, "2026-10-01");
+    assert_eq!(img.name, "Raspberry Pi OS Lite (64-bit)");
+    assert_eq!(img.init_format.as_deref(), Some("cloudinit-rpi"));
+    assert_eq!(img.sha256, trixie().raw_sha);
+    assert_eq!(img.download_sha256, trixie().xz_sha);
+    let got = std::fs::read(&img.path).unwrap();
+    assert_eq!(sha(&got), trixie().raw_sha);
+    // Zero regions became holes.
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(&img.path).unwrap();
+    assert!(
+        md.blocks() * 512 <= md.len() - (1 << 20),
+        "not sparse: {md:?}"
+    );
+    // No partial download left; one cache entry.
+    assert_eq!(files(&cache.join("partial")), Vec::<String>::new());
+    assert_eq!(Cache::new(&cache).list().unwrap(), vec![img.clone()]);
+    let reqs = server.requests(TRIXIE_PATH);
+    assert_eq!(reqs.len(), 1);
+    assert!(reqs[0].range.is_none());
+
+    // Fetching again uses the cache and downloads nothing.
+    let again = fetch::fetch(&opts(&list, &cache), &quiet()).unwrap();
+    assert!(!again.downloaded);
+    assert_eq!(again.image, *img);
+    assert_eq!(server.requests(TRIXIE_PATH).len(), 1);
+}
+
+#[test]
+fn release_choice_reaches_the_legacy_submenu_via_subitems_url() {
+    let server = Server::start();
+    let list = standard(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts(&list, dir.path());
+    o.release = ReleaseChoice::Named("bookworm".into());
+    let f = fetch::fetch(&o, &quiet()).unwrap();
+    assert_eq!(f.image.release, "bookworm");
+    assert_eq!(f.image.name, "Raspberry Pi OS (Legacy, 64-bit) Lite");
+    assert_eq!(
+        sha(&std::fs::read(&f.image.path).unwrap()),
+        bookworm().raw_sha
+    );
+    assert!(server.requests(TRIXIE_PATH).is_empty());
+
+    o.release = ReleaseChoice::Named("bullseye".into());
+    let err = fetch::fetch(&o, &quiet()).unwrap_err().to_string();
+    assert!(
+        err.contains("no Raspberry Pi OS Lite (64-bit) image for release bullseye"),
+        "{err}"
+    );
+    assert!(
+        err.contains("trixie (2026-10-01)") && err.contains("bookworm (2025-05-13)"),
+        "{err}"
+    );
+    assert!(err.contains(&list), "{err}");
+}
+
+#[test]
+fn http_404_names_the_url_and_status() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    // The list itself is missing.
+    let missing = server.url("/nope.json");
+    let err = fetch::fetch(&opts(&missing, dir.path()), &quiet()).unwrap_err();
+    assert!(
+        matches!(err, FetchError::Status { status: 404, .. }),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains(&missing) && msg.contains("HTTP 404"), "{msg}");
+
+    // The image is missing.
+    let list = standard(&server);
+    server.put(TRIXIE_PATH, Vec::new());
+    server.fault(TRIXIE_PATH, Fault::Status(404));
+    let msg = fetch::fetch(&opts(&list, dir.path()), &quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains(&server.url(TRIXIE_PATH)) && msg.contains("HTTP 404"),
+        "{msg}"
+    );
+    assert_eq!(server.requests(TRIXIE_PATH).len(), 1, "404 is not retried");
+    assert!(Cache::new(dir.path()).list().unwrap().is_empty());
+}
+
+#[test]
+fn http_500_is_retried_then_reported_with_url_and_status() {
+    let server = Server::start();
+    let list = standard(&server);
+    let dir = tempfile::tempdir().unwrap();
+    // One transient failure: retried, succeeds.
+    server.fault(TRIXIE_PATH, Fault::Status(503));
+    let f = fetch::fetch(&opts(&list, dir.path()), &quiet()).unwrap();
+    assert_eq!(f.image.sha256, trixie().raw_sha);
+    assert_eq!(server.requests(TRIXIE_PATH).len(), 2);
+
+    // Persistent 500: gives up after the retries, naming URL and status.
+    let dir2 = tempfile::tempdir().unwrap();
+    for _ in 0..4 {
+        server.fault(TRIXIE_PATH, Fault::Status(500));
+    }
+    let err = fetch::fetch(&opts(&list, dir2.path()), &quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&server.url(TRIXIE_PATH)), "{err}");
+    assert!(
+        err.contains("HTTP 500") && err.contains("4 attempts"),
+        "{err}"
+    );
+    assert!(Cache::new(dir2.path()).list().unwrap().is_empty());
+}
+
+#[test]
+fn connection_closed_mid_body_resumes_with_a_range_request() {
+    let server = Server::start();
+    let list = standard(&server);
+    let dir = tempfile::tempdir().unwrap();
+    server.fault(TRIXIE_PATH, Fault::CloseAfter(300_000));
+    let f = fetch::fetch(&opts(&list, dir.path()), &quiet()).unwrap();
+    assert_eq!(f.image.sha256, trixie().raw_sha);
+    assert_eq!(
+        sha(&std::fs::read(&f.image.path).unwrap()),
+        trixie().raw_sha
+    );
+    let reqs = server.requests(TRIXIE_PATH);
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(reqs[0].range, None);
+    assert_eq!(reqs[1].range.as_deref(), Some("bytes=300000-"));
+    assert_eq!(f.download_size, trixie().xz.len() as u64);
+}
+
+#[test]
+fn server_ignoring_range_restarts_cleanly() {
+    let server = Server::start();
+    let list = standard(&server);
+    let dir = tempfile::tempdir().unwrap();
+    server.fault(TRIXIE_PATH, Fault::CloseAfter(300_000));
+    server.fault(TRIXIE_PATH, Fault::IgnoreRange);
+    let f = fetch::fetch(&opts(&list, dir.path()), &quiet()).unwrap();
+    assert_eq!(f.image.sha256, trixie().raw_sha);
+    assert_eq!(
+        sha(&std::fs::read(&f.image.path).unwrap()),
+        trixie().raw_sha
+    );
+    let reqs = server.requests(TRIXIE_PATH);
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert!(reqs[1].range.is_some());
+}
+
+#[test]
+fn mismatched_content_range_starts_over() {
+    let server = Server::start();
+    let list = standard(&server);
+    let dir = tempfile::tempdir().unwrap();
+    server.fault(TRIXIE_PATH, Fault::CloseAfter(300_000));
+    server.fault(TRIXIE_PATH, Fault::WrongContentRange);
+    let f = fetch::fetch(&opts(&list, dir.path()), &quiet()).unwrap();
+    assert_eq!(
+        sha(&std::fs::read(&f.image.path).unwrap()),
+        trixie().raw_sha
+    );
+    let reqs = server.requests(TRIXIE_PATH);
+    assert_eq!(reqs.len(), 3, "{reqs:?}");
+    assert!(reqs[1].range.is_some());
+    assert_eq!(
+        reqs[2].range, None,
+        "after a bad Content-Range, start from byte 0"
+    );
+}
+
+#[test]
+fn a_second_fetch_continues_an_interrupted_one() {
+    let server = Server::start();
+    let list = standard(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts(&list, dir.path());
+    o.net.retries = 0;
+    server.fault(TRIXIE_PATH, Fault::CloseAfter(300_000));
+    let err = fetch::fetch(&o, &quiet()).unwrap_err().to_string();
+    assert!(err.contains("run again to resume"), "{err}");
+    let partial = dir
+        .path()
+        .join(format!("partial/{}.img.xz.part", trixie().xz_sha));
+    assert_eq!(std::fs::metadata(&partial).unwrap().len(), 300_000);
+    assert!(Cache::new(dir.path()).list().unwrap().is_empty());
+
+    let f = fetch::fetch(&o, &quiet()).unwrap();
+    assert_eq!(f.resumed_from, 300_000);
+    assert_eq!(f.download_size, trixie().xz.len() as u64 - 300_000);
+    assert_eq!(
+        sha(&std::fs::read(&f.image.path).unwrap()),
+        trixie().raw_sha
+    );
+    assert_eq!(
+        server.requests(TRIXIE_PATH)[1].range.as_deref(),
+        Some("bytes=300000-")
+    );
+    assert!(!partial.exists());
+}
+
+/// Writes an OS list for the trixie image with some fields replaced.
+fn list_with(server: &Server, patch: serde_json::Value) -> String {
+    server.put(TRIXIE_PATH, trixie().xz.clone());
+    let mut e = fixtures::entry(
+        server,
+        "Raspberry Pi OS Lite (64-bit)",
+        TRIXIE_PATH,
+        "2026-10-01",
+        trixie(),
+    );
+    for (k, v) in patch.as_object().unwrap() {
+        e[k] = v.clone();
+    }
+    let list = serde_json::json!({"os_list": [e]});
+    server.put("/patched.json", list.to_string().into_bytes());
+    server.url("/patched.json")
+}
+
+#[test]
+fn download_hash_mismatch_shows_both_hashes_and_caches_nothing() {
+    let server = Server::start();
+    let wrong = "ab".repeat(32);
+    let list = list_with(&server, serde_json::json!({"image_download_sha256": wrong}));
+    let dir = tempfile::tempdir().unwrap();
+    let err = fetch::fetch(&opts(&list, dir.path()), &quiet()).unwrap_err();
+    assert!(
+        matches!(err, FetchError::DownloadMismatch { .. }),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&wrong) && msg.contains(&trixie().xz_sha),
+        "{msg}"
+    );
+    assert!(msg.contains(&server.url(TRIXIE_PATH)), "{msg}");
+    assert_nothing_cached(dir.path());
+}
+
+#[test]
+fn extracted_hash_mismatch_caches_nothing() {
+    let server = Server::start();
+    let wrong = "cd".repeat(32);
+    let list = list_with(&server, serde_json::json!({"extract_sha256": wrong}));
+    let dir = tempfile::tempdir().unwrap();
+    let err = fetch::fetch(&opts(&list, dir.path()), &quiet()).unwrap_err();
+    assert!(matches!(err, FetchError::ExtractMismatch { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&wrong) && msg.contains(&trixie().raw_sha),
+        "{msg}"
+    );
+    assert_nothing_cached(dir.path());
+}
+
+#[test]
+fn more_bytes_than_declared_is_refused() {
+    let server = Server::start();
+    let list = list_with(&server, serde_json::json!({"image_download_size": 100_000}));
+    let dir = tempfile::tempdir().unwrap();
+    let msg = fetch::fetch(&opts(&list, dir.path()), &quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("more than the 100000 bytes"), "{msg}");
+    assert_nothing_cached(dir.path());
+}
+
+#[test]
+fn truncated_xz_is_reported_and_nothing_cached() {
+    let server = Server::start();
+    let xz = &trixie().xz;
+    let cut = xz[..xz.len() / 2].to_vec();
+    let cut_sha = sha(&cut);
+    server.put("/cut.img.xz", cut);
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts("unused", dir.path());
+    o.source = Source::Direct {
+        url: server.url("/cut.img.xz"),
+        sha256: cut_sha,
+    };
+    let err = fetch::fetch(&o, &quiet()).unwrap_err();
+    assert!(matches!(err, FetchError::Xz { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("truncated") && msg.contains("/cut.img.xz"),
+        "{msg}"
+    );
+    assert_nothing_cached(dir.path());
+
+    // Not xz at all.
+    let junk = b"<html>captive portal</html>".repeat(100);
+    let junk_sha = sha(&junk);
+    server.put("/junk.img.xz", junk);
+    o.source = Source::Direct {
+        url: server.url("/junk.img.xz"),
+        sha256: junk_sha,
+    };
+    let msg = fetch::fetch(&o, &quiet()).unwrap_err().to_string();
+    assert!(msg.contains("not .xz data"), "{msg}");
+    assert_nothing_cached(dir.path());
+}
+
+#[test]
+fn direct_url_with_sha256_bypasses_the_list() {
+    let server = Server::start();
+    server.put(
+        "/custom/2026-10-01-raspios-trixie-arm64-lite.img.xz",
+        trixie().xz.clone(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts(&server.url("/no-list-here.json"), dir.path());
+    o.source = Source::Direct {
+        url: server.url("/custom/2026-10-01-raspios-trixie-arm64-lite.img.xz"),
+        sha256: trixie().xz_sha.to_uppercase(),
+    };
+    let f = fetch::fetch(&o, &quiet()).unwrap();
+    assert_eq!(f.image.sha256, trixie().raw_sha);
+    assert_eq!(f.image.release, "trixie");
+    assert!(server.requests("/no-list-here.json").is_empty());
+
+    o.source = Source::Direct {
+        url: server.url("/x.img.xz"),
+        sha256: "1234".into(),
+    };
+    let msg = fetch::fetch(&o, &quiet()).unwrap_err().to_string();
+    assert!(
+        msg.contains("--sha256") && msg.contains("64-digit"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn malformed_os_list_or_one_without_lite_arm64_is_a_clear_error() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    server.put("/bad.json", b"{\"os_list\": [ {\"name\": ".to_vec());
+    let url = server.url("/bad.json");
+    let msg = fetch::fetch(&opts(&url, dir.path()), &quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains(&url) && msg.contains("not valid JSON") && msg.contains("line 1"),
+        "{msg}"
+    );
+
+    server.put("/obj.json", b"{\"imager\": {}}".to_vec());
+    let url = server.url("/obj.json");
+    let msg = fetch::fetch(&opts(&url, dir.path()), &quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("no `os_list` array"), "{msg}");
+
+    let list = serde_json::json!({"os_list": [
+        {"name": "Raspberry Pi OS (64-bit)", "url": server.url("/2026-10-01-raspios-trixie-arm64.img.xz")},
+        {"name": "Raspberry Pi OS Lite (32-bit)", "url": server.url("/2026-10-01-raspios-trixie-armhf-lite.img.xz")},
+    ]});
+    server.put("/nolite.json", list.to_string().into_bytes());
+    let url = server.url("/nolite.json");
+    let msg = fetch::fetch(&opts(&url, dir.path()), &quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("has no Raspberry Pi OS Lite (64-bit) image") && msg.contains("found: none"),
+        "{msg}"
+    );
+    assert!(msg.contains("--url URL --sha256 HEX"), "{msg}");
+
+    // A Lite entry with a broken hash field names the field.
+    let list = list_with(&server, serde_json::json!({"extract_sha256": "nope"}));
+    let msg = fetch::fetch(&opts(&list, dir.path()), &quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("`extract_sha256`") && msg.contains("Raspberry Pi OS Lite (64-bit)"),
+        "{msg}"
+    );
+    assert_nothing_cached(dir.path());
+}
+
+/// A small tmpfs, unmounted when dropped (the tests run as root).
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Self {
+        let d = tempfile::tempdir().unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "piimg-test"])
+            .arg(d.path())
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "mounting a tmpfs needs root (the test environment has it)"
+        );
+        Self(d)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn disk_full_while_decompressing_is_clear_and_leaves_nothing() {
+    let server = Server::start();
+    let list = standard(&server);
+    // Room for the 1 MiB download, not for the 8 MiB image.
+    let fs = Tmpfs::mount("3m");
+    let err = fetch::fetch(&opts(&list, fs.0.path()), &quiet()).unwrap_err();
+    assert!(matches!(err, FetchError::DiskFull { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("no space left on device while writing the decompressed image"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&fs.0.path().display().to_string()) && msg.contains("MiB free"),
+        "{msg}"
+    );
+    assert_nothing_cached(fs.0.path());
+}
+
+#[test]
+fn two_concurrent_fetches_of_one_image_download_it_once() {
+    let server = Server::start();
+    let list = standard(&server);
+    server.throttle(Duration::from_millis(5));
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(&list, dir.path());
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| fetch::fetch(&o, &quiet()));
+        let b = s.spawn(|| fetch::fetch(&o, &quiet()));
+        (a.join().unwrap().unwrap(), b.join().unwrap().unwrap())
+    });
+    assert_eq!(a.image, b.image);
+    assert!(
+        a.downloaded != b.downloaded,
+        "exactly one of them downloads"
+    );
+    assert_eq!(server.requests(TRIXIE_PATH).len(), 1);
+    assert_eq!(
+        sha(&std::fs::read(&a.image.path).unwrap()),
+        trixie().raw_sha
+    );
+    assert_eq!(Cache::new(dir.path()).list().unwrap().len(), 1);
+}
+
+#[test]
+fn offline_uses_only_the_cache_and_says_what_is_missing() {
+    let server = Server::start();
+    let list = standard(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts(&list, dir.path());
+    o.offline = true;
+    let err = ensure_base(&o, &quiet()).unwrap_err();
+    assert!(matches!(err, FetchError::Offline { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("no cached Raspberry Pi OS Lite (64-bit) image"),
+        "{msg}"
+    );
+    assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+    assert!(
+        msg.contains("run `piimg fetch`") && msg.contains("--base FILE"),
+        "{msg}"
+    );
+    o.release = ReleaseChoice::Named("bookworm".into());
+    let msg = ensure_base(&o, &quiet()).unwrap_err().to_string();
+    assert!(
+        msg.contains("for release bookworm") && msg.contains("`piimg fetch --release bookworm`"),
+        "{msg}"
+    );
+    assert!(
+        server.requests("/os_list.json").is_empty(),
+        "offline touched the network"
+    );
+
+    // Online, ensure_base fetches; then offline finds it without the network.
+    o.offline = false;
+    o.release = ReleaseChoice::Latest;
+    let fetched = ensure_base(&o, &quiet()).unwrap();
+    assert_eq!(fetched.release, "trixie");
+    let n = server.requests("/os_list.json").len();
+    o.offline = true;
+    assert_eq!(ensure_base(&o, &quiet()).unwrap(), fetched);
+    o.offline = false;
+    assert_eq!(
+        ensure_base(&o, &quiet()).unwrap(),
+        fetched,
+        "a cached image is used as is"
+    );
+    assert_eq!(server.requests("/os_list.json").len(), n);
+
+    // The CLI says the same.
+    let empty = tempfile::tempdir().unwrap();
+    let out = piimg(empty.path())
+        .args(["fetch", "--offline", "--os-list", &list])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("offline: no cached") && stderr.contains("--base FILE"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn cache_list_and_prune_from_the_command_line() {
+    let server = Server::start();
+    let list = standard(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path();
+    let mut o = opts(&list, cache);
+    fetch::fetch(&o, &quiet()).unwrap();
+    o.release = ReleaseChoice::Named("bookworm".into());
+    fetch::fetch(&o, &quiet()).unwrap();
+    // A leftover of some interrupted fetch.
+    let stale = cache.join(format!("partial/{}.img.xz.part", "e".repeat(64)));
+    std::fs::write(&stale, b"half").unwrap();
+
+    let out = piimg(cache)
+        .args(["--json", "cache", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let images = doc["images"].as_array().unwrap();
+    assert_eq!(images.len(), 2);
+    assert_eq!(images[0]["release"], "trixie");
+    assert_eq!(images[0]["sha256"], trixie().raw_sha.as_str());
+    assert_eq!(images[1]["release"], "bookworm");
+    assert_eq!(images[1]["release_date"], "2025-05-13");
+    assert_eq!(images[1]["url"], server.url(BOOKWORM_PATH).as_str());
+
+    let out = piimg(cache).args(["cache", "list"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 2);
+    assert!(
+        text.lines()
+            .next()
+            .unwrap()
+            .starts_with("2026-10-01  trixie"),
+        "{text}"
+    );
+
+    let out = piimg(cache)
+        .args(["--json", "cache", "prune", "--keep", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["removed"].as_array().unwrap().len(), 1);
+    assert_eq!(doc["removed"][0]["release"], "bookworm");
+    assert_eq!(doc["leftovers"].as_array().unwrap().len(), 1);
+    assert!(!stale.exists());
+    let left = Cache::new(cache).list().unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].release, "trixie");
+    assert!(left[0].path.exists());
+    assert_eq!(
+        files(&cache.join("images")).len(),
+        2,
+        "one image + its metadata"
+    );
+}
+
+#[test]
+fn cli_fetch_interrupted_by_ctrl_c_continues_on_the_next_run() {
+    let server = Server::start();
+    let list = standard(&server);
+    server.throttle(Duration::from_millis(40));
+    let dir = tempfile::tempdir().unwrap();
+    let partial = dir
+        .path()
+        .join(format!("partial/{}.img.xz.part", trixie().xz_sha));
+    let child = piimg(dir.path())
+        .args(["--quiet", "fetch", "--os-list", &list])
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while std::fs::metadata(&partial).map_or(0, |m| m.len()) < 200_000 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "download did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let st = child.wait_with_output().unwrap().status;
+    assert!(!st.success());
+    let kept = std::fs::metadata(&partial).unwrap().len();
+    assert!(kept >= 200_000 && kept < trixie().xz.len() as u64, "{kept}");
+    assert!(Cache::new(dir.path()).list().unwrap().is_empty());
+
+    server.throttle(Duration::ZERO);
+    let out = piimg(dir.path())
+        .args(["--json", "fetch", "--os-list", &list])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["resumed_from"], kept);
+    assert_eq!(doc["image"]["sha256"], trixie().raw_sha.as_str());
+    let reqs = server.requests(TRIXIE_PATH);
+    assert_eq!(reqs.last().unwrap().range, Some(format!("bytes={kept}-")));
+    let path = doc["image"]["path"].as_str().unwrap();
+    assert_eq!(sha(&std::fs::read(path).unwrap()), trixie().raw_sha);
+    // The killed run's temp output was cleaned up: just the image and its metadata.
+    assert_eq!(files(&dir.path().join("images")).len(), 2);
+    assert_eq!(files(&dir.path().join("partial")), Vec::<String>::new());
+}
+
+#[test]
+fn cli_imports_a_local_img_xz_with_file_and_sha256() {
+    let dir = tempfile::tempdir().unwrap();
+    let xz = dir
+        .path()
+        .join("2026-10-01-raspios-trixie-arm64-lite.img.xz");
+    std::fs::write(&xz, &trixie().xz).unwrap();
+    let cache = dir.path().join("cache");
+    let out = piimg(&cache)
+        .args(["--json", "fetch", "--file"])
+        .arg(&xz)
+        .args(["--sha256", &trixie().xz_sha])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["image"]["sha256"], trixie().raw_sha.as_str());
+    assert_eq!(doc["image"]["release"], "trixie");
+    assert_eq!(doc["downloaded"], true);
+
+    // A wrong hash is refused, showing both.
+    let other = tempfile::tempdir().unwrap();
+    let wrong = "0".repeat(64);
+    let out = piimg(other.path())
+        .args(["fetch", "--file"])
+        .arg(&xz)
+        .args(["--sha256", &wrong])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains(&wrong) && err.contains(&trixie().xz_sha),
+        "{err}"
+    );
+    assert!(Cache::new(other.path()).list().unwrap().is_empty());
+
+    // --sha256 alone makes no sense.
+    let out = piimg(other.path())
+        .args(["fetch", "--sha256", &wrong])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--url URL or --file PATH"));
+}
