@@ -1,21 +1,19 @@
-//! The verify pass: [`WORKERS`] threads read the written chunks back from the medium
-//! (O_DIRECT, several requests in flight) while this thread hashes them in order and
-//! compares each range's SHA256 with the one computed from the image while writing
-//! (equal to the `.bmap`'s, when there is one); on a mismatch the first differing
-//! byte is found by comparing that range with the image.
+//! The verify pass: [`WORKERS`] threads each take the next whole range, read it back
+//! from the medium (O_DIRECT) and hash it, so reads and hashing of different ranges
+//! overlap; each range's SHA256 is compared with the one computed from the image
+//! while writing (equal to the `.bmap`'s, when there is one). On a mismatch the first
+//! differing byte is found by comparing that range with the image.
 
-use std::collections::BTreeMap;
-use std::io;
 use std::os::unix::fs::FileExt;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, mpsc};
 
 use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 
 use super::FlashError;
 use super::buffer::AlignedBuf;
-use super::chunks::{self, CHUNK, WORKERS};
+use super::chunks::{CHUNK, WORKERS};
 use super::device::Device;
 use super::source::Source;
 
@@ -27,88 +25,55 @@ pub fn verify_ranges(
     bar: &ProgressBar,
 ) -> Result<(), FlashError> {
     dev.drop_caches();
-    let plan = chunks::plan(&src.ranges);
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
-    let pool = WORKERS * 2;
-    let (free_tx, free_rx) = mpsc::sync_channel::<AlignedBuf>(pool);
-    for _ in 0..pool {
-        let _ = free_tx.send(AlignedBuf::new(CHUNK as usize));
-    }
-    let free_rx = Mutex::new(free_rx);
-    let (done_tx, done_rx) = mpsc::channel::<(usize, io::Result<AlignedBuf>)>();
-    let mut bad_range: Option<usize> = None;
-    let mut read_error: Option<FlashError> = None;
-
+    let bad: Mutex<Option<usize>> = Mutex::new(None);
+    let read_error: Mutex<Option<FlashError>> = Mutex::new(None);
     std::thread::scope(|scope| {
         for _ in 0..WORKERS {
-            let (done_tx, free_rx, plan) = (done_tx.clone(), &free_rx, &plan);
-            let (next, stop) = (&next, &stop);
-            scope.spawn(move || {
-                loop {
-                    // Take a buffer before an index, so the owner of the lowest
-                    // outstanding index always has one and the in-order hashing advances.
-                    let Ok(Ok(mut buf)) = free_rx.lock().map(|rx| rx.recv()) else {
-                        return;
-                    };
-                    if stop.load(Ordering::SeqCst) {
-                        return;
-                    }
+            scope.spawn(|| {
+                let mut buf = AlignedBuf::new(CHUNK as usize);
+                while !stop.load(Ordering::SeqCst) {
+                    // Ranges are taken in order, so when a bad one is found every
+                    // earlier range is already being checked: the smallest bad wins.
                     let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(c) = plan.get(i) else { return };
-                    let r = dev
-                        .read_at(&mut buf.as_mut_slice()[..c.len as usize], c.offset)
-                        .map(|()| buf);
-                    if done_tx.send((i, r)).is_err() {
-                        return;
+                    let Some(r) = src.ranges.get(i) else { return };
+                    let mut hasher = Sha256::new();
+                    let (mut pos, end) = (r.offset, r.offset + r.len);
+                    while pos < end {
+                        // 4 MiB-aligned reads, as written.
+                        let n = (end - pos).min(CHUNK - pos % CHUNK) as usize;
+                        let data = &mut buf.as_mut_slice()[..n];
+                        if let Err(source) = dev.read_at(data, pos) {
+                            stop.store(true, Ordering::SeqCst);
+                            if let Ok(mut e) = read_error.lock() {
+                                e.get_or_insert(FlashError::Read {
+                                    path: dev.path.clone(),
+                                    offset: pos,
+                                    source,
+                                });
+                            }
+                            return;
+                        }
+                        hasher.update(&*data);
+                        bar.inc(n as u64);
+                        pos += n as u64;
+                    }
+                    let sum = hex::encode(hasher.finalize());
+                    if expected.get(i) != Some(&sum) {
+                        stop.store(true, Ordering::SeqCst);
+                        if let Ok(mut b) = bad.lock() {
+                            *b = Some(b.map_or(i, |j| j.min(i)));
+                        }
                     }
                 }
             });
         }
-        drop(done_tx);
-        let free_tx = free_tx;
-
-        let mut pending: BTreeMap<usize, AlignedBuf> = BTreeMap::new();
-        let mut want = 0;
-        let mut hasher = Sha256::new();
-        'outer: while want < plan.len() {
-            let Ok((i, r)) = done_rx.recv() else { break };
-            match r {
-                Ok(buf) => {
-                    pending.insert(i, buf);
-                }
-                Err(source) => {
-                    read_error = Some(FlashError::Read {
-                        path: dev.path.clone(),
-                        offset: plan[i].offset,
-                        source,
-                    });
-                    break;
-                }
-            }
-            while let Some(buf) = pending.remove(&want) {
-                let c = &plan[want];
-                hasher.update(buf.slice(c.len as usize));
-                bar.inc(c.len);
-                if c.last {
-                    let sum = hex::encode(hasher.finalize_reset());
-                    if expected.get(c.range) != Some(&sum) {
-                        bad_range = Some(c.range);
-                        break 'outer;
-                    }
-                }
-                let _ = free_tx.send(buf);
-                want += 1;
-            }
-        }
-        stop.store(true, Ordering::SeqCst);
-        drop(free_tx);
-        drop(pending);
     });
-    if let Some(i) = bad_range {
+    if let Some(i) = bad.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(first_difference(src, dev, i));
     }
-    if let Some(e) = read_error {
+    if let Some(e) = read_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
     Ok(())
