@@ -27,8 +27,9 @@ pub use target::{Refusal, SystemView, Target, TargetKind, TargetPolicy};
 pub struct FaultInjection {
     /// Invert the byte at this offset of the target after writing, before verifying.
     pub flip_byte_at: Option<u64>,
-    /// Stop with [`FlashError::Interrupted`] once this many bytes are written (checked
-    /// before each chunk; the held-back first MiB is never reached).
+    /// Stop with [`FlashError::Interrupted`] at the first chunk past the first MiB that
+    /// starts after this many bytes were handed to the writers; chunks already handed
+    /// out are written, the held-back first MiB is not.
     pub stop_after_bytes: Option<u64>,
 }
 
