@@ -1,13 +1,151 @@
-//! `piimg flash`.
+//! `piimg flash`: write an image (or a node's built image) to a card, verified.
 
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
 use clap::Args;
+use piimg::flash::{self, FaultInjection, FlashOptions, Source, SystemView, TargetKind};
 use piimg::progress::Reporter;
 
 /// Arguments of `piimg flash`.
 #[derive(Debug, Args)]
-pub struct FlashArgs {}
+#[command(
+    override_usage = "piimg flash [OPTIONS] IMAGE DEVICE\n       piimg flash [OPTIONS] --node NAME DEVICE"
+)]
+pub struct FlashArgs {
+    /// IMAGE and DEVICE, or just DEVICE with --node.
+    #[arg(value_name = "IMAGE DEVICE", num_args = 1..=2, required = true)]
+    paths: Vec<PathBuf>,
+    /// Flash the built image of this node (OUT/NAME.img).
+    #[arg(long, value_name = "NAME")]
+    node: Option<String>,
+    /// Where `piimg build` put the node images.
+    #[arg(long, value_name = "DIR", default_value = "out", requires = "node")]
+    out: PathBuf,
+    /// Do not ask for confirmation.
+    #[arg(long, short)]
+    yes: bool,
+    /// Allow a disk that does not report itself as removable.
+    #[arg(long)]
+    force: bool,
+    /// Allow DEVICE to be a regular file (created if missing).
+    #[arg(long)]
+    force_file: bool,
+    /// Skip reading the card back.
+    #[arg(long)]
+    no_verify: bool,
+}
 
 /// Runs `piimg flash`.
-pub fn run(_args: FlashArgs, _out: Reporter) -> anyhow::Result<()> {
-    anyhow::bail!("`piimg flash` is not implemented yet")
+pub fn run(args: FlashArgs, out: Reporter) -> anyhow::Result<()> {
+    let (image, device) = resolve_paths(&args)?;
+    let (source, warnings) = Source::open(&image)?;
+    for w in warnings {
+        out.warn(w);
+    }
+    let policy = flash::TargetPolicy {
+        force: args.force,
+        force_file: args.force_file,
+    };
+    let target = flash::target::inspect(&device, source.image_size, &SystemView::host(), policy)
+        .map_err(flash::FlashError::from)?;
+
+    let describe = describe(&target, &source);
+    if !args.yes {
+        confirm(&describe, &target)?;
+    } else {
+        out.info(&describe);
+    }
+
+    let opts = FlashOptions {
+        verify: !args.no_verify,
+        faults: FaultInjection::from_env(),
+    };
+    let report = flash::flash(&source, &target, &opts, &out)?;
+    out.info(format!(
+        "wrote {} of {} mapped bytes to {} in {:.1} s{}",
+        report.bytes_written,
+        report.mapped_bytes,
+        report.target.display(),
+        report.seconds,
+        if report.verified {
+            format!(", verified ({:.1} s)", report.verify_seconds)
+        } else {
+            ", not verified (--no-verify)".into()
+        }
+    ));
+    out.json(&report)?;
+    Ok(())
+}
+
+fn resolve_paths(args: &FlashArgs) -> anyhow::Result<(PathBuf, PathBuf)> {
+    match (&args.node, args.paths.as_slice()) {
+        (Some(node), [device]) => {
+            let image = args.out.join(format!("{node}.img"));
+            if !image.is_file() {
+                bail!(
+                    "no built image for node {node:?} at {}; run `piimg build --node {node}` first",
+                    image.display()
+                );
+            }
+            Ok((image, device.clone()))
+        }
+        (Some(_), _) => bail!("with --node give only DEVICE (the image is OUT/NAME.img)"),
+        (None, [image, device]) => Ok((image.clone(), device.clone())),
+        (None, _) => bail!("give IMAGE and DEVICE (or --node NAME DEVICE)"),
+    }
+}
+
+fn describe(target: &flash::Target, source: &Source) -> String {
+    match target.kind {
+        TargetKind::File => format!(
+            "{} → file {} ({} mapped of {} bytes)",
+            source.path.display(),
+            target.path.display(),
+            source.mapped_bytes(),
+            source.image_size
+        ),
+        TargetKind::BlockDevice => format!(
+            "{} → {} ({}): {}, {:.1} GB ({} bytes), removable: {}",
+            source.path.display(),
+            target.path.display(),
+            target.name,
+            target.model.as_deref().unwrap_or("unknown model"),
+            target.size as f64 / 1e9,
+            target.size,
+            if target.removable { "yes" } else { "no" }
+        ),
+    }
+}
+
+fn confirm(describe: &str, target: &flash::Target) -> anyhow::Result<()> {
+    if target.kind == TargetKind::File && !path_has_data(&target.path) {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "refusing to flash {} without confirmation: stdin is not a terminal; pass --yes",
+            target.path.display()
+        );
+    }
+    eprintln!("{describe}");
+    eprint!(
+        "Everything on {} will be overwritten. Type 'yes' to continue: ",
+        target.path.display()
+    );
+    std::io::stderr().flush().ok();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the confirmation")?;
+    if line.trim() != "yes" {
+        bail!("not confirmed; nothing was written");
+    }
+    Ok(())
+}
+
+fn path_has_data(p: &Path) -> bool {
+    std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false)
 }

@@ -1,0 +1,782 @@
+//! `piimg flash` against loop devices created (and detached) here and against image
+//! files: the written card, every refusal, fault injection, and interop with
+//! `bmaptool copy` and `dd`. Never touches a real disk of the machine: the "system
+//! disk" cases inject their facts (mountinfo, swaps, sysfs) around a loop device.
+
+use std::fs::{self, File};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use piimg::bmap::Bmap;
+use piimg::flash::{
+    self, FaultInjection, FlashError, FlashOptions, MapOrigin, Refusal, Source, SystemView,
+    TargetPolicy, target,
+};
+use piimg::progress::{OutputMode, Reporter};
+
+const MIB: u64 = 1 << 20;
+const FORCE: TargetPolicy = TargetPolicy {
+    force: true,
+    force_file: false,
+};
+
+// ---------------------------------------------------------------- helpers
+
+/// Deterministic incompressible bytes.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A 24 MiB sparse "card image": a partition-table sector at 0, data in the first
+/// MiB after it, a 5 MiB run crossing 4 MiB boundaries, scattered blocks, and a tail.
+fn make_image(path: &Path) -> u64 {
+    let size = 24 * MIB;
+    let f = File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    f.write_at(&noise(512, 1), 0).unwrap();
+    f.write_at(&noise(8192, 2), 512 * 1024).unwrap();
+    f.write_at(&noise(5 * MIB as usize + 4096, 3), 3 * MIB)
+        .unwrap();
+    f.write_at(&noise(4096, 4), 13 * MIB).unwrap();
+    f.write_at(&noise(70_000, 5), 17 * MIB + 8192).unwrap();
+    f.write_at(&noise(4096, 6), size - 4096).unwrap();
+    f.sync_all().unwrap();
+    size
+}
+
+/// A file of `size` bytes filled with 0xAA, so untouched bytes are recognisable.
+fn make_backing(path: &Path, size: u64) {
+    fs::write(path, vec![0xAAu8; size as usize]).unwrap();
+}
+
+fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| {
+        panic!("{cmd} must be installed (scripts/setup): {e}");
+    });
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Whether loop devices can be made here; prints why not when they cannot.
+fn loop_available() -> bool {
+    let ok = Command::new("losetup")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("SKIPPED: losetup is not installed; loop-device flash tests need util-linux");
+    }
+    ok
+}
+
+/// A loop device over a backing file, detached on drop.
+struct Loop {
+    dev: PathBuf,
+}
+
+impl Loop {
+    fn new(backing: &Path) -> Loop {
+        let dev = run("losetup", &["-f", "--show", backing.to_str().unwrap()]);
+        Loop {
+            dev: PathBuf::from(dev),
+        }
+    }
+
+    fn devno(&self) -> (u32, u32) {
+        use std::os::unix::fs::MetadataExt;
+        let rdev = fs::metadata(&self.dev).unwrap().rdev();
+        (libc::major(rdev), libc::minor(rdev))
+    }
+
+    fn name(&self) -> String {
+        self.dev.file_name().unwrap().to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+    }
+}
+
+/// A mount, unmounted on drop (declare after the `Loop` so it drops first).
+struct Mount {
+    dir: PathBuf,
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+fn quiet() -> Reporter {
+    Reporter::new(OutputMode::Quiet)
+}
+
+fn read_dev(path: &Path, len: u64) -> Vec<u8> {
+    let f = File::open(path).unwrap();
+    let mut buf = vec![0u8; len as usize];
+    f.read_exact_at(&mut buf, 0).unwrap();
+    buf
+}
+
+/// Asserts `a` and `b` agree on every mapped range of `image`.
+fn assert_equal_on_mapped(image: &Path, a: &[u8], b: &[u8]) {
+    let map = Bmap::scan_path(image).unwrap();
+    assert!(map.mapped_bytes() > 0);
+    for (off, len) in map.extents() {
+        let r = off as usize..(off + len) as usize;
+        assert!(a[r.clone()] == b[r], "differ in mapped range {off}+{len}");
+    }
+}
+
+fn flash_to(
+    image: &Path,
+    dev: &Path,
+    policy: TargetPolicy,
+    opts: FlashOptions,
+) -> Result<flash::FlashReport, FlashError> {
+    let (src, _warnings) = Source::open(image)?;
+    let t = target::inspect(dev, src.image_size, &SystemView::host(), policy)?;
+    flash::flash(&src, &t, &opts, &quiet())
+}
+
+fn piimg() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_piimg"))
+}
+
+// ---------------------------------------------------------------- success
+
+#[test]
+fn flashes_a_loop_device_only_mapped_ranges_and_verifies() {
+    if !loop_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("node.img");
+    let size = make_image(&image);
+    let backing = dir.path().join("card.bin");
+    make_backing(&backing, 32 * MIB);
+    let lo = Loop::new(&backing);
+
+    let report = flash_to(&image, &lo.dev, FORCE, FlashOptions::default()).unwrap();
+    assert!(report.verified);
+    assert_eq!(report.map, MapOrigin::Scan);
+    let mapped = Bmap::scan_path(&image).unwrap().mapped_bytes();
+    assert_eq!(report.mapped_bytes, mapped);
+    assert_eq!(report.bytes_written, mapped);
+    assert!(report.direct_io, "loop devices take O_DIRECT");
+
+    let card = read_dev(&lo.dev, 32 * MIB);
+    let img = fs::read(&image).unwrap();
+    assert_equal_on_mapped(&image, &img, &card);
+    // Holes were not written: a byte in one still holds the card's old contents,
+    // and so does everything past the image.
+    assert_eq!(card[(10 * MIB) as usize], 0xAA);
+    assert!(card[size as usize..].iter().all(|&b| b == 0xAA));
+}
+
+#[test]
+fn uses_the_bmap_next_to_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("node.img");
+    make_image(&image);
+    let map_path = dir.path().join("node.img.bmap");
+    Bmap::scan_path(&image).unwrap().write(&map_path).unwrap();
+    let out = dir.path().join("card.img");
+    let file_policy = TargetPolicy {
+        force: false,
+        force_file: true,
+    };
+    let report = flash_to(&image, &out, file_policy, FlashOptions::default()).unwrap();
+    assert_eq!(report.map, MapOrigin::Bmap(map_path));
+    assert!(report.verified);
+    assert_eq!(fs::read(&out).unwrap(), fs::read(&image).unwrap());
+}
+
+#[test]
+fn stale_bmap_stops_before_the_partition_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("node.img");
+    make_image(&image);
+    Bmap::scan_path(&image)
+        .unwrap()
+        .write(&dir.path().join("node.img.bmap"))
+        .unwrap();
+    // The image changes after its map was made (same holes, other bytes).
+    File::options()
+        .write(true)
+        .open(&image)
+        .unwrap()
+        .write_at(b"changed", 3 * MIB + 100)
+        .unwrap();
+    let out = dir.path().join("card.img");
+    make_backing(&out, 24 * MIB);
+    let policy = TargetPolicy {
+        force: false,
+        force_file: true,
+    };
+    let err = flash_to(&image, &out, policy, FlashOptions::default()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, FlashError::ImageChanged { offset, .. } if offset == 3 * MIB),
+        "{msg}"
+    );
+    assert!(msg.contains("does not match its .bmap"), "{msg}");
+    assert!(
+        fs::read(&out).unwrap()[..MIB as usize]
+            .iter()
+            .all(|&b| b == 0xAA)
+    );
+}
+
+#[test]
+fn broken_or_foreign_bmap_is_ignored_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("node.img");
+    make_image(&image);
+    let map_path = dir.path().join("node.img.bmap");
+    fs::write(&map_path, "<bmap version=\"2.0\">").unwrap();
+    let (src, warnings) = Source::open(&image).unwrap();
+    assert_eq!(src.origin, MapOrigin::Scan);
+    assert!(warnings[0].contains("node.img.bmap"), "{warnings:?}");
+    assert!(warnings[0].contains("scanning the image"), "{warnings:?}");
+
+    // A valid map of another image size.
+    let other = dir.path().join("other.img");
+    File::create(&other).unwrap().set_len(MIB).unwrap();
+    Bmap::scan_path(&other).unwrap().write(&map_path).unwrap();
+    let (src, warnings) = Source::open(&image).unwrap();
+    assert_eq!(src.origin, MapOrigin::Scan);
+    assert!(
+        warnings[0].contains("is for an image of 1048576 bytes"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn cli_flashes_a_file_with_json_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("node.img");
+    make_image(&image);
+    let out = dir.path().join("card.img");
+    let o = piimg()
+        .args(["--json", "flash", "--force-file"])
+        .arg(&image)
+        .arg(&out)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mapped = Bmap::scan_path(&image).unwrap().mapped_bytes();
+    assert_eq!(v["bytes_written"], mapped);
+    assert_eq!(v["verified"], true);
+    assert!(v["seconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(fs::read(&out).unwrap(), fs::read(&image).unwrap());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+#[test]
+fn cli_node_flashes_out_dir_image_or_says_to_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let outdir = dir.path().join("out");
+    fs::create_dir(&outdir).unwrap();
+    let card = dir.path().join("card.img");
+    let o = piimg()
+        .args([
+            "flash",
+            "--node",
+            "node-a",
+            "--force-file",
+            "--yes",
+            "--out",
+        ])
+        .arg(&outdir)
+        .arg(&card)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("run `piimg build --node node-a` first"),
+        "{err}"
+    );
+    assert!(!card.exists());
+
+    make_image(&outdir.join("node-a.img"));
+    let o = piimg()
+        .args([
+            "-q",
+            "flash",
+            "--node",
+            "node-a",
+            "--force-file",
+            "--yes",
+            "--out",
+        ])
+        .arg(&outdir)
+        .arg(&card)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        fs::read(&card).unwrap(),
+        fs::read(outdir.join("node-a.img")).unwrap()
+    );
+}
+
+// ---------------------------------------------------------------- refusals
+
+#[test]
+fn mounted_device_is_refused() {
+    if !loop_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("node.img");
+    make_image(&image);
+    let backing = dir.path().join("card.bin");
+    File::create(&backing).unwrap().set_len(64 * MIB).unwrap();
+    let lo = Loop::new(&backing);
+    run("mkfs.ext4", &["-q", "-F", lo.dev.to_str().unwrap()]);
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    run("mount", &[lo.dev.to_str().unwrap(), mnt.to_str().unwrap()]);
+    let _m = Mount { dir: mnt.clone() };
+    let before = read_dev(&lo.dev, MIB * 2);
+
+    let err = flash_to(&image, &lo.dev, FORCE, FlashOptions::default()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(&err, FlashError::Refused(Refusal::Mounted { mount_point, .. }) if Path::new(mount_point) == mnt),
+        "{msg}"
+    );
+    assert!(msg.contains("is mounted at"), "{msg}");
+    assert!(msg.contains(&lo.name()), "{msg}");
+
+    // The CLI says the same and writes nothing.
+    let o = piimg()
+        .args(["flash", "--yes", "--force"])
+        .arg(&image)
+        .arg(&lo.dev)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is mounted at"));
+    assert_eq!(read_dev(&lo.dev, MIB * 2), before);
+}
+
+#[test]
+fn too_small_device_is_refused() {
+    if !loop_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("node.img");
+    let size = make_image(&image);
+    let backing = dir.path().join("card.bin");
+    make_backing(&backing, 16 * MIB);
+    let lo = Loop::new(&backing);
+    let err = flash_to(&image, &lo.dev, FORCE, FlashOptions::default()).unwrap_err();
+    assert!(
+        matches!(err, FlashError::Refused(Refusal::TooSmall { size: s, needed, .. }) if s == 16 * MIB && needed == size),
+        "{err}"
+    );
+    assert!(err.to_string().contains("too small"), "{err}");
+    assert!(fs::read(&backing).unwrap().iter().all(|&b| b == 0xAA));
+}
+
+#[test]
+fn non_removable_disk_needs_force() {
+    if !loop_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("node.img");
+    make_image(&image);
+    let backing = dir.path().join("card.bin");
+    make_backing(&backing, 32 * MIB);
+    let lo = Loop::new(&backing);
+    let err = flash_to(
+        &image,
+        &lo.dev,
+        TargetPolicy::default(),
+        FlashOptions::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("not a removable disk"), "{err}");
+    assert!(err.to_string().contains("--force"), "{err}");
+}
+
+/// A view of the host whose mount table or swap list is replaced.
+fn injected(dir: &Path, mountinfo: Option<String>, swaps: Option<String>) -> SystemView {
+    let mut v = SystemView::host();
+    if let Some(m) = mountinfo {
+        let p = dir.join("mountinfo");
+        fs::write(&p, m).unwrap();
+        v.mountinfo = p;
+    }
+    if let Some(s) = swaps {
+        let p = dir.join("swaps");
+        fs::write(&p, s).unwrap();
+        v.swaps = p;
+    }
+    v
+}
+
+#[test]
+fn system_disk_is_refused_via_injected_facts() {
+    if !loop_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("card.bin");
+    make_backing(&backing, 32 * MIB);
+    let lo = Loop::new(&backing);
+    let (maj, min) = lo.devno();
+    let real = fs::read_to_string("/proc/self/mountinfo").unwrap();
+
+    for mp in ["/", "/boot", "/boot/firmware"] {
+        let line = format!("999 1 {maj}:{min} / {mp} rw,relatime - ext4 /dev/root rw\n");
+        let view = injected(dir.path(), Some(format!("{real}{line}")), None);
+        let err = target::inspect(&lo.dev, MIB, &view, FORCE).unwrap_err();
+        assert!(
+            matches!(&err, Refusal::SystemDisk { what, .. } if *what == format!("mounted at {mp}")),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("holds the running system"),
+            "{err}"
+        );
+    }
+
+    // Matched by source name too, when the device number says nothing.
+    let line = format!("999 1 0:999 / / rw - ext4 /dev/{} rw\n", lo.name());
+    let view = injected(dir.path(), Some(line), None);
+    assert!(matches!(
+        target::inspect(&lo.dev, MIB, &view, FORCE),
+        Err(Refusal::SystemDisk { .. })
+    ));
+
+    // Active swap on the device.
+    let swaps = format!(
+        "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n{}  partition\t32764\t0\t-2\n",
+        lo.dev.display()
+    );
+    let view = injected(dir.path(), None, Some(swaps));
+    let err = target::inspect(&lo.dev, MIB, &view, FORCE).unwrap_err();
+    assert!(err.to_string().contains("active swap"), "{err}");
+
+    // The real view accepts the same device.
+    target::inspect(&lo.dev, MIB, &SystemView::host(), FORCE).unwrap();
+}
+
+/// A fake sysfs in which the loop device's number leads to `disk_rel` (relative to
+/// the fake root), for facts a loop device cannot really have.
+fn fake_sysfs(root: &Path, lo: &Loop, disk_rel: &str, files: &[(&str, &str)]) -> SystemView {
+    let (maj, min) = lo.devno();
+    let disk = root.join(disk_rel);
+    fs::create_dir_all(&disk).unwrap();
+    for (name, text) in files {
+        let p = disk.join(name);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
+    fs::create_dir_all(root.join("dev/block")).unwrap();
+    std::os::unix::fs::symlink(&disk, root.join(format!("dev/block/{maj}:{min}"))).unwrap();
+    let mut v = SystemView::host();
+    v.sysfs = root.to_path_buf();
+    v
+}
+
+#[test]
+fn held_partition_and_facts_from_sysfs() {
+    if !loop_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("card.bin");
+    make_backing(&backing, 32 * MIB);
+    let lo = Loop::new(&backing);
+
+    // A partition of the disk is an LVM physical volume.
+    let root = dir.path().join("sys1");
+    let view = fake_sysfs(
+        &root,
+        &lo,
+        "devices/block/sdx",
+        &[
+            ("dev", "8:16"),
+            ("size", "65536"),
+            ("removable", "1"),
+            ("sdx1/partition", "1"),
+            ("sdx1/dev", "8:17"),
+            ("sdx1/holders/dm-0", ""),
+        ],
+    );
+    let err = target::inspect(&lo.dev, MIB, &view, TargetPolicy::default()).unwrap_err();
+    assert!(
+        matches!(&err, Refusal::Held { part, holder, .. } if part == "sdx1" && holder == "dm-0"),
+        "{err}"
+    );
+
+    // A partition given instead of the disk.
+    let root = dir.path().join("sys2");
+    let view = fake_sysfs(&root, &lo, "devices/block/sdx/sdx2", &[("partition", "2")]);
+    let err = target::inspect(&lo.dev, MIB, &view, TargetPolicy::default()).unwrap_err();
+    assert!(
+        err.to_string().contains("give the whole disk /dev/sdx"),
+        "{err}"
+    );
+
+    // A removable SD card reader: accepted without --force, facts shown.
+    let root = dir.path().join("sys3");
+    let view = fake_sysfs(
+        &root,
+        &lo,
+        "devices/block/sdy",
+        &[
+            ("dev", "8:32"),
+            ("size", "62333952"),
+            ("removable", "1"),
+            ("ro", "0"),
+            ("device/vendor", "Generic "),
+            ("device/model", "SD Reader\n"),
+        ],
+    );
+    let t = target::inspect(&lo.dev, MIB, &view, TargetPolicy::default()).unwrap();
+    assert!(t.removable);
+    assert_eq!(t.size, 62333952 * 512);
+    assert_eq!(t.model.as_deref(), Some("Generic SD Reader"));
+    assert_eq!(t.name, "sdy");
+
+    // Write-protected.
+    let root = dir.path().join("sys4");
+    let view = fake_sysfs(
+        &root,
+        &lo,
+        "devices/block/sdz",
+        &[("size", "65536"), ("removable", "1"), ("ro", "1")],
+    );
+    let err = target::inspect(&lo.dev, MIB, &view, TargetPolicy::default()).unwrap_err();
+    assert!(err.to_string().contains("read-only"), "{err}");
+}
+
+#[test]
+fn cli_refuses_without_tty_or_yes_and_non_block_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("node.img");
+    make_image(&image);
+    let card = dir.path().join("card.img");
+    make_backing(&card, MIB);
+
+    let o = piimg()
+        .arg("flash")
+        .arg(&image)
+        .arg(&card)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("not a block device"), "{err}");
+    assert!(err.contains("--force-file"), "{err}");
+
+    let o = piimg()
+        .args(["flash", "--force-file"])
+        .arg(&image)
+        .arg(&card)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("stdin is not a terminal; pass --yes"), "{err}");
+    assert!(fs::read(&card).unwrap().iter().all(|&b| b == 0xAA));
+}
+
+// ---------------------------------------------------------------- faults
+
+#[test]
+fn flipped_byte_is_detected_with_its_offset() {
+    if !loop_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("node.img");
+    make_image(&image);
+    let backing = dir.path().join("card.bin");
+    make_backing(&backing, 32 * MIB);
+    let lo = Loop::new(&backing);
+    let flip = 17 * MIB + 8192 + 12345;
+    let opts = FlashOptions {
+        verify: true,
+        faults: FaultInjection {
+            flip_byte_at: Some(flip),
+            stop_after_bytes: None,
+        },
+    };
+    let err = flash_to(&image, &lo.dev, FORCE, opts).unwrap_err();
+    assert!(
+        matches!(err, FlashError::VerifyMismatch { offset, .. } if offset == flip),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(&format!("at byte {flip}")),
+        "{err}"
+    );
+
+    // In the first MiB too (written last).
+    let opts = FlashOptions {
+        verify: true,
+        faults: FaultInjection {
+            flip_byte_at: Some(100),
+            stop_after_bytes: None,
+        },
+    };
+    let err = flash_to(&image, &lo.dev, FORCE, opts).unwrap_err();
+    assert!(
+        matches!(err, FlashError::VerifyMismatch { offset: 100, .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn cli_env_seam_flips_in_debug_builds() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("node.img");
+    make_image(&image);
+    let card = dir.path().join("card.img");
+    let flip = 3 * MIB + 5;
+    let o = piimg()
+        .args(["flash", "--force-file", "--yes"])
+        .arg(&image)
+        .arg(&card)
+        .env("PIIMG_FLASH_TEST_FLIP_OFFSET", flip.to_string())
+        .output()
+        .unwrap();
+    if cfg!(debug_assertions) {
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!("differs from the image at byte {flip}")),
+            "{err}"
+        );
+    } else {
+        assert!(o.status.success(), "release builds ignore the test seam");
+    }
+}
+
+#[test]
+fn interrupted_write_leaves_the_first_mib_unwritten() {
+    if !loop_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("node.img");
+    make_image(&image);
+    let backing = dir.path().join("card.bin");
+    make_backing(&backing, 32 * MIB);
+    let lo = Loop::new(&backing);
+    let opts = FlashOptions {
+        verify: true,
+        faults: FaultInjection {
+            flip_byte_at: None,
+            stop_after_bytes: Some(2 * MIB),
+        },
+    };
+    let err = flash_to(&image, &lo.dev, FORCE, opts).unwrap_err();
+    assert!(matches!(err, FlashError::Interrupted { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("partition table (first MiB) was not written")
+    );
+    let card = read_dev(&lo.dev, 32 * MIB);
+    assert!(
+        card[..MIB as usize].iter().all(|&b| b == 0xAA),
+        "first MiB touched"
+    );
+    // ...while data after it was written.
+    let img = fs::read(&image).unwrap();
+    let r = (3 * MIB) as usize..(4 * MIB) as usize;
+    assert_eq!(card[r.clone()], img[r]);
+}
+
+// ---------------------------------------------------------------- interop
+
+#[test]
+fn card_equals_bmaptool_copy_and_dd() {
+    if !loop_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("node.img");
+    make_image(&image);
+    let map = dir.path().join("node.img.bmap");
+    Bmap::scan_path(&image).unwrap().write(&map).unwrap();
+    let cards: Vec<PathBuf> = (0..3)
+        .map(|i| {
+            let p = dir.path().join(format!("card{i}.bin"));
+            make_backing(&p, 32 * MIB);
+            p
+        })
+        .collect();
+    let loops: Vec<Loop> = cards.iter().map(|p| Loop::new(p)).collect();
+
+    let o = piimg()
+        .args(["-q", "flash", "--yes", "--force"])
+        .arg(&image)
+        .arg(&loops[0].dev)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    run(
+        "bmaptool",
+        &[
+            "copy",
+            "--bmap",
+            map.to_str().unwrap(),
+            image.to_str().unwrap(),
+            loops[1].dev.to_str().unwrap(),
+        ],
+    );
+    run(
+        "dd",
+        &[
+            &format!("if={}", image.display()),
+            &format!("of={}", loops[2].dev.display()),
+            "bs=4M",
+            "conv=fsync",
+            "status=none",
+        ],
+    );
+    let ours = read_dev(&loops[0].dev, 32 * MIB);
+    let bmaptool = read_dev(&loops[1].dev, 32 * MIB);
+    let dd = read_dev(&loops[2].dev, 32 * MIB);
+    assert_equal_on_mapped(&image, &ours, &bmaptool);
+    assert_equal_on_mapped(&image, &ours, &dd);
+    // bmaptool, like us, leaves holes alone.
+    assert_eq!(ours[(10 * MIB) as usize], 0xAA);
+    assert_eq!(bmaptool[(10 * MIB) as usize], 0xAA);
+}
