@@ -48,20 +48,15 @@ pub fn run_mkimage(args: &[&str]) -> std::process::Output {
 
 fn template(release: &str, args: &[&str]) -> PathBuf {
     static TEMPLATES: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
     let key = format!("{release} {}", args.join(" "));
     let map = TEMPLATES.get_or_init(|| Mutex::new(HashMap::new()));
     let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(p) = map.get(&key) {
         return p.clone();
     }
-    let dir = DIR.get_or_init(|| {
-        tempfile::Builder::new()
-            .prefix("piimg-templates")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .unwrap()
-    });
-    let out = dir.path().join(format!("t{}.img", map.len()));
+    let dir = DIR.get_or_init(template_dir);
+    let out = dir.join(format!("t{}.img", map.len()));
     let mut full = vec!["--release", release, "--out"];
     let out_s = out.to_str().unwrap().to_string();
     full.push(&out_s);
@@ -74,6 +69,25 @@ fn template(release: &str, args: &[&str]) -> PathBuf {
     );
     map.insert(key, out.clone());
     out
+}
+
+/// This process's template directory under `CARGO_TARGET_TMPDIR`. A static is never
+/// dropped, so directories of test processes that have exited are removed here.
+fn template_dir() -> PathBuf {
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    if let Ok(entries) = std::fs::read_dir(base) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("piimg-templates-")
+                && !Path::new("/proc").join(pid).exists()
+            {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let dir = base.join(format!("piimg-templates-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 /// A partition as `sfdisk --json` reports it (independent of piimg's parser).
