@@ -63,7 +63,7 @@ pub struct Partition {
 impl Partition {
     /// One past the last byte.
     pub fn end(&self) -> u64 {
-        self.start + self.size
+        self.start.saturating_add(self.size)
     }
 }
 
