@@ -1,0 +1,630 @@
+//! The FAT32 boot partition, read and edited in place through a window onto the image.
+//!
+//! Every change is staged in memory (see [`super::window`]) and reaches the image only
+//! on [`BootFs::commit`], which unmounts fatfs (updating FSInfo), writes the changed
+//! blocks and fsyncs. A change that cannot fit fails before anything is staged; any
+//! other failure discards everything staged. Either way the partition stays exactly as
+//! it was.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use fatfs::{FileSystem, FsOptions};
+use fscommon::StreamSlice;
+use serde::Serialize;
+
+use super::error::ImageError;
+use super::fat_raw::{Geometry, RawFat, short_name_bytes};
+use super::fat_time::Timestamp;
+use super::table::Partition;
+use super::window::{Overlay, OverlayCursor};
+
+type Fs = FileSystem<StreamSlice<OverlayCursor>>;
+type Dir<'a> = fatfs::Dir<'a, StreamSlice<OverlayCursor>>;
+
+/// One entry of a boot-partition directory listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FatEntry {
+    /// Long file name.
+    pub name: String,
+    /// True for a directory.
+    pub is_dir: bool,
+    /// Size in bytes (0 for directories).
+    pub size: u64,
+}
+
+/// One change of a batch applied with [`BootFs::apply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Create or replace a file (parent directories are created).
+    Write {
+        /// Path inside the partition, `/`-separated.
+        path: String,
+        /// The complete new contents.
+        data: Vec<u8>,
+    },
+    /// Remove a file or an empty directory if it exists.
+    Remove {
+        /// Path inside the partition, `/`-separated.
+        path: String,
+    },
+}
+
+/// The boot partition of an [`super::Image`], opened for reading and (on an image
+/// opened with `open_rw`) staged writing.
+pub struct BootFs {
+    fs: Option<Fs>,
+    overlay: Arc<Mutex<Overlay>>,
+    image: PathBuf,
+    partition: Partition,
+    geometry: Geometry,
+    time: Timestamp,
+    writable: bool,
+    poisoned: bool,
+}
+
+impl std::fmt::Debug for BootFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootFs")
+            .field("image", &self.image)
+            .field("partition", &self.partition.index)
+            .field("time", &self.time)
+            .field("writable", &self.writable)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BootFs {
+    /// Opens the FAT file system of `partition` through `overlay`.
+    pub(crate) fn open(
+        overlay: Arc<Mutex<Overlay>>,
+        image: &Path,
+        partition: &Partition,
+        time: Timestamp,
+        writable: bool,
+    ) -> Result<Self, ImageError> {
+        let not_fat = |reason: String| ImageError::NotFat {
+            path: image.to_path_buf(),
+            index: partition.index,
+            offset: partition.start,
+            reason,
+        };
+        let mut sector = [0u8; 512];
+        {
+            let mut ov = lock(&overlay, image)?;
+            let n = ov
+                .read_at(partition.start, &mut sector)
+                .map_err(|e| ImageError::io(image, "reading the boot sector", e))?;
+            if n < sector.len() {
+                return Err(not_fat("the partition is shorter than one sector".into()));
+            }
+        }
+        let geometry = Geometry::parse(&sector, partition.size).map_err(not_fat)?;
+        let window = StreamSlice::new(
+            OverlayCursor::new(overlay.clone()),
+            partition.start,
+            partition.end(),
+        )
+        .map_err(|e| ImageError::io(image, "opening the boot partition", e))?;
+        let options = FsOptions::new()
+            .update_accessed_date(false)
+            .time_provider(time.provider());
+        let fs = FileSystem::new(window, options).map_err(|e| not_fat(e.to_string()))?;
+        Ok(Self {
+            fs: Some(fs),
+            overlay,
+            image: image.to_path_buf(),
+            partition: partition.clone(),
+            geometry,
+            time,
+            writable,
+            poisoned: false,
+        })
+    }
+
+    /// The partition this file system lives in.
+    pub fn partition(&self) -> &Partition {
+        &self.partition
+    }
+
+    /// The timestamp stamped on everything this handle writes.
+    pub fn timestamp(&self) -> Timestamp {
+        self.time
+    }
+
+    /// Bytes per cluster (2048 on Bookworm's layout, 512 on Trixie's).
+    pub fn cluster_size(&self) -> u64 {
+        self.geometry.cluster_size()
+    }
+
+    fn fs(&self) -> Result<&Fs, ImageError> {
+        match &self.fs {
+            Some(fs) if !self.poisoned => Ok(fs),
+            _ => Err(ImageError::Poisoned {
+                path: self.image.clone(),
+            }),
+        }
+    }
+
+    fn fat_err(&self, op: &'static str, path: &str, source: io::Error) -> ImageError {
+        ImageError::Fat {
+            image: self.image.clone(),
+            op,
+            path: path.to_string(),
+            source,
+        }
+    }
+
+    /// The volume label (`bootfs` on Raspberry Pi OS), from the root directory entry
+    /// if present, else from the boot sector.
+    pub fn label(&self) -> Result<String, ImageError> {
+        let fs = self.fs()?;
+        let from_root = fs
+            .read_volume_label_from_root_dir()
+            .map_err(|e| self.fat_err("read the volume label", "/", e))?;
+        Ok(from_root
+            .unwrap_or_else(|| fs.volume_label())
+            .trim_end()
+            .to_string())
+    }
+
+    /// Free bytes (whole free clusters).
+    pub fn free_bytes(&self) -> Result<u64, ImageError> {
+        let stats = self
+            .fs()?
+            .stats()
+            .map_err(|e| self.fat_err("count free clusters", "/", e))?;
+        Ok(u64::from(stats.free_clusters()) * u64::from(stats.cluster_size()))
+    }
+
+    /// Total bytes of the data area.
+    pub fn total_bytes(&self) -> Result<u64, ImageError> {
+        let stats = self
+            .fs()?
+            .stats()
+            .map_err(|e| self.fat_err("read the file system size", "/", e))?;
+        Ok(u64::from(stats.total_clusters()) * u64::from(stats.cluster_size()))
+    }
+
+    /// The contents of the file at `path`, or `None` if it does not exist.
+    pub fn read(&self, path: &str) -> Result<Option<Vec<u8>>, ImageError> {
+        let parts = split(path)?;
+        let fs = self.fs()?;
+        let Some(entry) =
+            find(&fs.root_dir(), &parts).map_err(|e| self.fat_err("read", path, e))?
+        else {
+            return Ok(None);
+        };
+        if entry.is_dir() {
+            return Err(self.fat_err(
+                "read",
+                path,
+                io::Error::new(io::ErrorKind::IsADirectory, "is a directory"),
+            ));
+        }
+        let mut data = Vec::with_capacity(entry.len() as usize);
+        entry
+            .to_file()
+            .read_to_end(&mut data)
+            .map_err(|e| self.fat_err("read", path, e))?;
+        Ok(Some(data))
+    }
+
+    /// True when a file or directory exists at `path`.
+    pub fn exists(&self, path: &str) -> Result<bool, ImageError> {
+        let parts = split(path)?;
+        let fs = self.fs()?;
+        Ok(find(&fs.root_dir(), &parts)
+            .map_err(|e| self.fat_err("look up", path, e))?
+            .is_some())
+    }
+
+    /// The entries of directory `dir` (`""` or `/` for the root), without `.`/`..`,
+    /// in on-disk order; `None` if it does not exist.
+    pub fn list(&self, dir: &str) -> Result<Option<Vec<FatEntry>>, ImageError> {
+        let parts = split_allow_root(dir)?;
+        let fs = self.fs()?;
+        let root = fs.root_dir();
+        let d = if parts.is_empty() {
+            root
+        } else {
+            match find(&root, &parts).map_err(|e| self.fat_err("list", dir, e))? {
+                Some(e) if e.is_dir() => e.to_dir(),
+                Some(_) => {
+                    return Err(self.fat_err(
+                        "list",
+                        dir,
+                        io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+                    ));
+                }
+                None => return Ok(None),
+            }
+        };
+        let mut out = Vec::new();
+        for e in d.iter() {
+            let e = e.map_err(|err| self.fat_err("list", dir, err))?;
+            let name = e.file_name();
+            if name == "." || name == ".." {
+                continue;
+            }
+            out.push(FatEntry {
+                is_dir: e.is_dir(),
+                size: if e.is_dir() { 0 } else { e.len() },
+                name,
+            });
+        }
+        Ok(Some(out))
+    }
+
+    /// Every file under `dir`, recursively, as (path, size), paths `/`-separated and
+    /// sorted. Names are taken as stored, so a damaged directory still lists.
+    pub fn walk(&self, dir: &str) -> Result<Vec<(String, u64)>, ImageError> {
+        let parts = split_allow_root(dir)?;
+        let fs = self.fs()?;
+        let root = fs.root_dir();
+        let start = if parts.is_empty() {
+            root
+        } else {
+            match find(&root, &parts).map_err(|e| self.fat_err("list", dir, e))? {
+                Some(e) if e.is_dir() => e.to_dir(),
+                _ => return Ok(Vec::new()),
+            }
+        };
+        let mut out = Vec::new();
+        let mut stack = vec![(parts.join("/"), start, 0usize)];
+        while let Some((prefix, d, depth)) = stack.pop() {
+            for e in d.iter() {
+                let e = e.map_err(|err| self.fat_err("list", &prefix, err))?;
+                let name = e.file_name();
+                if name == "." || name == ".." {
+                    continue;
+                }
+                let path = if prefix.is_empty() {
+                    name
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                if e.is_dir() {
+                    // A damaged directory can loop; FAT paths are never this deep.
+                    if depth < 32 {
+                        stack.push((path, e.to_dir(), depth + 1));
+                    }
+                } else {
+                    out.push((path, e.len()));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Creates or replaces the file at `path` with `data`, creating parent directories.
+    /// Fails with [`ImageError::FatFull`] before changing anything if it cannot fit.
+    pub fn write(&mut self, path: &str, data: &[u8]) -> Result<(), ImageError> {
+        self.apply(&[Change::Write {
+            path: path.to_string(),
+            data: data.to_vec(),
+        }])
+    }
+
+    /// Removes the file (or empty directory) at `path`; `false` if there was none.
+    pub fn remove(&mut self, path: &str) -> Result<bool, ImageError> {
+        let existed = self.exists(path)?;
+        self.apply(&[Change::Remove {
+            path: path.to_string(),
+        }])?;
+        Ok(existed)
+    }
+
+    /// Applies `changes` in order as one batch: if the batch cannot fit, nothing is
+    /// staged and [`ImageError::FatFull`] is returned; if a change fails midway, all
+    /// staged changes are discarded and this handle refuses further use.
+    pub fn apply(&mut self, changes: &[Change]) -> Result<(), ImageError> {
+        if !self.writable {
+            return Err(ImageError::ReadOnly {
+                path: self.image.clone(),
+            });
+        }
+        let mut parsed = Vec::with_capacity(changes.len());
+        for c in changes {
+            match c {
+                Change::Write { path, data } => parsed.push((split(path)?, Some(&data[..]))),
+                Change::Remove { path } => parsed.push((split(path)?, None)),
+            }
+        }
+        self.check_space(&parsed)?;
+        for (parts, data) in &parsed {
+            let result = match data {
+                Some(data) => self.write_one(parts, data),
+                None => self.remove_one(parts),
+            };
+            if let Err(e) = result {
+                self.poison();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes the batch needs beyond what it frees, in whole clusters, checked against
+    /// the free space. Conservative: each new entry may grow its directory a cluster.
+    fn check_space(&self, changes: &[(Vec<String>, Option<&[u8]>)]) -> Result<(), ImageError> {
+        let cs = self.cluster_size();
+        let fs = self.fs()?;
+        let root = fs.root_dir();
+        let mut need: u64 = 0;
+        let mut freed: u64 = 0;
+        let mut new_dirs: Vec<Vec<String>> = Vec::new();
+        let mut first_path = String::new();
+        for (parts, data) in changes {
+            let path = parts.join("/");
+            let existing = find(&root, parts).map_err(|e| self.fat_err("look up", &path, e))?;
+            let old = existing
+                .as_ref()
+                .filter(|e| e.is_file())
+                .map(|e| e.len().div_ceil(cs) * cs)
+                .unwrap_or(0);
+            match data {
+                Some(data) => {
+                    if first_path.is_empty() {
+                        first_path = path.clone();
+                    }
+                    need += (data.len() as u64).div_ceil(cs) * cs;
+                    freed += old;
+                    if existing.is_none() {
+                        // a new entry (and its long-name entries) may need a new cluster
+                        need += cs;
+                    }
+                    for i in 1..parts.len() {
+                        let dir = parts[..i].to_vec();
+                        let exists = find(&root, &dir)
+                            .map_err(|e| self.fat_err("look up", &path, e))?
+                            .is_some();
+                        if !exists && !new_dirs.contains(&dir) {
+                            new_dirs.push(dir);
+                            need += 2 * cs;
+                        }
+                    }
+                }
+                None => freed += old,
+            }
+        }
+        let free = self.free_bytes()?;
+        if need > free + freed {
+            return Err(ImageError::FatFull {
+                image: self.image.clone(),
+                path: first_path,
+                needed: need.saturating_sub(freed),
+                free,
+            });
+        }
+        Ok(())
+    }
+
+    fn write_one(&self, parts: &[String], data: &[u8]) -> Result<(), ImageError> {
+        let path = parts.join("/");
+        let (name, parents) = parts
+            .split_last()
+            .ok_or_else(|| bad_path(&path, "is empty"))?;
+        for i in 0..parents.len() {
+            self.ensure_dir(&parents[..=i])?;
+        }
+        let fs = self.fs()?;
+        let mut dir = fs.root_dir();
+        for p in parents {
+            dir = dir
+                .open_dir(p)
+                .map_err(|e| self.fat_err("open directory", &path, e))?;
+        }
+        if let Some(e) =
+            find(&dir, std::slice::from_ref(name)).map_err(|e| self.fat_err("write", &path, e))?
+            && e.is_dir()
+        {
+            return Err(self.fat_err(
+                "write",
+                &path,
+                io::Error::new(io::ErrorKind::IsADirectory, "a directory is in the way"),
+            ));
+        }
+        let mut file = dir
+            .create_file(name)
+            .map_err(|e| self.fat_err("create", &path, e))?;
+        file.truncate()
+            .map_err(|e| self.fat_err("truncate", &path, e))?;
+        file.write_all(data)
+            .map_err(|e| self.fat_err("write", &path, e))?;
+        file.flush().map_err(|e| self.fat_err("write", &path, e))?;
+        Ok(())
+    }
+
+    /// Creates directory `parts` if missing, with `.`/`..` as fsck.vfat expects.
+    fn ensure_dir(&self, parts: &[String]) -> Result<(), ImageError> {
+        let path = parts.join("/");
+        let fs = self.fs()?;
+        let root = fs.root_dir();
+        match find(&root, parts).map_err(|e| self.fat_err("look up", &path, e))? {
+            Some(e) if e.is_dir() => return Ok(()),
+            Some(_) => {
+                return Err(self.fat_err(
+                    "create directory",
+                    &path,
+                    io::Error::new(io::ErrorKind::AlreadyExists, "a file is in the way"),
+                ));
+            }
+            None => {}
+        }
+        if !self.geometry.is_fat32() {
+            return Err(self.fat_err(
+                "create directory",
+                &path,
+                io::Error::other("creating directories is supported on FAT32 only"),
+            ));
+        }
+        root.create_dir(&path)
+            .map_err(|e| self.fat_err("create directory", &path, e))?;
+        // Find each component's short name, then repair the new directory's cluster.
+        let mut shorts = Vec::with_capacity(parts.len());
+        for i in 0..parts.len() {
+            let entry = find(&root, &parts[..=i])
+                .map_err(|e| self.fat_err("create directory", &path, e))?
+                .ok_or_else(|| {
+                    self.fat_err(
+                        "create directory",
+                        &path,
+                        io::Error::other("directory vanished after creation"),
+                    )
+                })?;
+            shorts.push(short_name_bytes(entry.short_file_name_as_bytes()));
+        }
+        RawFat::new(&self.overlay, self.partition.start, self.geometry)
+            .fix_new_dir(&shorts, self.time)
+            .map_err(|e| self.fat_err("create directory", &path, e))
+    }
+
+    fn remove_one(&self, parts: &[String]) -> Result<(), ImageError> {
+        let path = parts.join("/");
+        let fs = self.fs()?;
+        let root = fs.root_dir();
+        if find(&root, parts)
+            .map_err(|e| self.fat_err("remove", &path, e))?
+            .is_none()
+        {
+            return Ok(());
+        }
+        root.remove(&path)
+            .map_err(|e| self.fat_err("remove", &path, e))
+    }
+
+    fn poison(&mut self) {
+        self.poisoned = true;
+        if let Ok(mut ov) = self.overlay.lock() {
+            ov.discard();
+        }
+    }
+
+    /// True when changes are staged but not yet committed.
+    pub fn has_changes(&self) -> bool {
+        self.overlay.lock().map(|o| o.is_dirty()).unwrap_or(false)
+    }
+
+    /// Unmounts the file system (fatfs updates FSInfo and clears its dirty flag), writes
+    /// every staged block to the image and fsyncs it. On a read-only image this only
+    /// checks that nothing was staged.
+    pub fn commit(mut self) -> Result<(), ImageError> {
+        if self.poisoned {
+            return Err(ImageError::Poisoned {
+                path: self.image.clone(),
+            });
+        }
+        if let Some(fs) = self.fs.take() {
+            fs.unmount()
+                .map_err(|e| ImageError::io(&self.image, "unmounting the boot partition", e))?;
+        }
+        let mut ov = lock(&self.overlay, &self.image)?;
+        if !ov.is_dirty() {
+            return Ok(());
+        }
+        if !self.writable {
+            ov.discard();
+            return Err(ImageError::ReadOnly {
+                path: self.image.clone(),
+            });
+        }
+        ov.flush()
+            .map_err(|e| ImageError::io(&self.image, "writing the boot partition", e))
+    }
+}
+
+impl Drop for BootFs {
+    fn drop(&mut self) {
+        // Without a commit nothing staged may reach the image: drop fatfs's handle
+        // (its own Drop may stage an FSInfo update) and forget the staged blocks.
+        drop(self.fs.take());
+        if let Ok(mut ov) = self.overlay.lock() {
+            ov.discard();
+        }
+    }
+}
+
+fn lock<'a>(
+    overlay: &'a Arc<Mutex<Overlay>>,
+    image: &Path,
+) -> Result<MutexGuard<'a, Overlay>, ImageError> {
+    overlay.lock().map_err(|_| {
+        ImageError::io(
+            image,
+            "locking the image cache",
+            io::Error::other("poisoned"),
+        )
+    })
+}
+
+fn bad_path(path: &str, reason: &'static str) -> ImageError {
+    ImageError::BadPath {
+        path: path.to_string(),
+        reason,
+    }
+}
+
+/// Splits a boot-partition path into components, refusing empty, `.`/`..` and names
+/// FAT cannot hold.
+fn split(path: &str) -> Result<Vec<String>, ImageError> {
+    let parts = split_allow_root(path)?;
+    if parts.is_empty() {
+        return Err(bad_path(path, "names the root directory, not a file"));
+    }
+    Ok(parts)
+}
+
+fn split_allow_root(path: &str) -> Result<Vec<String>, ImageError> {
+    let mut out = Vec::new();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        if part == "." || part == ".." {
+            return Err(bad_path(path, "must not contain '.' or '..' components"));
+        }
+        if part.len() > 255 {
+            return Err(bad_path(path, "has a component longer than 255 bytes"));
+        }
+        if part
+            .chars()
+            .any(|c| c.is_control() || "\\:*?\"<>|".contains(c))
+        {
+            return Err(bad_path(
+                path,
+                "contains a character FAT cannot store (\\ : * ? \" < > | or a control character)",
+            ));
+        }
+        out.push(part.to_string());
+    }
+    Ok(out)
+}
+
+/// The entry at `parts` below `dir` (case-insensitive, as FAT is), if any.
+fn find<'a>(
+    dir: &Dir<'a>,
+    parts: &[String],
+) -> io::Result<Option<fatfs::DirEntry<'a, StreamSlice<OverlayCursor>>>> {
+    let mut current = dir.clone();
+    for (i, part) in parts.iter().enumerate() {
+        let mut found = None;
+        for e in current.iter() {
+            let e = e?;
+            if e.file_name().eq_ignore_ascii_case(part) {
+                found = Some(e);
+                break;
+            }
+        }
+        let Some(e) = found else {
+            return Ok(None);
+        };
+        if i + 1 == parts.len() {
+            return Ok(Some(e));
+        }
+        if !e.is_dir() {
+            return Ok(None);
+        }
+        current = e.to_dir();
+    }
+    Ok(None)
+}

@@ -1,0 +1,345 @@
+//! The little of FAT32's on-disk format piimg handles itself: checking a boot sector
+//! before handing it to fatfs (garbage must give an error, not a panic), and repairing
+//! the first cluster of a directory fatfs 0.3.6 just created.
+//!
+//! fatfs 0.3.6 `create_dir` writes long-name entries before `.` and `..` and points
+//! `..` at the root's cluster number instead of 0; `fsck.vfat` flags both and
+//! Raspberry Pi OS fscks the boot partition at boot. [`fix_new_dir`] rewrites the new
+//! directory's cluster so it starts with correct `.` and `..` entries, as mkfs/mtools
+//! and the Linux driver write them.
+
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use super::fat_time::Timestamp;
+use super::window::Overlay;
+
+/// Size of one directory entry.
+const ENTRY: usize = 32;
+const ATTR_DIRECTORY: u8 = 0x10;
+const ATTR_VOLUME: u8 = 0x08;
+const ATTR_LFN: u8 = 0x0f;
+
+/// The layout numbers of a FAT file system, from its boot sector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// Bytes per sector.
+    pub bytes_per_sector: u64,
+    /// Sectors per cluster.
+    pub sectors_per_cluster: u64,
+    /// Reserved sectors before the first FAT.
+    pub reserved_sectors: u64,
+    /// Number of FATs.
+    pub fats: u64,
+    /// Sectors per FAT.
+    pub fat_sectors: u64,
+    /// Sectors in the volume.
+    pub total_sectors: u64,
+    /// Root directory entries (0 on FAT32).
+    pub root_entries: u64,
+    /// First cluster of the root directory (FAT32).
+    pub root_cluster: u32,
+}
+
+impl Geometry {
+    /// Parses and sanity-checks a boot sector of a partition `partition_size` bytes long.
+    pub fn parse(bs: &[u8], partition_size: u64) -> Result<Self, String> {
+        if bs.len() < 512 {
+            return Err("the partition is smaller than one sector".into());
+        }
+        let u16_at = |o: usize| u64::from(u16::from_le_bytes([bs[o], bs[o + 1]]));
+        let u32_at = |o: usize| u32::from_le_bytes([bs[o], bs[o + 1], bs[o + 2], bs[o + 3]]);
+        if bs[510] != 0x55 || bs[511] != 0xaa {
+            return Err("no boot sector signature 0x55AA at bytes 510..512".into());
+        }
+        let bytes_per_sector = u16_at(11);
+        if ![512, 1024, 2048, 4096].contains(&bytes_per_sector) {
+            return Err(format!("bytes per sector is {bytes_per_sector}"));
+        }
+        let sectors_per_cluster = u64::from(bs[13]);
+        if !sectors_per_cluster.is_power_of_two() {
+            return Err(format!("sectors per cluster is {sectors_per_cluster}"));
+        }
+        let reserved_sectors = u16_at(14);
+        let fats = u64::from(bs[16]);
+        if reserved_sectors == 0 || fats == 0 || fats > 4 {
+            return Err(format!(
+                "{reserved_sectors} reserved sectors and {fats} FATs"
+            ));
+        }
+        let root_entries = u16_at(17);
+        let total_sectors = match u16_at(19) {
+            0 => u64::from(u32_at(32)),
+            n => n,
+        };
+        let fat_sectors = match u16_at(22) {
+            0 => u64::from(u32_at(36)),
+            n => n,
+        };
+        if total_sectors == 0 || fat_sectors == 0 {
+            return Err("the sector or FAT size is 0".into());
+        }
+        if total_sectors * bytes_per_sector > partition_size {
+            return Err(format!(
+                "the file system says it is {} bytes but the partition is {partition_size}",
+                total_sectors * bytes_per_sector
+            ));
+        }
+        let geo = Self {
+            bytes_per_sector,
+            sectors_per_cluster,
+            reserved_sectors,
+            fats,
+            fat_sectors,
+            total_sectors,
+            root_entries,
+            root_cluster: u32_at(44),
+        };
+        if geo.first_data_sector() >= total_sectors {
+            return Err("the FATs fill the whole volume".into());
+        }
+        Ok(geo)
+    }
+
+    /// Bytes per cluster.
+    pub fn cluster_size(&self) -> u64 {
+        self.bytes_per_sector * self.sectors_per_cluster
+    }
+
+    fn root_dir_sectors(&self) -> u64 {
+        (self.root_entries * ENTRY as u64).div_ceil(self.bytes_per_sector)
+    }
+
+    fn first_data_sector(&self) -> u64 {
+        self.reserved_sectors + self.fats * self.fat_sectors + self.root_dir_sectors()
+    }
+
+    /// Number of data clusters.
+    pub fn clusters(&self) -> u64 {
+        (self.total_sectors - self.first_data_sector()) / self.sectors_per_cluster
+    }
+
+    /// True for FAT32 (by cluster count, as the specification defines it).
+    pub fn is_fat32(&self) -> bool {
+        self.clusters() >= 65_525
+    }
+
+    /// Byte offset (from the partition start) of `cluster`.
+    fn cluster_offset(&self, cluster: u32) -> u64 {
+        (self.first_data_sector() + (u64::from(cluster) - 2) * self.sectors_per_cluster)
+            * self.bytes_per_sector
+    }
+}
+
+/// Raw access to one FAT32 partition through the overlay.
+pub struct RawFat<'a> {
+    overlay: &'a Arc<Mutex<Overlay>>,
+    start: u64,
+    geo: Geometry,
+}
+
+impl<'a> RawFat<'a> {
+    /// Raw access to the partition at byte `start` with layout `geo`.
+    pub fn new(overlay: &'a Arc<Mutex<Overlay>>, start: u64, geo: Geometry) -> Self {
+        Self {
+            overlay,
+            start,
+            geo,
+        }
+    }
+
+    fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let mut ov = self
+            .overlay
+            .lock()
+            .map_err(|_| io::Error::other("image cache lock poisoned"))?;
+        let n = ov.read_at(self.start + offset, buf)?;
+        if n != buf.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "FAT structure runs past the end of the image",
+            ));
+        }
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        let mut ov = self
+            .overlay
+            .lock()
+            .map_err(|_| io::Error::other("image cache lock poisoned"))?;
+        ov.write_at(self.start + offset, buf).map(|_| ())
+    }
+
+    fn check_cluster(&self, cluster: u32) -> io::Result<()> {
+        if cluster < 2 || u64::from(cluster) >= self.geo.clusters() + 2 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("cluster number {cluster} is out of range"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The clusters of the chain starting at `first`.
+    fn chain(&self, first: u32) -> io::Result<Vec<u32>> {
+        let mut out = Vec::new();
+        let mut c = first;
+        loop {
+            self.check_cluster(c)?;
+            out.push(c);
+            if out.len() as u64 > self.geo.clusters() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "cluster chain loops",
+                ));
+            }
+            let mut e = [0u8; 4];
+            self.read(
+                self.geo.reserved_sectors * self.geo.bytes_per_sector + u64::from(c) * 4,
+                &mut e,
+            )?;
+            let next = u32::from_le_bytes(e) & 0x0fff_ffff;
+            if next >= 0x0fff_fff8 {
+                return Ok(out);
+            }
+            c = next;
+        }
+    }
+
+    /// First cluster of the entry named `short` (11-byte 8.3 form) in the directory
+    /// starting at `dir_cluster`.
+    fn lookup(&self, dir_cluster: u32, short: &[u8; 11]) -> io::Result<Option<u32>> {
+        let cs = self.geo.cluster_size() as usize;
+        let mut buf = vec![0u8; cs];
+        for c in self.chain(dir_cluster)? {
+            self.read(self.geo.cluster_offset(c), &mut buf)?;
+            for e in buf.chunks_exact(ENTRY) {
+                match e[0] {
+                    0x00 => return Ok(None),
+                    0xe5 => continue,
+                    _ => {}
+                }
+                let attr = e[11];
+                if attr == ATTR_LFN || attr & ATTR_VOLUME != 0 {
+                    continue;
+                }
+                if &e[..11] == short {
+                    let hi = u32::from(u16::from_le_bytes([e[20], e[21]]));
+                    let lo = u32::from(u16::from_le_bytes([e[26], e[27]]));
+                    return Ok(Some(hi << 16 | lo));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// First cluster of the directory at `path` (8.3 names from the root); the root
+    /// itself for an empty path.
+    pub fn dir_cluster(&self, path: &[[u8; 11]]) -> io::Result<u32> {
+        let mut c = self.geo.root_cluster;
+        for (i, name) in path.iter().enumerate() {
+            c = self.lookup(c, name)?.ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("directory component {} not found", i + 1),
+                )
+            })?;
+        }
+        Ok(c)
+    }
+
+    /// Rewrites the just-created, empty directory at `path` (8.3 names from the root) so
+    /// its first cluster holds exactly `.` and `..` (cluster 0 when the parent is the
+    /// root) stamped with `time`, and every other entry slot is free.
+    pub fn fix_new_dir(&self, path: &[[u8; 11]], time: Timestamp) -> io::Result<()> {
+        let Some((_, parent_path)) = path.split_last() else {
+            return Err(io::Error::other("cannot rewrite the root directory"));
+        };
+        let parent = self.dir_cluster(parent_path)?;
+        let own = self.dir_cluster(path)?;
+        let dotdot = if parent_path.is_empty() { 0 } else { parent };
+        let cs = self.geo.cluster_size() as usize;
+        let chain = self.chain(own)?;
+        let mut first = vec![0u8; cs];
+        first[..ENTRY].copy_from_slice(&dot_entry(b".          ", own, time));
+        first[ENTRY..2 * ENTRY].copy_from_slice(&dot_entry(b"..         ", dotdot, time));
+        self.write(self.geo.cluster_offset(own), &first)?;
+        let zero = vec![0u8; cs];
+        for &c in &chain[1..] {
+            self.write(self.geo.cluster_offset(c), &zero)?;
+        }
+        Ok(())
+    }
+}
+
+/// A `.`/`..` directory entry pointing at `cluster`.
+fn dot_entry(name: &[u8; 11], cluster: u32, time: Timestamp) -> [u8; ENTRY] {
+    let (t, d) = time.dos_words();
+    let mut e = [0u8; ENTRY];
+    e[..11].copy_from_slice(name);
+    e[11] = ATTR_DIRECTORY;
+    e[14..16].copy_from_slice(&t.to_le_bytes());
+    e[16..18].copy_from_slice(&d.to_le_bytes());
+    e[18..20].copy_from_slice(&d.to_le_bytes());
+    e[20..22].copy_from_slice(&((cluster >> 16) as u16).to_le_bytes());
+    e[22..24].copy_from_slice(&t.to_le_bytes());
+    e[24..26].copy_from_slice(&d.to_le_bytes());
+    e[26..28].copy_from_slice(&(cluster as u16).to_le_bytes());
+    e
+}
+
+/// The 11-byte on-disk form of a short name as fatfs displays it (`NAME.EXT`).
+pub fn short_name_bytes(display: &[u8]) -> [u8; 11] {
+    let mut out = [b' '; 11];
+    let (name, ext) = match display.iter().position(|&b| b == b'.') {
+        Some(dot) if dot > 0 => (&display[..dot], &display[dot + 1..]),
+        _ => (display, &[][..]),
+    };
+    for (o, &b) in out[..8].iter_mut().zip(name) {
+        *o = b;
+    }
+    for (o, &b) in out[8..].iter_mut().zip(ext) {
+        *o = b;
+    }
+    if out[0] == 0xe5 {
+        out[0] = 0x05;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_names_round_trip() {
+        assert_eq!(&short_name_bytes(b"PIIMG"), b"PIIMG      ");
+        assert_eq!(&short_name_bytes(b"AIRGAP~1.D"), b"AIRGAP~1D  ");
+        assert_eq!(&short_name_bytes(b"CONFIG.TXT"), b"CONFIG  TXT");
+    }
+
+    #[test]
+    fn garbage_boot_sectors_are_refused() {
+        let mut bs = vec![0u8; 512];
+        assert!(
+            Geometry::parse(&bs, 1 << 20)
+                .unwrap_err()
+                .contains("0x55AA")
+        );
+        bs[510] = 0x55;
+        bs[511] = 0xaa;
+        assert!(
+            Geometry::parse(&bs, 1 << 20)
+                .unwrap_err()
+                .contains("bytes per sector")
+        );
+        bs[11..13].copy_from_slice(&512u16.to_le_bytes());
+        bs[13] = 3;
+        assert!(
+            Geometry::parse(&bs, 1 << 20)
+                .unwrap_err()
+                .contains("sectors per cluster")
+        );
+    }
+}

@@ -1,0 +1,280 @@
+//! What operating system a root file system holds: Debian release, architecture,
+//! which first-boot mechanism a card can use, networking stack, and users.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::elf::{self, Arch, ElfMachine};
+use super::error::ImageError;
+use super::rootfs::RootFs;
+
+/// Binaries every Debian root has, checked in order for their ELF architecture.
+const ELF_PROBES: &[&str] = &[
+    "/usr/bin/env",
+    "/bin/sh",
+    "/usr/bin/dpkg",
+    "/usr/bin/ls",
+    "/sbin/init",
+];
+
+/// How a card can run code on the node's first boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FirstBoot {
+    /// Bookworm style: `systemd.run=` on cmdline.txt runs a script from the boot
+    /// partition in `kernel-command-line.target`.
+    SystemdRun,
+    /// Trixie style: cloud-init's NoCloud datasource reads `user-data`, `meta-data`
+    /// and `network-config` from the boot partition.
+    CloudInit,
+}
+
+/// One line of `/etc/passwd`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    /// Login name.
+    pub name: String,
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Home directory.
+    pub home: String,
+    /// Login shell.
+    pub shell: String,
+}
+
+/// The OS found on an image's root partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Release {
+    /// `VERSION_CODENAME` from os-release (`bookworm`, `trixie`).
+    pub codename: String,
+    /// `VERSION_ID` (`12`, `13`), empty if absent.
+    pub version_id: String,
+    /// `PRETTY_NAME`, empty if absent.
+    pub pretty_name: String,
+    /// `ID` (`debian`, `raspbian`), empty if absent.
+    pub id: String,
+    /// CPU architecture of the root's binaries.
+    pub arch: Arch,
+    /// Which file told us the architecture.
+    pub arch_evidence: String,
+    /// The first-boot mechanism a card should use.
+    pub first_boot: FirstBoot,
+    /// True when NetworkManager is installed (`/usr/sbin/NetworkManager`).
+    pub network_manager: bool,
+    /// Accounts from `/etc/passwd`, in file order.
+    pub users: Vec<User>,
+}
+
+impl Release {
+    /// The first account with uid 1000 (Raspberry Pi OS's default user, `pi`, which
+    /// first boot renames), if any.
+    pub fn default_user(&self) -> Option<&User> {
+        self.users.iter().find(|u| u.uid == 1000)
+    }
+}
+
+/// Refuses a root that is not arm64.
+pub fn require_supported_arch(image: &Path, release: &Release) -> Result<(), ImageError> {
+    if release.arch == Arch::Arm64 {
+        Ok(())
+    } else {
+        Err(ImageError::UnsupportedArch {
+            image: image.to_path_buf(),
+            arch: release.arch.to_string(),
+            evidence: release.arch_evidence.clone(),
+        })
+    }
+}
+
+/// Reads the release facts from `root`.
+pub fn detect(root: &RootFs) -> Result<Release, ImageError> {
+    let image = root.image_path();
+    let fail = |reason: String| ImageError::Release {
+        image: image.to_path_buf(),
+        reason,
+    };
+    let os_release = match root.read_text("/etc/os-release")? {
+        Some(t) => t,
+        None => root.read_text("/usr/lib/os-release")?.ok_or_else(|| {
+            fail(
+                "neither /etc/os-release nor /usr/lib/os-release exists; is this a Debian root?"
+                    .into(),
+            )
+        })?,
+    };
+    let fields = parse_os_release(&os_release);
+    let get = |k: &str| {
+        fields
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let mut codename = get("VERSION_CODENAME");
+    if codename.is_empty() {
+        // Older files only say VERSION="12 (bookworm)".
+        let version = get("VERSION");
+        if let (Some(a), Some(b)) = (version.find('('), version.find(')')) {
+            codename = version[a + 1..b].trim().to_string();
+        }
+    }
+    if codename.is_empty() {
+        return Err(fail(
+            "/etc/os-release has no VERSION_CODENAME (expected bookworm or trixie)".into(),
+        ));
+    }
+    let (arch, arch_evidence) = detect_arch(root)?;
+    let first_boot = if root.exists("/usr/bin/cloud-init")? {
+        FirstBoot::CloudInit
+    } else {
+        FirstBoot::SystemdRun
+    };
+    let network_manager = root.exists("/usr/sbin/NetworkManager")?;
+    let users = root
+        .read_text("/etc/passwd")?
+        .map(|t| parse_passwd(&t))
+        .unwrap_or_default();
+    Ok(Release {
+        codename,
+        version_id: get("VERSION_ID"),
+        pretty_name: get("PRETTY_NAME"),
+        id: get("ID"),
+        arch,
+        arch_evidence,
+        first_boot,
+        network_manager,
+        users,
+    })
+}
+
+/// The architecture from the ELF header of a core binary, else from dpkg's records.
+fn detect_arch(root: &RootFs) -> Result<(Arch, String), ImageError> {
+    let image = root.image_path();
+    for probe in ELF_PROBES {
+        let Some(head) = root.read_head(probe, 64)? else {
+            continue;
+        };
+        match elf::machine(&head) {
+            Some(ElfMachine::Known(arch)) => {
+                return Ok((arch, format!("ELF header of {probe}")));
+            }
+            Some(ElfMachine::Unknown(m)) => {
+                return Err(ImageError::UnsupportedArch {
+                    image: image.to_path_buf(),
+                    arch: format!("an unknown architecture (ELF e_machine {m})"),
+                    evidence: format!("ELF header of {probe}"),
+                });
+            }
+            None => continue,
+        }
+    }
+    if let Some(text) = root.read_text("/var/lib/dpkg/status")?
+        && let Some(arch) = dpkg_arch(&text)
+    {
+        return match Arch::from_debian(&arch) {
+            Some(a) => Ok((a, "dpkg's record of the dpkg package".into())),
+            None => Err(ImageError::UnsupportedArch {
+                image: image.to_path_buf(),
+                arch,
+                evidence: "dpkg's record of the dpkg package".into(),
+            }),
+        };
+    }
+    Err(ImageError::Release {
+        image: image.to_path_buf(),
+        reason: format!(
+            "cannot tell the architecture: no ELF binary at {} and no dpkg status",
+            ELF_PROBES.join(", ")
+        ),
+    })
+}
+
+/// The `Architecture:` of the `dpkg` package in a dpkg status file.
+fn dpkg_arch(status: &str) -> Option<String> {
+    status.split("\n\n").find_map(|stanza| {
+        let mut is_dpkg = false;
+        let mut arch = None;
+        for line in stanza.lines() {
+            if line == "Package: dpkg" {
+                is_dpkg = true;
+            } else if let Some(a) = line.strip_prefix("Architecture:") {
+                arch = Some(a.trim().to_string());
+            }
+        }
+        if is_dpkg { arch } else { None }
+    })
+}
+
+/// `KEY=value` pairs of an os-release file, quotes removed.
+pub fn parse_os_release(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            if line.starts_with('#') {
+                return None;
+            }
+            let (k, v) = line.split_once('=')?;
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                .unwrap_or(v);
+            Some((k.trim().to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// Accounts of an `/etc/passwd` file; malformed lines are skipped.
+pub fn parse_passwd(text: &str) -> Vec<User> {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            if f.len() < 7 {
+                return None;
+            }
+            Some(User {
+                name: f[0].to_string(),
+                uid: f[2].parse().ok()?,
+                gid: f[3].parse().ok()?,
+                home: f[5].to_string(),
+                shell: f[6].to_string(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_release_fields() {
+        let f = parse_os_release(
+            "PRETTY_NAME=\"Debian GNU/Linux 13 (trixie)\"\n# c\nVERSION_CODENAME=trixie\nID=debian\n",
+        );
+        assert!(f.contains(&("VERSION_CODENAME".into(), "trixie".into())));
+        assert!(f.contains(&("PRETTY_NAME".into(), "Debian GNU/Linux 13 (trixie)".into())));
+    }
+
+    #[test]
+    fn passwd_lines() {
+        let users = parse_passwd(
+            "root:x:0:0:root:/root:/bin/bash\nbad line\npi:x:1000:1000:,,,:/home/pi:/bin/bash\n",
+        );
+        assert_eq!(users.len(), 2);
+        assert_eq!(users[1].name, "pi");
+        assert_eq!(users[1].uid, 1000);
+        assert_eq!(users[1].home, "/home/pi");
+    }
+
+    #[test]
+    fn dpkg_status_architecture() {
+        let status = "Package: base-files\nArchitecture: arm64\n\nPackage: dpkg\nStatus: install ok installed\nArchitecture: armhf\n";
+        assert_eq!(dpkg_arch(status).as_deref(), Some("armhf"));
+        assert_eq!(dpkg_arch("Package: foo\nArchitecture: all\n"), None);
+    }
+}

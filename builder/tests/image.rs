@@ -1,0 +1,739 @@
+//! The image engine against Raspberry Pi OS-shaped images from scripts/mkimage, checked
+//! with independent tools (sfdisk, fsck.vfat, e2fsck, mtools, debugfs).
+
+mod support;
+
+use std::path::Path;
+
+use piimg::image::{Arch, Change, FirstBoot, Image, ImageError, PartitionKind, Scheme, Timestamp};
+use support::*;
+
+const RELEASES: [&str; 2] = ["bookworm", "trixie"];
+const T0: i64 = 1_700_000_000; // 2023-11-14 22:13:20 UTC
+
+fn err_text(e: ImageError) -> String {
+    e.to_string()
+}
+
+#[test]
+fn mbr_table_matches_sfdisk_for_both_releases() {
+    for release in RELEASES {
+        let img = image(release, &[]);
+        let image = Image::open(&img.path).unwrap();
+        let (label_id, parts) = sfdisk(&img.path);
+        let Scheme::Mbr { disk_id } = image.table().scheme else {
+            panic!("expected MBR");
+        };
+        assert_eq!(format!("0x{disk_id:08x}"), label_id);
+        assert_eq!(image.table().partitions.len(), parts.len());
+        for (i, (ours, theirs)) in image.table().partitions.iter().zip(&parts).enumerate() {
+            assert_eq!(ours.index as usize, i + 1);
+            assert_eq!((ours.start, ours.size), (theirs.start, theirs.size));
+            assert_eq!(ours.partuuid, format!("{disk_id:08x}-{:02}", i + 1));
+        }
+        let boot = image.boot_partition().unwrap();
+        assert_eq!(boot.kind, PartitionKind::Fat);
+        assert_eq!(boot.start, 8 << 20, "boot starts at 8 MiB");
+        assert_eq!(boot.size, 512 << 20, "boot is 512 MiB");
+        let root = image.root_partition().unwrap();
+        assert_eq!(root.kind, PartitionKind::Linux);
+        assert_eq!(root.start % (8 << 20), 0, "root is 8 MiB aligned");
+        assert!(image.warnings().is_empty());
+    }
+}
+
+#[test]
+fn gpt_partuuids_are_partition_guids() {
+    let img = image("bookworm", &["--gpt"]);
+    let image = Image::open(&img.path).unwrap();
+    let (label_id, parts) = sfdisk(&img.path);
+    match &image.table().scheme {
+        Scheme::Gpt { disk_guid } => assert_eq!(disk_guid, &label_id),
+        other => panic!("expected GPT, got {other:?}"),
+    }
+    for (ours, theirs) in image.table().partitions.iter().zip(&parts) {
+        assert_eq!((ours.start, ours.size), (theirs.start, theirs.size));
+        assert_eq!(Some(ours.partuuid.clone()), theirs.uuid);
+    }
+    assert_eq!(image.boot_partition().unwrap().name, "bootfs");
+    assert_eq!(
+        image.root().unwrap().release().unwrap().codename,
+        "bookworm"
+    );
+    // The generator put the GPT PARTUUIDs into cmdline.txt.
+    let cmdline = mtype(&img.path, 1, "cmdline.txt").unwrap();
+    let root_uuid = &image.root_partition().unwrap().partuuid;
+    assert!(
+        String::from_utf8(cmdline)
+            .unwrap()
+            .contains(&format!("root=PARTUUID={root_uuid}"))
+    );
+}
+
+#[test]
+fn boot_partition_reads_what_mtools_reads() {
+    for release in RELEASES {
+        let img = image(release, &[]);
+        let image = Image::open(&img.path).unwrap();
+        let boot = image.boot().unwrap();
+        assert_eq!(boot.label().unwrap(), "bootfs");
+        for f in [
+            "cmdline.txt",
+            "config.txt",
+            "kernel8.img",
+            "overlays/README",
+        ] {
+            assert_eq!(
+                boot.read(f).unwrap(),
+                mtype(&img.path, 1, f),
+                "{release} {f}"
+            );
+        }
+        assert_eq!(boot.read("no-such-file").unwrap(), None);
+        let names: Vec<String> = boot
+            .list("/")
+            .unwrap()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert!(names.contains(&"config.txt".to_string()), "{names:?}");
+        let has_cloud = names.contains(&"user-data".to_string());
+        assert_eq!(has_cloud, release == "trixie", "{names:?}");
+        let expected_cluster = if release == "trixie" { 512 } else { 2048 };
+        assert_eq!(boot.cluster_size(), expected_cluster);
+    }
+}
+
+#[test]
+fn release_facts_for_both_releases() {
+    for release in RELEASES {
+        let img = image(release, &[]);
+        let image = Image::open(&img.path).unwrap();
+        let root = image.root().unwrap();
+        assert_eq!(root.label(), "rootfs");
+        let r = root.release().unwrap();
+        assert_eq!(r.codename, release);
+        assert_eq!(r.version_id, if release == "trixie" { "13" } else { "12" });
+        assert_eq!(r.arch, Arch::Arm64);
+        assert!(
+            r.arch_evidence.contains("/usr/bin/env"),
+            "{}",
+            r.arch_evidence
+        );
+        let mechanism = if release == "trixie" {
+            FirstBoot::CloudInit
+        } else {
+            FirstBoot::SystemdRun
+        };
+        assert_eq!(r.first_boot, mechanism);
+        assert!(r.network_manager);
+        assert_eq!(r.default_user().unwrap().name, "pi");
+        assert!(r.users.iter().any(|u| u.name == "root" && u.uid == 0));
+    }
+}
+
+/// Writes, overwrites (shorter), creates nested directories and removes, then checks
+/// the result with fsck.vfat, mtools and e2fsck, and that the root is untouched.
+#[test]
+fn edits_in_place_are_fsck_clean_and_readable_by_mtools() {
+    for release in RELEASES {
+        let img = image(release, &[]);
+        let (root_start, root_size) = partition(&img.path, 2);
+        let root_hash = sha256_range(&img.path, root_start, root_size);
+        let node_json = br#"{"node":"cp-1"}"#.to_vec();
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        {
+            let image = Image::open_rw(&img.path).unwrap();
+            let mut boot = image.boot_at(Timestamp::from_unix(T0)).unwrap();
+            boot.write("piimg/node.json", &node_json).unwrap();
+            boot.write("piimg/airgap/k3s-airgap-images-arm64.tar", &big)
+                .unwrap();
+            boot.write("cmdline.txt", b"console=tty1 root=PARTUUID=x-02\n")
+                .unwrap();
+            boot.write("firstrun.sh", b"#!/bin/bash\nexit 0\n").unwrap();
+            assert!(boot.remove("issue.txt").unwrap());
+            assert!(!boot.remove("issue.txt").unwrap());
+            // The handle sees its own staged changes.
+            assert_eq!(
+                boot.read("piimg/node.json").unwrap(),
+                Some(node_json.clone())
+            );
+            boot.commit().unwrap();
+        }
+        assert_fat_clean(&img.path, 1);
+        assert_eq!(mtype(&img.path, 1, "piimg/node.json").unwrap(), node_json);
+        assert_eq!(
+            mtype(&img.path, 1, "piimg/airgap/k3s-airgap-images-arm64.tar").unwrap(),
+            big
+        );
+        assert_eq!(
+            mtype(&img.path, 1, "cmdline.txt").unwrap(),
+            b"console=tty1 root=PARTUUID=x-02\n"
+        );
+        assert_eq!(mtype(&img.path, 1, "issue.txt"), None);
+        let listing = mdir(&img.path, 1, "piimg").unwrap();
+        assert!(listing.contains("node.json"), "{listing}");
+        assert_ext4_clean(&img.path, 2);
+        assert_eq!(
+            sha256_range(&img.path, root_start, root_size),
+            root_hash,
+            "root changed"
+        );
+        // Reopened, piimg reads back what it wrote.
+        let image = Image::open(&img.path).unwrap();
+        let boot = image.boot().unwrap();
+        assert_eq!(boot.read("piimg/node.json").unwrap(), Some(node_json));
+        let files = boot.walk("piimg").unwrap();
+        assert_eq!(
+            files,
+            vec![
+                (
+                    "piimg/airgap/k3s-airgap-images-arm64.tar".to_string(),
+                    300_000
+                ),
+                ("piimg/node.json".to_string(), 15),
+            ]
+        );
+    }
+}
+
+#[test]
+fn written_files_carry_the_given_timestamp() {
+    let img = image("trixie", &[]);
+    let image = Image::open_rw(&img.path).unwrap();
+    let mut boot = image.boot_at(Timestamp::from_unix(T0)).unwrap();
+    boot.write("piimg/manifest.json", b"{}").unwrap();
+    boot.commit().unwrap();
+    let (start, _) = partition(&img.path, 1);
+    let out = std::process::Command::new("mdir")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@{start}", img.path.display()))
+        .arg("::/piimg")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.contains("manifest.json")).unwrap();
+    assert!(
+        line.contains("2023-11-14") && line.contains("22:13"),
+        "{text}"
+    );
+    let dir_line = String::from_utf8_lossy(
+        &std::process::Command::new("mdir")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(format!("{}@@{start}", img.path.display()))
+            .arg("::/")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .lines()
+    .find(|l| l.to_lowercase().split_whitespace().any(|w| w == "piimg"))
+    .unwrap()
+    .to_string();
+    assert!(
+        dir_line.contains("<DIR>") && dir_line.contains("2023-11-14"),
+        "{dir_line}"
+    );
+}
+
+#[test]
+fn same_inputs_give_identical_boot_partitions() {
+    let mut hashes = Vec::new();
+    for _ in 0..2 {
+        let img = image("bookworm", &[]);
+        let image = Image::open_rw(&img.path).unwrap();
+        let mut boot = image.boot_at(Timestamp::from_unix(T0)).unwrap();
+        boot.apply(&[
+            Change::Write {
+                path: "piimg/node.json".into(),
+                data: b"{}".to_vec(),
+            },
+            Change::Write {
+                path: "user-data".into(),
+                data: b"#cloud-config\n".to_vec(),
+            },
+        ])
+        .unwrap();
+        boot.commit().unwrap();
+        hashes.push(sha256_file(&img.path));
+    }
+    assert_eq!(hashes[0], hashes[1]);
+}
+
+#[test]
+fn uncommitted_changes_never_reach_the_image() {
+    let img = image("trixie", &[]);
+    let before = sha256_file(&img.path);
+    {
+        let image = Image::open_rw(&img.path).unwrap();
+        let mut boot = image.boot_at(Timestamp::from_unix(T0)).unwrap();
+        boot.write("piimg/node.json", b"{}").unwrap();
+        boot.write("cmdline.txt", b"changed").unwrap();
+        assert!(boot.has_changes());
+        // dropped without commit
+    }
+    assert_eq!(sha256_file(&img.path), before);
+}
+
+#[test]
+fn many_files_on_the_trixie_layout() {
+    let img = image("trixie", &[]);
+    let image = Image::open_rw(&img.path).unwrap();
+    let mut boot = image.boot_at(Timestamp::from_unix(T0)).unwrap();
+    let changes: Vec<Change> = (0..300)
+        .map(|i| Change::Write {
+            path: format!("piimg/files/file-with-a-long-name-{i:03}.yaml"),
+            data: format!("n: {i}\n").into_bytes(),
+        })
+        .collect();
+    boot.apply(&changes).unwrap();
+    boot.commit().unwrap();
+    assert_fat_clean(&img.path, 1);
+    assert_eq!(
+        mtype(&img.path, 1, "piimg/files/file-with-a-long-name-299.yaml").unwrap(),
+        b"n: 299\n"
+    );
+    let listing = mdir(&img.path, 1, "piimg/files").unwrap();
+    assert_eq!(
+        listing.lines().filter(|l| l.contains("file-with")).count(),
+        300
+    );
+}
+
+#[test]
+fn read_only_image_refuses_writes() {
+    let img = image("bookworm", &[]);
+    let image = Image::open(&img.path).unwrap();
+    let mut boot = image.boot().unwrap();
+    let e = err_text(boot.write("x.txt", b"x").unwrap_err());
+    assert!(e.contains("opened read-only"), "{e}");
+}
+
+#[test]
+fn bad_paths_are_refused() {
+    let img = image("bookworm", &[]);
+    let image = Image::open_rw(&img.path).unwrap();
+    let mut boot = image.boot().unwrap();
+    for (path, want) in [
+        ("../etc/passwd", "'..'"),
+        ("a/<b>", "cannot store"),
+        ("/", "root directory"),
+    ] {
+        let e = err_text(boot.write(path, b"x").unwrap_err());
+        assert!(e.contains(want), "{path}: {e}");
+    }
+}
+
+#[test]
+fn root_dir_tree_is_used_and_fstab_gets_partuuids() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("root");
+    for d in ["etc", "usr/bin", "usr/sbin", "var/lib/dpkg"] {
+        std::fs::create_dir_all(tree.join(d)).unwrap();
+    }
+    std::fs::write(
+        tree.join("etc/os-release"),
+        "PRETTY_NAME=\"Custom Debian\"\nVERSION_CODENAME=trixie\nVERSION_ID=\"13\"\nID=debian\n",
+    )
+    .unwrap();
+    std::fs::write(
+        tree.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(tree.join("etc/fstab"), "# from the tree\n").unwrap();
+    std::fs::write(tree.join("usr/bin/cloud-init"), "#!/usr/bin/python3\n").unwrap();
+    // Take an arm64 ELF from a generated image so the tree is realistic.
+    let donor = image("trixie", &[]);
+    let env = debugfs_cat(&donor.path, 2, "/usr/bin/env");
+    std::fs::write(tree.join("usr/bin/env"), env).unwrap();
+    let out = dir.path().join("custom.img");
+    let o = run_mkimage(&[
+        "--release",
+        "trixie",
+        "--out",
+        out.to_str().unwrap(),
+        "--root-dir",
+        tree.to_str().unwrap(),
+        "--disk-id",
+        "0xDEADBEEF",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let image = Image::open(&out).unwrap();
+    assert_eq!(
+        image.table().scheme,
+        Scheme::Mbr {
+            disk_id: 0xdead_beef
+        }
+    );
+    let r = image.root().unwrap().release().unwrap();
+    assert_eq!(r.pretty_name, "Custom Debian");
+    assert_eq!(r.default_user().unwrap().name, "alice");
+    assert_eq!(r.first_boot, FirstBoot::CloudInit);
+    assert!(!r.network_manager);
+    let fstab = String::from_utf8(debugfs_cat(&out, 2, "/etc/fstab")).unwrap();
+    assert!(
+        fstab.contains("PARTUUID=deadbeef-01  /boot/firmware"),
+        "{fstab}"
+    );
+    assert!(fstab.contains("PARTUUID=deadbeef-02  /"), "{fstab}");
+    // The caller's tree was not modified.
+    assert_eq!(
+        std::fs::read_to_string(tree.join("etc/fstab")).unwrap(),
+        "# from the tree\n"
+    );
+    assert_ext4_clean(&out, 2);
+    assert_fat_clean(&out, 1);
+}
+
+#[test]
+fn generated_images_are_clean_and_shaped_like_pi_gen() {
+    for release in RELEASES {
+        let img = image(release, &[]);
+        assert_fat_clean(&img.path, 1);
+        assert_ext4_clean(&img.path, 2);
+        let (_, parts) = sfdisk(&img.path);
+        assert_eq!(parts[0].kind, "c");
+        assert_eq!(parts[1].kind, "83");
+        let cmdline = String::from_utf8(mtype(&img.path, 1, "cmdline.txt").unwrap()).unwrap();
+        assert_eq!(cmdline.lines().count(), 1);
+        let image = Image::open(&img.path).unwrap();
+        let root_uuid = &image.root_partition().unwrap().partuuid;
+        assert!(cmdline.contains(&format!("root=PARTUUID={root_uuid} rootfstype=ext4")));
+        if release == "trixie" {
+            assert!(cmdline.trim_end().ends_with("rootwait resize"), "{cmdline}");
+            let meta = String::from_utf8(mtype(&img.path, 1, "meta-data").unwrap()).unwrap();
+            assert!(meta.contains("instance_id: rpios-image"));
+        } else {
+            assert!(cmdline.contains("init=/usr/lib/raspberrypi-sys-mods/firstboot"));
+        }
+        let fstab = String::from_utf8(debugfs_cat(&img.path, 2, "/etc/fstab")).unwrap();
+        let boot_uuid = &image.boot_partition().unwrap().partuuid;
+        assert!(fstab.contains(&format!("PARTUUID={boot_uuid}  /boot/firmware  vfat")));
+        // ext4 features as pi-gen sets them.
+        let (start, _) = partition(&img.path, 2);
+        let out = std::process::Command::new("dumpe2fs")
+            .arg("-h")
+            .arg(format!("{}?offset={start}", img.path.display()))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let features = text
+            .lines()
+            .find(|l| l.starts_with("Filesystem features"))
+            .unwrap();
+        assert!(
+            !features.contains("64bit") && !features.contains("huge_file"),
+            "{features}"
+        );
+        assert!(features.contains("metadata_csum"), "{features}");
+    }
+}
+
+// ------------------------------------------------------------------ bad input
+
+fn open_err(path: &Path) -> String {
+    err_text(Image::open(path).unwrap_err())
+}
+
+#[test]
+fn empty_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("empty.img");
+    std::fs::write(&p, b"").unwrap();
+    let e = open_err(&p);
+    assert!(
+        e.contains("empty.img") && e.contains("empty (0 bytes)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn text_file_is_not_a_disk_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("notes.txt");
+    std::fs::write(&p, "hello\n".repeat(200)).unwrap();
+    let e = open_err(&p);
+    assert!(
+        e.contains("not a disk image") && e.contains("0x55AA"),
+        "{e}"
+    );
+    let tiny = dir.path().join("tiny.img");
+    std::fs::write(&tiny, b"abc").unwrap();
+    let e = open_err(&tiny);
+    assert!(e.contains("only 3 bytes"), "{e}");
+}
+
+#[test]
+fn bare_file_systems_are_named() {
+    let img = image("bookworm", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (start, size) = partition(&img.path, 1);
+    let fat = extract(&img.path, start, size, dir.path());
+    let e = open_err(&fat);
+    assert!(e.contains("bare FAT file system"), "{e}");
+    let (start, size) = partition(&img.path, 2);
+    let ext = extract(&img.path, start, size, dir.path());
+    let e = open_err(&ext);
+    assert!(e.contains("bare ext2/3/4 file system"), "{e}");
+}
+
+#[test]
+fn truncated_image_is_refused() {
+    let img = image("bookworm", &[]);
+    let len = std::fs::metadata(&img.path).unwrap().len();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img.path)
+        .unwrap();
+    f.set_len(len - (100 << 20)).unwrap();
+    let e = open_err(&img.path);
+    assert!(e.contains("partition 2 ends at byte"), "{e}");
+    assert!(e.contains("truncated"), "{e}");
+}
+
+#[test]
+fn compressed_images_are_named_with_a_hint() {
+    let img = image("bookworm", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let head = dir.path().join("head.img");
+    std::fs::write(&head, &std::fs::read(&img.path).unwrap()[..1 << 20]).unwrap();
+    for (tool, args, format) in [
+        ("xz", vec!["-k", "-T1"], "xz"),
+        ("zstd", vec!["-q", "-k"], "zstd"),
+        ("gzip", vec!["-k"], "gzip"),
+    ] {
+        let status = std::process::Command::new(tool)
+            .args(&args)
+            .arg(&head)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let ext = match format {
+            "xz" => "xz",
+            "zstd" => "zst",
+            _ => "gz",
+        };
+        let p = dir.path().join(format!("head.img.{ext}"));
+        let e = open_err(&p);
+        assert!(e.contains(&format!("{format}-compressed")), "{e}");
+        assert!(e.contains("piimg fetch"), "{e}");
+        assert!(e.contains(&format!("head.img.{ext}")), "{e}");
+    }
+}
+
+/// Sets MBR partition entry `n`'s (1-based) type byte.
+fn set_mbr_type(path: &Path, n: usize, code: u8) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(&[code], (446 + (n - 1) * 16 + 4) as u64)
+        .unwrap();
+}
+
+#[test]
+fn no_fat_partition_is_refused() {
+    let img = image("bookworm", &[]);
+    set_mbr_type(&img.path, 1, 0x83);
+    let image = Image::open(&img.path).unwrap();
+    let e = err_text(image.boot().unwrap_err());
+    assert!(e.contains("no FAT boot partition"), "{e}");
+}
+
+#[test]
+fn fat_partition_without_fat_is_refused() {
+    use std::os::unix::fs::FileExt;
+    for release in RELEASES {
+        let img = image(release, &[]);
+        let (start, _) = partition(&img.path, 1);
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&img.path)
+            .unwrap();
+        f.write_all_at(&[0u8; 512], start).unwrap();
+        let image = Image::open(&img.path).unwrap();
+        let e = err_text(image.boot().unwrap_err());
+        assert!(
+            e.contains("partition 1 (at byte 8388608) is typed FAT but holds no FAT file system"),
+            "{e}"
+        );
+        // garbage that has a signature but nonsense fields
+        let mut junk = [0xffu8; 512];
+        junk[510] = 0x55;
+        junk[511] = 0xaa;
+        f.write_all_at(&junk, start).unwrap();
+        let e = err_text(Image::open(&img.path).unwrap().boot().unwrap_err());
+        assert!(e.contains("bytes per sector"), "{e}");
+    }
+}
+
+#[test]
+fn root_that_is_not_ext4_is_refused() {
+    use std::os::unix::fs::FileExt;
+    let img = image("trixie", &[]);
+    let (start, _) = partition(&img.path, 2);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img.path)
+        .unwrap();
+    f.write_all_at(&[0u8; 4096], start).unwrap();
+    let image = Image::open(&img.path).unwrap();
+    let e = err_text(image.root().unwrap_err());
+    assert!(
+        e.contains("partition 2") && e.contains("is not an ext4 file system"),
+        "{e}"
+    );
+    assert!(e.contains("0xEF53"), "{e}");
+}
+
+#[test]
+fn armhf_and_x86_roots_are_refused() {
+    for (arch, name) in [("armhf", "armhf"), ("amd64", "amd64")] {
+        let img = image("bookworm", &["--arch", arch]);
+        let image = Image::open(&img.path).unwrap();
+        let root = image.root().unwrap();
+        let e = err_text(root.release().unwrap_err());
+        assert!(e.contains(&format!("root file system is {name}")), "{e}");
+        assert!(e.contains("/usr/bin/env") && e.contains("arm64"), "{e}");
+        // detect_release still reports what it is (for inspect).
+        assert_eq!(root.detect_release().unwrap().arch.to_string(), name);
+    }
+}
+
+#[test]
+fn overlapping_partitions_are_refused() {
+    use std::os::unix::fs::FileExt;
+    let img = image("bookworm", &[]);
+    // Move partition 2's start into partition 1.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img.path)
+        .unwrap();
+    f.write_all_at(&(16384u32 + 1000).to_le_bytes(), 446 + 16 + 8)
+        .unwrap();
+    let e = open_err(&img.path);
+    assert!(e.contains("partitions 1") && e.contains("overlap"), "{e}");
+}
+
+#[test]
+fn gpt_with_bad_primary_header_falls_back_to_backup() {
+    use std::os::unix::fs::FileExt;
+    let img = image("trixie", &["--gpt"]);
+    let good = Image::open(&img.path).unwrap().table().clone();
+    // Flip a byte inside the primary header (LBA 1), breaking its CRC.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img.path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, 512 + 60).unwrap();
+    f.write_all_at(&[b[0] ^ 0xff], 512 + 60).unwrap();
+    let image = Image::open(&img.path).unwrap();
+    assert_eq!(image.table().partitions, good.partitions);
+    let w = image.warnings().join("\n");
+    assert!(
+        w.contains("primary GPT header") && w.contains("backup header"),
+        "{w}"
+    );
+    assert_eq!(image.root().unwrap().release().unwrap().codename, "trixie");
+}
+
+#[test]
+fn full_fat_leaves_the_partition_exactly_as_before() {
+    for release in RELEASES {
+        let img = image(release, &[]);
+        let (start, size) = partition(&img.path, 1);
+        let image = Image::open_rw(&img.path).unwrap();
+        // Fill most of the space first (committed), then overflow it.
+        let mut boot = image.boot_at(Timestamp::from_unix(T0)).unwrap();
+        let free = boot.free_bytes().unwrap();
+        boot.write("filler.bin", &vec![0x5a; (free - (4 << 20)) as usize])
+            .unwrap();
+        boot.commit().unwrap();
+        let before = sha256_range(&img.path, start, size);
+
+        let mut boot = image.boot_at(Timestamp::from_unix(T0)).unwrap();
+        let e = boot
+            .apply(&[
+                Change::Write {
+                    path: "piimg/small.json".into(),
+                    data: b"{}".to_vec(),
+                },
+                Change::Write {
+                    path: "piimg/airgap/images.tar".into(),
+                    data: vec![1u8; 8 << 20],
+                },
+            ])
+            .unwrap_err();
+        let text = err_text(e);
+        assert!(text.contains("boot partition is full"), "{text}");
+        assert!(text.contains("nothing was written"), "{text}");
+        // The handle is still usable and nothing was staged.
+        assert!(!boot.has_changes());
+        boot.commit().unwrap();
+        assert_eq!(sha256_range(&img.path, start, size), before, "{release}");
+        assert_fat_clean(&img.path, 1);
+    }
+}
+
+#[test]
+fn failed_change_poisons_the_handle_and_stages_nothing() {
+    let img = image("bookworm", &[]);
+    let before = sha256_file(&img.path);
+    let image = Image::open_rw(&img.path).unwrap();
+    let mut boot = image.boot().unwrap();
+    boot.write("piimg/a.txt", b"a").unwrap();
+    // A directory in the way of a file write fails after the space check.
+    let e = err_text(boot.write("piimg", b"x").unwrap_err());
+    assert!(e.contains("a directory is in the way"), "{e}");
+    let e = err_text(boot.commit().unwrap_err());
+    assert!(e.contains("nothing was written"), "{e}");
+    assert_eq!(sha256_file(&img.path), before);
+}
+
+#[test]
+fn mkimage_fill_is_real_data_and_bad_arguments_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("fill.img");
+    let o = run_mkimage(&[
+        "--release",
+        "bookworm",
+        "--out",
+        out.to_str().unwrap(),
+        "--fill-mib",
+        "16",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let fill = debugfs_cat(&out, 2, "/piimg-fill.bin");
+    assert_eq!(fill.len(), 16 << 20);
+    assert!(
+        fill.iter().filter(|&&b| b == 0).count() < fill.len() / 64,
+        "not random data"
+    );
+    assert_ext4_clean(&out, 2);
+
+    for (args, want) in [
+        (
+            vec!["--release", "sid"],
+            "--release must be bookworm or trixie",
+        ),
+        (
+            vec!["--release", "trixie", "--arch", "riscv64"],
+            "--arch must be",
+        ),
+        (
+            vec!["--release", "trixie", "--disk-id", "xyz"],
+            "--disk-id must be 8 hex digits",
+        ),
+    ] {
+        let mut full = args.clone();
+        full.extend(["--out", out.to_str().unwrap()]);
+        let o = run_mkimage(&full);
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(want), "{err}");
+    }
+}
