@@ -732,7 +732,7 @@ fn ctrl_c_mid_build_leaves_no_new_image() {
     let big = env.path("big.img");
     run(
         Command::new(env!("CARGO_MANIFEST_DIR").to_string() + "/../scripts/mkimage")
-            .args(["--release", "bookworm", "--fill-mib", "600", "--out"])
+            .args(["--release", "bookworm", "--fill-mib", "300", "--out"])
             .arg(&big),
     );
     std::fs::create_dir_all(env.path("out")).unwrap();
