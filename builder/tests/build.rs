@@ -472,16 +472,12 @@ fn bookworm_image_is_clean_and_only_the_boot_partition_changed() {
         piimg_firstboot::contract::CardSecrets::from_json(&mtype(&img, "piimg/secrets.json"))
             .unwrap();
     assert!(!secrets.token.is_empty());
-    let manifest: serde_json::Value =
-        serde_json::from_str(&mtype(&img, "piimg/manifest.json")).unwrap();
-    assert_eq!(manifest["node"], "pi5-master-1");
-    assert!(
-        manifest["template_hashes"]["common/cmdline.txt.hbs"]
-            .as_str()
-            .unwrap()
-            .len()
-            == 64
-    );
+    // The manifest is the one `piimg inspect` reads.
+    let manifest =
+        piimg::manifest::Manifest::from_json(&mtype(&img, "piimg/manifest.json")).unwrap();
+    assert_eq!(manifest.node, "pi5-master-1");
+    assert_eq!(manifest.built_at, "2023-11-14T22:13:20Z");
+    assert_eq!(manifest.template_hashes["common/cmdline.txt.hbs"].len(), 64);
     assert!(mtype_bytes(&img, "piimg/piimg-firstboot") == piimg::agent::AGENT_BINARY);
 }
 

@@ -6,7 +6,6 @@
 pub mod cmdline;
 pub mod config_txt;
 pub mod context;
-pub mod manifest;
 pub mod templates;
 
 pub use cmdline::{CmdlineEdit, CmdlineError};

@@ -394,7 +394,25 @@ fn manifest_json(
     base_name: &str,
     base_sha: Option<&str>,
 ) -> Vec<u8> {
-    piimg::card::manifest::Manifest::for_card(card, &release.pretty_name, base_name, base_sha)
-        .to_json()
-        .into_bytes()
+    let release = if release.pretty_name.is_empty() {
+        release.codename.clone()
+    } else {
+        format!("{} ({})", release.codename, release.pretty_name)
+    };
+    piimg::manifest::Manifest {
+        manifest_version: piimg::manifest::MANIFEST_VERSION,
+        profile: card.profile.clone(),
+        cluster: card.cluster.clone(),
+        node: card.node.clone(),
+        piimg_version: env!("CARGO_PKG_VERSION").to_string(),
+        built_at: piimg::manifest::rfc3339_utc(i64::try_from(card.build_time).unwrap_or(i64::MAX)),
+        base_image: piimg::manifest::BaseImage {
+            file: base_name.to_string(),
+            sha256: base_sha.map(str::to_string),
+        },
+        release,
+        template_hashes: card.template_hashes.clone(),
+    }
+    .to_json()
+    .into_bytes()
 }
