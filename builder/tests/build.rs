@@ -80,7 +80,7 @@ fn render(p: &NodePlan, fb: FirstBoot) -> Card {
         &NodeSecrets {
             token: "K10abc::server:s3cret".into(),
             node_password: None,
-            files: vec![],
+            ..Default::default()
         },
         &os(fb),
         &Templates::builtin(),

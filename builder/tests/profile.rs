@@ -964,19 +964,6 @@ fn token_copied_from_a_server_without_any_state_means_the_cluster_exists() {
 }
 
 #[test]
-fn a_bootstrap_marker_in_the_secrets_counts_as_issued() {
-    let (dir, path) = scratch(&reference_text());
-    drop(ClusterSecrets::open_or_create(&path, SecretsOptions::default()).unwrap());
-    std::fs::write(
-        dir.path().join("homelab.secrets/bootstrap-issued"),
-        "pi5-master-1\n",
-    )
-    .unwrap();
-    let s = ClusterSecrets::open_or_create(&path, SecretsOptions::default()).unwrap();
-    assert!(s.bootstrap_issued());
-}
-
-#[test]
 fn rule_macs_unique() {
     assert_eq!(
         errors_after(&[
