@@ -1125,3 +1125,35 @@ fn the_phase2_unit_retries_on_failure_and_systemd_accepts_it() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn profile_addons_put_their_helm_charts_on_server_cards_only() {
+    let env = ha_env();
+    let p = std::fs::read_to_string(env.path("lab.toml")).unwrap();
+    std::fs::write(
+        env.path("lab.toml"),
+        p.replace(
+            "[hardware]\n",
+            "[addons]\ncert_manager = true\nmonitoring = false\n\n[hardware]\n",
+        ),
+    )
+    .unwrap();
+    let b = base("bookworm");
+    env.build_ok(&b, &["--node", "pi5-master-2", "--node", "pi4-worker-1"]);
+    let paths = |node: &str| -> Vec<String> {
+        card_of(&env, node)
+            .0
+            .files
+            .iter()
+            .map(|f| f.path.clone())
+            .collect()
+    };
+    let server = paths("pi5-master-2");
+    let dir = "/var/lib/rancher/k3s/server/manifests";
+    assert!(
+        server.contains(&format!("{dir}/piimg-cert-manager.yaml")),
+        "{server:?}"
+    );
+    assert!(!server.contains(&format!("{dir}/piimg-kube-prometheus-stack.yaml")));
+    assert!(paths("pi4-worker-1").iter().all(|p| !p.starts_with(dir)));
+}
