@@ -865,7 +865,7 @@ fn openssl_root_hash(bundle: &str) -> String {
         .stdin
         .take()
         .unwrap()
-        .write_all(bundle[last..].as_bytes())
+        .write_all(&bundle.as_bytes()[last..])
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
