@@ -1157,3 +1157,15 @@ fn profile_addons_put_their_helm_charts_on_server_cards_only() {
     assert!(!server.contains(&format!("{dir}/piimg-kube-prometheus-stack.yaml")));
     assert!(paths("pi4-worker-1").iter().all(|p| !p.starts_with(dir)));
 }
+
+#[test]
+fn the_only_server_of_a_single_server_cluster_reinitialises_when_rebuilt() {
+    // No peer to join: the plan (and the card) let it initialise again.
+    let env = Env::new();
+    let b = base("bookworm");
+    env.build_ok(&b, &["--node", "pi5-master-1"]);
+    env.build_ok(&b, &["--node", "pi5-master-1"]);
+    let (cfg, sec) = card_of(&env, "pi5-master-1");
+    assert!(cfg.ha.first_bring_up);
+    assert!(!tls_files(&sec).is_empty());
+}
