@@ -612,21 +612,6 @@ fn the_node_cleaner_may_only_get_patch_and_delete_nodes() {
 }
 
 #[test]
-fn the_bootstrap_card_is_a_first_bring_up_only_until_it_was_issued() {
-    use piimg::pki::bring_up::{bootstrap_issued, first_bring_up, mark_bootstrap_issued};
-    let tmp = tempfile::tempdir().unwrap();
-    let s = tmp.path();
-    assert!(!bootstrap_issued(s).unwrap());
-    assert!(first_bring_up(s, false).unwrap());
-    mark_bootstrap_issued(s, "pi5-master-1").unwrap();
-    assert_eq!(mode(&s.join("bootstrap-issued")), 0o600);
-    assert!(bootstrap_issued(s).unwrap());
-    assert!(!first_bring_up(s, false).unwrap());
-    // --new-cluster is the explicit way to start over.
-    assert!(first_bring_up(s, true).unwrap());
-}
-
-#[test]
 fn a_broken_overlay_manifest_is_named_in_the_error() {
     let tmp = tempfile::tempdir().unwrap();
     let ca = ClusterCa::create(&tmp.path().join("s"), "homelab").unwrap();

@@ -6,11 +6,9 @@
 //! - [`token`]: the secure join token `K10<ca-hash>::server:<secret>`, hashed exactly
 //!   like k3s's `hashCA`.
 //! - [`node_password`]: deterministic `/etc/rancher/node/password` per node.
-//! - [`bring_up`]: whether the bootstrap card of a first-ever bring-up was issued.
 //! - [`manifests`]: auto-deployed server manifests (kube-vip, RBAC, HelmChart add-ons).
 //! - [`node_files`]: what each card gets of all this.
 
-pub mod bring_up;
 pub mod ca;
 pub mod manifests;
 pub mod node_files;

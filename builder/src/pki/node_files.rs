@@ -20,8 +20,9 @@ pub const K3S_TLS_DIR: &str = "/var/lib/rancher/k3s/server/tls";
 /// Cluster-wide HA choices that are not in the [`NodePlan`].
 #[derive(Debug, Clone, Default)]
 pub struct HaOptions {
-    /// The bootstrap card being built is for a first-ever bring-up
-    /// (see [`super::bring_up::first_bring_up`]).
+    /// The bootstrap card being built is for a first-ever bring-up: no bootstrap card
+    /// was issued before (the one record is
+    /// [`crate::profile::secrets::ClusterSecrets::bootstrap_issued`]).
     pub first_bring_up: bool,
     /// Add-ons laid on every server card.
     pub addons: Addons,

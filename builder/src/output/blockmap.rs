@@ -1,0 +1,175 @@
+//! The output's `.bmap` (written extents from [`super::extents`], so the map does not
+//! depend on what happens to be in the page cache), without rehashing what did not
+//! change: ranges are split at
+//! the boot partition's bounds, and every range outside it that the base image maps
+//! identically reuses the base's SHA-256 (the build writes nothing outside the boot
+//! partition). The base's map is computed once and cached by file identity.
+
+use crate::bmap::{BLOCK_SIZE, BlockRange, Bmap, byte_span, hash_span};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+const READ_CHUNK: usize = 4 << 20;
+
+/// Scans `file` into a [`Bmap`] whose ranges are also split at the block numbers in
+/// `cuts`. A range lying entirely outside the byte span `changed` that `known` lists
+/// with the same bounds takes `known`'s checksum instead of being read.
+pub fn scan_split(
+    file: &File,
+    cuts: &[u64],
+    known: Option<&Bmap>,
+    changed: Option<(u64, u64)>,
+) -> io::Result<Bmap> {
+    let image_size = file.metadata()?.len();
+    let reuse: HashMap<(u64, u64), &str> = known
+        .filter(|k| k.image_size == image_size && k.block_size == BLOCK_SIZE)
+        .map(|k| {
+            k.ranges
+                .iter()
+                .map(|r| ((r.first, r.last), r.sha256.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut ranges = Vec::new();
+    let mapped =
+        super::extents::to_blocks(&super::extents::data_extents(file, image_size)?, BLOCK_SIZE);
+    for (first, last) in split(&mapped, cuts) {
+        super::interrupt::check()?;
+        let (offset, len) = byte_span(first, last, BLOCK_SIZE, image_size);
+        let outside = changed.is_none_or(|(s, e)| offset + len <= s || offset >= e);
+        let sha256 = match reuse.get(&(first, last)) {
+            Some(h) if outside => h.to_string(),
+            _ => hash_span(file, offset, len, &mut buf)?,
+        };
+        ranges.push(BlockRange {
+            first,
+            last,
+            sha256,
+        });
+    }
+    Ok(Bmap::from_ranges(image_size, BLOCK_SIZE, ranges))
+}
+
+/// `ranges` (inclusive block pairs) with a new range starting at every cut.
+fn split(ranges: &[(u64, u64)], cuts: &[u64]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for &(first, last) in ranges {
+        let mut start = first;
+        let mut inner: Vec<u64> = cuts
+            .iter()
+            .copied()
+            .filter(|&c| c > first && c <= last)
+            .collect();
+        inner.sort_unstable();
+        inner.dedup();
+        for c in inner {
+            out.push((start, c - 1));
+            start = c;
+        }
+        out.push((start, last));
+    }
+    out
+}
+
+/// The base image's split map, from `cache_dir` when a map for this exact file
+/// (device, inode, size, modification time) is there, else scanned and stored.
+pub fn base_map(base: &Path, cuts: &[u64], cache_dir: Option<&Path>) -> io::Result<Bmap> {
+    let file = File::open(base)?;
+    let m = file.metadata()?;
+    let key = format!(
+        "{:x}-{:x}-{:x}-{}.{}-{}",
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        cuts.iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join("_")
+    );
+    let cached: Option<PathBuf> = cache_dir.map(|d| d.join(format!("{key}.bmap")));
+    if let Some(p) = &cached {
+        if let Ok(b) = Bmap::load(p) {
+            if b.image_size == m.size() {
+                return Ok(b);
+            }
+        }
+    }
+    let map = scan_split(&file, cuts, None, None)?;
+    if let (Some(dir), Some(p)) = (cache_dir, &cached) {
+        // A cache that cannot be written only costs time on the next build.
+        if std::fs::create_dir_all(dir).is_ok() {
+            let _ = map.write(p);
+        }
+    }
+    Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    #[test]
+    fn split_cuts_ranges_at_the_given_blocks() {
+        assert_eq!(
+            split(&[(0, 10), (20, 30)], &[5, 20, 25, 40]),
+            [(0, 4), (5, 10), (20, 24), (25, 30)]
+        );
+    }
+
+    #[test]
+    fn reused_checksums_equal_a_fresh_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.img");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&p)
+            .unwrap();
+        f.set_len(64 * 4096).unwrap();
+        f.write_all_at(&[3u8; 40 * 4096], 4096).unwrap();
+        let cache = dir.path().join("cache");
+        let base = base_map(&p, &[16, 32], Some(&cache)).unwrap();
+        assert_eq!(
+            base.ranges
+                .iter()
+                .map(|r| (r.first, r.last))
+                .collect::<Vec<_>>(),
+            [(1, 15), (16, 31), (32, 40)]
+        );
+        assert_eq!(base_map(&p, &[16, 32], Some(&cache)).unwrap(), base);
+        assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
+        // A copy whose "boot partition" [16, 32) changed.
+        let q = dir.path().join("y.img");
+        let g = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .read(true)
+            .open(&q)
+            .unwrap();
+        super::super::copy::copy_sparse(&File::open(&p).unwrap(), &g, false, &mut |_| {}).unwrap();
+        g.write_all_at(b"card", 20 * 4096).unwrap();
+        let reused = scan_split(&g, &[16, 32], Some(&base), Some((16 * 4096, 32 * 4096))).unwrap();
+        let fresh = scan_split(&g, &[16, 32], None, None).unwrap();
+        assert_eq!(reused, fresh);
+        assert_ne!(reused.ranges[1].sha256, base.ranges[1].sha256);
+        assert_eq!(reused.ranges[2].sha256, base.ranges[2].sha256);
+        // A changed base is scanned again, not served from the cache.
+        f.write_all_at(b"new", 40 * 4096).unwrap();
+        drop(f);
+        let again = base_map(&p, &[16, 32], Some(&cache)).unwrap();
+        assert_eq!(
+            again,
+            scan_split(&File::open(&p).unwrap(), &[16, 32], None, None).unwrap()
+        );
+    }
+}

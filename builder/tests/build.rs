@@ -1,0 +1,1171 @@
+//! `piimg build`: the card's text files checked with independent tools (cloud-init,
+//! Python's configparser), and whole images built from generated Raspberry Pi
+//! OS-shaped bases checked with fsck.vfat, e2fsck, mtools and bmaptool.
+
+use piimg::card::{self, Card, Content, FirstBoot, NodeSecrets, Os, RenderOptions, Templates};
+use piimg::plan::{Access, FirstBootAction, Hardware, NodeK3s, NodeNetwork, NodePlan};
+use piimg_firstboot::contract::{self, Role};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn plan() -> NodePlan {
+    NodePlan {
+        cluster: "homelab".into(),
+        profile: "homelab".into(),
+        name: "pi5-master-1".into(),
+        domain: Some("lan".into()),
+        role: Role::Server,
+        bootstrap: true,
+        first_boot: FirstBootAction::InitCluster,
+        network: NodeNetwork {
+            interface: "eth0".into(),
+            mac: None,
+            address: "192.168.86.31".parse().unwrap(),
+            prefix_len: 24,
+            gateway: "192.168.86.1".parse().unwrap(),
+            dns: vec!["192.168.86.1".parse().unwrap(), "9.9.9.9".parse().unwrap()],
+            search: vec!["lan".into()],
+        },
+        hardware: Hardware {
+            class: "pi5-8gb".into(),
+            board: "pi5".into(),
+            ram_mb: 8192,
+            config_txt: vec!["kernel=kernel8.img".into()],
+            config_txt_all: vec![
+                "dtoverlay=disable-wifi".into(),
+                "dtoverlay=disable-bt".into(),
+            ],
+            kubelet_args: vec![],
+        },
+        access: Access {
+            admin_user: "admin".into(),
+            ssh_authorized_keys: vec![
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTestsOnly admin@laptop".into(),
+            ],
+            password_login: false,
+        },
+        k3s: NodeK3s {
+            version: "v1.31.4+k3s1".into(),
+            vip: None,
+            tls_san: vec![],
+            disable: vec!["servicelb".into()],
+            etcd_snapshot_schedule: None,
+            etcd_snapshot_retention: None,
+            labels: Default::default(),
+            taints: vec![],
+            extra_args: vec![],
+            kubelet_args: vec![],
+            airgap_dir: None,
+        },
+        servers: vec![("pi5-master-1".into(), "192.168.86.31".parse().unwrap())],
+        overlay_dir: None,
+    }
+}
+
+fn os(fb: FirstBoot) -> Os {
+    Os {
+        codename: if fb == FirstBoot::CloudInit {
+            "trixie"
+        } else {
+            "bookworm"
+        }
+        .into(),
+        first_boot: fb,
+    }
+}
+
+fn render(p: &NodePlan, fb: FirstBoot) -> Card {
+    card::render(
+        p,
+        &NodeSecrets {
+            token: "K10abc::server:s3cret".into(),
+            node_password: None,
+            ..Default::default()
+        },
+        &os(fb),
+        &Templates::builtin(),
+        b"agent",
+        RenderOptions {
+            build_time: 1_700_000_000,
+        },
+    )
+    .unwrap()
+}
+
+fn file_text(c: &Card, path: &str) -> String {
+    match &c.files[path] {
+        Content::Bytes(b) => String::from_utf8(b.clone()).unwrap(),
+        Content::Host(p) => std::fs::read_to_string(p).unwrap(),
+    }
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Parses a NetworkManager keyfile with Python's configparser (independent of us)
+/// and prints the fields that matter as `key=value` lines: address, prefix,
+/// gateway (from `addressN=ip/len,gw` or a default `routeN`), dns, dns-search.
+fn nm_fields(keyfile: &Path) -> String {
+    let script = r#"
+import configparser, sys
+c = configparser.ConfigParser(interpolation=None)
+c.optionxform = str
+c.read(sys.argv[1])
+v4 = c["ipv4"]
+assert v4["method"] == "manual", v4["method"]
+addr = v4["address1"].split(",")
+ip, plen = addr[0].split("/")
+gw = addr[1] if len(addr) > 1 else None
+for k, v in v4.items():
+    if k.startswith("route") and v.split(",")[0] in ("0.0.0.0/0", "default"):
+        gw = v.split(",")[1]
+if "gateway" in v4:
+    gw = v4["gateway"]
+print("address=" + ip)
+print("prefix=" + plen)
+print("gateway=" + str(gw))
+print("dns=" + ";".join(x for x in v4.get("dns", "").split(";") if x))
+print("search=" + ";".join(x for x in v4.get("dns-search", "").split(";") if x))
+print("type=" + c["connection"]["type"])
+"#;
+    run(Command::new("python3").args(["-c", script]).arg(keyfile))
+}
+
+const EXPECTED_NET: &str = "address=192.168.86.31\nprefix=24\ngateway=192.168.86.1\ndns=192.168.86.1;9.9.9.9\nsearch=lan\ntype=ethernet\n";
+
+#[test]
+fn trixie_user_data_passes_cloud_init_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    for password_login in [false, true] {
+        let mut p = plan();
+        p.access.password_login = password_login;
+        let c = render(&p, FirstBoot::CloudInit);
+        let ud = dir.path().join("user-data");
+        std::fs::write(&ud, file_text(&c, "user-data")).unwrap();
+        let out = run(Command::new("cloud-init")
+            .args(["schema", "--config-file"])
+            .arg(&ud));
+        assert!(out.contains("Valid cloud-config"), "{out}");
+    }
+}
+
+#[test]
+fn cloud_init_schema_catches_a_broken_user_data_overlay() {
+    // The check above can fail: an overlay with a wrong type is rejected.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("trixie")).unwrap();
+    std::fs::write(
+        dir.path().join("trixie/user-data.hbs"),
+        "#cloud-config\nssh_pwauth: [not, a, boolean]\n",
+    )
+    .unwrap();
+    let t = Templates::with_overlay(dir.path()).unwrap();
+    let c = card::render(
+        &plan(),
+        &NodeSecrets::default(),
+        &os(FirstBoot::CloudInit),
+        &t,
+        b"a",
+        RenderOptions { build_time: 1 },
+    )
+    .unwrap();
+    let ud = dir.path().join("user-data");
+    std::fs::write(&ud, file_text(&c, "user-data")).unwrap();
+    let out = Command::new("cloud-init")
+        .args(["schema", "--config-file"])
+        .arg(&ud)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn trixie_network_config_converts_to_a_keyfile_with_the_static_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = render(&plan(), FirstBoot::CloudInit);
+    let nc = dir.path().join("network-config");
+    std::fs::write(&nc, file_text(&c, "network-config")).unwrap();
+    let out = dir.path().join("out");
+    run(Command::new("cloud-init")
+        .args([
+            "devel",
+            "net-convert",
+            "-k",
+            "yaml",
+            "-D",
+            "debian",
+            "-O",
+            "network-manager",
+        ])
+        .arg("-p")
+        .arg(&nc)
+        .arg("-d")
+        .arg(&out));
+    let keyfile = out.join("etc/NetworkManager/system-connections/cloud-init-eth0.nmconnection");
+    assert_eq!(nm_fields(&keyfile), EXPECTED_NET);
+}
+
+#[test]
+fn bookworm_keyfile_matches_what_cloud_init_would_render() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = render(&plan(), FirstBoot::SystemdRun);
+    let kf = c
+        .node_config
+        .files
+        .iter()
+        .find(|f| {
+            f.path
+                .starts_with("/etc/NetworkManager/system-connections/")
+        })
+        .unwrap();
+    assert_eq!(kf.mode, 0o600);
+    let p = dir.path().join("piimg-eth0.nmconnection");
+    std::fs::write(&p, &kf.content).unwrap();
+    assert_eq!(nm_fields(&p), EXPECTED_NET);
+    assert!(kf.content.contains("interface-name=eth0\n"));
+}
+
+#[test]
+fn node_json_on_the_card_is_what_the_agent_parses() {
+    let c = render(&plan(), FirstBoot::SystemdRun);
+    let cfg = contract::NodeConfig::from_json(&file_text(&c, contract::NODE_CONFIG_FILE)).unwrap();
+    assert_eq!(cfg.node_name, "pi5-master-1");
+    assert_eq!(cfg.network.address.to_string(), "192.168.86.31");
+}
+
+// ---------------------------------------------------------------------------
+// Whole images, built by the `piimg` binary from generated bases.
+// ---------------------------------------------------------------------------
+
+mod images {
+    use super::run;
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Output};
+    use std::sync::OnceLock;
+
+    const EPOCH: &str = "1700000000";
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDaZHaCdoVEb1zwLI5CNGewvIXbUN372synbuJpT30X8 test@piimg";
+
+    fn repo() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .to_path_buf()
+    }
+
+    /// A generated base of `release` (made once per test run, shared read-only).
+    pub fn base(release: &'static str) -> PathBuf {
+        static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap());
+        let _g = LOCK.lock().unwrap();
+        let p = dir.path().join(format!("{release}.img"));
+        if !p.exists() {
+            run(Command::new(repo().join("scripts/mkimage"))
+                .args(["--release", release, "--out"])
+                .arg(&p));
+        }
+        p
+    }
+
+    /// A temp dir with a two-node profile (server + agent), its cache and out/.
+    pub struct Env {
+        pub dir: tempfile::TempDir,
+    }
+
+    impl Env {
+        pub fn new() -> Env {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(
+                dir.path().join("lab.toml"),
+                format!(
+                    r#"[cluster]
+name = "lab"
+domain = "lan"
+
+[network]
+cidr = "192.168.86.0/24"
+gateway = "192.168.86.1"
+dns = ["192.168.86.1", "9.9.9.9"]
+
+[k3s]
+version = "v1.31.4+k3s1"
+
+[access]
+admin_user = "admin"
+ssh_keys = ["{KEY}"]
+
+[hardware]
+pi5_4k_pages = true
+
+[[nodes]]
+name = "pi5-master-1"
+ip = "192.168.86.31"
+role = "server"
+hardware = "pi5-8gb"
+
+[[nodes]]
+name = "pi4-worker-1"
+ip = "192.168.86.41"
+role = "agent"
+hardware = "pi4-2gb"
+"#
+                ),
+            )
+            .unwrap();
+            Env { dir }
+        }
+
+        pub fn path(&self, rel: &str) -> PathBuf {
+            self.dir.path().join(rel)
+        }
+
+        pub fn piimg(&self) -> Command {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_piimg"));
+            c.current_dir(self.dir.path())
+                .env("SOURCE_DATE_EPOCH", EPOCH)
+                .env("PIIMG_CACHE", self.path("cache"))
+                .env_remove("PIIMG_PROFILE");
+            c
+        }
+
+        /// `piimg build --profile lab.toml --offline --base BASE ARGS...`.
+        pub fn build(&self, base: &Path, args: &[&str]) -> Output {
+            self.piimg()
+                .args([
+                    "--quiet",
+                    "build",
+                    "--profile",
+                    "lab.toml",
+                    "--offline",
+                    "--base",
+                ])
+                .arg(base)
+                .args(args)
+                .output()
+                .unwrap()
+        }
+
+        pub fn build_ok(&self, base: &Path, args: &[&str]) {
+            let out = self.build(base, args);
+            assert!(
+                out.status.success(),
+                "build failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    /// (start, size) in bytes of partition `n` (1-based), from sfdisk.
+    pub fn partition(img: &Path, n: usize) -> (u64, u64) {
+        let out = run(Command::new("sfdisk").arg("-J").arg(img));
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let p = &v["partitiontable"]["partitions"][n - 1];
+        (
+            p["start"].as_u64().unwrap() * 512,
+            p["size"].as_u64().unwrap() * 512,
+        )
+    }
+
+    /// A partition's bytes.
+    pub fn partition_bytes(img: &Path, n: usize) -> Vec<u8> {
+        use std::os::unix::fs::FileExt;
+        let (start, size) = partition(img, n);
+        let mut buf = vec![0u8; size as usize];
+        std::fs::File::open(img)
+            .unwrap()
+            .read_exact_at(&mut buf, start)
+            .unwrap();
+        buf
+    }
+
+    /// A boot-partition file read with mtools (independent of our FAT code).
+    pub fn mtype(img: &Path, path: &str) -> String {
+        let (start, _) = partition(img, 1);
+        run(Command::new("mtype")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(format!("{}@@{start}", img.display()))
+            .arg(format!("::/{path}")))
+    }
+
+    /// A boot-partition file's bytes, read with mtools.
+    pub fn mtype_bytes(img: &Path, path: &str) -> Vec<u8> {
+        let (start, _) = partition(img, 1);
+        let out = Command::new("mtype")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(format!("{}@@{start}", img.display()))
+            .arg(format!("::/{path}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mtype {path}");
+        out.stdout
+    }
+
+    /// fsck.vfat -n on the boot partition and e2fsck -fn on the root, both clean.
+    pub fn fsck_clean(img: &Path) {
+        let dir = tempfile::tempdir().unwrap();
+        let boot = dir.path().join("boot.part");
+        std::fs::write(&boot, partition_bytes(img, 1)).unwrap();
+        run(Command::new("fsck.vfat").arg("-n").arg(&boot));
+        let root = dir.path().join("root.part");
+        std::fs::write(&root, partition_bytes(img, 2)).unwrap();
+        run(Command::new("e2fsck").arg("-fn").arg(&root));
+    }
+
+    pub fn sha(bytes: &[u8]) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(bytes))
+    }
+}
+
+use images::{Env, base, fsck_clean, mtype, mtype_bytes, partition_bytes, sha};
+use std::os::unix::fs::PermissionsExt;
+
+const FLAGS: [&str; 2] = ["cgroup_memory=1", "cgroup_enable=memory"];
+
+fn count(hay: &str, needle: &str) -> usize {
+    hay.split_whitespace().filter(|a| *a == needle).count()
+}
+
+#[test]
+fn bookworm_image_is_clean_and_only_the_boot_partition_changed() {
+    let env = Env::new();
+    let b = base("bookworm");
+    env.build_ok(&b, &["--node", "pi5-master-1"]);
+    let img = env.path("out/pi5-master-1.img");
+    fsck_clean(&img);
+    assert_eq!(
+        sha(&partition_bytes(&img, 2)),
+        sha(&partition_bytes(&b, 2)),
+        "root partition changed"
+    );
+    let mode = std::fs::metadata(&img).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let cmdline = mtype(&img, "cmdline.txt");
+    assert_eq!(cmdline.lines().count(), 1, "{cmdline}");
+    for f in FLAGS {
+        assert_eq!(count(&cmdline, f), 1, "{cmdline}");
+    }
+    assert_eq!(
+        count(&cmdline, "systemd.run=/boot/firmware/piimg/piimg-firstboot"),
+        1,
+        "{cmdline}"
+    );
+    assert!(cmdline.contains("root=PARTUUID="), "{cmdline}");
+    let config = mtype(&img, "config.txt");
+    assert!(config.contains("[pi5]\n"), "{config}");
+    assert_eq!(config.matches("kernel=kernel8.img").count(), 1, "{config}");
+    let node =
+        piimg_firstboot::contract::NodeConfig::from_json(&mtype(&img, "piimg/node.json")).unwrap();
+    assert_eq!(node.node_name, "pi5-master-1");
+    let secrets =
+        piimg_firstboot::contract::CardSecrets::from_json(&mtype(&img, "piimg/secrets.json"))
+            .unwrap();
+    assert!(!secrets.token.is_empty());
+    // The manifest is the one `piimg inspect` reads.
+    let manifest =
+        piimg::manifest::Manifest::from_json(&mtype(&img, "piimg/manifest.json")).unwrap();
+    assert_eq!(manifest.node, "pi5-master-1");
+    assert_eq!(manifest.built_at, "2023-11-14T22:13:20Z");
+    assert_eq!(manifest.template_hashes["common/cmdline.txt.hbs"].len(), 64);
+    assert!(mtype_bytes(&img, "piimg/piimg-firstboot") == piimg::agent::AGENT_BINARY);
+}
+
+#[test]
+fn building_twice_and_from_a_built_image_keeps_one_copy_of_each_flag() {
+    let env = Env::new();
+    let b = base("bookworm");
+    env.build_ok(&b, &["--node", "pi5-master-1"]);
+    env.build_ok(&b, &["--node", "pi5-master-1"]);
+    let first = env.path("out/pi5-master-1.img");
+    let again = env.path("again.img");
+    std::fs::copy(&first, &again).unwrap();
+    env.build_ok(&again, &["--node", "pi5-master-1", "--out", "out2"]);
+    let img = env.path("out2/pi5-master-1.img");
+    let cmdline = mtype(&img, "cmdline.txt");
+    for f in FLAGS.iter().chain(&[
+        "systemd.run=/boot/firmware/piimg/piimg-firstboot",
+        "systemd.run_success_action=reboot",
+    ]) {
+        assert_eq!(count(&cmdline, f), 1, "{f} in {cmdline}");
+    }
+    let config = mtype(&img, "config.txt");
+    assert_eq!(config.matches("kernel=kernel8.img").count(), 1, "{config}");
+    assert_eq!(
+        config.matches("# piimg: begin").count(),
+        config.matches("# piimg: end").count()
+    );
+    fsck_clean(&img);
+    // Same inputs, same epoch: rebuilding a built image gives the same card.
+    assert_eq!(mtype(&img, "cmdline.txt"), mtype(&first, "cmdline.txt"));
+}
+
+#[test]
+fn trixie_image_carries_a_cloud_init_seed_matching_the_cmdline() {
+    let env = Env::new();
+    let b = base("trixie");
+    env.build_ok(&b, &["--node", "pi4-worker-1"]);
+    let img = env.path("out/pi4-worker-1.img");
+    fsck_clean(&img);
+    assert_eq!(sha(&partition_bytes(&img, 2)), sha(&partition_bytes(&b, 2)));
+    let meta = mtype(&img, "meta-data");
+    let id = meta
+        .lines()
+        .find_map(|l| l.strip_prefix("instance-id: "))
+        .unwrap()
+        .to_string();
+    assert!(id.starts_with("piimg-pi4-worker-1-"), "{meta}");
+    let cmdline = mtype(&img, "cmdline.txt");
+    assert_eq!(
+        count(&cmdline, &format!("ds=nocloud;i={id}")),
+        1,
+        "{cmdline}"
+    );
+    assert_eq!(cmdline.matches("ds=nocloud").count(), 1, "{cmdline}");
+    for f in FLAGS {
+        assert_eq!(count(&cmdline, f), 1, "{cmdline}");
+    }
+    assert!(!cmdline.contains("systemd.run="), "{cmdline}");
+    let dir = tempfile::tempdir().unwrap();
+    let ud = dir.path().join("user-data");
+    std::fs::write(&ud, mtype(&img, "user-data")).unwrap();
+    let out = run(Command::new("cloud-init")
+        .args(["schema", "--config-file"])
+        .arg(&ud));
+    assert!(out.contains("Valid cloud-config"), "{out}");
+    let nc = mtype(&img, "network-config");
+    assert!(nc.contains("- 192.168.86.41/24"), "{nc}");
+    // Pi 4 class: no [pi5] kernel line.
+    assert!(!mtype(&img, "config.txt").contains("kernel=kernel8.img"));
+}
+
+#[test]
+fn same_inputs_and_epoch_give_byte_identical_images() {
+    let env = Env::new();
+    let b = base("trixie");
+    env.build_ok(&b, &["--node", "pi4-worker-1", "--out", "a"]);
+    env.build_ok(&b, &["--node", "pi4-worker-1", "--out", "b"]);
+    let a = std::fs::read(env.path("a/pi4-worker-1.img")).unwrap();
+    let bb = std::fs::read(env.path("b/pi4-worker-1.img")).unwrap();
+    assert!(a == bb, "images differ");
+    assert_eq!(
+        std::fs::read(env.path("a/pi4-worker-1.img.bmap")).unwrap(),
+        std::fs::read(env.path("b/pi4-worker-1.img.bmap")).unwrap()
+    );
+    // A different build time gives a new cloud-init instance id (a re-imaged card
+    // is a new machine to cloud-init).
+    let out = env
+        .piimg()
+        .env("SOURCE_DATE_EPOCH", "1700000001")
+        .args([
+            "--quiet",
+            "build",
+            "--profile",
+            "lab.toml",
+            "--offline",
+            "--out",
+            "c",
+            "--node",
+            "pi4-worker-1",
+            "--base",
+        ])
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(
+        mtype(&env.path("a/pi4-worker-1.img"), "meta-data"),
+        mtype(&env.path("c/pi4-worker-1.img"), "meta-data")
+    );
+}
+
+#[test]
+fn bmaptool_copies_the_image_from_its_bmap() {
+    let env = Env::new();
+    let b = base("bookworm");
+    env.build_ok(&b, &["--node", "pi4-worker-1"]);
+    let img = env.path("out/pi4-worker-1.img");
+    let target = env.path("target.img");
+    run(Command::new("bmaptool")
+        .args(["copy", "--bmap"])
+        .arg(env.path("out/pi4-worker-1.img.bmap"))
+        .arg(&img)
+        .arg(&target));
+    assert!(std::fs::read(&img).unwrap() == std::fs::read(&target).unwrap());
+    // Every block the bmap leaves out reads as zeros (so skipping it loses nothing),
+    // and the flash module's parser accepts the file.
+    let map = piimg::bmap::Bmap::load(&env.path("out/pi4-worker-1.img.bmap")).unwrap();
+    let bytes = std::fs::read(&img).unwrap();
+    let mut covered = vec![false; bytes.len().div_ceil(4096)];
+    for (off, len) in map.extents() {
+        for b in off / 4096..(off + len).div_ceil(4096) {
+            covered[b as usize] = true;
+        }
+    }
+    for (i, c) in covered.iter().enumerate() {
+        if !c {
+            let end = ((i + 1) * 4096).min(bytes.len());
+            assert!(
+                bytes[i * 4096..end].iter().all(|&x| x == 0),
+                "block {i} unmapped but not zero"
+            );
+        }
+    }
+}
+
+#[test]
+fn xz_output_decompresses_to_the_image() {
+    let env = Env::new();
+    let b = base("bookworm");
+    env.build_ok(&b, &["--node", "pi4-worker-1", "--xz"]);
+    let out = Command::new("xz")
+        .args(["-dc"])
+        .arg(env.path("out/pi4-worker-1.img.xz"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(out.stdout == std::fs::read(env.path("out/pi4-worker-1.img")).unwrap());
+    let mode = std::fs::metadata(env.path("out/pi4-worker-1.img.xz"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn all_builds_every_node_with_a_json_summary() {
+    let env = Env::new();
+    let b = base("bookworm");
+    let out = env
+        .piimg()
+        .args([
+            "--json",
+            "build",
+            "--profile",
+            "lab.toml",
+            "--offline",
+            "--all",
+            "--base",
+        ])
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let images = v["images"].as_array().unwrap();
+    assert_eq!(images.len(), 2);
+    for i in images {
+        let path = PathBuf::from(i["path"].as_str().unwrap());
+        let path = if path.is_absolute() {
+            path
+        } else {
+            env.path(path.to_str().unwrap())
+        };
+        assert_eq!(
+            i["sha256"].as_str().unwrap(),
+            sha(&std::fs::read(&path).unwrap())
+        );
+        assert_eq!(i["release"], "bookworm");
+        assert!(i["bmap"].as_str().unwrap().ends_with(".img.bmap"));
+    }
+    // The bootstrap card is recorded as issued next to the profile.
+    let state = std::fs::read_to_string(env.path("lab.state.toml")).unwrap();
+    assert!(state.contains("pi5-master-1"), "{state}");
+}
+
+#[test]
+fn a_failed_build_keeps_the_previous_image_and_leaves_no_temp_files() {
+    let env = Env::new();
+    let b = base("bookworm");
+    env.build_ok(&b, &["--node", "pi4-worker-1"]);
+    let img = env.path("out/pi4-worker-1.img");
+    let before = sha(&std::fs::read(&img).unwrap());
+    // An overlay extra bigger than the boot partition: the card cannot fit.
+    let overlay = env.path("overlay/boot");
+    std::fs::create_dir_all(&overlay).unwrap();
+    let big = std::fs::File::create(overlay.join("huge.bin")).unwrap();
+    big.set_len(513 << 20).unwrap();
+    let profile = std::fs::read_to_string(env.path("lab.toml")).unwrap();
+    std::fs::write(
+        env.path("lab.toml"),
+        profile.replace("[cluster]\n", "[cluster]\noverlay_dir = \"overlay\"\n"),
+    )
+    .unwrap();
+    let out = env.build(&b, &["--node", "pi4-worker-1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("pi4-worker-1"), "{err}");
+    assert_eq!(sha(&std::fs::read(&img).unwrap()), before);
+    let names: Vec<String> = std::fs::read_dir(env.path("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.ends_with(".partial")), "{names:?}");
+}
+
+#[test]
+fn ctrl_c_mid_build_leaves_no_new_image() {
+    let env = Env::new();
+    let big = env.path("big.img");
+    run(
+        Command::new(env!("CARGO_MANIFEST_DIR").to_string() + "/../scripts/mkimage")
+            .args(["--release", "bookworm", "--fill-mib", "300", "--out"])
+            .arg(&big),
+    );
+    std::fs::create_dir_all(env.path("out")).unwrap();
+    std::fs::write(env.path("out/pi4-worker-1.img"), b"previous image").unwrap();
+    let mut child = env
+        .piimg()
+        .args([
+            "--quiet",
+            "build",
+            "--profile",
+            "lab.toml",
+            "--offline",
+            "--node",
+            "pi4-worker-1",
+            "--base",
+        ])
+        .arg(&big)
+        .spawn()
+        .unwrap();
+    // Wait until the temp output exists, then interrupt.
+    let t0 = std::time::Instant::now();
+    loop {
+        let partial = std::fs::read_dir(env.path("out")).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".partial")
+        });
+        if partial || t0.elapsed().as_secs() > 60 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    assert_eq!(
+        std::fs::read(env.path("out/pi4-worker-1.img")).unwrap(),
+        b"previous image"
+    );
+    let names: Vec<String> = std::fs::read_dir(env.path("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["pi4-worker-1.img"]);
+}
+
+#[test]
+fn bad_inputs_get_one_clear_line() {
+    let env = Env::new();
+    let b = base("bookworm");
+    type Case<'a> = (Vec<&'a str>, Option<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (vec!["--node", "nope"], None, "--node nope: no such node"),
+        (
+            vec!["--node", "pi4-worker-1"],
+            Some(("SOURCE_DATE_EPOCH", "yesterday")),
+            "SOURCE_DATE_EPOCH=\"yesterday\" is not a number",
+        ),
+    ];
+    for (args, env_var, want) in cases {
+        let mut c = env.piimg();
+        c.args(["build", "--profile", "lab.toml", "--offline", "--base"])
+            .arg(&b)
+            .args(&args);
+        if let Some((k, v)) = env_var {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let out = env.build(Path::new("missing.img"), &["--node", "pi4-worker-1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--base missing.img: no such file"), "{err}");
+    std::fs::write(env.path("notes.txt"), "not an image").unwrap();
+    let out = env.build(&env.path("notes.txt"), &["--node", "pi4-worker-1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("notes.txt"), "{err}");
+    assert!(!env.path("out/pi4-worker-1.img").exists());
+}
+
+// ---- The cluster PKI on the cards (secure token, CA files, node passwords) ----
+
+/// Three servers (pi5-master-1 bootstraps) and the agent.
+fn ha_env() -> Env {
+    let env = Env::new();
+    let mut p = std::fs::read_to_string(env.path("lab.toml")).unwrap();
+    for (n, ip) in [(2, 32), (3, 33)] {
+        p.push_str(&format!(
+            "\n[[nodes]]\nname = \"pi5-master-{n}\"\nip = \"192.168.86.{ip}\"\nrole = \"server\"\nhardware = \"pi5-8gb\"\n"
+        ));
+    }
+    std::fs::write(env.path("lab.toml"), p).unwrap();
+    env
+}
+
+/// The card's node.json and secrets.json, read back from the image with mtools.
+fn card_of(env: &Env, node: &str) -> (contract::NodeConfig, contract::CardSecrets) {
+    let img = env.path(&format!("out/{node}.img"));
+    let cfg: contract::NodeConfig =
+        serde_json::from_str(&mtype(&img, contract::NODE_CONFIG_FILE)).unwrap();
+    let sec: contract::CardSecrets =
+        serde_json::from_str(&mtype(&img, contract::SECRETS_FILE)).unwrap();
+    (cfg, sec)
+}
+
+fn tls_files(sec: &contract::CardSecrets) -> Vec<&str> {
+    sec.files
+        .iter()
+        .map(|f| f.path.as_str())
+        .filter(|p| p.starts_with("/var/lib/rancher/k3s/server/tls/"))
+        .collect()
+}
+
+/// sha256 of the DER of the last certificate in a PEM bundle, by openssl + sha256sum.
+fn openssl_root_hash(bundle: &str) -> String {
+    let last = bundle
+        .rfind("-----BEGIN CERTIFICATE-----")
+        .expect("a certificate in the bundle");
+    let mut child = Command::new("sh")
+        .args(["-c", "openssl x509 -outform der | sha256sum"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&bundle.as_bytes()[last..])
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()[..64].to_string()
+}
+
+fn mode_of(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn the_bootstrap_card_carries_the_secure_token_pinned_to_the_ca_in_the_secrets() {
+    let env = ha_env();
+    let b = base("bookworm");
+    env.build_ok(&b, &["--node", "pi5-master-1", "--xz"]);
+    let (cfg, sec) = card_of(&env, "pi5-master-1");
+
+    let bundle = std::fs::read_to_string(env.path("lab.secrets/ca/server-ca.crt")).unwrap();
+    let hash = piimg::pki::ca_hash(bundle.as_bytes()).unwrap();
+    assert_eq!(
+        hash,
+        openssl_root_hash(&bundle),
+        "k3s hashes the root's DER"
+    );
+    let (k10, secret) = sec.token.split_once("::server:").unwrap();
+    assert_eq!(k10, format!("K10{hash}"));
+    let token_file = std::fs::read_to_string(env.path("lab.secrets/k3s-token")).unwrap();
+    assert!(token_file.contains(secret), "token secret is the cluster's");
+    assert_eq!(cfg.ha.cluster_ca_sha256.as_deref(), Some(hash.as_str()));
+    assert_eq!(cfg.ha.cluster_ca_pem.as_deref(), Some(bundle.as_str()));
+    assert!(cfg.ha.first_bring_up);
+
+    // The first bootstrap card carries the CA, keys included, and the node-cleaner.
+    let tls = tls_files(&sec);
+    for f in [
+        "server-ca.crt",
+        "server-ca.key",
+        "client-ca.crt",
+        "client-ca.key",
+        "service.key",
+    ] {
+        assert!(
+            tls.contains(&format!("/var/lib/rancher/k3s/server/tls/{f}").as_str()),
+            "{f} missing from {tls:?}"
+        );
+    }
+    assert!(sec.files.iter().all(|f| f.mode == 0o600));
+    let cleaner = cfg.ha.node_cleaner.as_ref().unwrap();
+    assert!(sec.files.iter().any(|f| f.path == cleaner.cert));
+    assert!(sec.files.iter().any(|f| f.path == cleaner.key));
+    assert!(
+        cfg.files.iter().any(|f| f.path
+            == "/var/lib/rancher/k3s/server/manifests/piimg-node-cleaner-rbac.yaml"),
+        "{:?}",
+        cfg.files.iter().map(|f| &f.path).collect::<Vec<_>>()
+    );
+    let secret_paths: Vec<&str> = sec.files.iter().map(|f| f.path.as_str()).collect();
+    assert!(
+        cfg.files
+            .iter()
+            .all(|f| !secret_paths.contains(&f.path.as_str()))
+    );
+    assert_eq!(
+        sec.node_password.as_deref().unwrap(),
+        piimg::pki::node_password(secret, "pi5-master-1")
+    );
+
+    // Every output file holding the secrets is private; the image and .xz are 0600.
+    assert_eq!(mode_of(&env.path("out/pi5-master-1.img")), 0o600);
+    assert_eq!(mode_of(&env.path("out/pi5-master-1.img.xz")), 0o600);
+    for e in std::fs::read_dir(env.path("out")).unwrap() {
+        let p = e.unwrap().path();
+        let bytes = std::fs::read(&p).unwrap();
+        let holds_secret = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+        if holds_secret {
+            assert_eq!(mode_of(&p), 0o600, "{} holds the token", p.display());
+        }
+    }
+    let state = std::fs::read_to_string(env.path("lab.state.toml")).unwrap();
+    assert!(state.contains("bootstrap_issued = true"), "{state}");
+}
+
+#[test]
+fn a_rebuilt_bootstrap_card_waits_for_a_peer_and_only_the_first_carries_the_ca() {
+    let env = ha_env();
+    let b = base("bookworm");
+    env.build_ok(&b, &["--node", "pi5-master-1"]);
+    let (first_cfg, first) = card_of(&env, "pi5-master-1");
+    assert!(first_cfg.ha.first_bring_up);
+    assert!(!tls_files(&first).is_empty());
+
+    env.build_ok(&b, &["--node", "pi5-master-1", "--node", "pi5-master-2"]);
+    let (cfg, sec) = card_of(&env, "pi5-master-1");
+    assert!(
+        !cfg.ha.first_bring_up,
+        "a rebuilt bootstrap card must not initialise"
+    );
+    assert!(tls_files(&sec).is_empty(), "{:?}", tls_files(&sec));
+    assert_eq!(sec.token, first.token);
+    assert_eq!(cfg.ha.cluster_ca_sha256, first_cfg.ha.cluster_ca_sha256);
+
+    // Another server: same token, no CA keys, but the node-cleaner and the manifests.
+    let (cfg2, sec2) = card_of(&env, "pi5-master-2");
+    assert!(!cfg2.ha.first_bring_up);
+    assert_eq!(sec2.token, first.token);
+    assert!(tls_files(&sec2).is_empty());
+    assert!(cfg2.ha.node_cleaner.is_some());
+    let manifests = |c: &contract::NodeConfig| -> Vec<(String, String)> {
+        c.files
+            .iter()
+            .filter(|f| f.path.starts_with("/var/lib/rancher/k3s/server/manifests/"))
+            .map(|f| (f.path.clone(), f.content.clone()))
+            .collect()
+    };
+    assert!(!manifests(&cfg2).is_empty());
+    assert_eq!(
+        manifests(&cfg2),
+        manifests(&cfg),
+        "identical on every server"
+    );
+
+    // `piimg plan` tells the same story from the same record.
+    let out = env
+        .piimg()
+        .args(["--json", "plan", "--profile", "lab.toml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["bootstrap_issued"], true);
+    let n = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "pi5-master-1")
+        .unwrap();
+    assert!(
+        n["first_boot_text"]
+            .as_str()
+            .unwrap()
+            .starts_with("join as server"),
+        "{n}"
+    );
+}
+
+#[test]
+fn worker_cards_carry_the_derived_node_password_and_nothing_of_the_ca() {
+    let env = ha_env();
+    let b = base("bookworm");
+    env.build_ok(&b, &["--node", "pi4-worker-1"]);
+    let (cfg, sec) = card_of(&env, "pi4-worker-1");
+    let (_, secret) = sec.token.split_once("::server:").unwrap();
+    let pw = sec.node_password.clone().unwrap();
+    assert_eq!(pw, piimg::pki::node_password(secret, "pi4-worker-1"));
+    assert!(sec.files.is_empty(), "{:?}", sec.files);
+    assert!(cfg.ha.node_cleaner.is_none());
+    assert!(!cfg.ha.first_bring_up);
+    assert!(cfg.ha.cluster_ca_pem.is_some(), "workers pin the CA too");
+
+    env.build_ok(&b, &["--node", "pi4-worker-1"]);
+    let (_, again) = card_of(&env, "pi4-worker-1");
+    assert_eq!(again.node_password.unwrap(), pw);
+    assert_eq!(again.token, sec.token);
+}
+
+#[test]
+fn new_cluster_gives_a_fresh_token_and_a_fresh_ca() {
+    let env = ha_env();
+    let b = base("bookworm");
+    env.build_ok(&b, &["--node", "pi5-master-1"]);
+    let (cfg, sec) = card_of(&env, "pi5-master-1");
+    env.build_ok(&b, &["--node", "pi5-master-1", "--new-cluster"]);
+    let (cfg2, sec2) = card_of(&env, "pi5-master-1");
+    let secret = |t: &str| t.split_once("::server:").unwrap().1.to_string();
+    assert_ne!(secret(&sec.token), secret(&sec2.token));
+    assert_ne!(cfg.ha.cluster_ca_sha256, cfg2.ha.cluster_ca_sha256);
+    assert_ne!(cfg.ha.cluster_ca_pem, cfg2.ha.cluster_ca_pem);
+    assert!(cfg2.ha.first_bring_up, "a new cluster is brought up again");
+    assert!(!tls_files(&sec2).is_empty());
+    // The old secrets, CA included, were moved aside, not lost.
+    let old: Vec<PathBuf> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".old-"))
+        .collect();
+    assert_eq!(old.len(), 1, "{old:?}");
+    let old_bundle = std::fs::read_to_string(old[0].join("ca/server-ca.crt")).unwrap();
+    assert_eq!(Some(old_bundle), cfg.ha.cluster_ca_pem);
+}
+
+#[test]
+fn a_failed_bootstrap_build_is_not_recorded_as_issued() {
+    let env = ha_env();
+    let b = base("bookworm");
+    let overlay = env.path("overlay/boot");
+    std::fs::create_dir_all(&overlay).unwrap();
+    let big = std::fs::File::create(overlay.join("huge.bin")).unwrap();
+    big.set_len(513 << 20).unwrap();
+    let profile = std::fs::read_to_string(env.path("lab.toml")).unwrap();
+    std::fs::write(
+        env.path("lab.toml"),
+        profile.replace("[cluster]\n", "[cluster]\noverlay_dir = \"overlay\"\n"),
+    )
+    .unwrap();
+    let out = env.build(&b, &["--node", "pi5-master-1"]);
+    assert!(!out.status.success());
+    let state = std::fs::read_to_string(env.path("lab.state.toml")).unwrap_or_default();
+    assert!(!state.contains("bootstrap_issued = true"), "{state}");
+    // Once it fits, the card is still the first bring-up.
+    std::fs::remove_file(overlay.join("huge.bin")).unwrap();
+    env.build_ok(&b, &["--node", "pi5-master-1"]);
+    assert!(card_of(&env, "pi5-master-1").0.ha.first_bring_up);
+}
+
+#[test]
+fn the_phase2_unit_retries_on_failure_and_systemd_accepts_it() {
+    let c = render(&plan(), FirstBoot::SystemdRun);
+    let unit = c
+        .node_config
+        .files
+        .iter()
+        .find(|f| f.path == format!("/etc/systemd/system/{}", contract::AGENT_UNIT))
+        .unwrap()
+        .content
+        .clone();
+    assert!(unit.contains("\nType=oneshot\n"), "{unit}");
+    assert!(unit.contains("\nRestart=on-failure\n"), "{unit}");
+    assert!(unit.contains("\nRestartSec=30\n"), "{unit}");
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("systemd-analyze not installed: unit not verified");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap()
+        .to_string();
+    let path = dir.path().join(contract::AGENT_UNIT);
+    std::fs::write(&path, unit.replace(&exec, "/bin/true")).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn profile_addons_put_their_helm_charts_on_server_cards_only() {
+    let env = ha_env();
+    let p = std::fs::read_to_string(env.path("lab.toml")).unwrap();
+    std::fs::write(
+        env.path("lab.toml"),
+        p.replace(
+            "[hardware]\n",
+            "[addons]\ncert_manager = true\nmonitoring = false\n\n[hardware]\n",
+        ),
+    )
+    .unwrap();
+    let b = base("bookworm");
+    env.build_ok(&b, &["--node", "pi5-master-2", "--node", "pi4-worker-1"]);
+    let paths = |node: &str| -> Vec<String> {
+        card_of(&env, node)
+            .0
+            .files
+            .iter()
+            .map(|f| f.path.clone())
+            .collect()
+    };
+    let server = paths("pi5-master-2");
+    let dir = "/var/lib/rancher/k3s/server/manifests";
+    assert!(
+        server.contains(&format!("{dir}/piimg-cert-manager.yaml")),
+        "{server:?}"
+    );
+    assert!(!server.contains(&format!("{dir}/piimg-kube-prometheus-stack.yaml")));
+    assert!(paths("pi4-worker-1").iter().all(|p| !p.starts_with(dir)));
+}
+
+#[test]
+fn the_only_server_of_a_single_server_cluster_reinitialises_when_rebuilt() {
+    // No peer to join: the plan (and the card) let it initialise again.
+    let env = Env::new();
+    let b = base("bookworm");
+    env.build_ok(&b, &["--node", "pi5-master-1"]);
+    env.build_ok(&b, &["--node", "pi5-master-1"]);
+    let (cfg, sec) = card_of(&env, "pi5-master-1");
+    assert!(cfg.ha.first_bring_up);
+    assert!(!tls_files(&sec).is_empty());
+}
