@@ -967,3 +967,43 @@ fn corrupt_or_wrong_size_bmap_is_a_clear_error() {
     assert!(Cache::new(dir.path()).list().unwrap().is_empty());
     assert!(files(&dir.path().join("images")).is_empty());
 }
+
+#[test]
+fn cli_says_once_when_there_is_no_bmap_and_takes_bmap_url() {
+    let server = Server::start();
+    server.put(TRIXIE_PATH, trixie().xz.clone());
+    server.put("/t.bmap", bmaptool_bmap(&trixie().raw, &HOLES).into_bytes());
+    let dir = tempfile::tempdir().unwrap();
+
+    // No bmap: human output says the image is cached dense, once.
+    let cache = dir.path().join("dense");
+    let out = piimg(&cache)
+        .args(["fetch", "--url", &server.url(TRIXIE_PATH)])
+        .args(["--sha256", &trixie().xz_sha])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(err.matches("no .bmap published").count(), 1, "{err}");
+    let img = Cache::new(&cache).list().unwrap().remove(0);
+    assert_dense(&img.path);
+
+    // --bmap-url: holes at its unmapped range, and no such message.
+    let cache = dir.path().join("sparse");
+    let out = piimg(&cache)
+        .args(["fetch", "--url", &server.url(TRIXIE_PATH)])
+        .args(["--sha256", &trixie().xz_sha])
+        .args(["--bmap-url", &server.url("/t.bmap")])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("no .bmap"), "{err}");
+    let img = Cache::new(&cache).list().unwrap().remove(0);
+    let (a, b) = (HOLES[0].0 as u64, HOLES[0].1 as u64);
+    assert_eq!(
+        allocated(&img.path),
+        vec![(0, a), (b, trixie().raw.len() as u64)]
+    );
+    assert!(img.bmap.is_some());
+}

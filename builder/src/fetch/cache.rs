@@ -216,6 +216,9 @@ impl Cache {
                 .map_err(|e| FetchError::io("writing", path, e))?;
         }
         file.commit().map_err(|e| {
+            if let Some(b) = &img.bmap {
+                let _ = fs::remove_file(b);
+            }
             if super::error::is_disk_full(&e) {
                 FetchError::DiskFull {
                     what: "committing",
@@ -233,8 +236,11 @@ impl Cache {
             reason: e.to_string(),
         })?;
         crate::atomic::write_atomic(&meta, &json, 0o644).map_err(|e| {
-            // Leave no image without metadata behind.
+            // Leave no image (or bmap) without metadata behind.
             let _ = fs::remove_file(&dest);
+            if let Some(b) = &img.bmap {
+                let _ = fs::remove_file(b);
+            }
             FetchError::io("writing", &meta, e)
         })
     }
