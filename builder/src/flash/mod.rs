@@ -2,10 +2,12 @@
 //!
 //! [`target::inspect`] decides whether a device may be written; [`Source::open`] finds
 //! the image's mapped ranges (its `.bmap` or its holes); [`flash`] writes them in 4 MiB
-//! aligned chunks (O_DIRECT where possible) and, while later 64 MiB windows are being
-//! written, fsyncs each finished window and reads it back from the medium to compare
-//! SHA256 per range. The first MiB — the partition table — is written last, after an
-//! fsync, then fsynced and compared byte for byte.
+//! aligned chunks (O_DIRECT where possible), checking the image against its `.bmap`
+//! checksums on the way, and, while later windows (≤ 64 MiB, smaller when memory is
+//! short) are being written, fsyncs each finished window, drops its cached pages, reads
+//! it back from the medium and compares it byte for byte with the buffers that were
+//! written (kept until then, at most two windows). The first MiB — the partition table
+//! — is written last, after an fsync, then fsynced and compared byte for byte.
 
 mod buffer;
 mod chunks;

@@ -1,19 +1,19 @@
-//! Read-back verification, overlapped with writing. As soon as every chunk of a
-//! [`Window`] is written, the [`Verifier`] fsyncs, drops the window's cached pages and
-//! reads it back from the medium (O_DIRECT where the target allows it) on one thread
-//! while another hashes it; each range's SHA256 is compared with the one computed from
-//! the image while writing (equal to the `.bmap`'s, when there is one). Ranges reaching
-//! into the first MiB are hashed with the image's bytes there; [`check_head`] compares
-//! the first MiB byte for byte once it is written. On a mismatch the first differing
-//! byte is found by comparing that range with the image.
+//! Read-back verification, overlapped with writing. The write workers hand each
+//! written buffer to [`Retained`] instead of back to the pool; as soon as every chunk
+//! of a [`Window`] is written, the [`Verifier`] fsyncs, drops the window's cached pages,
+//! reads it back from the medium (O_DIRECT where the target allows it) into its own
+//! buffer and compares it byte for byte with the buffer that was written, then returns
+//! that buffer to the pool. The pool holds at most two windows besides the writers'
+//! buffers, so the memory kept is bounded (see [`super::window::Budget`]). The image
+//! itself is checked against the `.bmap` while writing; [`check_head`] compares the
+//! first MiB once it is written.
 
-use std::os::unix::fs::FileExt;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, mpsc};
+use std::sync::mpsc::SyncSender;
 use std::time::Instant;
 
 use indicatif::ProgressBar;
-use sha2::{Digest, Sha256};
 
 use super::FlashError;
 use super::buffer::AlignedBuf;
@@ -22,9 +22,6 @@ use super::device::Device;
 use super::source::Source;
 use super::window::{Tracker, Window};
 use super::write::write_err;
-
-/// Read-back buffers in flight between the reading and the hashing thread.
-const BUFFERS: usize = 3;
 
 /// What the overlapped read-back checked.
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +32,57 @@ pub struct Verified {
     pub started: Option<Instant>,
     /// Whether the flip fault was applied (inside a window).
     pub flipped: bool,
+}
+
+#[derive(Debug)]
+struct Slots {
+    bufs: Vec<Option<AlignedBuf>>,
+    closed: bool,
+}
+
+/// Written buffers, by plan index, kept until their window has been compared.
+#[derive(Debug)]
+pub struct Retained {
+    slots: Mutex<Slots>,
+}
+
+impl Retained {
+    /// Room for a plan of `chunks` chunks, nothing kept.
+    pub fn new(chunks: usize) -> Self {
+        Self {
+            slots: Mutex::new(Slots {
+                bufs: (0..chunks).map(|_| None).collect(),
+                closed: false,
+            }),
+        }
+    }
+
+    /// Keeps chunk `i`'s written buffer; gives it straight back once the read-back has
+    /// stopped (so the writer's pool never runs dry).
+    pub fn keep(&self, i: usize, buf: AlignedBuf) -> Option<AlignedBuf> {
+        let mut s = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let s = &mut *s;
+        match s.bufs.get_mut(i) {
+            Some(slot) if !s.closed => {
+                *slot = Some(buf);
+                None
+            }
+            _ => Some(buf),
+        }
+    }
+
+    /// Takes chunk `i`'s written buffer.
+    fn take(&self, i: usize) -> Option<AlignedBuf> {
+        let mut s = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        s.bufs.get_mut(i).and_then(Option::take)
+    }
+
+    /// Stops keeping buffers; returns every one still kept.
+    fn close(&self) -> Vec<AlignedBuf> {
+        let mut s = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        s.closed = true;
+        s.bufs.iter_mut().filter_map(Option::take).collect()
+    }
 }
 
 /// The read-back of the windows past the first MiB.
@@ -49,10 +97,10 @@ pub struct Verifier<'a> {
     pub windows: &'a [Window],
     /// Which windows are written.
     pub tracker: &'a Tracker,
-    /// SHA256 of each range as read from the image (set before its last chunk is written).
-    pub sums: &'a Mutex<Vec<Option<String>>>,
-    /// The image's first-MiB chunks (set before any later chunk is written).
-    pub held: &'a Mutex<Vec<(u64, Vec<u8>)>>,
+    /// The written buffers, until compared.
+    pub retained: &'a Retained,
+    /// The write pool, where compared buffers go back.
+    pub free: SyncSender<AlignedBuf>,
     /// Test fault: invert this byte after its window is written, before reading it.
     pub flip_byte_at: Option<u64>,
     /// Set when the flash failed.
@@ -62,96 +110,32 @@ pub struct Verifier<'a> {
 }
 
 impl Verifier<'_> {
-    /// Verifies every window as it completes. `Some` when every range past the first
-    /// MiB matched; `None` when stopped (the error, if any, went to `fail`).
+    /// Verifies every window as it completes. `Some` when every chunk past the first
+    /// MiB matched; `None` when stopped (the error, if any, went to `fail`). Either way
+    /// every kept buffer is back in the pool when it returns.
     pub fn run(&self, fail: &(dyn Fn(FlashError) + Sync)) -> Option<Verified> {
-        let need = self
-            .src
-            .ranges
-            .iter()
-            .filter(|r| r.offset + r.len > HEAD)
-            .count();
-        let (data_tx, data_rx) = mpsc::sync_channel::<(usize, AlignedBuf)>(BUFFERS);
-        let (free_tx, free_rx) = mpsc::channel::<AlignedBuf>();
-        for _ in 0..BUFFERS {
-            let _ = free_tx.send(AlignedBuf::new(CHUNK as usize));
+        let out = self.compare_windows(fail);
+        for buf in self.retained.close() {
+            let _ = self.free.send(buf);
         }
-        std::thread::scope(|s| {
-            let reader = s.spawn(move || {
-                let mut started = None;
-                let flipped = self.read_windows(&mut started, data_tx, free_rx, fail);
-                (started, flipped)
-            });
-            let (free_tx, data_rx) = (free_tx, data_rx);
-            let mut cur: Option<(usize, Sha256)> = None;
-            let (mut compared, mut bytes) = (0usize, 0u64);
-            while let Ok((i, buf)) = data_rx.recv() {
-                let c = self.plan[i];
-                let r = &self.src.ranges[c.range];
-                if cur.as_ref().map(|(k, _)| *k) != Some(c.range) {
-                    let mut h = Sha256::new();
-                    if r.offset < HEAD {
-                        // Its first-MiB part is not written yet: hash the image's
-                        // bytes; check_head compares them on the card later.
-                        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-                        match held.iter().find(|(off, _)| *off == r.offset) {
-                            Some((_, d)) => h.update(d),
-                            None => return None,
-                        }
-                    }
-                    cur = Some((c.range, h));
-                }
-                if let Some((_, h)) = cur.as_mut() {
-                    h.update(buf.slice(c.len as usize));
-                }
-                let _ = free_tx.send(buf);
-                bytes += c.len;
-                self.bar.inc(c.len);
-                if c.last {
-                    let sum = cur.take().map(|(_, h)| hex::encode(h.finalize()));
-                    let want = self.sums.lock().unwrap_or_else(|p| p.into_inner())[c.range].clone();
-                    if want.is_none() || want != sum {
-                        fail(first_difference(
-                            self.src,
-                            self.dev,
-                            c.range,
-                            r.offset.max(HEAD),
-                        ));
-                        return None;
-                    }
-                    compared += 1;
-                }
-            }
-            drop(free_tx);
-            let (started, flipped) = reader.join().ok()?;
-            (compared == need && !self.failed.load(Ordering::SeqCst)).then_some(Verified {
-                bytes,
-                started,
-                flipped,
-            })
-        })
+        out
     }
 
-    /// Waits for each window, fsyncs, applies the flip fault, reads it back. Returns
-    /// whether the flip was applied.
-    fn read_windows(
-        &self,
-        started: &mut Option<Instant>,
-        data_tx: mpsc::SyncSender<(usize, AlignedBuf)>,
-        free_rx: mpsc::Receiver<AlignedBuf>,
-        fail: &(dyn Fn(FlashError) + Sync),
-    ) -> bool {
+    /// Waits for each window, fsyncs, applies the flip fault, drops the cache, reads it
+    /// back and compares it with the written buffers.
+    fn compare_windows(&self, fail: &(dyn Fn(FlashError) + Sync)) -> Option<Verified> {
         let dev = self.dev;
-        let mut flipped = false;
+        let mut got = AlignedBuf::new(CHUNK as usize);
+        let (mut started, mut flipped, mut bytes) = (None, false, 0u64);
         for (w, win) in self.windows.iter().enumerate() {
             if !self.tracker.wait(w) || self.failed.load(Ordering::SeqCst) {
-                return flipped;
+                return None;
             }
             started.get_or_insert_with(Instant::now);
             // On the medium (and out of the drive's cache) before it is read back.
             if let Err(source) = dev.sync_data() {
                 fail(write_err(dev, win.start, source));
-                return flipped;
+                return None;
             }
             if let Some(f) = self
                 .flip_byte_at
@@ -159,32 +143,53 @@ impl Verifier<'_> {
             {
                 if let Err(source) = dev.flip_byte(f) {
                     fail(write_err(dev, f, source));
-                    return flipped;
+                    return None;
                 }
                 flipped = true;
             }
             dev.forget(win.start, win.stop - win.start);
             for i in win.first..win.end {
+                if self.failed.load(Ordering::SeqCst) {
+                    return None;
+                }
                 let c = self.plan[i];
-                let Ok(mut buf) = free_rx.recv() else {
-                    return flipped;
-                };
-                if let Err(source) =
-                    dev.read_at(&mut buf.as_mut_slice()[..c.len as usize], c.offset)
-                {
+                let n = c.len as usize;
+                // Every chunk of a complete window was kept before it was counted.
+                let want = self.retained.take(i)?;
+                let g = &mut got.as_mut_slice()[..n];
+                if let Err(source) = dev.read_at(g, c.offset) {
                     fail(FlashError::Read {
                         path: dev.path.clone(),
                         offset: c.offset,
                         source,
                     });
-                    return flipped;
+                    return None;
                 }
-                if data_tx.send((i, buf)).is_err() {
-                    return flipped;
+                let mismatch = want.slice(n) != &g[..];
+                let at = mismatch.then(|| {
+                    let k = want.slice(n).iter().zip(g.iter()).position(|(a, b)| a != b);
+                    c.offset + k.unwrap_or(0) as u64
+                });
+                let _ = self.free.send(want);
+                if let Some(offset) = at {
+                    let r = &self.src.ranges[c.range];
+                    fail(FlashError::VerifyMismatch {
+                        path: dev.path.clone(),
+                        offset,
+                        range_offset: r.offset,
+                        range_len: r.len,
+                    });
+                    return None;
                 }
+                bytes += c.len;
+                self.bar.inc(c.len);
             }
         }
-        flipped
+        (!self.failed.load(Ordering::SeqCst)).then_some(Verified {
+            bytes,
+            started,
+            flipped,
+        })
     }
 }
 
@@ -223,49 +228,4 @@ pub fn check_head(
         bar.inc(want.len() as u64);
     }
     Ok(bytes)
-}
-
-/// Compares range `i` from byte `from` on with the image, chunk by chunk, to name the
-/// first bad offset.
-fn first_difference(src: &Source, dev: &Device, i: usize, from: u64) -> FlashError {
-    let r = &src.ranges[i];
-    let mut want = vec![0u8; CHUNK as usize];
-    let mut got = AlignedBuf::new(CHUNK as usize);
-    let end = r.offset + r.len;
-    let mut pos = from.max(r.offset);
-    dev.forget(pos, end - pos);
-    while pos < end {
-        let n = (end - pos).min(CHUNK - pos % CHUNK) as usize;
-        if let Err(source) = src.file.read_exact_at(&mut want[..n], pos) {
-            return FlashError::ImageRead {
-                path: src.path.clone(),
-                offset: pos,
-                source,
-            };
-        }
-        let g = &mut got.as_mut_slice()[..n];
-        if let Err(source) = dev.read_at(g, pos) {
-            return FlashError::Read {
-                path: dev.path.clone(),
-                offset: pos,
-                source,
-            };
-        }
-        if let Some(k) = want[..n].iter().zip(g.iter()).position(|(a, b)| a != b) {
-            return FlashError::VerifyMismatch {
-                path: dev.path.clone(),
-                offset: pos + k as u64,
-                range_offset: r.offset,
-                range_len: r.len,
-            };
-        }
-        pos += n as u64;
-    }
-    // The hash differed but the bytes now agree: the medium returns unstable data.
-    FlashError::VerifyMismatch {
-        path: dev.path.clone(),
-        offset: from.max(r.offset),
-        range_offset: r.offset,
-        range_len: r.len,
-    }
 }

@@ -2,7 +2,9 @@
 //! (checking the `.bmap`'s checksums when there is one), [`WORKERS`] threads write the
 //! chunks, several requests in flight. The first MiB is held back in memory for
 //! [`write_head`], after everything else is on the medium. With verification on, each
-//! finished window is read back ([`verify::Verifier`]) while later ones are written.
+//! written buffer is kept ([`verify::Retained`]) until its window has been read back
+//! and compared ([`verify::Verifier`]) while later windows are written; the pool then
+//! grows by two windows, whose size adapts to the memory available.
 
 use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
@@ -16,8 +18,9 @@ use super::buffer::AlignedBuf;
 use super::chunks::{self, CHUNK, HEAD, WORKERS};
 use super::device::Device;
 use super::source::Source;
+use super::verify::Retained;
 use super::verify::{self, Verified};
-use super::window::{self, Tracker};
+use super::window::{self, Budget, Tracker};
 use super::{FaultInjection, FlashError};
 
 /// What writing everything past the first MiB did.
@@ -42,8 +45,11 @@ pub fn write_body(
     verify_bar: Option<&ProgressBar>,
 ) -> Result<Body, FlashError> {
     let plan = chunks::plan(&src.ranges);
-    let (windows, window_of) = window::windows(&plan);
+    let budget = Budget::from_system();
+    let (windows, window_of) = window::windows(&plan, budget);
     let tracker = Tracker::new(&windows);
+    let retained = Retained::new(plan.len());
+    let verifying = verify_bar.is_some();
     let sums: Mutex<Vec<Option<String>>> = Mutex::new(vec![None; src.ranges.len()]);
     let held: Mutex<Vec<(u64, Vec<u8>)>> = Mutex::new(Vec::new());
     let written = AtomicU64::new(0);
@@ -61,7 +67,9 @@ pub fn write_body(
 
     let (work_tx, work_rx) = mpsc::sync_channel::<(usize, AlignedBuf)>(WORKERS);
     let work_rx = Mutex::new(work_rx);
-    let pool = WORKERS * 2 + 1;
+    // The writers' buffers, plus two windows kept for the read-back: one being
+    // compared while the next is written. More than one window, so never a deadlock.
+    let pool = WORKERS * 2 + 1 + if verifying { 2 * budget.chunks } else { 0 };
     let (free_tx, free_rx) = mpsc::sync_channel::<AlignedBuf>(pool);
     for _ in 0..pool {
         let _ = free_tx.send(AlignedBuf::new(CHUNK as usize));
@@ -71,30 +79,42 @@ pub fn write_body(
         for _ in 0..WORKERS {
             let (work_rx, free_tx) = (&work_rx, free_tx.clone());
             let (plan, window_of, written, failed) = (&plan, &window_of, &written, &failed);
-            let (fail, tracker) = (&fail, &tracker);
+            let (fail, tracker, retained) = (&fail, &tracker, &retained);
             scope.spawn(move || {
                 loop {
                     let next = work_rx.lock().map(|rx| rx.recv());
                     let Ok(Ok((i, buf))) = next else { return };
                     let c = plan[i];
-                    if !failed.load(Ordering::SeqCst) {
+                    let back = if failed.load(Ordering::SeqCst) {
+                        Some(buf)
+                    } else {
                         match dev.write_at(buf.slice(c.len as usize), c.offset) {
                             Ok(()) => {
                                 written.fetch_add(c.len, Ordering::Relaxed);
                                 bar.inc(c.len);
+                                // Kept for the read-back before the window counts it.
+                                let back = if verifying {
+                                    retained.keep(i, buf)
+                                } else {
+                                    Some(buf)
+                                };
                                 if let Some(w) = window_of[i] {
                                     tracker.chunk_written(w);
                                 }
+                                back
                             }
-                            Err(source) => fail(write_err(dev, c.offset, source)),
+                            Err(source) => {
+                                fail(write_err(dev, c.offset, source));
+                                Some(buf)
+                            }
                         }
+                    };
+                    if let Some(buf) = back {
+                        let _ = free_tx.send(buf);
                     }
-                    let _ = free_tx.send(buf);
                 }
             });
         }
-        drop(free_tx);
-
         let verifier = verify_bar.map(|vbar| {
             let v = verify::Verifier {
                 src,
@@ -102,8 +122,8 @@ pub fn write_body(
                 plan: &plan,
                 windows: &windows,
                 tracker: &tracker,
-                sums: &sums,
-                held: &held,
+                retained: &retained,
+                free: free_tx.clone(),
                 flip_byte_at: faults.flip_byte_at,
                 failed: &failed,
                 bar: vbar,
@@ -111,6 +131,7 @@ pub fn write_body(
             let fail = &fail;
             scope.spawn(move || v.run(fail))
         });
+        drop(free_tx);
 
         // This thread reads the image in order and hands chunks out.
         let mut range_hash = Sha256::new();
