@@ -72,6 +72,8 @@ pub struct Timings {
     pub sha256: f64,
     /// Compressing (with `--xz`).
     pub xz: f64,
+    /// Final fsync and rename of the outputs.
+    pub sync: f64,
 }
 
 /// Why an image could not be written; every variant names the file.
@@ -207,6 +209,7 @@ pub fn write_image(
 
     // 6. Everything complete: into place, the image first.
     super::interrupt::check().map_err(io_err(&dest, "finishing"))?;
+    let clock = Instant::now();
     img.commit().map_err(io_err(&dest, "renaming into place"))?;
     bmap_file
         .commit()
@@ -219,6 +222,7 @@ pub fn write_image(
         }
         None => None,
     };
+    t.sync = clock.elapsed().as_secs_f64();
     Ok(Written {
         node: card.node.clone(),
         path: dest,
