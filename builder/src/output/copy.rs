@@ -36,10 +36,13 @@ pub const WINDOW: u64 = 64 << 20;
 
 /// Copies all of `src` into the empty file `dst` (same length afterwards, holes kept),
 /// calling `progress(bytes_done_so_far)` as data moves. `reflink` allows FICLONE.
+/// `keep_cached` keeps the written pages cached (they are still written back as the
+/// copy goes) for a caller about to read the whole copy again, e.g. to hash it.
 pub fn copy_sparse(
     src: &File,
     dst: &File,
     reflink: bool,
+    keep_cached: bool,
     progress: &mut dyn FnMut(u64),
 ) -> io::Result<CopyMethod> {
     let len = src.metadata()?.len();
@@ -56,7 +59,7 @@ pub fn copy_sparse(
     let mut method = CopyMethod::CopyFileRange;
     let mut done = 0u64;
     let mut buf: Vec<u8> = Vec::new();
-    let mut stream = Writeback::new(dst);
+    let mut stream = Writeback::new(dst, !keep_cached);
     for (start, end) in extents {
         let mut off = start;
         while off < end {
@@ -107,14 +110,16 @@ struct Writeback<'a> {
     file: &'a File,
     in_flight: std::collections::VecDeque<(u64, u64)>,
     bytes: u64,
+    drop_cache: bool,
 }
 
 impl<'a> Writeback<'a> {
-    fn new(file: &'a File) -> Self {
+    fn new(file: &'a File, drop_cache: bool) -> Self {
         Self {
             file,
             in_flight: std::collections::VecDeque::new(),
             bytes: 0,
+            drop_cache,
         }
     }
 
@@ -136,6 +141,9 @@ impl<'a> Writeback<'a> {
                     | libc::SYNC_FILE_RANGE_WRITE
                     | libc::SYNC_FILE_RANGE_WAIT_AFTER,
             );
+            if !self.drop_cache {
+                continue;
+            }
             // SAFETY: advice on an open descriptor; no memory is touched.
             unsafe {
                 libc::posix_fadvise(
@@ -227,6 +235,7 @@ mod tests {
             &File::open(&src).unwrap(),
             &File::create(&dst).unwrap(),
             true,
+            false,
             &mut |d| last = d,
         )
         .unwrap();
@@ -237,6 +246,39 @@ mod tests {
             // 1 MiB + one block of data, not 64 MiB.
             assert!(m.blocks() * 512 < 4 << 20, "{} blocks", m.blocks());
             assert!(last >= 1 << 20);
+        }
+    }
+
+    #[test]
+    fn streamed_copy_beyond_the_writeback_window_is_identical() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("big.img");
+        let f = File::create(&src).unwrap();
+        let len = WINDOW * 2 + (3 << 20);
+        f.set_len(len).unwrap();
+        // Distinct data in several extents, more than the window in total.
+        let mut off = 0u64;
+        let mut i = 0u8;
+        while off + (4 << 20) <= len {
+            f.write_all_at(&vec![i.wrapping_add(1); 4 << 20], off)
+                .unwrap();
+            off += 5 << 20;
+            i = i.wrapping_add(1);
+        }
+        drop(f);
+        for keep_cached in [false, true] {
+            let dst = dir.path().join(format!("out-{keep_cached}.img"));
+            let out = File::create(&dst).unwrap();
+            copy_sparse(
+                &File::open(&src).unwrap(),
+                &out,
+                false,
+                keep_cached,
+                &mut |_| {},
+            )
+            .unwrap();
+            out.sync_all().unwrap();
+            assert!(std::fs::read(&src).unwrap() == std::fs::read(&dst).unwrap());
         }
     }
 

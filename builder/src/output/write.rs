@@ -144,7 +144,8 @@ pub fn write_image(
     let mut img =
         AtomicFile::create(&dest, 0o600).map_err(io_err(&dest, "creating a temp file"))?;
     let tmp_path = img.temp_path().to_path_buf();
-    let copy = copy_sparse(&src, img.file(), opts.reflink, &mut |d| {
+    // Hashing reads the whole copy right away: keep it cached for that.
+    let copy = copy_sparse(&src, img.file(), opts.reflink, opts.sha256, &mut |d| {
         progress("copy", d, size)
     })
     .map_err(io_err(&tmp_path, "copying the base image"))?;
