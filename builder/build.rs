@@ -1,6 +1,10 @@
 //! Builds the first-boot agent (a static aarch64 musl binary) and hands it to the
 //! builder to embed, so `cargo build` alone yields a `piimg` that can write complete
 //! cards. Set `PIIMG_AGENT_BIN=/path/to/piimg-firstboot` to embed a prebuilt agent.
+//!
+//! On a fresh machine the aarch64 musl standard library may be missing: when rustup
+//! manages the toolchain, the build adds the target itself (`rustup target add`), so a
+//! plain `cargo build` on a fresh clone needs no manual step.
 
 use std::env;
 use std::path::PathBuf;
@@ -36,6 +40,8 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace.join("target"))
         .join("agent");
+
+    ensure_target_installed();
 
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -79,5 +85,38 @@ fn main() {
         .join("piimg-firstboot");
     if let Err(e) = std::fs::copy(&built, &dest) {
         panic!("copying {} to {}: {e}", built.display(), dest.display());
+    }
+}
+
+/// Adds the agent's Rust target through rustup when the toolchain lacks it.
+fn ensure_target_installed() {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let installed = sysroot
+        .as_ref()
+        .is_some_and(|root| root.join("lib/rustlib").join(AGENT_TARGET).is_dir());
+    if installed {
+        return;
+    }
+    println!(
+        "cargo:warning=adding Rust target {AGENT_TARGET} for the on-card agent (rustup target add)"
+    );
+    let mut rustup = Command::new("rustup");
+    rustup.args(["target", "add", AGENT_TARGET]);
+    // Ask for the toolchain cargo is running, not rustup's default.
+    if let Some(tc) = env::var_os("RUSTUP_TOOLCHAIN") {
+        rustup.arg("--toolchain").arg(tc);
+    }
+    match rustup.stdout(Stdio::null()).status() {
+        Ok(s) if s.success() => {}
+        // The cargo build below fails with the full hint; nothing more to say here.
+        _ => println!(
+            "cargo:warning=could not add {AGENT_TARGET} with rustup; install it by hand or set PIIMG_AGENT_BIN"
+        ),
     }
 }

@@ -80,7 +80,7 @@ fn render(p: &NodePlan, fb: FirstBoot) -> Card {
         &NodeSecrets {
             token: "K10abc::server:s3cret".into(),
             node_password: None,
-            files: vec![],
+            ..Default::default()
         },
         &os(fb),
         &Templates::builtin(),
@@ -472,16 +472,12 @@ fn bookworm_image_is_clean_and_only_the_boot_partition_changed() {
         piimg_firstboot::contract::CardSecrets::from_json(&mtype(&img, "piimg/secrets.json"))
             .unwrap();
     assert!(!secrets.token.is_empty());
-    let manifest: serde_json::Value =
-        serde_json::from_str(&mtype(&img, "piimg/manifest.json")).unwrap();
-    assert_eq!(manifest["node"], "pi5-master-1");
-    assert!(
-        manifest["template_hashes"]["common/cmdline.txt.hbs"]
-            .as_str()
-            .unwrap()
-            .len()
-            == 64
-    );
+    // The manifest is the one `piimg inspect` reads.
+    let manifest =
+        piimg::manifest::Manifest::from_json(&mtype(&img, "piimg/manifest.json")).unwrap();
+    assert_eq!(manifest.node, "pi5-master-1");
+    assert_eq!(manifest.built_at, "2023-11-14T22:13:20Z");
+    assert_eq!(manifest.template_hashes["common/cmdline.txt.hbs"].len(), 64);
     assert!(mtype_bytes(&img, "piimg/piimg-firstboot") == piimg::agent::AGENT_BINARY);
 }
 
@@ -732,7 +728,7 @@ fn ctrl_c_mid_build_leaves_no_new_image() {
     let big = env.path("big.img");
     run(
         Command::new(env!("CARGO_MANIFEST_DIR").to_string() + "/../scripts/mkimage")
-            .args(["--release", "bookworm", "--fill-mib", "600", "--out"])
+            .args(["--release", "bookworm", "--fill-mib", "300", "--out"])
             .arg(&big),
     );
     std::fs::create_dir_all(env.path("out")).unwrap();
@@ -818,4 +814,358 @@ fn bad_inputs_get_one_clear_line() {
     assert!(!out.status.success());
     assert!(err.contains("notes.txt"), "{err}");
     assert!(!env.path("out/pi4-worker-1.img").exists());
+}
+
+// ---- The cluster PKI on the cards (secure token, CA files, node passwords) ----
+
+/// Three servers (pi5-master-1 bootstraps) and the agent.
+fn ha_env() -> Env {
+    let env = Env::new();
+    let mut p = std::fs::read_to_string(env.path("lab.toml")).unwrap();
+    for (n, ip) in [(2, 32), (3, 33)] {
+        p.push_str(&format!(
+            "\n[[nodes]]\nname = \"pi5-master-{n}\"\nip = \"192.168.86.{ip}\"\nrole = \"server\"\nhardware = \"pi5-8gb\"\n"
+        ));
+    }
+    std::fs::write(env.path("lab.toml"), p).unwrap();
+    env
+}
+
+/// The card's node.json and secrets.json, read back from the image with mtools.
+fn card_of(env: &Env, node: &str) -> (contract::NodeConfig, contract::CardSecrets) {
+    let img = env.path(&format!("out/{node}.img"));
+    let cfg: contract::NodeConfig =
+        serde_json::from_str(&mtype(&img, contract::NODE_CONFIG_FILE)).unwrap();
+    let sec: contract::CardSecrets =
+        serde_json::from_str(&mtype(&img, contract::SECRETS_FILE)).unwrap();
+    (cfg, sec)
+}
+
+fn tls_files(sec: &contract::CardSecrets) -> Vec<&str> {
+    sec.files
+        .iter()
+        .map(|f| f.path.as_str())
+        .filter(|p| p.starts_with("/var/lib/rancher/k3s/server/tls/"))
+        .collect()
+}
+
+/// sha256 of the DER of the last certificate in a PEM bundle, by openssl + sha256sum.
+fn openssl_root_hash(bundle: &str) -> String {
+    let last = bundle
+        .rfind("-----BEGIN CERTIFICATE-----")
+        .expect("a certificate in the bundle");
+    let mut child = Command::new("sh")
+        .args(["-c", "openssl x509 -outform der | sha256sum"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&bundle.as_bytes()[last..])
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()[..64].to_string()
+}
+
+fn mode_of(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn the_bootstrap_card_carries_the_secure_token_pinned_to_the_ca_in_the_secrets() {
+    let env = ha_env();
+    let b = base("bookworm");
+    env.build_ok(&b, &["--node", "pi5-master-1", "--xz"]);
+    let (cfg, sec) = card_of(&env, "pi5-master-1");
+
+    let bundle = std::fs::read_to_string(env.path("lab.secrets/ca/server-ca.crt")).unwrap();
+    let hash = piimg::pki::ca_hash(bundle.as_bytes()).unwrap();
+    assert_eq!(
+        hash,
+        openssl_root_hash(&bundle),
+        "k3s hashes the root's DER"
+    );
+    let (k10, secret) = sec.token.split_once("::server:").unwrap();
+    assert_eq!(k10, format!("K10{hash}"));
+    let token_file = std::fs::read_to_string(env.path("lab.secrets/k3s-token")).unwrap();
+    assert!(token_file.contains(secret), "token secret is the cluster's");
+    assert_eq!(cfg.ha.cluster_ca_sha256.as_deref(), Some(hash.as_str()));
+    assert_eq!(cfg.ha.cluster_ca_pem.as_deref(), Some(bundle.as_str()));
+    assert!(cfg.ha.first_bring_up);
+
+    // The first bootstrap card carries the CA, keys included, and the node-cleaner.
+    let tls = tls_files(&sec);
+    for f in [
+        "server-ca.crt",
+        "server-ca.key",
+        "client-ca.crt",
+        "client-ca.key",
+        "service.key",
+    ] {
+        assert!(
+            tls.contains(&format!("/var/lib/rancher/k3s/server/tls/{f}").as_str()),
+            "{f} missing from {tls:?}"
+        );
+    }
+    assert!(sec.files.iter().all(|f| f.mode == 0o600));
+    let cleaner = cfg.ha.node_cleaner.as_ref().unwrap();
+    assert!(sec.files.iter().any(|f| f.path == cleaner.cert));
+    assert!(sec.files.iter().any(|f| f.path == cleaner.key));
+    assert!(
+        cfg.files.iter().any(|f| f.path
+            == "/var/lib/rancher/k3s/server/manifests/piimg-node-cleaner-rbac.yaml"),
+        "{:?}",
+        cfg.files.iter().map(|f| &f.path).collect::<Vec<_>>()
+    );
+    let secret_paths: Vec<&str> = sec.files.iter().map(|f| f.path.as_str()).collect();
+    assert!(
+        cfg.files
+            .iter()
+            .all(|f| !secret_paths.contains(&f.path.as_str()))
+    );
+    assert_eq!(
+        sec.node_password.as_deref().unwrap(),
+        piimg::pki::node_password(secret, "pi5-master-1")
+    );
+
+    // Every output file holding the secrets is private; the image and .xz are 0600.
+    assert_eq!(mode_of(&env.path("out/pi5-master-1.img")), 0o600);
+    assert_eq!(mode_of(&env.path("out/pi5-master-1.img.xz")), 0o600);
+    for e in std::fs::read_dir(env.path("out")).unwrap() {
+        let p = e.unwrap().path();
+        let bytes = std::fs::read(&p).unwrap();
+        let holds_secret = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+        if holds_secret {
+            assert_eq!(mode_of(&p), 0o600, "{} holds the token", p.display());
+        }
+    }
+    let state = std::fs::read_to_string(env.path("lab.state.toml")).unwrap();
+    assert!(state.contains("bootstrap_issued = true"), "{state}");
+}
+
+#[test]
+fn a_rebuilt_bootstrap_card_waits_for_a_peer_and_only_the_first_carries_the_ca() {
+    let env = ha_env();
+    let b = base("bookworm");
+    env.build_ok(&b, &["--node", "pi5-master-1"]);
+    let (first_cfg, first) = card_of(&env, "pi5-master-1");
+    assert!(first_cfg.ha.first_bring_up);
+    assert!(!tls_files(&first).is_empty());
+
+    env.build_ok(&b, &["--node", "pi5-master-1", "--node", "pi5-master-2"]);
+    let (cfg, sec) = card_of(&env, "pi5-master-1");
+    assert!(
+        !cfg.ha.first_bring_up,
+        "a rebuilt bootstrap card must not initialise"
+    );
+    assert!(tls_files(&sec).is_empty(), "{:?}", tls_files(&sec));
+    assert_eq!(sec.token, first.token);
+    assert_eq!(cfg.ha.cluster_ca_sha256, first_cfg.ha.cluster_ca_sha256);
+
+    // Another server: same token, no CA keys, but the node-cleaner and the manifests.
+    let (cfg2, sec2) = card_of(&env, "pi5-master-2");
+    assert!(!cfg2.ha.first_bring_up);
+    assert_eq!(sec2.token, first.token);
+    assert!(tls_files(&sec2).is_empty());
+    assert!(cfg2.ha.node_cleaner.is_some());
+    let manifests = |c: &contract::NodeConfig| -> Vec<(String, String)> {
+        c.files
+            .iter()
+            .filter(|f| f.path.starts_with("/var/lib/rancher/k3s/server/manifests/"))
+            .map(|f| (f.path.clone(), f.content.clone()))
+            .collect()
+    };
+    assert!(!manifests(&cfg2).is_empty());
+    assert_eq!(
+        manifests(&cfg2),
+        manifests(&cfg),
+        "identical on every server"
+    );
+
+    // `piimg plan` tells the same story from the same record.
+    let out = env
+        .piimg()
+        .args(["--json", "plan", "--profile", "lab.toml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["bootstrap_issued"], true);
+    let n = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "pi5-master-1")
+        .unwrap();
+    assert!(
+        n["first_boot_text"]
+            .as_str()
+            .unwrap()
+            .starts_with("join as server"),
+        "{n}"
+    );
+}
+
+#[test]
+fn worker_cards_carry_the_derived_node_password_and_nothing_of_the_ca() {
+    let env = ha_env();
+    let b = base("bookworm");
+    env.build_ok(&b, &["--node", "pi4-worker-1"]);
+    let (cfg, sec) = card_of(&env, "pi4-worker-1");
+    let (_, secret) = sec.token.split_once("::server:").unwrap();
+    let pw = sec.node_password.clone().unwrap();
+    assert_eq!(pw, piimg::pki::node_password(secret, "pi4-worker-1"));
+    assert!(sec.files.is_empty(), "{:?}", sec.files);
+    assert!(cfg.ha.node_cleaner.is_none());
+    assert!(!cfg.ha.first_bring_up);
+    assert!(cfg.ha.cluster_ca_pem.is_some(), "workers pin the CA too");
+
+    env.build_ok(&b, &["--node", "pi4-worker-1"]);
+    let (_, again) = card_of(&env, "pi4-worker-1");
+    assert_eq!(again.node_password.unwrap(), pw);
+    assert_eq!(again.token, sec.token);
+}
+
+#[test]
+fn new_cluster_gives_a_fresh_token_and_a_fresh_ca() {
+    let env = ha_env();
+    let b = base("bookworm");
+    env.build_ok(&b, &["--node", "pi5-master-1"]);
+    let (cfg, sec) = card_of(&env, "pi5-master-1");
+    env.build_ok(&b, &["--node", "pi5-master-1", "--new-cluster"]);
+    let (cfg2, sec2) = card_of(&env, "pi5-master-1");
+    let secret = |t: &str| t.split_once("::server:").unwrap().1.to_string();
+    assert_ne!(secret(&sec.token), secret(&sec2.token));
+    assert_ne!(cfg.ha.cluster_ca_sha256, cfg2.ha.cluster_ca_sha256);
+    assert_ne!(cfg.ha.cluster_ca_pem, cfg2.ha.cluster_ca_pem);
+    assert!(cfg2.ha.first_bring_up, "a new cluster is brought up again");
+    assert!(!tls_files(&sec2).is_empty());
+    // The old secrets, CA included, were moved aside, not lost.
+    let old: Vec<PathBuf> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".old-"))
+        .collect();
+    assert_eq!(old.len(), 1, "{old:?}");
+    let old_bundle = std::fs::read_to_string(old[0].join("ca/server-ca.crt")).unwrap();
+    assert_eq!(Some(old_bundle), cfg.ha.cluster_ca_pem);
+}
+
+#[test]
+fn a_failed_bootstrap_build_is_not_recorded_as_issued() {
+    let env = ha_env();
+    let b = base("bookworm");
+    let overlay = env.path("overlay/boot");
+    std::fs::create_dir_all(&overlay).unwrap();
+    let big = std::fs::File::create(overlay.join("huge.bin")).unwrap();
+    big.set_len(513 << 20).unwrap();
+    let profile = std::fs::read_to_string(env.path("lab.toml")).unwrap();
+    std::fs::write(
+        env.path("lab.toml"),
+        profile.replace("[cluster]\n", "[cluster]\noverlay_dir = \"overlay\"\n"),
+    )
+    .unwrap();
+    let out = env.build(&b, &["--node", "pi5-master-1"]);
+    assert!(!out.status.success());
+    let state = std::fs::read_to_string(env.path("lab.state.toml")).unwrap_or_default();
+    assert!(!state.contains("bootstrap_issued = true"), "{state}");
+    // Once it fits, the card is still the first bring-up.
+    std::fs::remove_file(overlay.join("huge.bin")).unwrap();
+    env.build_ok(&b, &["--node", "pi5-master-1"]);
+    assert!(card_of(&env, "pi5-master-1").0.ha.first_bring_up);
+}
+
+#[test]
+fn the_phase2_unit_retries_on_failure_and_systemd_accepts_it() {
+    let c = render(&plan(), FirstBoot::SystemdRun);
+    let unit = c
+        .node_config
+        .files
+        .iter()
+        .find(|f| f.path == format!("/etc/systemd/system/{}", contract::AGENT_UNIT))
+        .unwrap()
+        .content
+        .clone();
+    assert!(unit.contains("\nType=oneshot\n"), "{unit}");
+    assert!(unit.contains("\nRestart=on-failure\n"), "{unit}");
+    assert!(unit.contains("\nRestartSec=30\n"), "{unit}");
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("systemd-analyze not installed: unit not verified");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap()
+        .to_string();
+    let path = dir.path().join(contract::AGENT_UNIT);
+    std::fs::write(&path, unit.replace(&exec, "/bin/true")).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn profile_addons_put_their_helm_charts_on_server_cards_only() {
+    let env = ha_env();
+    let p = std::fs::read_to_string(env.path("lab.toml")).unwrap();
+    std::fs::write(
+        env.path("lab.toml"),
+        p.replace(
+            "[hardware]\n",
+            "[addons]\ncert_manager = true\nmonitoring = false\n\n[hardware]\n",
+        ),
+    )
+    .unwrap();
+    let b = base("bookworm");
+    env.build_ok(&b, &["--node", "pi5-master-2", "--node", "pi4-worker-1"]);
+    let paths = |node: &str| -> Vec<String> {
+        card_of(&env, node)
+            .0
+            .files
+            .iter()
+            .map(|f| f.path.clone())
+            .collect()
+    };
+    let server = paths("pi5-master-2");
+    let dir = "/var/lib/rancher/k3s/server/manifests";
+    assert!(
+        server.contains(&format!("{dir}/piimg-cert-manager.yaml")),
+        "{server:?}"
+    );
+    assert!(!server.contains(&format!("{dir}/piimg-kube-prometheus-stack.yaml")));
+    assert!(paths("pi4-worker-1").iter().all(|p| !p.starts_with(dir)));
+}
+
+#[test]
+fn the_only_server_of_a_single_server_cluster_reinitialises_when_rebuilt() {
+    // No peer to join: the plan (and the card) let it initialise again.
+    let env = Env::new();
+    let b = base("bookworm");
+    env.build_ok(&b, &["--node", "pi5-master-1"]);
+    env.build_ok(&b, &["--node", "pi5-master-1"]);
+    let (cfg, sec) = card_of(&env, "pi5-master-1");
+    assert!(cfg.ha.first_bring_up);
+    assert!(!tls_files(&sec).is_empty());
 }

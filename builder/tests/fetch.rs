@@ -36,6 +36,7 @@ fn opts(list_url: &str, cache: &Path) -> FetchOptions {
             retries: 3,
             backoff: Duration::from_millis(10),
         },
+        bmap_url: None,
     }
 }
 
@@ -99,13 +100,10 @@ fn fetches_verifies_and_caches_a_multi_block_image() {
     assert_eq!(img.download_sha256, trixie().xz_sha);
     let got = std::fs::read(&img.path).unwrap();
     assert_eq!(sha(&got), trixie().raw_sha);
-    // Zero regions became holes.
-    use std::os::unix::fs::MetadataExt;
-    let md = std::fs::metadata(&img.path).unwrap();
-    assert!(
-        md.blocks() * 512 <= md.len() - (1 << 20),
-        "not sparse: {md:?}"
-    );
+    // No bmap in this list: the image is dense, its 2 MiB zero region included
+    // (a zero block may matter; only a bmap may say otherwise).
+    assert_dense(&img.path);
+    assert_eq!(img.bmap, None);
     // No partial download left; one cache entry.
     assert_eq!(files(&cache.join("partial")), Vec::<String>::new());
     assert_eq!(Cache::new(&cache).list().unwrap(), vec![img.clone()]);
@@ -768,4 +766,244 @@ fn cli_imports_a_local_img_xz_with_file_and_sha256() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--url URL or --file PATH"));
+}
+
+/// Allocated size equals apparent size (no holes at all).
+fn assert_dense(path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(path).unwrap();
+    assert!(md.blocks() * 512 >= md.len(), "not dense: {md:?}");
+    assert_eq!(allocated(path), vec![(0, md.len())], "holes in {path:?}");
+}
+
+/// The allocated (data) byte ranges of `path`, found with SEEK_DATA/SEEK_HOLE.
+fn allocated(path: &Path) -> Vec<(u64, u64)> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).unwrap();
+    let len = f.metadata().unwrap().len() as i64;
+    let fd = f.as_raw_fd();
+    let mut out = Vec::new();
+    let mut pos = 0i64;
+    while pos < len {
+        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+        if data < 0 {
+            break;
+        }
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        out.push((data as u64, hole as u64));
+        pos = hole;
+    }
+    out
+}
+
+/// A `.bmap` made by `bmaptool create` (the independent tool) from a sparse copy of
+/// `raw` with holes at `holes` (byte ranges, 4 KiB aligned, zeros in `raw`).
+fn bmaptool_bmap(raw: &[u8], holes: &[(usize, usize)]) -> String {
+    use std::io::{Seek, SeekFrom, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.img");
+    let mut f = std::fs::File::create(&src).unwrap();
+    let mut pos = 0;
+    for &(a, b) in holes.iter().chain([(raw.len(), raw.len())].iter()) {
+        assert!(raw[a..b].iter().all(|&x| x == 0));
+        f.seek(SeekFrom::Start(pos as u64)).unwrap();
+        f.write_all(&raw[pos..a]).unwrap();
+        pos = b;
+    }
+    f.set_len(raw.len() as u64).unwrap();
+    f.sync_all().unwrap();
+    let out = Command::new("bmaptool")
+        .arg("create")
+        .arg(&src)
+        .output()
+        .expect("bmaptool (bmap-tools) is needed");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Mapped byte ranges of `path` as `bmaptool create` sees them (independent check).
+fn bmaptool_mapped(path: &Path) -> Vec<(u64, u64)> {
+    let out = Command::new("bmaptool")
+        .arg("create")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let bmap = piimg::bmap::Bmap::parse(std::str::from_utf8(&out.stdout).unwrap()).unwrap();
+    bmap.ranges
+        .iter()
+        .map(|r| ((r.first * 4096), ((r.last + 1) * 4096).min(bmap.image_size)))
+        .collect()
+}
+
+const MIB: usize = 1 << 20;
+/// Unmapped in the test bmap: the middle of trixie's 2 MiB zero region (1..3 MiB),
+/// leaving 256 KiB of zeros mapped on each side.
+const HOLES: [(usize, usize); 1] = [(MIB + MIB / 4, 3 * MIB - MIB / 4)];
+
+#[test]
+fn bmap_url_punches_holes_exactly_at_unmapped_ranges() {
+    let server = Server::start();
+    server.put("/t.bmap", bmaptool_bmap(&trixie().raw, &HOLES).into_bytes());
+    let list = list_with(
+        &server,
+        serde_json::json!({"bmap_url": server.url("/t.bmap")}),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let f = fetch::fetch(&opts(&list, dir.path()), &quiet()).unwrap();
+    let img = &f.image;
+    assert_eq!(sha(&std::fs::read(&img.path).unwrap()), trixie().raw_sha);
+    // Holes exactly at the unmapped range; the mapped zero runs
+    // (1 MiB..1.25 MiB and 2.75 MiB..3 MiB, 256 KiB each) stay allocated.
+    let (a, b) = (HOLES[0].0 as u64, HOLES[0].1 as u64);
+    let len = trixie().raw.len() as u64;
+    assert_eq!(allocated(&img.path), vec![(0, a), (b, len)]);
+    assert_eq!(bmaptool_mapped(&img.path), vec![(0, a), (b, len)]);
+    // The bmap is stored beside the image and recorded in the entry.
+    let stored = img.bmap.clone().expect("bmap recorded");
+    assert_eq!(stored.parent(), img.path.parent());
+    assert_eq!(
+        std::fs::read_to_string(&stored).unwrap(),
+        bmaptool_bmap(&trixie().raw, &HOLES)
+    );
+    assert_eq!(
+        img.bmap_url.as_deref(),
+        Some(server.url("/t.bmap").as_str())
+    );
+    assert_eq!(Cache::new(dir.path()).list().unwrap(), vec![img.clone()]);
+}
+
+#[test]
+fn direct_url_with_bmap_url_uses_it() {
+    let server = Server::start();
+    server.put(TRIXIE_PATH, trixie().xz.clone());
+    server.put("/t.bmap", bmaptool_bmap(&trixie().raw, &HOLES).into_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts("http://127.0.0.1:9/unused", dir.path());
+    o.source = Source::Direct {
+        url: server.url(TRIXIE_PATH),
+        sha256: trixie().xz_sha.clone(),
+    };
+    o.bmap_url = Some(server.url("/t.bmap"));
+    let img = fetch::fetch(&o, &quiet()).unwrap().image;
+    let (a, b) = (HOLES[0].0 as u64, HOLES[0].1 as u64);
+    assert_eq!(
+        allocated(&img.path),
+        vec![(0, a), (b, trixie().raw.len() as u64)]
+    );
+}
+
+#[test]
+fn bmap_of_other_data_is_a_range_mismatch_and_caches_nothing() {
+    let server = Server::start();
+    // Same size, same layout, different bytes in the first MiB.
+    server.put(
+        "/b.bmap",
+        bmaptool_bmap(&bookworm().raw, &HOLES).into_bytes(),
+    );
+    let list = list_with(
+        &server,
+        serde_json::json!({"bmap_url": server.url("/b.bmap")}),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let err = fetch::fetch(&opts(&list, dir.path()), &quiet()).unwrap_err();
+    assert!(matches!(err, FetchError::BmapMismatch { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("blocks 0..="), "{msg}");
+    assert!(msg.contains(&server.url("/b.bmap")), "{msg}");
+    assert!(msg.contains("nothing was cached"), "{msg}");
+    assert_nothing_cached(dir.path());
+}
+
+#[test]
+fn corrupt_or_wrong_size_bmap_is_a_clear_error() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    // The bmap's own checksum no longer matches once a range hash is edited.
+    let good = bmaptool_bmap(&trixie().raw, &HOLES);
+    let i = good.find("chksum=\"").unwrap() + 8;
+    let mut bad = good.clone();
+    let c = if &good[i..i + 1] == "0" { "1" } else { "0" };
+    bad.replace_range(i..i + 1, c);
+    server.put("/bad.bmap", bad.into_bytes());
+    let list = list_with(
+        &server,
+        serde_json::json!({"bmap_url": server.url("/bad.bmap")}),
+    );
+    let err = fetch::fetch(&opts(&list, dir.path()), &quiet()).unwrap_err();
+    assert!(matches!(err, FetchError::Bmap { .. }), "{err:?}");
+    assert!(err.to_string().contains("/bad.bmap"), "{err}");
+    assert_nothing_cached(dir.path());
+
+    // A bmap of a 4 MiB image: refused against the list's extract_size...
+    server.put(
+        "/small.bmap",
+        bmaptool_bmap(&trixie().raw[..4 * MIB], &[]).into_bytes(),
+    );
+    let list = list_with(
+        &server,
+        serde_json::json!({"bmap_url": server.url("/small.bmap")}),
+    );
+    let err = fetch::fetch(&opts(&list, dir.path()), &quiet()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, FetchError::Bmap { .. }), "{err:?}");
+    assert!(
+        msg.contains("4194304-byte image") && msg.contains("8388608"),
+        "{msg}"
+    );
+    assert_nothing_cached(dir.path());
+
+    // ...and, for a direct URL (no extract_size), against the decompressed size.
+    let mut o = opts("http://127.0.0.1:9/unused", dir.path());
+    o.source = Source::Direct {
+        url: server.url(TRIXIE_PATH),
+        sha256: trixie().xz_sha.clone(),
+    };
+    o.bmap_url = Some(server.url("/small.bmap"));
+    let err = fetch::fetch(&o, &quiet()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, FetchError::Bmap { .. }), "{err:?}");
+    assert!(msg.contains("decompressed to 8388608 bytes"), "{msg}");
+    assert!(Cache::new(dir.path()).list().unwrap().is_empty());
+    assert!(files(&dir.path().join("images")).is_empty());
+}
+
+#[test]
+fn cli_says_once_when_there_is_no_bmap_and_takes_bmap_url() {
+    let server = Server::start();
+    server.put(TRIXIE_PATH, trixie().xz.clone());
+    server.put("/t.bmap", bmaptool_bmap(&trixie().raw, &HOLES).into_bytes());
+    let dir = tempfile::tempdir().unwrap();
+
+    // No bmap: human output says the image is cached dense, once.
+    let cache = dir.path().join("dense");
+    let out = piimg(&cache)
+        .args(["fetch", "--url", &server.url(TRIXIE_PATH)])
+        .args(["--sha256", &trixie().xz_sha])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(err.matches("no .bmap published").count(), 1, "{err}");
+    let img = Cache::new(&cache).list().unwrap().remove(0);
+    assert_dense(&img.path);
+
+    // --bmap-url: holes at its unmapped range, and no such message.
+    let cache = dir.path().join("sparse");
+    let out = piimg(&cache)
+        .args(["fetch", "--url", &server.url(TRIXIE_PATH)])
+        .args(["--sha256", &trixie().xz_sha])
+        .args(["--bmap-url", &server.url("/t.bmap")])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("no .bmap"), "{err}");
+    let img = Cache::new(&cache).list().unwrap().remove(0);
+    let (a, b) = (HOLES[0].0 as u64, HOLES[0].1 as u64);
+    assert_eq!(
+        allocated(&img.path),
+        vec![(0, a), (b, trixie().raw.len() as u64)]
+    );
+    assert!(img.bmap.is_some());
 }

@@ -287,6 +287,7 @@ fn cli_flashes_a_file_with_json_summary() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let mapped = Bmap::scan_path(&image).unwrap().mapped_bytes();
     assert_eq!(v["bytes_written"], mapped);
+    assert_eq!(v["bytes_verified"], mapped);
     assert_eq!(v["verified"], true);
     assert!(v["seconds"].as_f64().unwrap() > 0.0);
     assert_eq!(fs::read(&out).unwrap(), fs::read(&image).unwrap());
@@ -646,6 +647,9 @@ fn flipped_byte_is_detected_with_its_offset() {
         err.to_string().contains(&format!("at byte {flip}")),
         "{err}"
     );
+    // Found while writing, before the partition table went out.
+    let card = read_dev(&lo.dev, MIB);
+    assert!(card.iter().all(|&b| b == 0xAA), "first MiB written");
 
     // In the first MiB too (written last).
     let opts = FlashOptions {
@@ -721,6 +725,124 @@ fn interrupted_write_leaves_the_first_mib_unwritten() {
     let img = fs::read(&image).unwrap();
     let r = (3 * MIB) as usize..(4 * MIB) as usize;
     assert_eq!(card[r.clone()], img[r]);
+}
+
+/// A 200 MiB sparse image spanning several 64 MiB verify windows: a run crossing the
+/// end of the first MiB, a run crossing a window boundary, and a block far out.
+fn make_windowed_image(path: &Path) -> u64 {
+    let size = 200 * MIB;
+    let f = File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    f.write_at(&noise(3 * MIB as usize, 7), 0).unwrap();
+    f.write_at(&noise(8 * MIB as usize, 8), 62 * MIB).unwrap();
+    f.write_at(&noise(4096, 9), 150 * MIB).unwrap();
+    f.sync_all().unwrap();
+    size
+}
+
+#[test]
+fn read_back_overlaps_writing_and_a_bad_window_stops_before_the_partition_table() {
+    if !loop_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("node.img");
+    let size = make_windowed_image(&image);
+    let img = fs::read(&image).unwrap();
+    // A flipped byte in a window (in a run crossing a window boundary, and in the
+    // part past the first MiB of a run starting in it) is found while writing: the
+    // flash stops with its offset and the partition table is never written.
+    for flip in [65 * MIB + 3, 2 * MIB + 1] {
+        let backing = dir.path().join("card.bin");
+        make_backing(&backing, size);
+        let lo = Loop::new(&backing);
+        let opts = FlashOptions {
+            verify: true,
+            faults: FaultInjection {
+                flip_byte_at: Some(flip),
+                stop_after_bytes: None,
+            },
+        };
+        let err = flash_to(&image, &lo.dev, FORCE, opts).unwrap_err();
+        assert!(
+            matches!(err, FlashError::VerifyMismatch { offset, .. } if offset == flip),
+            "{err}"
+        );
+        let card = read_dev(&lo.dev, size);
+        assert!(
+            card[..MIB as usize].iter().all(|&b| b == 0xAA),
+            "first MiB written despite a bad window"
+        );
+    }
+
+    let backing = dir.path().join("card.bin");
+    make_backing(&backing, size);
+    let lo = Loop::new(&backing);
+    let report = flash_to(&image, &lo.dev, FORCE, FlashOptions::default()).unwrap();
+    let mapped = Bmap::scan_path(&image).unwrap().mapped_bytes();
+    assert!(report.verified);
+    assert_eq!(report.bytes_written, mapped);
+    assert_eq!(report.bytes_verified, mapped);
+    let card = read_dev(&lo.dev, size);
+    assert_equal_on_mapped(&image, &img, &card);
+    assert_eq!(card[(100 * MIB) as usize], 0xAA, "hole written");
+}
+
+/// A 96 MiB image of 48 small runs (64 KiB, every 1.5 MiB) after a first-MiB run:
+/// more chunks per 64 MiB span than one verify window may hold.
+fn make_fragmented_image(path: &Path) -> u64 {
+    let size = 96 * MIB;
+    let f = File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    f.write_at(&noise(MIB as usize, 20), 0).unwrap();
+    for k in 0..48u64 {
+        f.write_at(&noise(64 << 10, 21 + k), MIB + k * 1536 * 1024)
+            .unwrap();
+    }
+    f.sync_all().unwrap();
+    size
+}
+
+#[test]
+fn many_small_runs_verify_in_bounded_windows() {
+    if !loop_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("node.img");
+    let size = make_fragmented_image(&image);
+    let img = fs::read(&image).unwrap();
+    // The written buffers are kept until their window is compared: with more runs
+    // than a window holds, windows split by count and buffers recycle (no stall).
+    let backing = dir.path().join("card.bin");
+    make_backing(&backing, size);
+    let lo = Loop::new(&backing);
+    let report = flash_to(&image, &lo.dev, FORCE, FlashOptions::default()).unwrap();
+    let mapped = Bmap::scan_path(&image).unwrap().mapped_bytes();
+    assert!(report.verified);
+    assert_eq!(report.bytes_verified, mapped);
+    assert_equal_on_mapped(&image, &img, &read_dev(&lo.dev, size));
+
+    // A flip in the 40th run (a late window) is named exactly; no partition table.
+    let flip = MIB + 39 * 1536 * 1024 + 777;
+    let backing2 = dir.path().join("card2.bin");
+    make_backing(&backing2, size);
+    let lo2 = Loop::new(&backing2);
+    let opts = FlashOptions {
+        verify: true,
+        faults: FaultInjection {
+            flip_byte_at: Some(flip),
+            stop_after_bytes: None,
+        },
+    };
+    let err = flash_to(&image, &lo2.dev, FORCE, opts).unwrap_err();
+    assert!(
+        matches!(err, FlashError::VerifyMismatch { offset, range_len, .. }
+            if offset == flip && range_len == 64 << 10),
+        "{err}"
+    );
+    let card = read_dev(&lo2.dev, MIB);
+    assert!(card.iter().all(|&b| b == 0xAA), "first MiB written");
 }
 
 // ---------------------------------------------------------------- interop

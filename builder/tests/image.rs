@@ -693,3 +693,47 @@ fn failed_change_poisons_the_handle_and_stages_nothing() {
     assert!(e.contains("nothing was written"), "{e}");
     assert_eq!(sha256_file(&img.path), before);
 }
+
+#[test]
+fn mkimage_fill_is_real_data_and_bad_arguments_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("fill.img");
+    let o = run_mkimage(&[
+        "--release",
+        "bookworm",
+        "--out",
+        out.to_str().unwrap(),
+        "--fill-mib",
+        "16",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let fill = debugfs_cat(&out, 2, "/piimg-fill.bin");
+    assert_eq!(fill.len(), 16 << 20);
+    assert!(
+        fill.iter().filter(|&&b| b == 0).count() < fill.len() / 64,
+        "not random data"
+    );
+    assert_ext4_clean(&out, 2);
+
+    for (args, want) in [
+        (
+            vec!["--release", "sid"],
+            "--release must be bookworm or trixie",
+        ),
+        (
+            vec!["--release", "trixie", "--arch", "riscv64"],
+            "--arch must be",
+        ),
+        (
+            vec!["--release", "trixie", "--disk-id", "xyz"],
+            "--disk-id must be 8 hex digits",
+        ),
+    ] {
+        let mut full = args.clone();
+        full.extend(["--out", out.to_str().unwrap()]);
+        let o = run_mkimage(&full);
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(want), "{err}");
+    }
+}

@@ -964,19 +964,6 @@ fn token_copied_from_a_server_without_any_state_means_the_cluster_exists() {
 }
 
 #[test]
-fn a_bootstrap_marker_in_the_secrets_counts_as_issued() {
-    let (dir, path) = scratch(&reference_text());
-    drop(ClusterSecrets::open_or_create(&path, SecretsOptions::default()).unwrap());
-    std::fs::write(
-        dir.path().join("homelab.secrets/bootstrap-issued"),
-        "pi5-master-1\n",
-    )
-    .unwrap();
-    let s = ClusterSecrets::open_or_create(&path, SecretsOptions::default()).unwrap();
-    assert!(s.bootstrap_issued());
-}
-
-#[test]
 fn rule_macs_unique() {
     assert_eq!(
         errors_after(&[
@@ -1112,5 +1099,37 @@ fn profile_kubelet_args_override_hardware_defaults() {
     assert_eq!(
         plans[0].k3s.kubelet_args,
         ["eviction-hard=memory.available<300Mi", "max-pods=60"]
+    );
+}
+
+#[test]
+fn addons_default_off_parse_and_reject_unknown_keys() {
+    // The reference profile spells them out, off.
+    assert_eq!(reference().addons, profile::model::Addons::default());
+    let text = reference_text().replacen("[addons]\n", "", 1);
+    let text =
+        text.replacen("cert_manager = false\n", "", 1)
+            .replacen("monitoring = false\n", "", 1);
+    let p = profile::parse(&text, Path::new("p.toml")).unwrap();
+    assert!(!p.addons.cert_manager && !p.addons.monitoring);
+    let text = reference_text().replacen("monitoring = false", "monitoring = true", 1);
+    let p = profile::parse(&text, Path::new("p.toml")).unwrap();
+    assert!(p.addons.monitoring && !p.addons.cert_manager);
+
+    let text = reference_text().replacen("monitoring = false", "monitorng = true", 1);
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("monitorng"))
+        .unwrap()
+        + 1;
+    let err = profile::parse(&text, Path::new("p.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(&format!("p.toml:{line}:"))
+            && err.contains(
+                "unknown key `monitorng`, did you mean `monitoring`? (valid: cert_manager, monitoring)"
+            ),
+        "{err}"
     );
 }

@@ -74,7 +74,8 @@ fn save_state(ctx: &Ctx) -> Result<(), Error> {
     Ok(())
 }
 
-fn write_status(ctx: &Ctx, step: &str, result: StepResult, message: &str) {
+/// Writes the card status (not under `--dry-run`; a card that cannot be written only warns).
+pub(crate) fn write_status(ctx: &Ctx, step: &str, result: StepResult, message: &str) {
     if ctx.dry() {
         return;
     }

@@ -22,6 +22,7 @@ Options:
   --join-timeout SECS     bound on waiting for the join target (default 600)
   --ready-timeout SECS    bound on waiting for node Ready (default 1800)
   --self PATH             agent binary to install (default: this executable)
+  --systemctl PATH        systemctl that starts k3s; used even with --root
   -h, --help              this text
   -V, --version           version
 ";
@@ -88,6 +89,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             "--join-timeout" => o.join_timeout = secs(flag, value(flag)?)?,
             "--ready-timeout" => o.ready_timeout = secs(flag, value(flag)?)?,
             "--self" => o.self_exe = Some(PathBuf::from(value(flag)?)),
+            "--systemctl" => o.systemctl = Some(PathBuf::from(value(flag)?)),
             other => return Err(format!("unknown argument {other:?} (see --help)")),
         }
     }

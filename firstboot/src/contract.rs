@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr};
 
 /// Version of the card contract; bump on any incompatible change.
-pub const CONTRACT_VERSION: u32 = 1;
+pub const CONTRACT_VERSION: u32 = 2;
 
 /// Where Raspberry Pi OS (Bookworm and later) mounts the boot partition.
 pub const BOOT_MOUNT: &str = "/boot/firmware";
@@ -38,6 +38,12 @@ pub const AGENT_INSTALL_PATH: &str = "/usr/local/sbin/piimg-firstboot";
 pub const AGENT_UNIT: &str = "piimg-firstboot.service";
 /// The agent's persisted state machine on the root filesystem.
 pub const STATE_FILE: &str = "/var/lib/piimg/state.json";
+/// Where a server card's limited node-cleaner client certificate lands (a secret file).
+pub const NODE_CLEANER_CERT: &str = "/var/lib/piimg/node-cleaner.crt";
+/// Where a server card's node-cleaner key lands (a secret file, 0600).
+pub const NODE_CLEANER_KEY: &str = "/var/lib/piimg/node-cleaner.key";
+/// Where the agent keeps the pinned cluster CA bundle it hands to curl.
+pub const PINNED_CA_FILE: &str = "/var/lib/piimg/cluster-ca.crt";
 
 /// Everything the agent needs to provision one node, minus secrets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,7 +59,8 @@ pub struct NodeConfig {
     pub domain: Option<String>,
     /// Server (control plane) or agent (worker).
     pub role: Role,
-    /// True on the one server that may initialise a brand-new cluster.
+    /// True on the bootstrap server (the first server unless the profile names one).
+    /// It initialises a cluster only if [`Ha::first_bring_up`] is also true.
     pub bootstrap: bool,
     /// All control-plane servers, bootstrap server first.
     pub servers: Vec<ServerRef>,
@@ -69,6 +76,39 @@ pub struct NodeConfig {
     pub boot: BootHook,
     /// Non-secret files the agent lays onto the root filesystem (rendered by the builder).
     pub files: Vec<RootFile>,
+    /// How this node finds and trusts its cluster (CA pinning, first bring-up,
+    /// stale-member removal).
+    #[serde(default)]
+    pub ha: Ha,
+}
+
+/// The HA part of the card: what the join decision needs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ha {
+    /// The cluster's server CA bundle (`server-ca.crt`) exactly as k3s serves it at
+    /// `/cacerts`. When set, the agent joins only servers that serve these bytes and
+    /// whose TLS certificate chains to it; `None` disables pinning.
+    pub cluster_ca_pem: Option<String>,
+    /// k3s's hash of that bundle (the `<ca-hash>` of the secure token), for messages.
+    pub cluster_ca_sha256: Option<String>,
+    /// True only on the bootstrap card of a first-ever bring-up: the one card allowed
+    /// to initialise a cluster, and only if no server of it answers. A rebuilt
+    /// bootstrap card has `false` and waits for a peer instead.
+    pub first_bring_up: bool,
+    /// Server cards: the limited client identity that may remove this node's stale
+    /// Node before it re-joins (files come from [`CardSecrets::files`]).
+    pub node_cleaner: Option<NodeCleaner>,
+}
+
+/// Paths on the node of the node-cleaner client certificate and key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeCleaner {
+    /// PEM client certificate (CN `system:piimg:node-cleaner`), e.g. [`NODE_CLEANER_CERT`].
+    pub cert: String,
+    /// PEM private key, e.g. [`NODE_CLEANER_KEY`].
+    pub key: String,
 }
 
 /// Node role in the cluster.

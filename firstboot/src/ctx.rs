@@ -45,6 +45,9 @@ pub struct Options {
     pub ready_timeout: Duration,
     /// The agent binary to install (default: the running executable).
     pub self_exe: Option<PathBuf>,
+    /// `systemctl` to start k3s with; when given, it is run even under `--root`
+    /// (host tests point it at a stand-in).
+    pub systemctl: Option<PathBuf>,
 }
 
 impl Options {
@@ -63,6 +66,7 @@ impl Options {
             join_timeout: Duration::from_secs(600),
             ready_timeout: Duration::from_secs(1800),
             self_exe: None,
+            systemctl: None,
         }
     }
 }
@@ -103,6 +107,13 @@ impl Ctx<'_> {
     /// True under `--dry-run`.
     pub fn dry(&self) -> bool {
         self.opts.dry_run
+    }
+
+    /// Reports progress of a long step (e.g. waiting for a peer) in the log and on the
+    /// card's status, so a pulled card says what the node was waiting for and why.
+    pub fn progress(&self, step: &str, msg: &str) {
+        crate::log::info(&format!("step {step}: {msg}"));
+        crate::agent::write_status(self, step, crate::contract::StepResult::Running, msg);
     }
 
     /// Prints an action under `--dry-run`.

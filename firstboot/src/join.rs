@@ -1,11 +1,33 @@
-//! How this node joins the cluster: the seam the HA join logic (issue 7) replaces.
+//! How this node joins the cluster (the join decision of issue 7).
 //!
 //! [`JoinPolicy::decide`] returns a [`Join`]; the agent persists it in the state file
-//! and the `k3s-config` step turns it into `cluster-init: true` or `server: <url>`.
+//! and the `k3s-config` step turns it into `cluster-init: true`, `server: <url>`, or
+//! nothing (existing data). [`HaJoin`] is the policy the agent ships with:
+//!
+//! - a server with existing etcd data just starts;
+//! - otherwise it probes the VIP, then every other server, in order: a server is
+//!   healthy when its `/cacerts` is exactly the card's pinned CA bundle and `/ping`
+//!   answers over TLS verified against that bundle; the first healthy one is joined;
+//! - a server about to join first removes its own stale Node through that server
+//!   with the limited node-cleaner identity and waits until its etcd member is gone;
+//! - only the bootstrap card of a first-ever bring-up initialises, and only when no
+//!   server answers; every other node (a rebuilt bootstrap card too) waits, bounded
+//!   by `--join-timeout`, with the reason in the card's status;
+//! - a server that serves another CA is never joined, and the status says so.
 
-use crate::contract::{NodeConfig, Role};
+use crate::contract::{NODE_CONFIG_FILE, NodeConfig, PINNED_CA_FILE, Role};
+use crate::ctx::{Ctx, human};
+use crate::error::Error;
+use crate::peer::{self, Auth, Health, Peer, Pin};
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// k3s's embedded etcd data; present once this server was part of a cluster.
+pub const ETCD_DATA: &str = "/var/lib/rancher/k3s/server/db/etcd";
+/// Basic-auth config for curl (`server:<token password>`), 0600, removed after use.
+pub const SERVER_AUTH_FILE: &str = "/var/lib/piimg/server-auth.curl";
 
 /// The outcome of the join decision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,51 +42,295 @@ pub enum Join {
         /// Its supervisor/API port (6443).
         port: u16,
     },
+    /// etcd data exists: start as before (k3s ignores `cluster-init`/`server`).
+    Existing,
 }
 
 impl Join {
     /// The `server:` URL, if joining.
     pub fn url(&self) -> Option<String> {
         match self {
-            Join::ClusterInit => None,
             Join::Server { ip, port } => Some(format!("https://{ip}:{port}")),
+            Join::ClusterInit | Join::Existing => None,
         }
     }
 }
 
-/// Decides how a node joins. Implementations may probe the network.
+/// Decides how a node joins. Implementations may probe the network and report
+/// progress on the card while they wait.
 pub trait JoinPolicy {
-    /// The join for this node, or a specific reason why none can be chosen yet.
-    fn decide(&self, cfg: &NodeConfig, port: u16) -> Result<Join, String>;
+    /// The join for this node, or a specific reason why none can be chosen.
+    fn decide(&self, ctx: &Ctx) -> Result<Join, Error>;
 }
 
-/// The static rule of issue 6: the bootstrap server initialises; other servers join
-/// the bootstrap server (the first of `servers`); agents join the VIP if there is
-/// one, else the bootstrap server.
-#[derive(Debug, Default)]
-pub struct StaticJoin;
-
-impl JoinPolicy for StaticJoin {
-    fn decide(&self, cfg: &NodeConfig, port: u16) -> Result<Join, String> {
-        if cfg.role == Role::Server && cfg.bootstrap {
-            return Ok(Join::ClusterInit);
-        }
-        if let (Role::Agent, Some(vip)) = (cfg.role, cfg.vip) {
-            return Ok(Join::Server { ip: vip, port });
-        }
-        let target = cfg
-            .servers
-            .iter()
-            .find(|s| s.name != cfg.node_name)
-            .ok_or_else(|| {
-                format!(
-                    "node.json: servers lists no server other than {} to join, and this node is not the bootstrap server",
-                    cfg.node_name
-                )
-            })?;
-        Ok(Join::Server {
-            ip: target.ip,
+/// The join targets in order: the VIP first, then every server but this node.
+pub fn peers(cfg: &NodeConfig, port: u16) -> Vec<Peer> {
+    let mut v = Vec::new();
+    if let Some(vip) = cfg.vip {
+        v.push(Peer {
+            label: "VIP".into(),
+            ip: vip,
             port,
-        })
+        });
+    }
+    for s in &cfg.servers {
+        if s.name != cfg.node_name && s.ip != cfg.network.address {
+            v.push(Peer {
+                label: s.name.clone(),
+                ip: s.ip,
+                port,
+            });
+        }
+    }
+    v
+}
+
+/// The CA-pinned HA policy (see the module doc).
+#[derive(Debug, Default)]
+pub struct HaJoin;
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl JoinPolicy for HaJoin {
+    fn decide(&self, ctx: &Ctx) -> Result<Join, Error> {
+        let cfg = &ctx.cfg;
+        let server = cfg.role == Role::Server;
+        if server && ctx.host(ETCD_DATA).is_dir() {
+            return Ok(Join::Existing);
+        }
+        let may_init = server && cfg.bootstrap && cfg.ha.first_bring_up;
+        let peers = peers(cfg, ctx.opts.api_port);
+        if peers.is_empty() && !may_init {
+            return Err(Error::failed(format!(
+                "{NODE_CONFIG_FILE}: no server other than {} to join, and this card may not initialise a cluster{}",
+                cfg.node_name,
+                if server && cfg.bootstrap {
+                    " (a single-server cluster cannot re-join after re-imaging its only server: build with --new-cluster to start over)"
+                } else {
+                    ""
+                }
+            )));
+        }
+        let pin_file = ctx.host(PINNED_CA_FILE);
+        if let Some(pem) = &cfg.ha.cluster_ca_pem {
+            ctx.mkdir("/var/lib/piimg", 0o700, Some((0, 0)))?;
+            ctx.put(PINNED_CA_FILE, 0o644, pem.as_bytes(), Some((0, 0)))?;
+        }
+        let pin = cfg.ha.cluster_ca_pem.as_deref().map(|pem| Pin {
+            pem,
+            file: &pin_file,
+            hash: cfg.ha.cluster_ca_sha256.as_deref().unwrap_or("unknown"),
+        });
+        let shown: Vec<String> = peers.iter().map(Peer::shown).collect();
+        if ctx.dry() {
+            ctx.would(&format!(
+                "probe {} (/cacerts pinned, /ping) for up to {}; {}",
+                shown.join(", "),
+                human(ctx.opts.join_timeout),
+                if may_init {
+                    "initialise a new cluster if none answers"
+                } else {
+                    "join the first healthy one"
+                }
+            ));
+            return Ok(match peers.first() {
+                Some(p) if !may_init => Join::Server {
+                    ip: p.ip,
+                    port: p.port,
+                },
+                _ => Join::ClusterInit,
+            });
+        }
+        let why = if may_init {
+            String::new()
+        } else if server && cfg.bootstrap {
+            "this bootstrap card was rebuilt (not a first bring-up): it never initialises a cluster and waits for a running server to join".to_string()
+        } else {
+            format!("waiting for a server of cluster {} to join", cfg.cluster)
+        };
+        let start = Instant::now();
+        let limit = ctx.opts.join_timeout;
+        let mut delay = Duration::from_millis(250);
+        loop {
+            let mut notes = Vec::new();
+            for p in &peers {
+                match peer::probe(ctx.runner, p, pin, REQUEST_TIMEOUT) {
+                    Health::Healthy => {
+                        if server {
+                            remove_stale_self(ctx, p, pin)?;
+                        }
+                        return Ok(Join::Server {
+                            ip: p.ip,
+                            port: p.port,
+                        });
+                    }
+                    Health::Refused(m) => notes.push(m),
+                    Health::Down(m) => {
+                        notes.push(format!("no route to {}:{} ({m})", p.ip, p.port));
+                    }
+                }
+            }
+            if may_init {
+                if !notes.is_empty() {
+                    crate::log::info(&format!(
+                        "first bring-up: no server answered ({}); initialising",
+                        notes.join("; ")
+                    ));
+                }
+                return Ok(Join::ClusterInit);
+            }
+            let msg = format!("{why}; tried: {}", notes.join("; "));
+            let elapsed = start.elapsed();
+            if elapsed >= limit {
+                return Err(Error::failed(format!(
+                    "no healthy server to join after {}: {msg}",
+                    human(limit)
+                )));
+            }
+            ctx.progress(
+                "join",
+                &format!("waiting ({} of {}): {msg}", human(elapsed), human(limit)),
+            );
+            std::thread::sleep(delay.min(limit - elapsed));
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    }
+}
+
+/// Before a server joins through `p`: check the server credentials (`/db/info` with
+/// server basic auth, so a card with a wrong token changes nothing), delete this
+/// node's stale Node with the node-cleaner identity (k3s then removes the etcd
+/// member), and wait until no etcd member named for this node remains.
+fn remove_stale_self(ctx: &Ctx, p: &Peer, pin: Option<Pin>) -> Result<(), Error> {
+    let cfg = &ctx.cfg;
+    let Some(nc) = &cfg.ha.node_cleaner else {
+        crate::log::warn("no node-cleaner identity on this card: stale-member check skipped");
+        return Ok(());
+    };
+    let (cert, key) = (ctx.host(&nc.cert), ctx.host(&nc.key));
+    for (path, shown) in [(&cert, &nc.cert), (&key, &nc.key)] {
+        if !path.is_file() {
+            return Err(Error::failed(format!(
+                "{shown}: missing; the card's secrets should have put the node-cleaner identity there (rebuild the card)"
+            )));
+        }
+    }
+    let ca_file: Option<PathBuf> = pin.map(|p| p.file.to_path_buf());
+    let password = peer::token_password(&crate::steps::secrets::load(ctx)?.token).to_string();
+    ctx.put(
+        SERVER_AUTH_FILE,
+        0o600,
+        peer::curl_user_config("server", &password).as_bytes(),
+        Some((0, 0)),
+    )?;
+    let result = stale_members(ctx, p, ca_file.as_deref())
+        .and_then(|_| delete_node(ctx, p, ca_file.as_deref(), (&cert, &key)))
+        .and_then(|()| wait_member_gone(ctx, p, ca_file.as_deref()));
+    ctx.rm(SERVER_AUTH_FILE)?;
+    result
+}
+
+/// GET/DELETE of this node's Node object with the node-cleaner identity.
+fn delete_node(
+    ctx: &Ctx,
+    p: &Peer,
+    ca_file: Option<&Path>,
+    id: (&Path, &Path),
+) -> Result<(), Error> {
+    let name = &ctx.cfg.node_name;
+    let auth = Auth {
+        ca_file,
+        client: Some(id),
+        config: None,
+    };
+    let url = p.url(&format!("/api/v1/nodes/{name}"));
+    let failed = |what: &str, e: String| Error::failed(format!("{what} {url}: {e}"));
+    let r = peer::request(ctx.runner, "GET", &url, auth, REQUEST_TIMEOUT)
+        .map_err(|e| failed("GET", e.to_string()))?;
+    match r.status {
+        404 => Ok(()),
+        200 => {
+            ctx.progress(
+                "join",
+                &format!(
+                    "removing the stale Node {name} through {} (node-cleaner identity)",
+                    p.shown()
+                ),
+            );
+            let d = peer::request(ctx.runner, "DELETE", &url, auth, REQUEST_TIMEOUT)
+                .map_err(|e| failed("DELETE", e.to_string()))?;
+            if !matches!(d.status, 200 | 202 | 404) {
+                return Err(failed(
+                    "DELETE",
+                    format!("HTTP {} {}", d.status, d.body.trim()),
+                ));
+            }
+            crate::log::info(&format!(
+                "deleted the stale Node {name} through {}",
+                p.shown()
+            ));
+            Ok(())
+        }
+        s => Err(failed(
+            "GET",
+            format!(
+                "HTTP {s} {} with the node-cleaner identity; is piimg-node-cleaner-rbac.yaml deployed on the servers?",
+                r.body.trim()
+            ),
+        )),
+    }
+}
+
+/// This node's etcd members according to `p`'s `/db/info` (server basic auth).
+fn stale_members(
+    ctx: &Ctx,
+    p: &Peer,
+    ca_file: Option<&Path>,
+) -> Result<Result<Vec<String>, String>, Error> {
+    let auth_file = ctx.host(SERVER_AUTH_FILE);
+    let auth = Auth {
+        ca_file,
+        client: None,
+        config: Some(&auth_file),
+    };
+    let url = p.url("/db/info");
+    let r = peer::request(ctx.runner, "GET", &url, auth, REQUEST_TIMEOUT)
+        .map_err(|e| Error::failed(format!("GET {url}: {e}")))?;
+    match r.status {
+        200 => peer::members_of(&ctx.cfg.node_name, &r.body)
+            .map(Ok)
+            .map_err(|e| Error::failed(format!("{url}: {e}"))),
+        401 | 403 => Err(Error::failed(format!(
+            "{url} refused the server credentials (HTTP {}): the card's token is not this cluster's",
+            r.status
+        ))),
+        s => Ok(Err(format!("{url} answered HTTP {s}"))),
+    }
+}
+
+fn wait_member_gone(ctx: &Ctx, p: &Peer, ca_file: Option<&Path>) -> Result<(), Error> {
+    let name = &ctx.cfg.node_name;
+    let start = Instant::now();
+    let limit = ctx.opts.join_timeout;
+    let mut delay = Duration::from_millis(250);
+    loop {
+        let last = match stale_members(ctx, p, ca_file)? {
+            Ok(members) if members.is_empty() => return Ok(()),
+            Ok(members) => format!("etcd member {} still listed", members.join(", ")),
+            Err(other) => other,
+        };
+        let elapsed = start.elapsed();
+        if elapsed >= limit {
+            return Err(Error::failed(format!(
+                "{last} after {}: k3s has not removed this node's old etcd member; remove it (kubectl delete node {name}) and rerun",
+                human(limit)
+            )));
+        }
+        ctx.progress(
+            "join",
+            &format!("waiting for the stale etcd member to go: {last}"),
+        );
+        std::thread::sleep(delay.min(limit - elapsed));
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }

@@ -10,6 +10,7 @@ pub mod fsx;
 pub mod http;
 pub mod join;
 pub mod log;
+pub mod peer;
 pub mod runner;
 pub mod state;
 pub mod steps;

@@ -4,7 +4,7 @@ use piimg_firstboot::agent::{self, Outcome};
 use piimg_firstboot::cli::{self, Command};
 use piimg_firstboot::contract::STATUS_FILE;
 use piimg_firstboot::http::DefaultProbe;
-use piimg_firstboot::join::StaticJoin;
+use piimg_firstboot::join::HaJoin;
 use piimg_firstboot::log;
 use piimg_firstboot::runner::SystemRunner;
 
@@ -40,7 +40,7 @@ fn main() {
         Command::Run(opts) => {
             let runner = SystemRunner;
             let probe = DefaultProbe { runner: &runner };
-            match agent::run(&opts, &runner, &probe, &StaticJoin) {
+            match agent::run(&opts, &runner, &probe, &HaJoin) {
                 Ok(Outcome::Complete) => {
                     log::info("provisioning complete");
                     0

@@ -6,7 +6,6 @@
 pub mod cmdline;
 pub mod config_txt;
 pub mod context;
-pub mod manifest;
 pub mod templates;
 
 pub use cmdline::{CmdlineEdit, CmdlineError};
@@ -17,7 +16,7 @@ use crate::plan::NodePlan;
 use context::{CardValues, TemplateData};
 use piimg_firstboot::contract::{
     self, AGENT_FILE, AGENT_UNIT, AIRGAP_DIR, Admin, Airgap, BootHook, CONTRACT_VERSION,
-    CardSecrets, K3s, Network, NodeConfig, RootFile, ServerRef,
+    CardSecrets, Ha, K3s, Network, NodeConfig, RootFile, ServerRef,
 };
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -59,8 +58,9 @@ pub struct Os {
     pub first_boot: FirstBoot,
 }
 
-/// One node's secrets, resolved from the cluster secrets by the caller.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// One node's secrets and what derives from them (the cluster PKI's HA part),
+/// resolved from the cluster secrets by the caller (see `piimg::pki::files_for_node`).
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct NodeSecrets {
     /// The k3s join token.
     pub token: String,
@@ -68,6 +68,11 @@ pub struct NodeSecrets {
     pub node_password: Option<String>,
     /// Secret files for the root filesystem (0600).
     pub files: Vec<RootFile>,
+    /// Non-secret root-filesystem files added after the built-in ones
+    /// (`NodeConfig.files`), e.g. the server manifests.
+    pub root_files: Vec<RootFile>,
+    /// `NodeConfig.ha`: CA pin, first bring-up, node-cleaner identity.
+    pub ha: Ha,
 }
 
 /// Build settings that are not part of the plan.
@@ -319,7 +324,11 @@ pub fn render(
             airgap,
         },
         boot,
-        files: root_files,
+        files: root_files
+            .into_iter()
+            .chain(secrets.root_files.iter().cloned())
+            .collect(),
+        ha: secrets.ha.clone(),
     };
     let card_secrets = CardSecrets {
         contract_version: CONTRACT_VERSION,
@@ -470,10 +479,15 @@ pub fn instance_id(
     h.update(secrets.token.as_bytes());
     h.update(b"\0");
     h.update(secrets.node_password.as_deref().unwrap_or("").as_bytes());
-    for f in &secrets.files {
+    for f in secrets.files.iter().chain(&secrets.root_files) {
         h.update(f.path.as_bytes());
         h.update(f.content.as_bytes());
     }
+    h.update(
+        serde_json::to_string(&secrets.ha)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
     for (k, v) in template_hashes {
         h.update(k.as_bytes());
         h.update(v.as_bytes());

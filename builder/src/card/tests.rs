@@ -64,7 +64,7 @@ fn secrets() -> NodeSecrets {
     NodeSecrets {
         token: "K10abc::server:s3cret".into(),
         node_password: Some("00ff".into()),
-        files: vec![],
+        ..Default::default()
     }
 }
 

@@ -6,7 +6,8 @@ use indicatif::MultiProgress;
 use piimg::card::{self, Card, FirstBoot, NodeSecrets, Os, RenderOptions, Templates};
 use piimg::image::Image;
 use piimg::output::{blockmap, interrupt, write};
-use piimg::plan::NodePlan;
+use piimg::pki::HaOptions;
+use piimg::plan::{FirstBootAction, NodePlan};
 use piimg::profile::{self, keys, secrets};
 use piimg::progress::{OutputMode, Reporter};
 use serde::Serialize;
@@ -145,11 +146,13 @@ pub fn run(args: BuildArgs, out: Reporter) -> anyhow::Result<()> {
         Some(dir) => Templates::with_overlay(dir)?,
         None => Templates::builtin(),
     };
-    let node_secrets = NodeSecrets {
-        // TODO(ha): the secure K10 token, node password and CA files from pki.
-        token: cluster.token_secret().to_string(),
-        node_password: None,
-        files: Vec::new(),
+    // The cluster CA lives in the secrets directory, so `--new-cluster` (which moves
+    // that directory aside) also starts a fresh CA.
+    let ca = piimg::pki::ClusterCa::open_or_create(cluster.dir(), &profile.cluster.name)
+        .with_context(|| format!("the cluster CA in {}", cluster.dir().display()))?;
+    let addons = piimg::pki::manifests::Addons {
+        cert_manager: profile.addons.cert_manager,
+        monitoring: profile.addons.monitoring,
     };
     let base_name = base
         .file_name()
@@ -157,6 +160,19 @@ pub fn run(args: BuildArgs, out: Reporter) -> anyhow::Result<()> {
         .unwrap_or_default();
     let mut jobs = Vec::new();
     for plan in &plans {
+        let ha = HaOptions {
+            first_bring_up: first_bring_up(plan, &cluster),
+            addons: addons.clone(),
+        };
+        let nf = piimg::pki::files_for_node(plan, &ca, cluster.token_secret(), &ha)
+            .with_context(|| format!("node {}: cluster PKI", plan.name))?;
+        let node_secrets = NodeSecrets {
+            token: nf.token,
+            node_password: Some(nf.node_password),
+            files: nf.secret_files,
+            root_files: nf.files,
+            ha: nf.ha,
+        };
         let card = card::render(
             plan,
             &node_secrets,
@@ -326,6 +342,17 @@ fn build_all(
     res.into_iter().map(|(_, r)| r).collect()
 }
 
+/// Whether `plan`'s card may initialise the cluster: only the bootstrap server's, and
+/// only while the one record of issued cards (`ClusterSecrets::bootstrap_issued`, which
+/// the plan was computed from) says no bootstrap card was issued yet. The plan also
+/// lets the sole server of a single-server cluster re-initialise, as it has no peer
+/// to join.
+fn first_bring_up(plan: &NodePlan, cluster: &secrets::ClusterSecrets) -> bool {
+    plan.bootstrap
+        && matches!(plan.first_boot, FirstBootAction::InitCluster)
+        && (!cluster.bootstrap_issued() || plan.servers.len() == 1)
+}
+
 fn profile_path(arg: Option<&Path>) -> PathBuf {
     arg.map(Path::to_path_buf)
         .or_else(|| {
@@ -394,7 +421,25 @@ fn manifest_json(
     base_name: &str,
     base_sha: Option<&str>,
 ) -> Vec<u8> {
-    piimg::card::manifest::Manifest::for_card(card, &release.pretty_name, base_name, base_sha)
-        .to_json()
-        .into_bytes()
+    let release = if release.pretty_name.is_empty() {
+        release.codename.clone()
+    } else {
+        format!("{} ({})", release.codename, release.pretty_name)
+    };
+    piimg::manifest::Manifest {
+        manifest_version: piimg::manifest::MANIFEST_VERSION,
+        profile: card.profile.clone(),
+        cluster: card.cluster.clone(),
+        node: card.node.clone(),
+        piimg_version: env!("CARGO_PKG_VERSION").to_string(),
+        built_at: piimg::manifest::rfc3339_utc(i64::try_from(card.build_time).unwrap_or(i64::MAX)),
+        base_image: piimg::manifest::BaseImage {
+            file: base_name.to_string(),
+            sha256: base_sha.map(str::to_string),
+        },
+        release,
+        template_hashes: card.template_hashes.clone(),
+    }
+    .to_json()
+    .into_bytes()
 }

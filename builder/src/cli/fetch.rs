@@ -20,6 +20,11 @@ pub struct FetchArgs {
     /// sha256 of the `.img.xz` given with --url or --file.
     #[arg(long, value_name = "HEX")]
     pub sha256: Option<String>,
+    /// The image's `.bmap` (bmaptool format) for --url/--file: holes are punched only
+    /// at its unmapped ranges and its range checksums are verified. Without one the
+    /// cached image is dense.
+    #[arg(long, value_name = "URL", conflicts_with = "release")]
+    pub bmap_url: Option<String>,
     /// Raspberry Pi Imager OS list to search (for mirrors and tests).
     #[arg(long, env = "PIIMG_OS_LIST_URL", value_name = "URL",
           default_value = fetch::DEFAULT_OS_LIST_URL)]
@@ -35,6 +40,7 @@ impl FetchArgs {
         let mut opts = FetchOptions::from_env()?;
         opts.release = ReleaseChoice::parse(&self.release)?;
         opts.offline = self.offline;
+        opts.bmap_url.clone_from(&self.bmap_url);
         opts.source = match (&self.url, &self.file, &self.sha256) {
             (Some(url), _, Some(sha256)) => Source::Direct {
                 url: url.clone(),

@@ -37,6 +37,13 @@ pub struct CachedImage {
     pub init_format: Option<String>,
     /// When it entered the cache (seconds since the Unix epoch).
     pub fetched_at: u64,
+    /// The image creator's `.bmap` stored beside the image (`<key>.bmap`); the image
+    /// has holes exactly at its unmapped ranges. `None`: no bmap, the image is dense.
+    #[serde(default)]
+    pub bmap: Option<PathBuf>,
+    /// Where the bmap was downloaded from.
+    #[serde(default)]
+    pub bmap_url: Option<String>,
 }
 
 /// What `prune` removed.
@@ -88,6 +95,11 @@ impl Cache {
     /// Where the image with download hash `key` lives once cached.
     pub(crate) fn image_path(&self, key: &str) -> PathBuf {
         self.images_dir().join(format!("{key}.img"))
+    }
+
+    /// Where the bmap of the image with download hash `key` lives once cached.
+    pub(crate) fn bmap_path(&self, key: &str) -> PathBuf {
+        self.images_dir().join(format!("{key}.bmap"))
     }
 
     fn meta_path(&self, key: &str) -> PathBuf {
@@ -143,6 +155,16 @@ impl Cache {
                 reason: e.to_string(),
             })?;
         img.path = self.image_path(&img.download_sha256);
+        if img.bmap.is_some() {
+            let b = self.bmap_path(&img.download_sha256);
+            if !b.is_file() {
+                return Err(FetchError::Metadata {
+                    path: meta.to_path_buf(),
+                    reason: format!("its bmap {} is missing", b.display()),
+                });
+            }
+            img.bmap = Some(b);
+        }
         let len = fs::metadata(&img.path).map(|m| m.len()).ok();
         if len != Some(img.size) {
             return Err(FetchError::Metadata {
@@ -180,15 +202,23 @@ impl Cache {
         Ok(out)
     }
 
-    /// Commits a verified image: renames the temp file into place, then writes the
-    /// metadata (the entry exists from that moment).
+    /// Commits a verified image: writes its bmap (if any), renames the temp file into
+    /// place, then writes the metadata (the entry exists from that moment).
     pub(crate) fn commit(
         &self,
         file: crate::atomic::AtomicFile,
         img: &CachedImage,
+        bmap_xml: Option<&[u8]>,
     ) -> Result<(), FetchError> {
         let dest = file.dest().to_path_buf();
+        if let (Some(xml), Some(path)) = (bmap_xml, &img.bmap) {
+            crate::atomic::write_atomic(path, xml, 0o644)
+                .map_err(|e| FetchError::io("writing", path, e))?;
+        }
         file.commit().map_err(|e| {
+            if let Some(b) = &img.bmap {
+                let _ = fs::remove_file(b);
+            }
             if super::error::is_disk_full(&e) {
                 FetchError::DiskFull {
                     what: "committing",
@@ -206,8 +236,11 @@ impl Cache {
             reason: e.to_string(),
         })?;
         crate::atomic::write_atomic(&meta, &json, 0o644).map_err(|e| {
-            // Leave no image without metadata behind.
+            // Leave no image (or bmap) without metadata behind.
             let _ = fs::remove_file(&dest);
+            if let Some(b) = &img.bmap {
+                let _ = fs::remove_file(b);
+            }
             FetchError::io("writing", &meta, e)
         })
     }
@@ -224,6 +257,7 @@ impl Cache {
             // Metadata first: the entry stops existing before its image goes.
             remove(&meta)?;
             remove(&img.path)?;
+            remove(&self.bmap_path(&img.download_sha256))?;
             pruned.removed.push(img);
         }
         for sub in ["images", "partial"] {
@@ -241,7 +275,8 @@ impl Cache {
                 // and images whose metadata never got written.
                 let leftover = sub == "partial"
                     || name.starts_with('.')
-                    || (name.ends_with(".img") && !self.meta_path(&key).exists());
+                    || ((name.ends_with(".img") || name.ends_with(".bmap"))
+                        && !self.meta_path(&key).exists());
                 if !leftover || key.len() != 64 {
                     continue;
                 }

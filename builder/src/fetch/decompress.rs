@@ -1,11 +1,13 @@
 //! The decompression half of the one-pass pipeline: a thread that takes .xz chunks
 //! from the download, decodes them with liblzma's multi-threaded decoder, hashes the
-//! decompressed bytes and writes them sparsely (all-zero blocks become holes) to the
-//! cache's temp file.
+//! decompressed bytes and writes every one of them (densely: a zero block of the
+//! image may matter, e.g. a free FAT entry) to the cache's temp file. When a bmap is
+//! known, the sha256 of each of its mapped ranges is computed as the data streams past.
 
 use std::fs::File;
-use std::io::{Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
@@ -15,11 +17,10 @@ use sha2::{Digest, Sha256};
 
 use super::FetchError;
 use crate::atomic::AtomicFile;
+use crate::bmap::{Bmap, byte_span};
 
 /// Output buffer handed to liblzma per call.
 const OUT_BUF: usize = 4 << 20;
-/// Granularity of hole detection.
-const HOLE_BLOCK: usize = 64 << 10;
 /// Chunks in flight between the download and the decoder.
 const QUEUE: usize = 64;
 
@@ -29,6 +30,19 @@ pub(crate) struct Decoded {
     pub file: AtomicFile,
     pub sha256: String,
     pub size: u64,
+    /// The first bmap range whose bytes do not match (when a bmap was given).
+    pub range_mismatch: Option<RangeMismatch>,
+}
+
+/// A bmap range whose decompressed bytes hash differently than the bmap says.
+#[derive(Debug, Clone)]
+pub(crate) struct RangeMismatch {
+    pub first: u64,
+    pub last: u64,
+    pub offset: u64,
+    pub end: u64,
+    pub expected: String,
+    pub actual: String,
 }
 
 /// A running decoder thread fed through a bounded channel.
@@ -49,6 +63,8 @@ pub(crate) struct DecoderSpec {
     pub need_mib: u64,
     /// Progress bar of decompressed bytes.
     pub bar: ProgressBar,
+    /// The image's block map, whose range hashes are checked while decoding.
+    pub bmap: Option<Arc<Bmap>>,
 }
 
 impl Decoder {
@@ -145,9 +161,9 @@ fn run(
     let mut sink = Sink {
         hasher: Sha256::new(),
         pos: 0,
-        cursor: 0,
         file: file.file(),
         bar: &spec.bar,
+        ranges: spec.bmap.as_deref().map(RangeHasher::new),
     };
     let mut out = Vec::with_capacity(OUT_BUF);
     let mut ended = false;
@@ -191,22 +207,25 @@ fn run(
     }
     let size = sink.pos;
     let sha256 = hex::encode(sink.hasher.finalize());
-    // Holes at the end need the length set explicitly.
-    file.file().set_len(size).map_err(|e| io_err(spec, e))?;
+    let range_mismatch = sink.ranges.and_then(RangeHasher::finish);
     spec.bar.set_length(size);
     spec.bar.finish();
-    Ok(Decoded { file, sha256, size })
+    Ok(Decoded {
+        file,
+        sha256,
+        size,
+        range_mismatch,
+    })
 }
 
-/// Hashes everything and writes it, seeking over all-zero blocks.
+/// Hashes everything and writes all of it (no holes: see the module doc).
 struct Sink<'a> {
     hasher: Sha256,
     /// Bytes decompressed so far (the logical end of the image).
     pos: u64,
-    /// Where the file's cursor is.
-    cursor: u64,
     file: &'a mut File,
     bar: &'a ProgressBar,
+    ranges: Option<RangeHasher>,
 }
 
 impl Sink<'_> {
@@ -215,48 +234,107 @@ impl Sink<'_> {
             return Ok(());
         }
         self.hasher.update(data);
-        let mut run_start: Option<usize> = None;
-        let mut i = 0;
-        while i < data.len() {
-            // Blocks aligned to absolute offsets so holes line up with the file system's.
-            let abs = self.pos + i as u64;
-            let len = (HOLE_BLOCK - (abs % HOLE_BLOCK as u64) as usize).min(data.len() - i);
-            if is_zero(&data[i..i + len]) {
-                if let Some(s) = run_start.take() {
-                    self.put(self.pos + s as u64, &data[s..i])?;
-                }
-            } else if run_start.is_none() {
-                run_start = Some(i);
-            }
-            i += len;
+        if let Some(r) = &mut self.ranges {
+            r.update(self.pos, data);
         }
-        if let Some(s) = run_start {
-            self.put(self.pos + s as u64, &data[s..])?;
-        }
+        self.file.write_all(data)?;
         self.pos += data.len() as u64;
         self.bar.set_position(self.pos);
         Ok(())
     }
-
-    fn put(&mut self, at: u64, bytes: &[u8]) -> std::io::Result<()> {
-        if self.cursor != at {
-            self.file.seek(SeekFrom::Start(at))?;
-        }
-        self.file.write_all(bytes)?;
-        self.cursor = at + bytes.len() as u64;
-        Ok(())
-    }
 }
 
-/// True when every byte of `b` is zero (OR-reduces 64 bytes at a time so it vectorises).
-fn is_zero(b: &[u8]) -> bool {
-    let mut chunks = b.chunks_exact(64);
-    for c in &mut chunks {
-        if c.iter().fold(0u8, |acc, &x| acc | x) != 0 {
-            return false;
+/// Hashes the bmap's mapped ranges (sorted, disjoint) as the image streams past.
+struct RangeHasher {
+    /// `(first, last, offset, end, expected)` of each range, in order.
+    spans: Vec<(u64, u64, u64, u64, String)>,
+    /// Index of the range being hashed.
+    next: usize,
+    hasher: Sha256,
+    mismatch: Option<RangeMismatch>,
+}
+
+impl RangeHasher {
+    fn new(bmap: &Bmap) -> Self {
+        let spans = bmap
+            .ranges
+            .iter()
+            .map(|r| {
+                let (off, len) = byte_span(r.first, r.last, bmap.block_size, bmap.image_size);
+                (
+                    r.first,
+                    r.last,
+                    off,
+                    off + len,
+                    r.sha256.to_ascii_lowercase(),
+                )
+            })
+            .collect();
+        Self {
+            spans,
+            next: 0,
+            hasher: Sha256::new(),
+            mismatch: None,
         }
     }
-    chunks.remainder().iter().all(|&x| x == 0)
+
+    /// Feeds `data`, which sits at image offset `pos`.
+    fn update(&mut self, pos: u64, data: &[u8]) {
+        let data_end = pos + data.len() as u64;
+        while self.mismatch.is_none() {
+            let Some(&(_, _, off, end, _)) = self.spans.get(self.next) else {
+                return;
+            };
+            if off >= data_end {
+                return;
+            }
+            let from = off.max(pos);
+            let to = end.min(data_end);
+            if from < to {
+                self.hasher
+                    .update(&data[(from - pos) as usize..(to - pos) as usize]);
+            }
+            if end > data_end {
+                return;
+            }
+            self.close();
+        }
+    }
+
+    /// Finishes the current range and compares it with the bmap.
+    fn close(&mut self) {
+        let (first, last, offset, end, expected) = self.spans[self.next].clone();
+        let actual = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        if actual != expected {
+            self.mismatch = Some(RangeMismatch {
+                first,
+                last,
+                offset,
+                end,
+                expected,
+                actual,
+            });
+        }
+        self.next += 1;
+    }
+
+    /// The first mismatching range; a range the image ended inside counts as one.
+    fn finish(mut self) -> Option<RangeMismatch> {
+        if self.mismatch.is_none() && self.next < self.spans.len() {
+            self.close();
+            if self.mismatch.is_none() {
+                self.mismatch = self.spans.get(self.next - 1).map(|s| RangeMismatch {
+                    first: s.0,
+                    last: s.1,
+                    offset: s.2,
+                    end: s.3,
+                    expected: s.4.clone(),
+                    actual: "(image ended inside the range)".into(),
+                });
+            }
+        }
+        self.mismatch
+    }
 }
 
 fn describe(e: liblzma::stream::Error) -> String {

@@ -144,6 +144,27 @@ pub enum FetchError {
         /// Arguments for `piimg fetch` that would get it.
         fetch_args: String,
     },
+    /// The image's `.bmap` is unusable or does not describe this image.
+    #[error("bmap {url}: {reason} (nothing was cached)")]
+    Bmap {
+        /// Where the bmap came from.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A mapped range of the decompressed image does not have the bmap's sha256.
+    #[error(
+        "image decompressed from {url} does not match its bmap {bmap_url}: {range} \
+         (nothing was cached; partial download removed)"
+    )]
+    BmapMismatch {
+        /// The image URL.
+        url: String,
+        /// The bmap URL.
+        bmap_url: String,
+        /// "blocks F..=L (bytes O..E) sha256 expected X, actual Y".
+        range: String,
+    },
     /// A cache entry's metadata file is unreadable.
     #[error("cache entry {path} is unreadable: {reason}; remove it or run `piimg cache prune`")]
     Metadata {
@@ -178,6 +199,7 @@ impl FetchError {
             Self::TooLong { .. }
                 | Self::DownloadMismatch { .. }
                 | Self::ExtractMismatch { .. }
+                | Self::BmapMismatch { .. }
                 | Self::Xz { .. }
                 | Self::DiskFull { .. }
         )

@@ -2,18 +2,23 @@
 //!
 //! One pass over the data: the download is streamed into the resumable partial
 //! file, the download hasher and the multi-threaded xz decoder at once; the
-//! decoder's output is hashed and written (sparsely) to a temp file that is renamed
-//! into the cache only when both hashes match. See [`fetch`] and [`ensure_base`].
+//! decoder's output is hashed and written (densely) to a temp file that is renamed
+//! into the cache only when both hashes match. When the image has a `.bmap` (Imager's
+//! `bmap_url`, or `--bmap-url`), its mapped ranges' sha256 are checked on the same
+//! pass and holes are punched exactly at its unmapped ranges; without one the cached
+//! image stays dense (zero blocks may matter). See [`fetch`] and [`ensure_base`].
 
 mod cache;
 mod decompress;
 mod download;
 mod error;
+mod holes;
 mod http;
 mod lock;
 mod os_list;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use indicatif::MultiProgress;
@@ -66,6 +71,9 @@ pub struct FetchOptions {
     pub offline: bool,
     /// Timeouts and retries.
     pub net: NetOptions,
+    /// The image's `.bmap` for a direct (`--url`/`--file`) source; OS list entries
+    /// carry their own `bmap_url`.
+    pub bmap_url: Option<String>,
 }
 
 impl FetchOptions {
@@ -82,6 +90,7 @@ impl FetchOptions {
             cache_dir: Cache::default_dir()?,
             offline: false,
             net: NetOptions::default(),
+            bmap_url: None,
         })
     }
 }
@@ -161,7 +170,7 @@ pub fn fetch(opts: &FetchOptions, out: &Reporter) -> Result<Fetched, FetchError>
         };
     }
     let http = http::Http::new(&opts.net)?;
-    let entry = match &opts.source {
+    let mut entry = match &opts.source {
         Source::OsList { url } => find_in_os_list(&http, url, &opts.release, out)?,
         Source::Direct { url, sha256 } => direct_entry(url, sha256)?,
         Source::File { path, sha256 } => {
@@ -169,6 +178,9 @@ pub fn fetch(opts: &FetchOptions, out: &Reporter) -> Result<Fetched, FetchError>
             direct_entry(&format!("file://{}", abs.display()), sha256)?
         }
     };
+    if opts.bmap_url.is_some() {
+        entry.bmap_url.clone_from(&opts.bmap_url);
+    }
     let cache = Cache::new(&opts.cache_dir);
     cache.create()?;
     let key = entry.download_sha256.clone();
@@ -231,12 +243,24 @@ fn download_and_cache(
     let dl_bar = multi.add(out.bytes(entry.download_size.unwrap_or(0), "download"));
     let xz_bar = multi.add(out.bytes(entry.extract_size.unwrap_or(0), "decompress"));
     let need = entry.download_size.unwrap_or(0) + entry.extract_size.unwrap_or(0);
+    let bmap = match &entry.bmap_url {
+        Some(u) => Some(fetch_bmap(http, u, entry.extract_size)?),
+        None => {
+            out.info(format!(
+                "no .bmap published for {}: caching the image dense (build, copy and flash \
+                 will write every block; that is the safe choice)",
+                entry.name
+            ));
+            None
+        }
+    };
     let spec = decompress::DecoderSpec {
         dest: cache.image_path(&entry.download_sha256),
         url: entry.url.clone(),
         cache: cache.dir().to_path_buf(),
         need_mib: need.div_ceil(1 << 20),
         bar: xz_bar.clone(),
+        bmap: bmap.as_ref().map(|(b, _)| Arc::clone(b)),
     };
     let job = download::Job {
         http,
@@ -259,7 +283,7 @@ fn download_and_cache(
             actual: dl.sha256,
         });
     }
-    let decoded = dl.decoder.finish()?;
+    let mut decoded = dl.decoder.finish()?;
     if !entry.extract_sha256.is_empty() && decoded.sha256 != entry.extract_sha256 {
         return Err(FetchError::ExtractMismatch {
             url: entry.url.clone(),
@@ -267,6 +291,36 @@ fn download_and_cache(
             actual: decoded.sha256,
             size: decoded.size,
         });
+    }
+    let bmap_url = entry.bmap_url.clone().unwrap_or_default();
+    if let Some((b, _)) = &bmap {
+        if b.image_size != decoded.size {
+            return Err(FetchError::Bmap {
+                url: bmap_url,
+                reason: format!(
+                    "it describes a {}-byte image but {} decompressed to {} bytes \
+                     (is it the bmap of another image?)",
+                    b.image_size, entry.url, decoded.size
+                ),
+            });
+        }
+        if let Some(m) = decoded.range_mismatch.take() {
+            return Err(FetchError::BmapMismatch {
+                url: entry.url.clone(),
+                bmap_url,
+                range: format!(
+                    "blocks {}..={} (bytes {}..{}) sha256 expected {}, actual {}",
+                    m.first, m.last, m.offset, m.end, m.expected, m.actual
+                ),
+            });
+        }
+        holes::punch(decoded.file.file(), &holes::unmapped(b)).map_err(|e| {
+            FetchError::io(
+                "punching holes at the bmap's unmapped ranges in",
+                decoded.file.temp_path(),
+                e,
+            )
+        })?;
     }
     let image = CachedImage {
         path: spec.dest.clone(),
@@ -281,8 +335,16 @@ fn download_and_cache(
         fetched_at: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
+        bmap: bmap
+            .as_ref()
+            .map(|_| cache.bmap_path(&entry.download_sha256)),
+        bmap_url: entry.bmap_url.clone(),
     };
-    cache.commit(decoded.file, &image)?;
+    cache.commit(
+        decoded.file,
+        &image,
+        bmap.as_ref().map(|(_, xml)| xml.as_slice()),
+    )?;
     out.info(format!(
         "cached {} ({} bytes)",
         image.path.display(),
@@ -318,7 +380,37 @@ fn direct_entry(url: &str, sha256: &str) -> Result<ImageEntry, FetchError> {
         extract_sha256: String::new(),
         extract_size: None,
         init_format: None,
+        bmap_url: None,
     })
+}
+
+/// Largest `.bmap` we accept (a real one is a few hundred KiB at most).
+const BMAP_LIMIT: u64 = 64 << 20;
+
+/// Downloads and parses the `.bmap` at `url` (its own checksum is verified by the
+/// parser); checks its image size against the OS list's `extract_size` if known.
+fn fetch_bmap(
+    http: &http::Http,
+    url: &str,
+    extract_size: Option<u64>,
+) -> Result<(Arc<crate::bmap::Bmap>, Vec<u8>), FetchError> {
+    let body = http.get_small(url, BMAP_LIMIT)?;
+    let bad = |reason: String| FetchError::Bmap {
+        url: url.to_string(),
+        reason,
+    };
+    let text = std::str::from_utf8(&body).map_err(|e| bad(format!("not UTF-8 text: {e}")))?;
+    let bmap = crate::bmap::Bmap::parse(text).map_err(|e| bad(e.to_string()))?;
+    if let Some(size) = extract_size
+        && size != bmap.image_size
+    {
+        return Err(bad(format!(
+            "it describes a {}-byte image but the OS list's extract_size is {size} \
+             (is it the bmap of another image?)",
+            bmap.image_size
+        )));
+    }
+    Ok((Arc::new(bmap), body))
 }
 
 /// Reads the OS list at `url` and picks the Lite arm64 image `choice` asks for,

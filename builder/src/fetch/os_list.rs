@@ -77,6 +77,8 @@ pub struct ImageEntry {
     pub extract_size: Option<u64>,
     /// Imager's `init_format` (`systemd`, `cloudinit-rpi`, ...), if given.
     pub init_format: Option<String>,
+    /// Imager's `bmap_url`: the image creator's block map (which ranges matter), if given.
+    pub bmap_url: Option<String>,
 }
 
 /// A Lite arm64 image found in a list, not yet validated.
@@ -251,6 +253,12 @@ fn entry(list_url: &str, c: &Candidate) -> Result<ImageEntry, FetchError> {
             .value
             .get("init_format")
             .and_then(Value::as_str)
+            .map(str::to_string),
+        bmap_url: c
+            .value
+            .get("bmap_url")
+            .and_then(Value::as_str)
+            .filter(|u| !u.is_empty())
             .map(str::to_string),
         name,
     })

@@ -131,14 +131,25 @@ impl Device {
         Ok(())
     }
 
-    /// Drops cached pages of the target so buffered reads hit the medium.
-    pub fn drop_caches(&self) {
+    /// Flushes written data to the medium (one fdatasync: for a block device it also
+    /// flushes the drive's write cache).
+    pub fn sync_data(&self) -> io::Result<()> {
+        self.buffered.sync_data()
+    }
+
+    /// Drops clean cached pages of `offset..offset+len` so buffered reads of it (the
+    /// fallback when O_DIRECT is not possible) come from the medium. Call after a sync.
+    pub fn forget(&self, offset: u64, len: u64) {
         let fd = self.buffered.as_raw_fd();
-        // SAFETY: plain syscalls on an open descriptor; failures only cost accuracy of
-        // the unaligned reads, which are few (the image's last partial block).
+        // SAFETY: a plain syscall on an open descriptor; a failure only means buffered
+        // reads may be served from the cache, and O_DIRECT reads never are.
         unsafe {
-            libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED);
-            libc::ioctl(fd, BLKFLSBUF, 0);
+            libc::posix_fadvise(
+                fd,
+                offset as libc::off_t,
+                len as libc::off_t,
+                libc::POSIX_FADV_DONTNEED,
+            );
         }
     }
 
@@ -151,9 +162,6 @@ impl Device {
         self.buffered.sync_all()
     }
 }
-
-/// `_IO(0x12, 97)`: flush a block device's buffer cache.
-const BLKFLSBUF: libc::c_ulong = 0x1261;
 
 fn aligned(ptr: usize, offset: u64, len: usize) -> bool {
     ptr % ALIGN == 0 && offset % ALIGN as u64 == 0 && len % ALIGN == 0

@@ -2,8 +2,12 @@
 //!
 //! [`target::inspect`] decides whether a device may be written; [`Source::open`] finds
 //! the image's mapped ranges (its `.bmap` or its holes); [`flash`] writes them in 4 MiB
-//! aligned chunks (O_DIRECT where possible) with the first MiB — the partition table —
-//! last, fsyncs, and reads everything back to compare SHA256 per range.
+//! aligned chunks (O_DIRECT where possible), checking the image against its `.bmap`
+//! checksums on the way, and, while later windows (≤ 64 MiB, smaller when memory is
+//! short) are being written, fsyncs each finished window, drops its cached pages, reads
+//! it back from the medium and compares it byte for byte with the buffers that were
+//! written (kept until then, at most two windows). The first MiB — the partition table
+//! — is written last, after an fsync, then fsynced and compared byte for byte.
 
 mod buffer;
 mod chunks;
@@ -11,6 +15,7 @@ mod device;
 mod source;
 pub mod target;
 mod verify;
+mod window;
 mod write;
 
 use std::path::PathBuf;
@@ -27,8 +32,9 @@ pub use target::{Refusal, SystemView, Target, TargetKind, TargetPolicy};
 pub struct FaultInjection {
     /// Invert the byte at this offset of the target after writing, before verifying.
     pub flip_byte_at: Option<u64>,
-    /// Stop with [`FlashError::Interrupted`] once this many bytes are written (checked
-    /// before each chunk; the held-back first MiB is never reached).
+    /// Stop with [`FlashError::Interrupted`] at the first chunk past the first MiB that
+    /// starts after this many bytes were handed to the writers; chunks already handed
+    /// out are written, the held-back first MiB is not.
     pub stop_after_bytes: Option<u64>,
 }
 
@@ -80,9 +86,13 @@ pub struct FlashReport {
     pub mapped_bytes: u64,
     /// Bytes written to the target.
     pub bytes_written: u64,
-    /// Seconds spent writing (including fsync).
+    /// Bytes read back from the target and matched (0 without verification).
+    pub bytes_verified: u64,
+    /// Seconds from the start until everything, the first MiB last, was written and
+    /// fsynced.
     pub write_seconds: f64,
-    /// Seconds spent verifying.
+    /// Seconds from the first read-back to the end of verification; the read-back
+    /// overlaps writing, so this overlaps `write_seconds`.
     pub verify_seconds: f64,
     /// Total seconds.
     pub seconds: f64,
@@ -186,7 +196,8 @@ impl From<Refusal> for FlashError {
     }
 }
 
-/// Writes `src` to the checked `target`, then (unless disabled) verifies it.
+/// Writes `src` to the checked `target` and (unless disabled) verifies it: each
+/// window is read back while the next ones are written; the first MiB last.
 pub fn flash(
     src: &Source,
     target: &Target,
@@ -197,42 +208,56 @@ pub fn flash(
     let dev = Device::open(target, src.image_size)?;
     let mapped = src.mapped_bytes();
 
-    let bar = out.bytes(mapped, "write");
-    let written = write::write_ranges(src, &dev, &opts.faults, &bar);
-    bar.finish_and_clear();
-    let written = written?;
-    let write_seconds = start.elapsed().as_secs_f64();
-
-    if let Some(offset) = opts.faults.flip_byte_at {
-        dev.flip_byte(offset).map_err(|source| FlashError::Write {
-            path: dev.path.clone(),
-            offset,
-            source,
-        })?;
-    }
-
-    let verify_start = Instant::now();
-    if opts.verify {
-        let bar = out.bytes(mapped, "verify");
-        let r = verify::verify_ranges(src, &dev, &written.range_sha256, &bar);
+    // Both bars run at once: draw them together.
+    let multi = indicatif::MultiProgress::new();
+    let shown = |bar: indicatif::ProgressBar| {
+        if bar.is_hidden() { bar } else { multi.add(bar) }
+    };
+    let bar = shown(out.bytes(mapped, "write"));
+    let vbar = opts.verify.then(|| shown(out.bytes(mapped, "verify")));
+    let finish = || {
         bar.finish_and_clear();
-        r?;
-    }
+        if let Some(v) = &vbar {
+            v.finish_and_clear();
+        }
+    };
+
+    let result: Result<_, FlashError> = (|| {
+        let body = write::write_body(src, &dev, &opts.faults, &bar, vbar.as_ref())?;
+        let head = write::write_head(&dev, &body.held, &bar)?;
+        let write_seconds = start.elapsed().as_secs_f64();
+        let flipped = body.verified.is_some_and(|v| v.flipped);
+        if let Some(offset) = opts.faults.flip_byte_at.filter(|_| !flipped) {
+            dev.flip_byte(offset).map_err(|source| FlashError::Write {
+                path: dev.path.clone(),
+                offset,
+                source,
+            })?;
+        }
+        let mut verified = None;
+        if let (Some(v), Some(vbar)) = (body.verified, &vbar) {
+            let head_start = Instant::now();
+            let head_bytes = verify::check_head(src, &dev, &body.held, vbar)?;
+            let since = v.started.unwrap_or(head_start);
+            verified = Some((v.bytes + head_bytes, since.elapsed().as_secs_f64()));
+        }
+        Ok((body.bytes + head, write_seconds, verified))
+    })();
+    finish();
+    let (bytes_written, write_seconds, verified) = result?;
+
     Ok(FlashReport {
         image: src.path.clone(),
         target: target.path.clone(),
         map: src.origin.clone(),
         image_size: src.image_size,
         mapped_bytes: mapped,
-        bytes_written: written.bytes,
+        bytes_written,
+        bytes_verified: verified.map_or(0, |v| v.0),
         write_seconds,
-        verify_seconds: if opts.verify {
-            verify_start.elapsed().as_secs_f64()
-        } else {
-            0.0
-        },
+        verify_seconds: verified.map_or(0.0, |v| v.1),
         seconds: start.elapsed().as_secs_f64(),
-        verified: opts.verify,
+        verified: verified.is_some(),
         direct_io: dev.is_direct(),
     })
 }

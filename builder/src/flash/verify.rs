@@ -1,158 +1,231 @@
-//! The verify pass: [`WORKERS`] threads read the written chunks back from the medium
-//! (O_DIRECT, several requests in flight) while this thread hashes them in order and
-//! compares each range's SHA256 with the one computed from the image while writing
-//! (equal to the `.bmap`'s, when there is one); on a mismatch the first differing
-//! byte is found by comparing that range with the image.
+//! Read-back verification, overlapped with writing. The write workers hand each
+//! written buffer to [`Retained`] instead of back to the pool; as soon as every chunk
+//! of a [`Window`] is written, the [`Verifier`] fsyncs, drops the window's cached pages,
+//! reads it back from the medium (O_DIRECT where the target allows it) into its own
+//! buffer and compares it byte for byte with the buffer that was written, then returns
+//! that buffer to the pool. The pool holds at most two windows besides the writers'
+//! buffers, so the memory kept is bounded (see [`super::window::Budget`]). The image
+//! itself is checked against the `.bmap` while writing; [`check_head`] compares the
+//! first MiB once it is written.
 
-use std::collections::BTreeMap;
-use std::io;
-use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, mpsc};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::time::Instant;
 
 use indicatif::ProgressBar;
-use sha2::{Digest, Sha256};
 
 use super::FlashError;
 use super::buffer::AlignedBuf;
-use super::chunks::{self, CHUNK, WORKERS};
+use super::chunks::{CHUNK, Chunk, HEAD};
 use super::device::Device;
 use super::source::Source;
+use super::window::{Tracker, Window};
+use super::write::write_err;
 
-/// Checks that every range of `src` reads back from `dev` with hash `expected[i]`.
-pub fn verify_ranges(
-    src: &Source,
-    dev: &Device,
-    expected: &[String],
-    bar: &ProgressBar,
-) -> Result<(), FlashError> {
-    dev.drop_caches();
-    let plan = chunks::plan(&src.ranges);
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let pool = WORKERS * 2;
-    let (free_tx, free_rx) = mpsc::sync_channel::<AlignedBuf>(pool);
-    for _ in 0..pool {
-        let _ = free_tx.send(AlignedBuf::new(CHUNK as usize));
-    }
-    let free_rx = Mutex::new(free_rx);
-    let (done_tx, done_rx) = mpsc::channel::<(usize, io::Result<AlignedBuf>)>();
-    let mut bad_range: Option<usize> = None;
-    let mut read_error: Option<FlashError> = None;
-
-    std::thread::scope(|scope| {
-        for _ in 0..WORKERS {
-            let (done_tx, free_rx, plan) = (done_tx.clone(), &free_rx, &plan);
-            let (next, stop) = (&next, &stop);
-            scope.spawn(move || {
-                loop {
-                    // Take a buffer before an index, so the owner of the lowest
-                    // outstanding index always has one and the in-order hashing advances.
-                    let Ok(Ok(mut buf)) = free_rx.lock().map(|rx| rx.recv()) else {
-                        return;
-                    };
-                    if stop.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(c) = plan.get(i) else { return };
-                    let r = dev
-                        .read_at(&mut buf.as_mut_slice()[..c.len as usize], c.offset)
-                        .map(|()| buf);
-                    if done_tx.send((i, r)).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        drop(done_tx);
-        let free_tx = free_tx;
-
-        let mut pending: BTreeMap<usize, AlignedBuf> = BTreeMap::new();
-        let mut want = 0;
-        let mut hasher = Sha256::new();
-        'outer: while want < plan.len() {
-            let Ok((i, r)) = done_rx.recv() else { break };
-            match r {
-                Ok(buf) => {
-                    pending.insert(i, buf);
-                }
-                Err(source) => {
-                    read_error = Some(FlashError::Read {
-                        path: dev.path.clone(),
-                        offset: plan[i].offset,
-                        source,
-                    });
-                    break;
-                }
-            }
-            while let Some(buf) = pending.remove(&want) {
-                let c = &plan[want];
-                hasher.update(buf.slice(c.len as usize));
-                bar.inc(c.len);
-                if c.last {
-                    let sum = hex::encode(hasher.finalize_reset());
-                    if expected.get(c.range) != Some(&sum) {
-                        bad_range = Some(c.range);
-                        break 'outer;
-                    }
-                }
-                let _ = free_tx.send(buf);
-                want += 1;
-            }
-        }
-        stop.store(true, Ordering::SeqCst);
-        drop(free_tx);
-        drop(pending);
-    });
-    if let Some(i) = bad_range {
-        return Err(first_difference(src, dev, i));
-    }
-    if let Some(e) = read_error {
-        return Err(e);
-    }
-    Ok(())
+/// What the overlapped read-back checked.
+#[derive(Debug, Clone, Copy)]
+pub struct Verified {
+    /// Bytes read back and matched.
+    pub bytes: u64,
+    /// When the first window was read back.
+    pub started: Option<Instant>,
+    /// Whether the flip fault was applied (inside a window).
+    pub flipped: bool,
 }
 
-/// Compares range `i` with the image chunk by chunk to name the first bad offset.
-fn first_difference(src: &Source, dev: &Device, i: usize) -> FlashError {
-    let r = &src.ranges[i];
-    let mut want = vec![0u8; CHUNK as usize];
-    let mut got = AlignedBuf::new(CHUNK as usize);
-    let end = r.offset + r.len;
-    let mut pos = r.offset;
-    while pos < end {
-        let n = (end - pos).min(CHUNK) as usize;
-        if let Err(source) = src.file.read_exact_at(&mut want[..n], pos) {
-            return FlashError::ImageRead {
-                path: src.path.clone(),
-                offset: pos,
-                source,
-            };
+#[derive(Debug)]
+struct Slots {
+    bufs: Vec<Option<AlignedBuf>>,
+    closed: bool,
+}
+
+/// Written buffers, by plan index, kept until their window has been compared.
+#[derive(Debug)]
+pub struct Retained {
+    slots: Mutex<Slots>,
+}
+
+impl Retained {
+    /// Room for a plan of `chunks` chunks, nothing kept.
+    pub fn new(chunks: usize) -> Self {
+        Self {
+            slots: Mutex::new(Slots {
+                bufs: (0..chunks).map(|_| None).collect(),
+                closed: false,
+            }),
         }
-        let g = &mut got.as_mut_slice()[..n];
-        if let Err(source) = dev.read_at(g, pos) {
-            return FlashError::Read {
-                path: dev.path.clone(),
-                offset: pos,
-                source,
-            };
-        }
-        if let Some(k) = want[..n].iter().zip(g.iter()).position(|(a, b)| a != b) {
-            return FlashError::VerifyMismatch {
-                path: dev.path.clone(),
-                offset: pos + k as u64,
-                range_offset: r.offset,
-                range_len: r.len,
-            };
-        }
-        pos += n as u64;
     }
-    // The hash differed but the bytes now agree: the medium returns unstable data.
-    FlashError::VerifyMismatch {
-        path: dev.path.clone(),
-        offset: r.offset,
-        range_offset: r.offset,
-        range_len: r.len,
+
+    /// Keeps chunk `i`'s written buffer; gives it straight back once the read-back has
+    /// stopped (so the writer's pool never runs dry).
+    pub fn keep(&self, i: usize, buf: AlignedBuf) -> Option<AlignedBuf> {
+        let mut s = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let s = &mut *s;
+        match s.bufs.get_mut(i) {
+            Some(slot) if !s.closed => {
+                *slot = Some(buf);
+                None
+            }
+            _ => Some(buf),
+        }
     }
+
+    /// Takes chunk `i`'s written buffer.
+    fn take(&self, i: usize) -> Option<AlignedBuf> {
+        let mut s = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        s.bufs.get_mut(i).and_then(Option::take)
+    }
+
+    /// Stops keeping buffers; returns every one still kept.
+    fn close(&self) -> Vec<AlignedBuf> {
+        let mut s = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        s.closed = true;
+        s.bufs.iter_mut().filter_map(Option::take).collect()
+    }
+}
+
+/// The read-back of the windows past the first MiB.
+pub struct Verifier<'a> {
+    /// The image.
+    pub src: &'a Source,
+    /// The target.
+    pub dev: &'a Device,
+    /// The write plan.
+    pub plan: &'a [Chunk],
+    /// Its windows.
+    pub windows: &'a [Window],
+    /// Which windows are written.
+    pub tracker: &'a Tracker,
+    /// The written buffers, until compared.
+    pub retained: &'a Retained,
+    /// The write pool, where compared buffers go back.
+    pub free: SyncSender<AlignedBuf>,
+    /// Test fault: invert this byte after its window is written, before reading it.
+    pub flip_byte_at: Option<u64>,
+    /// Set when the flash failed.
+    pub failed: &'a AtomicBool,
+    /// Progress.
+    pub bar: &'a ProgressBar,
+}
+
+impl Verifier<'_> {
+    /// Verifies every window as it completes. `Some` when every chunk past the first
+    /// MiB matched; `None` when stopped (the error, if any, went to `fail`). Either way
+    /// every kept buffer is back in the pool when it returns.
+    pub fn run(&self, fail: &(dyn Fn(FlashError) + Sync)) -> Option<Verified> {
+        let out = self.compare_windows(fail);
+        for buf in self.retained.close() {
+            let _ = self.free.send(buf);
+        }
+        out
+    }
+
+    /// Waits for each window, fsyncs, applies the flip fault, drops the cache, reads it
+    /// back and compares it with the written buffers.
+    fn compare_windows(&self, fail: &(dyn Fn(FlashError) + Sync)) -> Option<Verified> {
+        let dev = self.dev;
+        let mut got = AlignedBuf::new(CHUNK as usize);
+        let (mut started, mut flipped, mut bytes) = (None, false, 0u64);
+        for (w, win) in self.windows.iter().enumerate() {
+            if !self.tracker.wait(w) || self.failed.load(Ordering::SeqCst) {
+                return None;
+            }
+            started.get_or_insert_with(Instant::now);
+            // On the medium (and out of the drive's cache) before it is read back.
+            if let Err(source) = dev.sync_data() {
+                fail(write_err(dev, win.start, source));
+                return None;
+            }
+            if let Some(f) = self
+                .flip_byte_at
+                .filter(|f| (win.start..win.stop).contains(f))
+            {
+                if let Err(source) = dev.flip_byte(f) {
+                    fail(write_err(dev, f, source));
+                    return None;
+                }
+                flipped = true;
+            }
+            dev.forget(win.start, win.stop - win.start);
+            for i in win.first..win.end {
+                if self.failed.load(Ordering::SeqCst) {
+                    return None;
+                }
+                let c = self.plan[i];
+                let n = c.len as usize;
+                // Every chunk of a complete window was kept before it was counted.
+                let want = self.retained.take(i)?;
+                let g = &mut got.as_mut_slice()[..n];
+                if let Err(source) = dev.read_at(g, c.offset) {
+                    fail(FlashError::Read {
+                        path: dev.path.clone(),
+                        offset: c.offset,
+                        source,
+                    });
+                    return None;
+                }
+                let mismatch = want.slice(n) != &g[..];
+                let at = mismatch.then(|| {
+                    let k = want.slice(n).iter().zip(g.iter()).position(|(a, b)| a != b);
+                    c.offset + k.unwrap_or(0) as u64
+                });
+                let _ = self.free.send(want);
+                if let Some(offset) = at {
+                    let r = &self.src.ranges[c.range];
+                    fail(FlashError::VerifyMismatch {
+                        path: dev.path.clone(),
+                        offset,
+                        range_offset: r.offset,
+                        range_len: r.len,
+                    });
+                    return None;
+                }
+                bytes += c.len;
+                self.bar.inc(c.len);
+            }
+        }
+        (!self.failed.load(Ordering::SeqCst)).then_some(Verified {
+            bytes,
+            started,
+            flipped,
+        })
+    }
+}
+
+/// Reads the written first MiB back from the medium and compares it with the image
+/// byte for byte. Returns the bytes checked.
+pub fn check_head(
+    src: &Source,
+    dev: &Device,
+    held: &[(u64, Vec<u8>)],
+    bar: &ProgressBar,
+) -> Result<u64, FlashError> {
+    dev.forget(0, HEAD);
+    let mut got = AlignedBuf::new(HEAD as usize);
+    let mut bytes = 0;
+    for (offset, want) in held {
+        let g = &mut got.as_mut_slice()[..want.len()];
+        dev.read_at(g, *offset).map_err(|source| FlashError::Read {
+            path: dev.path.clone(),
+            offset: *offset,
+            source,
+        })?;
+        if let Some(k) = want.iter().zip(g.iter()).position(|(a, b)| a != b) {
+            let bad = offset + k as u64;
+            let r = src
+                .ranges
+                .iter()
+                .find(|r| (r.offset..r.offset + r.len).contains(&bad));
+            return Err(FlashError::VerifyMismatch {
+                path: dev.path.clone(),
+                offset: bad,
+                range_offset: r.map_or(*offset, |r| r.offset),
+                range_len: r.map_or(want.len() as u64, |r| r.len),
+            });
+        }
+        bytes += want.len() as u64;
+        bar.inc(want.len() as u64);
+    }
+    Ok(bytes)
 }

@@ -1,7 +1,10 @@
 //! The write pass: one thread reads the image in order and hashes each range
 //! (checking the `.bmap`'s checksums when there is one), [`WORKERS`] threads write the
-//! chunks, several requests in flight. The first MiB is held back and written after everything else is on the
-//! medium.
+//! chunks, several requests in flight. The first MiB is held back in memory for
+//! [`write_head`], after everything else is on the medium. With verification on, each
+//! written buffer is kept ([`verify::Retained`]) until its window has been read back
+//! and compared ([`verify::Verifier`]) while later windows are written; the pool then
+//! grows by two windows, whose size adapts to the memory available.
 
 use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
@@ -15,27 +18,39 @@ use super::buffer::AlignedBuf;
 use super::chunks::{self, CHUNK, HEAD, WORKERS};
 use super::device::Device;
 use super::source::Source;
+use super::verify::Retained;
+use super::verify::{self, Verified};
+use super::window::{self, Budget, Tracker};
 use super::{FaultInjection, FlashError};
 
-/// What the write pass did.
+/// What writing everything past the first MiB did.
 #[derive(Debug)]
-pub struct Written {
+pub struct Body {
     /// Bytes written to the target.
     pub bytes: u64,
-    /// SHA256 (hex) of each range as read from the image, for the read-back.
-    pub range_sha256: Vec<String>,
+    /// The first MiB's chunks `(offset, bytes)` in order, not yet written.
+    pub held: Vec<(u64, Vec<u8>)>,
+    /// What the overlapped read-back checked (`None` without verification).
+    pub verified: Option<Verified>,
 }
 
-/// Writes every mapped range of `src` to `dev`, the first MiB last, with fsyncs
-/// between, checking the image against its `.bmap` checksums on the way.
-pub fn write_ranges(
+/// Writes every mapped range of `src` past the first MiB to `dev`, checking the image
+/// against its `.bmap` checksums on the way; with `verify_bar`, reads each written
+/// window back and compares it with the image while the next windows are written.
+pub fn write_body(
     src: &Source,
     dev: &Device,
     faults: &FaultInjection,
     bar: &ProgressBar,
-) -> Result<Written, FlashError> {
+    verify_bar: Option<&ProgressBar>,
+) -> Result<Body, FlashError> {
     let plan = chunks::plan(&src.ranges);
-    let mut sums: Vec<String> = Vec::with_capacity(src.ranges.len());
+    let budget = Budget::from_system();
+    let (windows, window_of) = window::windows(&plan, budget);
+    let tracker = Tracker::new(&windows);
+    let retained = Retained::new(plan.len());
+    let verifying = verify_bar.is_some();
+    let sums: Mutex<Vec<Option<String>>> = Mutex::new(vec![None; src.ranges.len()]);
     let held: Mutex<Vec<(u64, Vec<u8>)>> = Mutex::new(Vec::new());
     let written = AtomicU64::new(0);
     let failed = AtomicBool::new(false);
@@ -44,12 +59,17 @@ pub fn write_ranges(
         failed.store(true, Ordering::SeqCst);
         let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
         slot.get_or_insert(e);
+        drop(slot);
+        tracker.abort();
     };
     let mut interrupted = false;
+    let mut verified = None;
 
     let (work_tx, work_rx) = mpsc::sync_channel::<(usize, AlignedBuf)>(WORKERS);
     let work_rx = Mutex::new(work_rx);
-    let pool = WORKERS * 2 + 1;
+    // The writers' buffers, plus two windows kept for the read-back: one being
+    // compared while the next is written. More than one window, so never a deadlock.
+    let pool = WORKERS * 2 + 1 + if verifying { 2 * budget.chunks } else { 0 };
     let (free_tx, free_rx) = mpsc::sync_channel::<AlignedBuf>(pool);
     for _ in 0..pool {
         let _ = free_tx.send(AlignedBuf::new(CHUNK as usize));
@@ -58,36 +78,65 @@ pub fn write_ranges(
         let (work_tx, free_tx) = (work_tx, free_tx);
         for _ in 0..WORKERS {
             let (work_rx, free_tx) = (&work_rx, free_tx.clone());
-            let (plan, held, written, failed) = (&plan, &held, &written, &failed);
-            let fail = &fail;
+            let (plan, window_of, written, failed) = (&plan, &window_of, &written, &failed);
+            let (fail, tracker, retained) = (&fail, &tracker, &retained);
             scope.spawn(move || {
                 loop {
                     let next = work_rx.lock().map(|rx| rx.recv());
                     let Ok(Ok((i, buf))) = next else { return };
                     let c = plan[i];
-                    let data = buf.slice(c.len as usize);
-                    if c.offset < HEAD {
-                        if let Ok(mut h) = held.lock() {
-                            h.push((c.offset, data.to_vec()));
-                        }
-                    } else if !failed.load(Ordering::SeqCst) {
-                        match dev.write_at(data, c.offset) {
+                    let back = if failed.load(Ordering::SeqCst) {
+                        Some(buf)
+                    } else {
+                        match dev.write_at(buf.slice(c.len as usize), c.offset) {
                             Ok(()) => {
                                 written.fetch_add(c.len, Ordering::Relaxed);
                                 bar.inc(c.len);
+                                // Kept for the read-back before the window counts it.
+                                let back = if verifying {
+                                    retained.keep(i, buf)
+                                } else {
+                                    Some(buf)
+                                };
+                                if let Some(w) = window_of[i] {
+                                    tracker.chunk_written(w);
+                                }
+                                back
                             }
-                            Err(source) => fail(write_err(dev, c.offset, source)),
+                            Err(source) => {
+                                fail(write_err(dev, c.offset, source));
+                                Some(buf)
+                            }
                         }
+                    };
+                    if let Some(buf) = back {
+                        let _ = free_tx.send(buf);
                     }
-                    let _ = free_tx.send(buf);
                 }
             });
         }
+        let verifier = verify_bar.map(|vbar| {
+            let v = verify::Verifier {
+                src,
+                dev,
+                plan: &plan,
+                windows: &windows,
+                tracker: &tracker,
+                retained: &retained,
+                free: free_tx.clone(),
+                flip_byte_at: faults.flip_byte_at,
+                failed: &failed,
+                bar: vbar,
+            };
+            let fail = &fail;
+            scope.spawn(move || v.run(fail))
+        });
         drop(free_tx);
 
         // This thread reads the image in order and hands chunks out.
         let mut range_hash = Sha256::new();
         let mut sent: u64 = 0;
+        let mut handed = 0;
         for (i, c) in plan.iter().enumerate() {
             if failed.load(Ordering::SeqCst) {
                 break;
@@ -95,11 +144,29 @@ pub fn write_ranges(
             if let Some(limit) = faults.stop_after_bytes {
                 if c.offset >= HEAD && sent >= limit {
                     interrupted = true;
+                    tracker.abort();
                     break;
                 }
             }
-            let Ok(mut buf) = free_rx.recv() else { break };
-            let data = &mut buf.as_mut_slice()[..c.len as usize];
+            // The first MiB is read into memory and held back; the rest goes to the
+            // writers in pool buffers.
+            let mut buf = if c.offset < HEAD {
+                None
+            } else {
+                match free_rx.recv() {
+                    Ok(b) => Some(b),
+                    Err(_) => break,
+                }
+            };
+            let mut head = if buf.is_none() {
+                vec![0u8; c.len as usize]
+            } else {
+                Vec::new()
+            };
+            let data: &mut [u8] = match buf.as_mut() {
+                Some(b) => &mut b.as_mut_slice()[..c.len as usize],
+                None => &mut head,
+            };
             if let Err(source) = src.file.read_exact_at(data, c.offset) {
                 fail(FlashError::ImageRead {
                     path: src.path.clone(),
@@ -120,37 +187,65 @@ pub fn write_ranges(
                     });
                     break;
                 }
-                sums.push(sum);
+                sums.lock().unwrap_or_else(|p| p.into_inner())[c.range] = Some(sum);
             }
-            if c.offset >= HEAD {
-                sent += c.len;
-            }
+            let Some(buf) = buf else {
+                held.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((c.offset, head));
+                handed += 1;
+                continue;
+            };
+            sent += c.len;
             if work_tx.send((i, buf)).is_err() {
                 break;
             }
+            handed += 1;
         }
         drop(work_tx);
+        if handed < plan.len() {
+            // Some windows will never be complete: do not let the read-back wait.
+            tracker.abort();
+        }
+        if let Some(v) = verifier {
+            verified = v.join().ok().flatten();
+        }
     });
 
     if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
-    let mut bytes = written.load(Ordering::SeqCst);
+    let bytes = written.load(Ordering::SeqCst);
     if interrupted {
         return Err(FlashError::Interrupted { bytes });
     }
-    if sums.len() != src.ranges.len() {
-        return Err(FlashError::Image {
-            path: src.path.clone(),
-            source: std::io::Error::other("the write pass stopped before the end"),
-        });
+    let sums = sums.into_inner().unwrap_or_else(|p| p.into_inner());
+    if sums.iter().any(Option::is_none) {
+        return Err(stopped_early(src));
     }
-    // Everything else must be on the medium before the partition table points at it.
-    dev.sync().map_err(|source| write_err(dev, 0, source))?;
+    if verify_bar.is_some() && verified.is_none() {
+        return Err(stopped_early(src));
+    }
     let mut held = held.into_inner().unwrap_or_else(|p| p.into_inner());
     held.sort_by_key(|(off, _)| *off);
+    Ok(Body {
+        bytes,
+        held,
+        verified,
+    })
+}
+
+/// Writes the held-back first MiB (after an fsync, so everything it points at is on
+/// the medium), then fsyncs again. Returns the bytes written.
+pub fn write_head(
+    dev: &Device,
+    held: &[(u64, Vec<u8>)],
+    bar: &ProgressBar,
+) -> Result<u64, FlashError> {
+    dev.sync().map_err(|source| write_err(dev, 0, source))?;
     let mut buf = AlignedBuf::new(HEAD as usize);
-    for (offset, data) in &held {
+    let mut bytes = 0;
+    for (offset, data) in held {
         let b = &mut buf.as_mut_slice()[..data.len()];
         b.copy_from_slice(data);
         dev.write_at(b, *offset)
@@ -159,13 +254,18 @@ pub fn write_ranges(
         bar.inc(data.len() as u64);
     }
     dev.sync().map_err(|source| write_err(dev, 0, source))?;
-    Ok(Written {
-        bytes,
-        range_sha256: sums,
-    })
+    Ok(bytes)
 }
 
-fn write_err(dev: &Device, offset: u64, source: std::io::Error) -> FlashError {
+fn stopped_early(src: &Source) -> FlashError {
+    FlashError::Image {
+        path: src.path.clone(),
+        source: std::io::Error::other("the write pass stopped before the end"),
+    }
+}
+
+/// A write (or fsync) error at `offset`.
+pub fn write_err(dev: &Device, offset: u64, source: std::io::Error) -> FlashError {
     FlashError::Write {
         path: dev.path.clone(),
         offset,

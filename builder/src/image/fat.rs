@@ -257,21 +257,41 @@ impl BootFs {
         Ok(Some(out))
     }
 
-    /// Every file under `dir`, recursively, as (path, size), paths `/`-separated.
+    /// Every file under `dir`, recursively, as (path, size), paths `/`-separated and
+    /// sorted. Names are taken as stored, so a damaged directory still lists.
     pub fn walk(&self, dir: &str) -> Result<Vec<(String, u64)>, ImageError> {
+        let parts = split_allow_root(dir)?;
+        let fs = self.fs()?;
+        let root = fs.root_dir();
+        let start = if parts.is_empty() {
+            root
+        } else {
+            match find(&root, &parts).map_err(|e| self.fat_err("list", dir, e))? {
+                Some(e) if e.is_dir() => e.to_dir(),
+                _ => return Ok(Vec::new()),
+            }
+        };
         let mut out = Vec::new();
-        let mut stack = vec![split_allow_root(dir)?.join("/")];
-        while let Some(d) = stack.pop() {
-            for e in self.list(&d)?.unwrap_or_default() {
-                let p = if d.is_empty() {
-                    e.name.clone()
+        let mut stack = vec![(parts.join("/"), start, 0usize)];
+        while let Some((prefix, d, depth)) = stack.pop() {
+            for e in d.iter() {
+                let e = e.map_err(|err| self.fat_err("list", &prefix, err))?;
+                let name = e.file_name();
+                if name == "." || name == ".." {
+                    continue;
+                }
+                let path = if prefix.is_empty() {
+                    name
                 } else {
-                    format!("{d}/{}", e.name)
+                    format!("{prefix}/{name}")
                 };
-                if e.is_dir {
-                    stack.push(p);
+                if e.is_dir() {
+                    // A damaged directory can loop; FAT paths are never this deep.
+                    if depth < 32 {
+                        stack.push((path, e.to_dir(), depth + 1));
+                    }
                 } else {
-                    out.push((p, e.size));
+                    out.push((path, e.len()));
                 }
             }
         }

@@ -34,24 +34,31 @@ pub fn read(disk: File) -> Result<GptRead, String> {
         )),
         _ => None,
     };
-    let partitions = gpt
-        .partitions()
-        .iter()
-        .filter(|(_, p)| p.is_used())
-        .map(|(i, p)| {
-            let type_guid = p.part_type_guid.guid.to_string().to_uppercase();
-            let last = p.last_lba.max(p.first_lba.saturating_sub(1));
-            Partition {
-                index: *i,
-                start: p.first_lba * SECTOR,
-                size: (last + 1 - p.first_lba) * SECTOR,
-                kind: gpt_kind(&type_guid),
-                type_code: type_guid,
-                partuuid: p.part_guid.to_string().to_lowercase(),
-                name: p.name.clone(),
-            }
-        })
-        .collect::<Vec<_>>();
+    let mut partitions = Vec::new();
+    for (i, p) in gpt.partitions().iter().filter(|(_, p)| p.is_used()) {
+        let type_guid = p.part_type_guid.guid.to_string().to_uppercase();
+        let start = p.first_lba.checked_mul(SECTOR);
+        let size = p
+            .last_lba
+            .checked_add(1)
+            .and_then(|end| end.checked_sub(p.first_lba))
+            .and_then(|n| n.checked_mul(SECTOR));
+        let (Some(start), Some(size)) = (start, size) else {
+            return Err(format!(
+                "partition {i} has an impossible sector range {}..={}",
+                p.first_lba, p.last_lba
+            ));
+        };
+        partitions.push(Partition {
+            index: *i,
+            start,
+            size,
+            kind: gpt_kind(&type_guid),
+            type_code: type_guid,
+            partuuid: p.part_guid.to_string().to_lowercase(),
+            name: p.name.clone(),
+        });
+    }
     if partitions.is_empty() {
         return Err("the GPT has no partitions".into());
     }

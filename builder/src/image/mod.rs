@@ -16,7 +16,7 @@ mod elf;
 mod error;
 mod fat;
 mod fat_raw;
-mod fat_time;
+pub(crate) mod fat_time;
 mod gpt;
 mod mbr;
 mod release;
@@ -35,7 +35,7 @@ pub use elf::Arch;
 pub use error::ImageError;
 pub use fat::{BootFs, Change, FatEntry};
 pub use fat_time::Timestamp;
-pub use release::{FirstBoot, Release, User};
+pub use release::{FirstBoot, Release, User, require_supported_arch};
 pub use rootfs::RootFs;
 pub use table::{Partition, PartitionKind, PartitionTable, SECTOR, Scheme};
 

@@ -12,7 +12,8 @@ pub const SECTOR: u64 = 512;
 pub enum Scheme {
     /// DOS/MBR; `disk_id` is the 32-bit identifier at byte 440 (PARTUUID prefix).
     Mbr {
-        /// Disk identifier (little-endian u32 at byte 440).
+        /// Disk identifier (little-endian u32 at byte 440); JSON: 8 hex digits.
+        #[serde(serialize_with = "hex_u32")]
         disk_id: u32,
     },
     /// GUID partition table.
@@ -20,6 +21,10 @@ pub enum Scheme {
         /// The disk GUID, lowercase hyphenated.
         disk_guid: String,
     },
+}
+
+fn hex_u32<S: serde::Serializer>(v: &u32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{v:08x}"))
 }
 
 /// What a partition's type code says it holds.
@@ -58,7 +63,7 @@ pub struct Partition {
 impl Partition {
     /// One past the last byte.
     pub fn end(&self) -> u64 {
-        self.start + self.size
+        self.start.saturating_add(self.size)
     }
 }
 

@@ -156,7 +156,8 @@ mod tests {
             .read(true)
             .open(&q)
             .unwrap();
-        super::super::copy::copy_sparse(&File::open(&p).unwrap(), &g, false, &mut |_| {}).unwrap();
+        super::super::copy::copy_sparse(&File::open(&p).unwrap(), &g, false, false, &mut |_| {})
+            .unwrap();
         g.write_all_at(b"card", 20 * 4096).unwrap();
         let reused = scan_split(&g, &[16, 32], Some(&base), Some((16 * 4096, 32 * 4096))).unwrap();
         let fresh = scan_split(&g, &[16, 32], None, None).unwrap();

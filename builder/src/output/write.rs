@@ -72,6 +72,8 @@ pub struct Timings {
     pub sha256: f64,
     /// Compressing (with `--xz`).
     pub xz: f64,
+    /// Final fsync and rename of the outputs.
+    pub sync: f64,
 }
 
 /// Why an image could not be written; every variant names the file.
@@ -142,7 +144,8 @@ pub fn write_image(
     let mut img =
         AtomicFile::create(&dest, 0o600).map_err(io_err(&dest, "creating a temp file"))?;
     let tmp_path = img.temp_path().to_path_buf();
-    let copy = copy_sparse(&src, img.file(), opts.reflink, &mut |d| {
+    // Hashing reads the whole copy right away: keep it cached for that.
+    let copy = copy_sparse(&src, img.file(), opts.reflink, opts.sha256, &mut |d| {
         progress("copy", d, size)
     })
     .map_err(io_err(&tmp_path, "copying the base image"))?;
@@ -207,6 +210,7 @@ pub fn write_image(
 
     // 6. Everything complete: into place, the image first.
     super::interrupt::check().map_err(io_err(&dest, "finishing"))?;
+    let clock = Instant::now();
     img.commit().map_err(io_err(&dest, "renaming into place"))?;
     bmap_file
         .commit()
@@ -219,6 +223,7 @@ pub fn write_image(
         }
         None => None,
     };
+    t.sync = clock.elapsed().as_secs_f64();
     Ok(Written {
         node: card.node.clone(),
         path: dest,

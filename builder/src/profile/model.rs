@@ -31,6 +31,9 @@ pub struct Profile {
     /// Cluster-wide hardware options.
     #[serde(default)]
     pub hardware: HardwareOptions,
+    /// Optional add-ons deployed on the servers.
+    #[serde(default)]
+    pub addons: Addons,
     /// The nodes, in the order written.
     #[serde(default)]
     pub nodes: Vec<Node>,
@@ -123,6 +126,18 @@ fn default_schedule() -> String {
 
 fn default_retention() -> u32 {
     DEFAULT_SNAPSHOT_RETENTION
+}
+
+/// `[addons]`: optional add-ons laid on every server card as k3s HelmChart manifests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Addons {
+    /// cert-manager.
+    #[serde(default)]
+    pub cert_manager: bool,
+    /// Prometheus + Grafana (kube-prometheus-stack).
+    #[serde(default)]
+    pub monitoring: bool,
 }
 
 /// `[access]`: the admin user and its SSH keys.

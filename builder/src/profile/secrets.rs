@@ -21,9 +21,6 @@ use std::path::{Path, PathBuf};
 pub const TOKEN_FILE: &str = "k3s-token";
 /// The copy of the cluster state inside the secrets directory.
 pub const STATE_COPY_FILE: &str = "state.toml";
-/// A marker file other modules may drop into the secrets directory when the
-/// bootstrap card was issued; honoured as `bootstrap_issued = true`.
-pub const LEGACY_BOOTSTRAP_MARKER: &str = "bootstrap-issued";
 /// Where the token lives on every k3s server (the way back when the secrets are lost).
 pub const SERVER_TOKEN_PATH: &str = "/var/lib/rancher/k3s/server/token";
 
@@ -332,10 +329,6 @@ impl ClusterSecrets {
         let mut state = ClusterState::default();
         for s in [&public, &copy].into_iter().flatten() {
             state.merge(s);
-        }
-        if dir.join(LEGACY_BOOTSTRAP_MARKER).exists() {
-            // The pki module's marker of an issued bootstrap card counts too.
-            state.bootstrap_issued = true;
         }
         if public.is_none() && copy.is_none() && was_full {
             // A token copied from a running server: that cluster was brought up.

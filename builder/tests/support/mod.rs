@@ -7,12 +7,9 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
-
-use sha2::{Digest, Sha256};
 
 /// The workspace's `scripts/mkimage`.
 pub fn mkimage_script() -> PathBuf {
@@ -51,20 +48,15 @@ pub fn run_mkimage(args: &[&str]) -> std::process::Output {
 
 fn template(release: &str, args: &[&str]) -> PathBuf {
     static TEMPLATES: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
     let key = format!("{release} {}", args.join(" "));
     let map = TEMPLATES.get_or_init(|| Mutex::new(HashMap::new()));
     let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(p) = map.get(&key) {
         return p.clone();
     }
-    let dir = DIR.get_or_init(|| {
-        tempfile::Builder::new()
-            .prefix("piimg-templates")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .unwrap()
-    });
-    let out = dir.path().join(format!("t{}.img", map.len()));
+    let dir = DIR.get_or_init(template_dir);
+    let out = dir.join(format!("t{}.img", map.len()));
     let mut full = vec!["--release", release, "--out"];
     let out_s = out.to_str().unwrap().to_string();
     full.push(&out_s);
@@ -77,6 +69,25 @@ fn template(release: &str, args: &[&str]) -> PathBuf {
     );
     map.insert(key, out.clone());
     out
+}
+
+/// This process's template directory under `CARGO_TARGET_TMPDIR`. A static is never
+/// dropped, so directories of test processes that have exited are removed here.
+fn template_dir() -> PathBuf {
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    if let Ok(entries) = std::fs::read_dir(base) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("piimg-templates-")
+                && !Path::new("/proc").join(pid).exists()
+            {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let dir = base.join(format!("piimg-templates-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 /// A partition as `sfdisk --json` reports it (independent of piimg's parser).
@@ -131,21 +142,27 @@ pub fn partition(image: &Path, n: usize) -> (u64, u64) {
 /// (fsck.vfat has no offset option).
 pub fn extract(image: &Path, offset: u64, len: u64, dir: &Path) -> PathBuf {
     let out_path = dir.join(format!("part-{offset}.img"));
-    let mut src = File::open(image).unwrap();
-    let mut out = File::create(&out_path).unwrap();
-    out.set_len(len).unwrap();
-    src.seek(SeekFrom::Start(offset)).unwrap();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut done = 0u64;
-    while done < len {
-        let n = ((len - done) as usize).min(buf.len());
-        src.read_exact(&mut buf[..n]).unwrap();
-        if buf[..n].iter().any(|&b| b != 0) {
-            out.seek(SeekFrom::Start(done)).unwrap();
-            out.write_all(&buf[..n]).unwrap();
-        }
-        done += n as u64;
-    }
+    let status = Command::new("dd")
+        .arg(format!("if={}", image.display()))
+        .arg(format!("of={}", out_path.display()))
+        .args([
+            "bs=1M",
+            "iflag=skip_bytes,count_bytes",
+            "conv=sparse",
+            "status=none",
+        ])
+        .arg(format!("skip={offset}"))
+        .arg(format!("count={len}"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "dd failed");
+    // conv=sparse leaves a trailing hole short: make the length exact.
+    File::options()
+        .write(true)
+        .open(&out_path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
     out_path
 }
 
@@ -250,24 +267,55 @@ pub fn debugfs_cat(image: &Path, n: usize, path: &str) -> Vec<u8> {
     out.stdout
 }
 
-/// SHA-256 (hex) of `len` bytes at `offset` of `path`.
+/// SHA-256 (hex) of `len` bytes at `offset` of `path`, computed by coreutils'
+/// `sha256sum` (fast even in debug builds, and independent of our code).
 pub fn sha256_range(path: &Path, offset: u64, len: u64) -> String {
-    let mut f = File::open(path).unwrap();
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut left = len;
-    while left > 0 {
-        let n = (left as usize).min(buf.len());
-        f.read_exact(&mut buf[..n]).unwrap();
-        h.update(&buf[..n]);
-        left -= n as u64;
-    }
-    hex::encode(h.finalize())
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(r#"tail -c +"$(($2 + 1))" "$1" | head -c "$3" | sha256sum"#)
+        .arg("sh")
+        .arg(path)
+        .arg(offset.to_string())
+        .arg(len.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }
 
-/// SHA-256 of a whole file.
+/// SHA-256 of a whole file (`sha256sum`).
 pub fn sha256_file(path: &Path) -> String {
-    let len = std::fs::metadata(path).unwrap().len();
-    sha256_range(path, 0, len)
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Copies a `len`-byte file of zeros to `dest` on FAT partition `n` with mtools'
+/// `mcopy` (fills a partition quickly, independent of our writer).
+pub fn mcopy_zeros(image: &Path, n: usize, dest: &str, len: u64) {
+    let (start, _) = partition(image, n);
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("zeros");
+    File::create(&src).unwrap().set_len(len).unwrap();
+    let out = Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@{start}", image.display()))
+        .arg(&src)
+        .arg(format!("::/{}", dest.trim_start_matches('/')))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

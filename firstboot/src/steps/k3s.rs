@@ -36,9 +36,10 @@ pub fn render_config(base: &str, token: &str, join: &Join) -> Result<String, Str
     }
     out.push_str("# added by piimg-firstboot\n");
     out.push_str(&format!("token: {}\n", quote(token)));
-    match join.url() {
-        None => out.push_str("cluster-init: true\n"),
-        Some(url) => out.push_str(&format!("server: {}\n", quote(&url))),
+    match (join, join.url()) {
+        (Join::ClusterInit, _) => out.push_str("cluster-init: true\n"),
+        (_, Some(url)) => out.push_str(&format!("server: {}\n", quote(&url))),
+        (_, None) => {}
     }
     Ok(out)
 }
@@ -58,8 +59,11 @@ pub fn config(ctx: &mut Ctx) -> Result<String, Error> {
     ctx.put(K3S_CONFIG, 0o600, text.as_bytes(), Some((0, 0)))?;
     Ok(format!(
         "{K3S_CONFIG} (0600) written: {}",
-        join.url()
-            .map_or("cluster-init".into(), |u| format!("server {u}"))
+        match (&join, join.url()) {
+            (Join::ClusterInit, _) => "cluster-init".to_string(),
+            (_, Some(u)) => format!("server {u}"),
+            (_, None) => "existing etcd data, no join".to_string(),
+        }
     ))
 }
 
@@ -160,8 +164,13 @@ pub fn install(ctx: &mut Ctx) -> Result<String, Error> {
 /// Step `k3s-start`: `systemctl start --no-block` the k3s unit (live system only).
 pub fn start(ctx: &mut Ctx) -> Result<String, Error> {
     let (_, unit) = service(ctx.cfg.role);
-    let cmd = Cmd::new("systemctl", &["start", "--no-block", unit]);
-    if ctx.live() || ctx.dry() {
+    let program = ctx
+        .opts
+        .systemctl
+        .as_ref()
+        .map_or("systemctl".into(), |p| p.display().to_string());
+    let cmd = Cmd::new(program, &["start", "--no-block", unit]);
+    if ctx.live() || ctx.dry() || ctx.opts.systemctl.is_some() {
         ctx.run_ok(&cmd)?;
         Ok(format!("{unit} started"))
     } else {

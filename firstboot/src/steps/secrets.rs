@@ -80,6 +80,24 @@ pub fn scrub(ctx: &mut Ctx) -> Result<String, Error> {
     } else {
         fsx::scrub(&ctx.host(ROOT_SECRETS)).map_err(io(ROOT_SECRETS))?
     };
+    // Left behind only if the agent died while using it.
+    if ctx.dry() {
+        ctx.would(&format!("remove {}", crate::join::SERVER_AUTH_FILE));
+    } else {
+        fsx::scrub(&ctx.host(crate::join::SERVER_AUTH_FILE))
+            .map_err(io(crate::join::SERVER_AUTH_FILE))?;
+    }
+    // The node-cleaner identity is only needed before the join.
+    if let Some(nc) = ctx.cfg.ha.node_cleaner.clone() {
+        for path in [&nc.cert, &nc.key] {
+            super::files::check_path(path, "node.json: ha.node_cleaner")?;
+            if ctx.dry() {
+                ctx.would(&format!("zero and delete {path}"));
+            } else {
+                fsx::scrub(&ctx.host(path)).map_err(io(path))?;
+            }
+        }
+    }
     Ok(format!(
         "{ROOT_SECRETS} {}; card {SECRETS_FILE} {}",
         if node {

@@ -19,7 +19,7 @@ pub const CMDLINE_BASE: &str = "console=serial0,115200 console=tty1 root=PARTUUI
 pub const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTestsOnly admin@laptop";
 pub const TOKEN: &str = "K10abc::server:s3cret";
 pub const KEYFILE: &str = "/etc/NetworkManager/system-connections/piimg-eth0.nmconnection";
-pub const UNIT: &str = "[Unit]\nDescription=piimg first boot, phase 2\nWants=network-online.target\nAfter=network-online.target time-sync.target\n\n[Service]\nType=oneshot\nExecStart=/usr/local/sbin/piimg-firstboot\nRemainAfterExit=yes\n\n[Install]\nWantedBy=multi-user.target\n";
+pub const UNIT: &str = "[Unit]\nDescription=piimg first boot, phase 2\nWants=network-online.target\nAfter=network-online.target time-sync.target\n\n[Service]\nType=oneshot\nExecStart=/usr/local/sbin/piimg-firstboot\nRemainAfterExit=yes\n# A node still waiting for a peer when the agent's join timeout ends exits non-zero:\n# try again (systemd >= 245 allows on-failure for Type=oneshot; bookworm has 252).\nRestart=on-failure\nRestartSec=30\n\n[Install]\nWantedBy=multi-user.target\n";
 
 pub struct Fixture {
     pub dir: tempfile::TempDir,
@@ -80,6 +80,7 @@ pub fn node_config(role: Role, bootstrap: bool, boot: BootHook) -> NodeConfig {
             },
             RootFile { path: format!("/etc/systemd/system/{AGENT_UNIT}"), mode: 0o644, content: UNIT.into() },
         ],
+        ha: Ha { first_bring_up: bootstrap, ..Ha::default() },
     }
 }
 

@@ -1,0 +1,111 @@
+//! What each card gets of the cluster's PKI and HA setup.
+//!
+//! | card | secret files (`CardSecrets.files`) | files (`NodeConfig.files`) |
+//! |---|---|---|
+//! | bootstrap, first bring-up | CA bundles + keys and `service.key` in `server/tls` | |
+//! | every server | node-cleaner cert + key | server manifests (identical on all) |
+//! | every node | (node password, secure token) | |
+
+use super::ca::ClusterCa;
+use super::manifests::{Addons, MANIFESTS_DIR, ManifestInputs, server_manifests};
+use super::{PkiError, node_password, token};
+use crate::plan::NodePlan;
+use piimg_firstboot::contract::{
+    Ha, NODE_CLEANER_CERT, NODE_CLEANER_KEY, NodeCleaner, Role, RootFile,
+};
+
+/// Where k3s looks for (custom) CA files before its first start.
+pub const K3S_TLS_DIR: &str = "/var/lib/rancher/k3s/server/tls";
+
+/// Cluster-wide HA choices that are not in the [`NodePlan`].
+#[derive(Debug, Clone, Default)]
+pub struct HaOptions {
+    /// The bootstrap card being built is for a first-ever bring-up: no bootstrap card
+    /// was issued before (the one record is
+    /// [`crate::profile::secrets::ClusterSecrets::bootstrap_issued`]).
+    pub first_bring_up: bool,
+    /// Add-ons laid on every server card.
+    pub addons: Addons,
+}
+
+/// The PKI/HA part of one card.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeFiles {
+    /// The secure join token (`CardSecrets.token`).
+    pub token: String,
+    /// The pre-seeded node password (`CardSecrets.node_password`).
+    pub node_password: String,
+    /// Secret files, mode 0600 (append to `CardSecrets.files`).
+    pub secret_files: Vec<RootFile>,
+    /// Non-secret files (append to `NodeConfig.files`).
+    pub files: Vec<RootFile>,
+    /// `NodeConfig.ha`.
+    pub ha: Ha,
+}
+
+/// Tells what node `plan` gets: see the module table.
+pub fn files_for_node(
+    plan: &NodePlan,
+    ca: &ClusterCa,
+    token_secret: &str,
+    opts: &HaOptions,
+) -> Result<NodeFiles, PkiError> {
+    let bundle = ca.server_ca_bundle();
+    let hash = token::ca_hash(bundle.as_bytes())?;
+    let server = plan.role == Role::Server;
+    let init = server && plan.bootstrap && opts.first_bring_up;
+    let mut secret_files = Vec::new();
+    let mut files = Vec::new();
+    if init {
+        for (rel, content) in ca.k3s_tls_files() {
+            secret_files.push(RootFile {
+                path: format!("{K3S_TLS_DIR}/{rel}"),
+                mode: 0o600,
+                content: content.to_string(),
+            });
+        }
+    }
+    let mut node_cleaner = None;
+    if server {
+        let (cert, key) = ca.node_cleaner();
+        secret_files.push(RootFile {
+            path: NODE_CLEANER_CERT.into(),
+            mode: 0o600,
+            content: cert.into(),
+        });
+        secret_files.push(RootFile {
+            path: NODE_CLEANER_KEY.into(),
+            mode: 0o600,
+            content: key.into(),
+        });
+        node_cleaner = Some(NodeCleaner {
+            cert: NODE_CLEANER_CERT.into(),
+            key: NODE_CLEANER_KEY.into(),
+        });
+        let manifests = server_manifests(&ManifestInputs {
+            vip: plan.k3s.vip,
+            interface: &plan.network.interface,
+            addons: &opts.addons,
+            overlay_dir: plan.overlay_dir.as_deref(),
+        })?;
+        for (name, content) in manifests {
+            files.push(RootFile {
+                path: format!("{MANIFESTS_DIR}/{name}"),
+                mode: 0o600,
+                content,
+            });
+        }
+    }
+    Ok(NodeFiles {
+        token: token::secure_token(bundle.as_bytes(), token_secret)?,
+        node_password: node_password(token_secret, &plan.name),
+        secret_files,
+        files,
+        ha: Ha {
+            cluster_ca_pem: Some(bundle.to_string()),
+            cluster_ca_sha256: Some(hash),
+            first_bring_up: init,
+            node_cleaner,
+        },
+    })
+}
