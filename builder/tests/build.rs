@@ -1169,3 +1169,47 @@ fn the_only_server_of_a_single_server_cluster_reinitialises_when_rebuilt() {
     assert!(cfg.ha.first_bring_up);
     assert!(!tls_files(&sec).is_empty());
 }
+
+#[test]
+fn flash_node_builds_the_missing_image_first_then_writes_it() {
+    let env = Env::new();
+    let base = base("bookworm");
+    let card = env.path("card.img");
+    let out = env
+        .piimg()
+        .args([
+            "--json",
+            "flash",
+            "--node",
+            "pi4-worker-1",
+            "--profile",
+            "lab.toml",
+            "--offline",
+            "--base",
+        ])
+        .arg(&base)
+        .args(["--force-file", "--yes"])
+        .arg(&card)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "flash --node failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // One JSON document on stdout: flash's summary, not the build's as well.
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verified"], true);
+    let built = env.path("out/pi4-worker-1.img");
+    assert!(
+        built.is_file(),
+        "flash --node did not build out/pi4-worker-1.img"
+    );
+    assert_eq!(
+        sha(&std::fs::read(&card).unwrap()),
+        sha(&std::fs::read(&built).unwrap()),
+        "the card differs from the image flash built"
+    );
+    fsck_clean(&card);
+    assert!(mtype(&card, "/piimg/node.json").contains("pi4-worker-1"));
+}

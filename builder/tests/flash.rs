@@ -299,7 +299,7 @@ fn cli_flashes_a_file_with_json_summary() {
 }
 
 #[test]
-fn cli_node_flashes_out_dir_image_or_says_to_build() {
+fn cli_node_flashes_out_dir_image_or_says_why_it_cannot_build_it() {
     let dir = tempfile::tempdir().unwrap();
     let outdir = dir.path().join("out");
     fs::create_dir(&outdir).unwrap();
@@ -319,11 +319,14 @@ fn cli_node_flashes_out_dir_image_or_says_to_build() {
         .unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
+    // No image yet: flash builds it first, and says so when that cannot work (here:
+    // no profile in the working directory).
     assert!(
-        err.contains("run `piimg build --node node-a` first"),
+        err.contains("building node-a's image before flashing it"),
         "{err}"
     );
     assert!(!card.exists());
+    assert!(!outdir.join("node-a.img").exists());
 
     make_image(&outdir.join("node-a.img"));
     let o = piimg()

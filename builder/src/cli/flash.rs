@@ -23,6 +23,16 @@ pub struct FlashArgs {
     /// Where `piimg build` put the node images.
     #[arg(long, value_name = "DIR", default_value = "out", requires = "node")]
     out: PathBuf,
+    /// With --node, when OUT/NAME.img is missing: the profile to build it from
+    /// [default: $PIIMG_PROFILE, else profiles/homelab.toml].
+    #[arg(long, short, value_name = "FILE", requires = "node")]
+    profile: Option<PathBuf>,
+    /// With --node, when OUT/NAME.img is missing: the base image to build it from.
+    #[arg(long, value_name = "IMAGE", requires = "node")]
+    base: Option<PathBuf>,
+    /// With --node, when OUT/NAME.img is missing: build without the network.
+    #[arg(long, requires = "node")]
+    offline: bool,
     /// Do not ask for confirmation.
     #[arg(long, short)]
     yes: bool,
@@ -40,6 +50,9 @@ pub struct FlashArgs {
 /// Runs `piimg flash`.
 pub fn run(args: FlashArgs, out: Reporter) -> anyhow::Result<()> {
     let (image, device) = resolve_paths(&args)?;
+    if let Some(node) = args.node.as_ref().filter(|_| !image.is_file()) {
+        build_first(&args, node, &image, out)?;
+    }
     let (source, warnings) = Source::open(&image)?;
     for w in warnings {
         out.warn(w);
@@ -81,20 +94,46 @@ pub fn run(args: FlashArgs, out: Reporter) -> anyhow::Result<()> {
 
 fn resolve_paths(args: &FlashArgs) -> anyhow::Result<(PathBuf, PathBuf)> {
     match (&args.node, args.paths.as_slice()) {
-        (Some(node), [device]) => {
-            let image = args.out.join(format!("{node}.img"));
-            if !image.is_file() {
-                bail!(
-                    "no built image for node {node:?} at {}; run `piimg build --node {node}` first",
-                    image.display()
-                );
-            }
-            Ok((image, device.clone()))
-        }
+        (Some(node), [device]) => Ok((args.out.join(format!("{node}.img")), device.clone())),
         (Some(_), _) => bail!("with --node give only DEVICE (the image is OUT/NAME.img)"),
         (None, [image, device]) => Ok((image.clone(), device.clone())),
         (None, _) => bail!("give IMAGE and DEVICE (or --node NAME DEVICE)"),
     }
+}
+
+/// `--node NAME` with no OUT/NAME.img yet: build it, as `piimg build --node NAME` would.
+fn build_first(args: &FlashArgs, node: &str, image: &Path, out: Reporter) -> anyhow::Result<()> {
+    out.info(format!(
+        "no built image for node {node} at {}; building it first",
+        image.display()
+    ));
+    let build = super::build::BuildArgs {
+        profile: args.profile.clone(),
+        nodes: vec![node.to_string()],
+        all: false,
+        base: args.base.clone(),
+        out: args.out.clone(),
+        xz: false,
+        offline: args.offline,
+        new_cluster: false,
+        sha256: false,
+        jobs: None,
+    };
+    // One JSON document on stdout (flash's): the build talks like --quiet then.
+    let build_out = if out.is_json() {
+        Reporter::new(piimg::progress::OutputMode::Quiet)
+    } else {
+        out
+    };
+    super::build::run(build, build_out)
+        .with_context(|| format!("building {node}'s image before flashing it"))?;
+    if !image.is_file() {
+        bail!(
+            "building node {node} did not produce {}; run `piimg build --node {node}` and check its output",
+            image.display()
+        );
+    }
+    Ok(())
 }
 
 fn describe(target: &flash::Target, source: &Source) -> String {
