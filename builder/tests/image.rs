@@ -737,3 +737,110 @@ fn mkimage_fill_is_real_data_and_bad_arguments_are_refused() {
         assert!(err.contains(want), "{err}");
     }
 }
+
+/// A tiny deterministic generator (xorshift64*), so a failing case can be replayed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[test]
+fn damaged_fat_gives_errors_never_a_panic() {
+    use std::os::unix::fs::FileExt;
+    for release in RELEASES {
+        let img = image(release, &[]);
+        let (start, _) = partition(&img.path, 1);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&img.path)
+            .unwrap();
+        let mut bs = [0u8; 512];
+        file.read_exact_at(&mut bs, start).unwrap();
+        let sector = u64::from(u16::from_le_bytes([bs[11], bs[12]]));
+        let reserved = u64::from(u16::from_le_bytes([bs[14], bs[15]]));
+        let fats = u64::from(bs[16]);
+        let fat_sectors = u64::from(u32::from_le_bytes([bs[36], bs[37], bs[38], bs[39]]));
+        let fat = start + reserved * sector;
+        let data = fat + fats * fat_sectors * sector;
+        // Where the damage goes: the used start of the first FAT (the cluster chains
+        // of the files mkimage wrote) and the start of the data area (root directory,
+        // subdirectories, file data).
+        let regions = [(fat, 64 * 1024u64), (data, 256 * 1024u64)];
+        let originals: Vec<Vec<u8>> = regions
+            .iter()
+            .map(|&(at, len)| {
+                let mut v = vec![0u8; len as usize];
+                file.read_exact_at(&mut v, at).unwrap();
+                v
+            })
+            .collect();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ release.len() as u64);
+        let (mut ok, mut errors, mut caught) = (0, 0, 0);
+        for round in 0..120 {
+            for (&(at, _), orig) in regions.iter().zip(&originals) {
+                file.write_all_at(orig, at).unwrap();
+            }
+            for _ in 0..1 + rng.below(24) {
+                let (at, len) = regions[rng.below(2) as usize];
+                let mut b = [0u8; 4];
+                b.copy_from_slice(&rng.next().to_le_bytes()[..4]);
+                let n = 1 + rng.below(4) as usize;
+                file.write_all_at(&b[..n], at + rng.below(len - 4)).unwrap();
+            }
+            // Everything a build or inspect does with a boot partition; any panic
+            // fails the test, every failure must be an error naming the image.
+            let outcome = (|| -> Result<(), ImageError> {
+                let image = Image::open_rw(&img.path)?;
+                let mut boot = image.boot_at(Timestamp::from_unix(T0))?;
+                boot.label()?;
+                boot.free_bytes()?;
+                for (path, _) in boot.walk("/")? {
+                    boot.read(&path)?;
+                }
+                boot.list("/")?;
+                boot.apply(&[
+                    Change::Write {
+                        path: "piimg/node.json".into(),
+                        data: vec![b'x'; 5000],
+                    },
+                    Change::Write {
+                        path: "cmdline.txt".into(),
+                        data: b"console=serial0,115200 root=PARTUUID=x-02\n".to_vec(),
+                    },
+                ])?;
+                boot.commit()
+            })();
+            match outcome {
+                Ok(()) => ok += 1,
+                // A garbage name that walk() listed is refused as a path argument.
+                Err(e @ ImageError::BadPath { .. }) => {
+                    assert!(!e.to_string().contains('\n'), "{e}");
+                    errors += 1;
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    assert!(
+                        text.contains(&*img.path.to_string_lossy()) && !text.contains('\n'),
+                        "{release} round {round}: error does not name the image on one line: {text}"
+                    );
+                    caught += usize::from(text.contains("fatfs gave up"));
+                    errors += 1;
+                }
+            }
+        }
+        assert_eq!(ok + errors, 120);
+        eprintln!(
+            "{release}: 120 damaged boot partitions: {ok} edited, {errors} refused with an error \
+             ({caught} of them fatfs panics turned into errors)"
+        );
+    }
+}

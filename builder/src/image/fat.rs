@@ -8,6 +8,7 @@
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use fatfs::{FileSystem, FsOptions};
@@ -15,6 +16,7 @@ use fscommon::StreamSlice;
 use serde::Serialize;
 
 use super::error::ImageError;
+use super::fat_guard;
 use super::fat_raw::{Geometry, RawFat, short_name_bytes};
 use super::fat_time::Timestamp;
 use super::table::Partition;
@@ -61,7 +63,7 @@ pub struct BootFs {
     geometry: Geometry,
     time: Timestamp,
     writable: bool,
-    poisoned: bool,
+    poisoned: AtomicBool,
 }
 
 impl std::fmt::Debug for BootFs {
@@ -110,7 +112,9 @@ impl BootFs {
         let options = FsOptions::new()
             .update_accessed_date(false)
             .time_provider(time.provider());
-        let fs = FileSystem::new(window, options).map_err(|e| not_fat(e.to_string()))?;
+        let fs = fat_guard::catch(|| FileSystem::new(window, options))
+            .map_err(|e| not_fat(e.to_string()))?
+            .map_err(|e| not_fat(e.to_string()))?;
         Ok(Self {
             fs: Some(fs),
             overlay,
@@ -119,7 +123,7 @@ impl BootFs {
             geometry,
             time,
             writable,
-            poisoned: false,
+            poisoned: AtomicBool::new(false),
         })
     }
 
@@ -140,7 +144,7 @@ impl BootFs {
 
     fn fs(&self) -> Result<&Fs, ImageError> {
         match &self.fs {
-            Some(fs) if !self.poisoned => Ok(fs),
+            Some(fs) if !self.poisoned.load(Ordering::Relaxed) => Ok(fs),
             _ => Err(ImageError::Poisoned {
                 path: self.image.clone(),
             }),
@@ -156,147 +160,179 @@ impl BootFs {
         }
     }
 
+    /// Runs fatfs code `f` for `op` on `path`; a panic inside it poisons this handle
+    /// (staged changes discarded) and becomes [`ImageError::Fat`].
+    fn guarded<T>(
+        &self,
+        op: &'static str,
+        path: &str,
+        f: impl FnOnce() -> Result<T, ImageError>,
+    ) -> Result<T, ImageError> {
+        fat_guard::catch(f).unwrap_or_else(|e| {
+            self.poisoned.store(true, Ordering::Relaxed);
+            if let Ok(mut ov) = self.overlay.lock() {
+                ov.discard();
+            }
+            Err(self.fat_err(op, path, e))
+        })
+    }
+
     /// The volume label (`bootfs` on Raspberry Pi OS), from the root directory entry
     /// if present, else from the boot sector.
     pub fn label(&self) -> Result<String, ImageError> {
-        let fs = self.fs()?;
-        let from_root = fs
-            .read_volume_label_from_root_dir()
-            .map_err(|e| self.fat_err("read the volume label", "/", e))?;
-        Ok(from_root
-            .unwrap_or_else(|| fs.volume_label())
-            .trim_end()
-            .to_string())
+        self.guarded("read the volume label", "/", || {
+            let fs = self.fs()?;
+            let from_root = fs
+                .read_volume_label_from_root_dir()
+                .map_err(|e| self.fat_err("read the volume label", "/", e))?;
+            Ok(from_root
+                .unwrap_or_else(|| fs.volume_label())
+                .trim_end()
+                .to_string())
+        })
     }
 
     /// Free bytes (whole free clusters).
     pub fn free_bytes(&self) -> Result<u64, ImageError> {
-        let stats = self
-            .fs()?
-            .stats()
-            .map_err(|e| self.fat_err("count free clusters", "/", e))?;
-        Ok(u64::from(stats.free_clusters()) * u64::from(stats.cluster_size()))
+        self.guarded("count free clusters", "/", || {
+            let stats = self
+                .fs()?
+                .stats()
+                .map_err(|e| self.fat_err("count free clusters", "/", e))?;
+            Ok(u64::from(stats.free_clusters()) * u64::from(stats.cluster_size()))
+        })
     }
 
     /// Total bytes of the data area.
     pub fn total_bytes(&self) -> Result<u64, ImageError> {
-        let stats = self
-            .fs()?
-            .stats()
-            .map_err(|e| self.fat_err("read the file system size", "/", e))?;
-        Ok(u64::from(stats.total_clusters()) * u64::from(stats.cluster_size()))
+        self.guarded("read the file system size", "/", || {
+            let stats = self
+                .fs()?
+                .stats()
+                .map_err(|e| self.fat_err("read the file system size", "/", e))?;
+            Ok(u64::from(stats.total_clusters()) * u64::from(stats.cluster_size()))
+        })
     }
 
     /// The contents of the file at `path`, or `None` if it does not exist.
     pub fn read(&self, path: &str) -> Result<Option<Vec<u8>>, ImageError> {
-        let parts = split(path)?;
-        let fs = self.fs()?;
-        let Some(entry) =
-            find(&fs.root_dir(), &parts).map_err(|e| self.fat_err("read", path, e))?
-        else {
-            return Ok(None);
-        };
-        if entry.is_dir() {
-            return Err(self.fat_err(
-                "read",
-                path,
-                io::Error::new(io::ErrorKind::IsADirectory, "is a directory"),
-            ));
-        }
-        let mut data = Vec::with_capacity(entry.len() as usize);
-        entry
-            .to_file()
-            .read_to_end(&mut data)
-            .map_err(|e| self.fat_err("read", path, e))?;
-        Ok(Some(data))
+        self.guarded("read", path, || {
+            let parts = split(path)?;
+            let fs = self.fs()?;
+            let Some(entry) =
+                find(&fs.root_dir(), &parts).map_err(|e| self.fat_err("read", path, e))?
+            else {
+                return Ok(None);
+            };
+            if entry.is_dir() {
+                return Err(self.fat_err(
+                    "read",
+                    path,
+                    io::Error::new(io::ErrorKind::IsADirectory, "is a directory"),
+                ));
+            }
+            // A damaged entry may claim up to 4 GiB; let the reads grow the buffer.
+            let mut data = Vec::with_capacity(entry.len().min(64 << 20) as usize);
+            entry
+                .to_file()
+                .read_to_end(&mut data)
+                .map_err(|e| self.fat_err("read", path, e))?;
+            Ok(Some(data))
+        })
     }
 
     /// True when a file or directory exists at `path`.
     pub fn exists(&self, path: &str) -> Result<bool, ImageError> {
-        let parts = split(path)?;
-        let fs = self.fs()?;
-        Ok(find(&fs.root_dir(), &parts)
-            .map_err(|e| self.fat_err("look up", path, e))?
-            .is_some())
+        self.guarded("look up", path, || {
+            let parts = split(path)?;
+            let fs = self.fs()?;
+            Ok(find(&fs.root_dir(), &parts)
+                .map_err(|e| self.fat_err("look up", path, e))?
+                .is_some())
+        })
     }
 
     /// The entries of directory `dir` (`""` or `/` for the root), without `.`/`..`,
     /// in on-disk order; `None` if it does not exist.
     pub fn list(&self, dir: &str) -> Result<Option<Vec<FatEntry>>, ImageError> {
-        let parts = split_allow_root(dir)?;
-        let fs = self.fs()?;
-        let root = fs.root_dir();
-        let d = if parts.is_empty() {
-            root
-        } else {
-            match find(&root, &parts).map_err(|e| self.fat_err("list", dir, e))? {
-                Some(e) if e.is_dir() => e.to_dir(),
-                Some(_) => {
-                    return Err(self.fat_err(
-                        "list",
-                        dir,
-                        io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
-                    ));
+        self.guarded("list", dir, || {
+            let parts = split_allow_root(dir)?;
+            let fs = self.fs()?;
+            let root = fs.root_dir();
+            let d = if parts.is_empty() {
+                root
+            } else {
+                match find(&root, &parts).map_err(|e| self.fat_err("list", dir, e))? {
+                    Some(e) if e.is_dir() => e.to_dir(),
+                    Some(_) => {
+                        return Err(self.fat_err(
+                            "list",
+                            dir,
+                            io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+                        ));
+                    }
+                    None => return Ok(None),
                 }
-                None => return Ok(None),
+            };
+            let mut out = Vec::new();
+            for e in d.iter() {
+                let e = e.map_err(|err| self.fat_err("list", dir, err))?;
+                let name = e.file_name();
+                if name == "." || name == ".." {
+                    continue;
+                }
+                out.push(FatEntry {
+                    is_dir: e.is_dir(),
+                    size: if e.is_dir() { 0 } else { e.len() },
+                    name,
+                });
             }
-        };
-        let mut out = Vec::new();
-        for e in d.iter() {
-            let e = e.map_err(|err| self.fat_err("list", dir, err))?;
-            let name = e.file_name();
-            if name == "." || name == ".." {
-                continue;
-            }
-            out.push(FatEntry {
-                is_dir: e.is_dir(),
-                size: if e.is_dir() { 0 } else { e.len() },
-                name,
-            });
-        }
-        Ok(Some(out))
+            Ok(Some(out))
+        })
     }
 
     /// Every file under `dir`, recursively, as (path, size), paths `/`-separated and
     /// sorted. Names are taken as stored, so a damaged directory still lists.
     pub fn walk(&self, dir: &str) -> Result<Vec<(String, u64)>, ImageError> {
-        let parts = split_allow_root(dir)?;
-        let fs = self.fs()?;
-        let root = fs.root_dir();
-        let start = if parts.is_empty() {
-            root
-        } else {
-            match find(&root, &parts).map_err(|e| self.fat_err("list", dir, e))? {
-                Some(e) if e.is_dir() => e.to_dir(),
-                _ => return Ok(Vec::new()),
-            }
-        };
-        let mut out = Vec::new();
-        let mut stack = vec![(parts.join("/"), start, 0usize)];
-        while let Some((prefix, d, depth)) = stack.pop() {
-            for e in d.iter() {
-                let e = e.map_err(|err| self.fat_err("list", &prefix, err))?;
-                let name = e.file_name();
-                if name == "." || name == ".." {
-                    continue;
+        self.guarded("list", dir, || {
+            let parts = split_allow_root(dir)?;
+            let fs = self.fs()?;
+            let root = fs.root_dir();
+            let start = if parts.is_empty() {
+                root
+            } else {
+                match find(&root, &parts).map_err(|e| self.fat_err("list", dir, e))? {
+                    Some(e) if e.is_dir() => e.to_dir(),
+                    _ => return Ok(Vec::new()),
                 }
-                let path = if prefix.is_empty() {
-                    name
-                } else {
-                    format!("{prefix}/{name}")
-                };
-                if e.is_dir() {
-                    // A damaged directory can loop; FAT paths are never this deep.
-                    if depth < 32 {
-                        stack.push((path, e.to_dir(), depth + 1));
+            };
+            let mut out = Vec::new();
+            let mut stack = vec![(parts.join("/"), start, 0usize)];
+            while let Some((prefix, d, depth)) = stack.pop() {
+                for e in d.iter() {
+                    let e = e.map_err(|err| self.fat_err("list", &prefix, err))?;
+                    let name = e.file_name();
+                    if name == "." || name == ".." {
+                        continue;
                     }
-                } else {
-                    out.push((path, e.len()));
+                    let path = if prefix.is_empty() {
+                        name
+                    } else {
+                        format!("{prefix}/{name}")
+                    };
+                    if e.is_dir() {
+                        // A damaged directory can loop; FAT paths are never this deep.
+                        if depth < 32 {
+                            stack.push((path, e.to_dir(), depth + 1));
+                        }
+                    } else {
+                        out.push((path, e.len()));
+                    }
                 }
             }
-        }
-        out.sort();
-        Ok(out)
+            out.sort();
+            Ok(out)
+        })
     }
 
     /// Creates or replaces the file at `path` with `data`, creating parent directories.
@@ -333,12 +369,13 @@ impl BootFs {
                 Change::Remove { path } => parsed.push((split(path)?, None)),
             }
         }
-        self.check_space(&parsed)?;
+        self.guarded("check free space for", "/", || self.check_space(&parsed))?;
         for (parts, data) in &parsed {
-            let result = match data {
+            let op = if data.is_some() { "write" } else { "remove" };
+            let result = self.guarded(op, &parts.join("/"), || match data {
                 Some(data) => self.write_one(parts, data),
                 None => self.remove_one(parts),
-            };
+            });
             if let Err(e) = result {
                 self.poison();
                 return Err(e);
@@ -497,7 +534,7 @@ impl BootFs {
     }
 
     fn poison(&mut self) {
-        self.poisoned = true;
+        self.poisoned.store(true, Ordering::Relaxed);
         if let Ok(mut ov) = self.overlay.lock() {
             ov.discard();
         }
@@ -512,13 +549,14 @@ impl BootFs {
     /// every staged block to the image and fsyncs it. On a read-only image this only
     /// checks that nothing was staged.
     pub fn commit(mut self) -> Result<(), ImageError> {
-        if self.poisoned {
+        if self.poisoned.load(Ordering::Relaxed) {
             return Err(ImageError::Poisoned {
                 path: self.image.clone(),
             });
         }
         if let Some(fs) = self.fs.take() {
-            fs.unmount()
+            fat_guard::catch(|| fs.unmount())
+                .and_then(|r| r)
                 .map_err(|e| ImageError::io(&self.image, "unmounting the boot partition", e))?;
         }
         let mut ov = lock(&self.overlay, &self.image)?;
@@ -540,7 +578,10 @@ impl Drop for BootFs {
     fn drop(&mut self) {
         // Without a commit nothing staged may reach the image: drop fatfs's handle
         // (its own Drop may stage an FSInfo update) and forget the staged blocks.
-        drop(self.fs.take());
+        if let Some(fs) = self.fs.take() {
+            // A damaged file system may make fatfs's own Drop panic; not here.
+            let _ = fat_guard::catch(|| drop(fs));
+        }
         if let Ok(mut ov) = self.overlay.lock() {
             ov.discard();
         }

@@ -15,6 +15,7 @@
 mod elf;
 mod error;
 mod fat;
+mod fat_guard;
 mod fat_raw;
 pub(crate) mod fat_time;
 mod gpt;
