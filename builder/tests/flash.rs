@@ -152,6 +152,36 @@ fn assert_equal_on_mapped(image: &Path, a: &[u8], b: &[u8]) {
     }
 }
 
+/// A generated image and a loop device over a card-sized backing file full of 0xAA;
+/// `None` when loop-device tests are knowingly skipped (see [`loop_available`]).
+/// Fields drop in order: the loop device is detached before its files go.
+struct Rig {
+    lo: Loop,
+    backing: PathBuf,
+    image: PathBuf,
+    size: u64,
+    dir: tempfile::TempDir,
+}
+
+fn loop_rig(card: u64) -> Option<Rig> {
+    if !loop_available() {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("node.img");
+    let size = make_image(&image);
+    let backing = dir.path().join("card.bin");
+    make_backing(&backing, card);
+    let lo = Loop::new(&backing);
+    Some(Rig {
+        lo,
+        backing,
+        image,
+        size,
+        dir,
+    })
+}
+
 fn flash_to(
     image: &Path,
     dev: &Path,
@@ -171,15 +201,16 @@ fn piimg() -> Command {
 
 #[test]
 fn flashes_a_loop_device_only_mapped_ranges_and_verifies() {
-    if !loop_available() {
+    let Some(Rig {
+        dir: _dir,
+        image,
+        size,
+        lo,
+        ..
+    }) = loop_rig(32 * MIB)
+    else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let image = dir.path().join("node.img");
-    let size = make_image(&image);
-    let backing = dir.path().join("card.bin");
-    make_backing(&backing, 32 * MIB);
-    let lo = Loop::new(&backing);
+    };
 
     let report = flash_to(&image, &lo.dev, FORCE, FlashOptions::default()).unwrap();
     assert!(report.verified);
@@ -399,15 +430,17 @@ fn mounted_device_is_refused() {
 
 #[test]
 fn too_small_device_is_refused() {
-    if !loop_available() {
+    let Some(Rig {
+        dir: _dir,
+        image,
+        size,
+        backing,
+        lo,
+        ..
+    }) = loop_rig(16 * MIB)
+    else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let image = dir.path().join("node.img");
-    let size = make_image(&image);
-    let backing = dir.path().join("card.bin");
-    make_backing(&backing, 16 * MIB);
-    let lo = Loop::new(&backing);
+    };
     let err = flash_to(&image, &lo.dev, FORCE, FlashOptions::default()).unwrap_err();
     assert!(
         matches!(err, FlashError::Refused(Refusal::TooSmall { size: s, needed, .. }) if s == 16 * MIB && needed == size),
@@ -419,15 +452,15 @@ fn too_small_device_is_refused() {
 
 #[test]
 fn non_removable_disk_needs_force() {
-    if !loop_available() {
+    let Some(Rig {
+        dir: _dir,
+        image,
+        lo,
+        ..
+    }) = loop_rig(32 * MIB)
+    else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let image = dir.path().join("node.img");
-    make_image(&image);
-    let backing = dir.path().join("card.bin");
-    make_backing(&backing, 32 * MIB);
-    let lo = Loop::new(&backing);
+    };
     let err = flash_to(
         &image,
         &lo.dev,
@@ -630,15 +663,15 @@ fn cli_refuses_without_tty_or_yes_and_non_block_targets() {
 
 #[test]
 fn flipped_byte_is_detected_with_its_offset() {
-    if !loop_available() {
+    let Some(Rig {
+        dir: _dir,
+        image,
+        lo,
+        ..
+    }) = loop_rig(32 * MIB)
+    else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let image = dir.path().join("node.img");
-    make_image(&image);
-    let backing = dir.path().join("card.bin");
-    make_backing(&backing, 32 * MIB);
-    let lo = Loop::new(&backing);
+    };
     let flip = 17 * MIB + 8192 + 12345;
     let opts = FlashOptions {
         verify: true,
@@ -703,15 +736,15 @@ fn cli_env_seam_flips_in_debug_builds() {
 
 #[test]
 fn interrupted_write_leaves_the_first_mib_unwritten() {
-    if !loop_available() {
+    let Some(Rig {
+        dir: _dir,
+        image,
+        lo,
+        ..
+    }) = loop_rig(32 * MIB)
+    else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let image = dir.path().join("node.img");
-    make_image(&image);
-    let backing = dir.path().join("card.bin");
-    make_backing(&backing, 32 * MIB);
-    let lo = Loop::new(&backing);
+    };
     let opts = FlashOptions {
         verify: true,
         faults: FaultInjection {
