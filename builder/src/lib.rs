@@ -1,7 +1,7 @@
 //! piimg: turn the official Raspberry Pi OS Lite (arm64) image into ready-to-flash,
 //! per-node SD card images for a highly available k3s cluster.
 //!
-//! Data flows one way: profile → plan → card → image (see `../shared/architecture.md`).
+//! Data flows one way: profile → plan → card → image.
 
 pub mod agent;
 pub mod atomic;
@@ -16,3 +16,4 @@ pub mod pki;
 pub mod plan;
 pub mod profile;
 pub mod progress;
+pub mod upstream;

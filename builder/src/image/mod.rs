@@ -24,6 +24,7 @@ mod release;
 mod rootfs;
 mod sniff;
 mod table;
+pub mod usage;
 mod window;
 
 use std::fs::{File, OpenOptions};
