@@ -10,6 +10,7 @@ pub mod card;
 pub mod fetch;
 pub mod flash;
 pub mod image;
+pub mod inputs;
 pub mod manifest;
 pub mod output;
 pub mod pki;

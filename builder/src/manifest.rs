@@ -8,6 +8,7 @@ use piimg_firstboot::contract::MANIFEST_FILE;
 use serde::{Deserialize, Serialize};
 
 use crate::image::{BootFs, ImageError};
+use crate::inputs::Inputs;
 
 /// Version of the manifest format; bumped on incompatible changes.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -45,6 +46,10 @@ pub struct Manifest {
     /// SHA-256 of each template used, by template name.
     #[serde(default)]
     pub template_hashes: BTreeMap<String, String>,
+    /// Digests of what the card was built from (absent in cards of older piimg
+    /// versions, which are then treated as stale by `flash --node`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<Inputs>,
 }
 
 /// A manifest file that cannot be used.
@@ -117,6 +122,12 @@ mod tests {
             },
             release: "bookworm".into(),
             template_hashes: BTreeMap::from([("firstrun.sh".into(), "cd".repeat(32))]),
+            inputs: Some(Inputs {
+                profile: "p".into(),
+                secrets: "s".into(),
+                base: "sha256:ab".into(),
+                piimg: "0.1.0+agent.00".into(),
+            }),
         }
     }
 

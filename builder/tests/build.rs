@@ -1213,3 +1213,104 @@ fn flash_node_builds_the_missing_image_first_then_writes_it() {
     fsck_clean(&card);
     assert!(mtype(&card, "/piimg/node.json").contains("pi4-worker-1"));
 }
+
+/// `piimg flash --node pi4-worker-1 --force-file --yes CARD` with the test profile
+/// and base; returns (success, stderr).
+fn flash_node(env: &Env, base: &Path, card: &Path) -> (bool, String) {
+    let out = env
+        .piimg()
+        .args([
+            "flash",
+            "--node",
+            "pi4-worker-1",
+            "--profile",
+            "lab.toml",
+            "--offline",
+            "--base",
+        ])
+        .arg(base)
+        .args(["--force-file", "--yes"])
+        .arg(card)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn flash_node_rebuilds_a_card_whose_profile_changed_and_says_why() {
+    let env = Env::new();
+    let base = base("bookworm");
+    env.build_ok(&base, &["--node", "pi4-worker-1"]);
+    let built = env.path("out/pi4-worker-1.img");
+    let before = std::fs::metadata(&built).unwrap().modified().unwrap();
+
+    // Unchanged inputs: the built image is flashed as it is.
+    let card = env.path("card.img");
+    let (ok, err) = flash_node(&env, &base, &card);
+    assert!(ok, "{err}");
+    assert!(!err.contains("stale"), "{err}");
+    assert_eq!(
+        std::fs::metadata(&built).unwrap().modified().unwrap(),
+        before
+    );
+    assert!(mtype(&card, "/piimg/node.json").contains("192.168.86.41"));
+
+    // The node's address changed in the profile: rebuilt first, the card gets the new one.
+    let profile = env.path("lab.toml");
+    let text = std::fs::read_to_string(&profile).unwrap();
+    std::fs::write(&profile, text.replace("192.168.86.41", "192.168.86.42")).unwrap();
+    let card2 = env.path("card2.img");
+    let (ok, err) = flash_node(&env, &base, &card2);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains(
+            "is stale (the profile's settings for this node changed); rebuilding it first"
+        ),
+        "{err}"
+    );
+    let node_json = mtype(&card2, "/piimg/node.json");
+    assert!(node_json.contains("192.168.86.42"), "{node_json}");
+    assert!(!node_json.contains("192.168.86.41"), "{node_json}");
+    fsck_clean(&card2);
+
+    // A different base file: stale again, for that reason.
+    let other = env.path("other-base.img");
+    std::fs::copy(&base, &other).unwrap();
+    let (ok, err) = flash_node(&env, &other, &env.path("card3.img"));
+    assert!(ok, "{err}");
+    assert!(err.contains("the base image changed"), "{err}");
+}
+
+#[test]
+fn flash_image_warns_when_the_profile_no_longer_matches_its_node() {
+    let env = Env::new();
+    let base = base("bookworm");
+    env.build_ok(&base, &["--node", "pi4-worker-1"]);
+    let flash = |card: &str| {
+        let out = env
+            .piimg()
+            .args(["flash", "--profile", "lab.toml", "out/pi4-worker-1.img"])
+            .arg(env.path(card))
+            .args(["--force-file", "--yes"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(!flash("a.img").contains("was built for node"));
+    let profile = env.path("lab.toml");
+    let text = std::fs::read_to_string(&profile).unwrap();
+    std::fs::write(&profile, text.replace("192.168.86.41", "192.168.86.42")).unwrap();
+    let err = flash("b.img");
+    assert!(
+        err.contains("was built for node pi4-worker-1 from settings lab.toml no longer has"),
+        "{err}"
+    );
+}

@@ -71,6 +71,7 @@ fn json_output_shows_manifest_and_agent_status() {
         },
         release: "trixie".into(),
         template_hashes: Default::default(),
+        inputs: None,
     };
     let status = serde_json::json!({
         "contract_version": 1,

@@ -5,6 +5,7 @@ use clap::Args;
 use indicatif::MultiProgress;
 use piimg::card::{self, Card, FirstBoot, NodeSecrets, Os, RenderOptions, Templates};
 use piimg::image::Image;
+use piimg::inputs::{BaseId, Inputs};
 use piimg::output::{blockmap, interrupt, write};
 use piimg::pki::HaOptions;
 use piimg::plan::{FirstBootAction, NodePlan};
@@ -117,6 +118,10 @@ pub fn run(args: BuildArgs, out: Reporter) -> anyhow::Result<()> {
         .collect();
 
     let (base, base_sha) = base_image(&args, &out)?;
+    let base_id = match &base_sha {
+        Some(sha) => BaseId::Sha256(sha.clone()),
+        None => BaseId::of_file(&base).with_context(|| format!("base image {}", base.display()))?,
+    };
     let image = Image::open(&base).with_context(|| format!("base image {}", base.display()))?;
     let release = image
         .root()
@@ -182,7 +187,14 @@ pub fn run(args: BuildArgs, out: Reporter) -> anyhow::Result<()> {
             RenderOptions { build_time },
         )
         .with_context(|| format!("node {}", plan.name))?;
-        let manifest = manifest_json(&card, &release, &base_name, base_sha.as_deref());
+        let inputs = Inputs::current(
+            &profile,
+            &plan.name,
+            cluster.state(),
+            base_id.to_string(),
+            piimg::agent::AGENT_BINARY,
+        );
+        let manifest = manifest_json(&card, &release, &base_name, base_sha.as_deref(), inputs);
         jobs.push((plan.bootstrap, card, manifest));
     }
 
@@ -353,7 +365,8 @@ fn first_bring_up(plan: &NodePlan, cluster: &secrets::ClusterSecrets) -> bool {
         && (!cluster.bootstrap_issued() || plan.servers.len() == 1)
 }
 
-fn profile_path(arg: Option<&Path>) -> PathBuf {
+/// `--profile`, else `$PIIMG_PROFILE`, else the default profile.
+pub(crate) fn profile_path(arg: Option<&Path>) -> PathBuf {
     arg.map(Path::to_path_buf)
         .or_else(|| {
             std::env::var_os(profile::PROFILE_ENV)
@@ -420,6 +433,7 @@ fn manifest_json(
     release: &piimg::image::Release,
     base_name: &str,
     base_sha: Option<&str>,
+    inputs: Inputs,
 ) -> Vec<u8> {
     let release = if release.pretty_name.is_empty() {
         release.codename.clone()
@@ -439,6 +453,7 @@ fn manifest_json(
         },
         release,
         template_hashes: card.template_hashes.clone(),
+        inputs: Some(inputs),
     }
     .to_json()
     .into_bytes()

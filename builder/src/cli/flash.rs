@@ -23,11 +23,12 @@ pub struct FlashArgs {
     /// Where `piimg build` put the node images.
     #[arg(long, value_name = "DIR", default_value = "out", requires = "node")]
     out: PathBuf,
-    /// With --node, when OUT/NAME.img is missing: the profile to build it from
+    /// The profile: with --node, to check OUT/NAME.img against it and (re)build it
+    /// when missing or stale; with IMAGE, to warn when IMAGE no longer matches it
     /// [default: $PIIMG_PROFILE, else profiles/homelab.toml].
-    #[arg(long, short, value_name = "FILE", requires = "node")]
+    #[arg(long, short, value_name = "FILE")]
     profile: Option<PathBuf>,
-    /// With --node, when OUT/NAME.img is missing: the base image to build it from.
+    /// With --node, when OUT/NAME.img is missing or stale: the base image to build it from.
     #[arg(long, value_name = "IMAGE", requires = "node")]
     base: Option<PathBuf>,
     /// With --node, when OUT/NAME.img is missing: build without the network.
@@ -50,8 +51,31 @@ pub struct FlashArgs {
 /// Runs `piimg flash`.
 pub fn run(args: FlashArgs, out: Reporter) -> anyhow::Result<()> {
     let (image, device) = resolve_paths(&args)?;
-    if let Some(node) = args.node.as_ref().filter(|_| !image.is_file()) {
-        build_first(&args, node, &image, out)?;
+    if let Some(node) = &args.node {
+        if !image.is_file() {
+            out.info(format!(
+                "no built image for node {node} at {}; building it first",
+                image.display()
+            ));
+            build_first(&args, node, &image, out)?;
+        } else {
+            let why = super::stale::node_image_changes(
+                &image,
+                node,
+                args.profile.as_deref(),
+                args.base.as_deref(),
+            )?;
+            if !why.is_empty() {
+                out.info(format!(
+                    "{} is stale ({}); rebuilding it first",
+                    image.display(),
+                    why.join("; ")
+                ));
+                build_first(&args, node, &image, out)?;
+            }
+        }
+    } else if let Some(w) = super::stale::image_warning(&image, args.profile.as_deref()) {
+        out.warn(w);
     }
     let (source, warnings) = Source::open(&image)?;
     for w in warnings {
@@ -101,12 +125,9 @@ fn resolve_paths(args: &FlashArgs) -> anyhow::Result<(PathBuf, PathBuf)> {
     }
 }
 
-/// `--node NAME` with no OUT/NAME.img yet: build it, as `piimg build --node NAME` would.
+/// `--node NAME` with no or a stale OUT/NAME.img: build it, as `piimg build --node
+/// NAME` would.
 fn build_first(args: &FlashArgs, node: &str, image: &Path, out: Reporter) -> anyhow::Result<()> {
-    out.info(format!(
-        "no built image for node {node} at {}; building it first",
-        image.display()
-    ));
     let build = super::build::BuildArgs {
         profile: args.profile.clone(),
         nodes: vec![node.to_string()],

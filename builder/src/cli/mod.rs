@@ -10,6 +10,7 @@ mod flash;
 mod init;
 mod inspect;
 mod plan;
+mod stale;
 mod validate;
 
 /// Ready-to-flash Raspberry Pi OS images for a k3s cluster.
