@@ -39,6 +39,31 @@ fn mode(p: &Path) -> u32 {
 }
 
 #[test]
+fn a_restored_ca_open_to_other_users_is_refused_with_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let secrets = tmp.path().join("secrets");
+    ClusterCa::open_or_create(&secrets, "homelab").unwrap();
+    let key = secrets.join("ca/root-ca.key");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+    let err = ClusterCa::open(&secrets).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "{} is accessible by other users (mode 0644); run `chmod 600 {}`",
+            key.display(),
+            key.display()
+        )
+    );
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    let etcd = secrets.join("ca/etcd");
+    fs::set_permissions(&etcd, fs::Permissions::from_mode(0o755)).unwrap();
+    let err = ClusterCa::open(&secrets).unwrap_err().to_string();
+    assert!(err.contains("(mode 0755); run `chmod 700"), "{err}");
+    fs::set_permissions(&etcd, fs::Permissions::from_mode(0o700)).unwrap();
+    assert!(ClusterCa::open(&secrets).unwrap().is_some());
+}
+
+#[test]
 fn ca_is_created_private_in_k3s_layout_and_reused_never_regenerated() {
     let tmp = tempfile::tempdir().unwrap();
     let secrets = tmp.path().join("secrets");

@@ -86,9 +86,15 @@ impl ClusterCa {
             Err(e) => return Err(io_err(&dir)(e)),
             Ok(_) => {}
         }
+        owner_only(&dir, 0o700)?;
+        owner_only(&dir.join("etcd"), 0o700)?;
         let mut files = BTreeMap::new();
         for rel in required_files() {
             let path = dir.join(&rel);
+            // Every file is written 0600; the keys among them must stay so.
+            if path.exists() {
+                owner_only(&path, 0o600)?;
+            }
             match fs::read_to_string(&path) {
                 Ok(text) => {
                     files.insert(rel, text);
@@ -189,6 +195,24 @@ impl ClusterCa {
             self.file(NODE_CLEANER_FILES.1).unwrap_or_default(),
         )
     }
+}
+
+/// Refuses `path` when group or others have any access to it (a restored backup
+/// with 0644 keys would hand the cluster's CA to every local user).
+fn owner_only(path: &Path, want: u32) -> Result<(), PkiError> {
+    let mode = match fs::metadata(path) {
+        Ok(m) => m.permissions().mode() & 0o7777,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    if mode & 0o077 != 0 {
+        return Err(PkiError::Permissions {
+            path: path.to_path_buf(),
+            mode,
+            want,
+        });
+    }
+    Ok(())
 }
 
 fn write_tree(tmp: &Path, files: &BTreeMap<String, String>) -> Result<(), PkiError> {

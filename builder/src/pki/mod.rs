@@ -52,6 +52,16 @@ pub enum PkiError {
         /// What is wrong with it.
         what: String,
     },
+    /// A CA file or directory is open to other users.
+    #[error("{path} is accessible by other users (mode {mode:04o}); run `chmod {want:o} {path}`")]
+    Permissions {
+        /// The file or directory.
+        path: PathBuf,
+        /// Its mode bits.
+        mode: u32,
+        /// The mode it should have.
+        want: u32,
+    },
     /// The CA bundle given for a token holds no certificate.
     #[error(
         "CA bundle holds no PEM certificate (k3s: data does not contain any valid RSA or ECDSA certificates)"
