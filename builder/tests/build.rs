@@ -1314,3 +1314,67 @@ fn flash_image_warns_when_the_profile_no_longer_matches_its_node() {
         "{err}"
     );
 }
+
+#[test]
+fn concurrent_first_builds_create_the_secrets_once_and_all_use_them() {
+    let env = Env::new();
+    let base = base("bookworm");
+    let runs: Vec<_> = [
+        ("pi5-master-1", "o1"),
+        ("pi4-worker-1", "o2"),
+        ("pi4-worker-1", "o3"),
+    ]
+    .iter()
+    .map(|(node, out)| {
+        env.piimg()
+            .args([
+                "build",
+                "--profile",
+                "lab.toml",
+                "--offline",
+                "--node",
+                node,
+                "--out",
+                out,
+                "--base",
+            ])
+            .arg(&base)
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    })
+    .collect();
+    for r in runs {
+        let out = r.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "a concurrent first build failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // One cluster: one secrets directory, no leftovers, every card with its token.
+    let names: Vec<String> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("secrets"))
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["lab.secrets", "lab.secrets.lock"], "{names:?}");
+    let token = std::fs::read_to_string(env.path("lab.secrets/k3s-token")).unwrap();
+    for out in [
+        "o1/pi5-master-1.img",
+        "o2/pi4-worker-1.img",
+        "o3/pi4-worker-1.img",
+    ] {
+        let sec = mtype(&env.path(out), "/piimg/secrets.json");
+        assert!(sec.contains(token.trim()), "{out} carries another token");
+    }
+    // Every build's issued card is recorded (merged, not overwritten).
+    let state = std::fs::read_to_string(env.path("lab.state.toml")).unwrap();
+    assert!(
+        state.contains("pi5-master-1") && state.contains("pi4-worker-1"),
+        "{state}"
+    );
+}

@@ -93,6 +93,14 @@ pub fn run(args: BuildArgs, out: Reporter) -> anyhow::Result<()> {
     let wanted = select_nodes(&profile, &args)?;
     let build_time = build_time()?;
 
+    // Concurrent first builds: one creates the secrets and the CA, the others wait
+    // for it and use them.
+    let held = secrets::lock(&profile_path, |lock| {
+        out.info(format!(
+            "another piimg run is setting up this cluster's secrets (holds {}); waiting for it",
+            lock.display()
+        ))
+    })?;
     let mut cluster = secrets::ClusterSecrets::open_or_create(
         &profile_path,
         secrets::SecretsOptions {
@@ -100,6 +108,11 @@ pub fn run(args: BuildArgs, out: Reporter) -> anyhow::Result<()> {
         },
     )
     .with_context(|| format!("opening the secrets of {}", profile_path.display()))?;
+    // The cluster CA lives in the secrets directory, so `--new-cluster` (which moves
+    // that directory aside) also starts a fresh CA.
+    let ca = piimg::pki::ClusterCa::open_or_create(cluster.dir(), &profile.cluster.name)
+        .with_context(|| format!("the cluster CA in {}", cluster.dir().display()))?;
+    drop(held);
     if let Some(old) = cluster.moved_aside() {
         out.info(format!(
             "--new-cluster: previous secrets moved to {}",
@@ -151,10 +164,6 @@ pub fn run(args: BuildArgs, out: Reporter) -> anyhow::Result<()> {
         Some(dir) => Templates::with_overlay(dir)?,
         None => Templates::builtin(),
     };
-    // The cluster CA lives in the secrets directory, so `--new-cluster` (which moves
-    // that directory aside) also starts a fresh CA.
-    let ca = piimg::pki::ClusterCa::open_or_create(cluster.dir(), &profile.cluster.name)
-        .with_context(|| format!("the cluster CA in {}", cluster.dir().display()))?;
     let addons = piimg::pki::manifests::Addons {
         cert_manager: profile.addons.cert_manager,
         monitoring: profile.addons.monitoring,

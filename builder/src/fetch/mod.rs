@@ -14,7 +14,7 @@ mod download;
 mod error;
 mod holes;
 mod http;
-mod lock;
+pub(crate) mod lock;
 mod os_list;
 
 use std::path::PathBuf;

@@ -29,6 +29,35 @@ pub fn secrets_dir(profile_path: &Path) -> PathBuf {
     sibling(profile_path, "secrets")
 }
 
+/// Lock file of the profile at `profile_path` (`homelab.toml` → `homelab.secrets.lock`):
+/// held while secrets are created and while the issuance record is updated.
+pub fn lock_path(profile_path: &Path) -> PathBuf {
+    sibling(profile_path, "secrets.lock")
+}
+
+/// Exclusive hold on a cluster's secrets (see [`lock`]); released when dropped, or by
+/// the kernel when the process dies.
+#[derive(Debug)]
+pub struct SecretsLock {
+    _lock: crate::fetch::lock::Lock,
+}
+
+/// Takes the lock of the profile at `profile_path`, so that concurrent first builds
+/// create the secrets once and then all use them. Calls `on_wait` with the lock's
+/// path first when another piimg process holds it, then waits.
+pub fn lock(profile_path: &Path, on_wait: impl FnOnce(&Path)) -> Result<SecretsLock, SecretsError> {
+    use crate::fetch::lock::Lock;
+    let path = lock_path(profile_path);
+    let held = match Lock::try_acquire(&path).map_err(io_err(&path))? {
+        Some(l) => l,
+        None => {
+            on_wait(&path);
+            Lock::acquire(&path).map_err(io_err(&path))?
+        }
+    };
+    Ok(SecretsLock { _lock: held })
+}
+
 /// State file of the profile at `profile_path` (`homelab.toml` → `homelab.state.toml`).
 pub fn state_path(profile_path: &Path) -> PathBuf {
     sibling(profile_path, "state.toml")
@@ -214,6 +243,7 @@ pub struct SecretsOptions {
 /// The cluster's secrets and issuance state, opened from the directory next to a profile.
 #[derive(Debug)]
 pub struct ClusterSecrets {
+    profile_path: PathBuf,
     dir: PathBuf,
     state_path: PathBuf,
     token: String,
@@ -283,7 +313,7 @@ impl ClusterSecrets {
             read_state(&state_path)?
         };
         let mut secrets = if dir.exists() {
-            Self::open(dir, state_path, public)?
+            Self::open(profile_path, dir, state_path, public)?
         } else {
             if let Some(state) = public.as_ref().filter(|s| s.cluster_exists()) {
                 return Err(SecretsError::Missing {
@@ -293,13 +323,14 @@ impl ClusterSecrets {
                     issued: state.issued.iter().cloned().collect::<Vec<_>>().join(", "),
                 });
             }
-            Self::create(dir, state_path)?
+            Self::create(profile_path, dir, state_path)?
         };
         secrets.moved_aside = moved_aside;
         Ok(secrets)
     }
 
     fn open(
+        profile_path: &Path,
         dir: PathBuf,
         state_path: PathBuf,
         public: Option<ClusterState>,
@@ -339,6 +370,7 @@ impl ClusterSecrets {
         }
         state.token_sha256 = found;
         let me = Self {
+            profile_path: profile_path.to_path_buf(),
             dir,
             state_path,
             token,
@@ -354,7 +386,11 @@ impl ClusterSecrets {
         Ok(me)
     }
 
-    fn create(dir: PathBuf, state_path: PathBuf) -> Result<Self, SecretsError> {
+    fn create(
+        profile_path: &Path,
+        dir: PathBuf,
+        state_path: PathBuf,
+    ) -> Result<Self, SecretsError> {
         let urandom = Path::new("/dev/urandom");
         let token = random_hex(32).map_err(io_err(urandom))?;
         let state = ClusterState {
@@ -387,6 +423,7 @@ impl ClusterSecrets {
         atomic::write_atomic(&state_path, state_text(&state).as_bytes(), 0o644)
             .map_err(io_err(&state_path))?;
         Ok(Self {
+            profile_path: profile_path.to_path_buf(),
             dir,
             state_path,
             token,
@@ -443,11 +480,23 @@ impl ClusterSecrets {
 
     /// Records that `node`'s card was issued (call after its image is complete);
     /// `bootstrap` marks the bootstrap server's card. Persisted at once.
+    /// Concurrent builds of the same cluster each add their nodes: the record is
+    /// re-read and merged under the cluster's [`lock`].
     pub fn mark_issued(&mut self, node: &str, bootstrap: bool) -> Result<(), SecretsError> {
         let changed = self.state.issued.insert(node.to_string())
             | (bootstrap && !self.state.bootstrap_issued);
         self.state.bootstrap_issued |= bootstrap;
         if changed {
+            let _held = lock(&self.profile_path, |_| {})?;
+            let on_disk = [
+                read_state(&self.state_path)?,
+                read_state(&self.dir.join(STATE_COPY_FILE))?,
+            ];
+            for s in on_disk.iter().flatten() {
+                if s.token_sha256 == self.state.token_sha256 {
+                    self.state.merge(s);
+                }
+            }
             self.save()?;
         }
         Ok(())
