@@ -126,7 +126,7 @@ fn release_facts_for_both_releases() {
         } else {
             FirstBoot::SystemdRun
         };
-        assert_eq!(r.first_boot, mechanism);
+        assert_eq!(r.first_boot, Some(mechanism));
         assert!(r.network_manager);
         assert_eq!(r.default_user().unwrap().name, "pi");
         assert!(r.users.iter().any(|u| u.name == "root" && u.uid == 0));
@@ -331,9 +331,14 @@ fn bad_paths_are_refused() {
 fn root_dir_tree_is_used_and_fstab_gets_partuuids() {
     let dir = tempfile::tempdir().unwrap();
     let tree = dir.path().join("root");
-    for d in ["etc", "usr/bin", "usr/sbin", "var/lib/dpkg"] {
+    for d in ["etc/cloud", "usr/bin", "usr/sbin", "var/lib/dpkg"] {
         std::fs::create_dir_all(tree.join(d)).unwrap();
     }
+    std::fs::write(
+        tree.join("etc/cloud/cloud.cfg"),
+        "datasource_list: [ NoCloud, None ]\n",
+    )
+    .unwrap();
     std::fs::write(
         tree.join("etc/os-release"),
         "PRETTY_NAME=\"Custom Debian\"\nVERSION_CODENAME=trixie\nVERSION_ID=\"13\"\nID=debian\n",
@@ -372,7 +377,7 @@ fn root_dir_tree_is_used_and_fstab_gets_partuuids() {
     let r = image.root().unwrap().release().unwrap();
     assert_eq!(r.pretty_name, "Custom Debian");
     assert_eq!(r.default_user().unwrap().name, "alice");
-    assert_eq!(r.first_boot, FirstBoot::CloudInit);
+    assert_eq!(r.first_boot, Some(FirstBoot::CloudInit));
     assert!(!r.network_manager);
     let fstab = String::from_utf8(debugfs_cat(&out, 2, "/etc/fstab")).unwrap();
     assert!(

@@ -92,6 +92,26 @@ pub fn run(args: BuildArgs, out: Reporter) -> anyhow::Result<()> {
     let wanted = select_nodes(&profile, &args)?;
     let build_time = build_time()?;
 
+    // The base is checked (sanity, release, first-boot mechanism) before anything is
+    // created or built.
+    let (base, base_sha, init_format) = base_image(&args, &out)?;
+    let image = Image::open(&base).with_context(|| format!("base image {}", base.display()))?;
+    piimg::image::sanity::check(&image)?;
+    let release = image
+        .root()
+        .and_then(|r| r.release())
+        .with_context(|| format!("detecting the OS of {}", base.display()))?;
+    let os = Os {
+        codename: release.codename.clone(),
+        first_boot: match piimg::image::choose_first_boot(&base, &release, init_format.as_deref())?
+        {
+            piimg::image::FirstBoot::SystemdRun => FirstBoot::SystemdRun,
+            piimg::image::FirstBoot::CloudInit => FirstBoot::CloudInit,
+        },
+    };
+    let span = write::boot_span(&image)?;
+    drop(image);
+
     let mut cluster = secrets::ClusterSecrets::open_or_create(
         &profile_path,
         secrets::SecretsOptions {
@@ -116,21 +136,6 @@ pub fn run(args: BuildArgs, out: Reporter) -> anyhow::Result<()> {
         .filter(|p| wanted.contains(&p.name))
         .collect();
 
-    let (base, base_sha) = base_image(&args, &out)?;
-    let image = Image::open(&base).with_context(|| format!("base image {}", base.display()))?;
-    let release = image
-        .root()
-        .and_then(|r| r.release())
-        .with_context(|| format!("detecting the OS of {}", base.display()))?;
-    let os = Os {
-        codename: release.codename.clone(),
-        first_boot: match release.first_boot {
-            piimg::image::FirstBoot::SystemdRun => FirstBoot::SystemdRun,
-            piimg::image::FirstBoot::CloudInit => FirstBoot::CloudInit,
-        },
-    };
-    let span = write::boot_span(&image)?;
-    drop(image);
     out.info(format!(
         "base {} ({} {}), first boot via {}",
         base.display(),
@@ -397,8 +402,12 @@ fn build_time() -> anyhow::Result<u64> {
     }
 }
 
-/// `--base`, or the cached official image (fetched unless `--offline`).
-fn base_image(args: &BuildArgs, out: &Reporter) -> anyhow::Result<(PathBuf, Option<String>)> {
+/// `--base`, or the cached official image (fetched unless `--offline`), with its
+/// sha256 and the OS list's `init_format` when the cache knows them.
+fn base_image(
+    args: &BuildArgs,
+    out: &Reporter,
+) -> anyhow::Result<(PathBuf, Option<String>, Option<String>)> {
     if let Some(b) = &args.base {
         if !b.exists() {
             bail!(
@@ -406,12 +415,12 @@ fn base_image(args: &BuildArgs, out: &Reporter) -> anyhow::Result<(PathBuf, Opti
                 b.display()
             );
         }
-        return Ok((b.clone(), None));
+        return Ok((b.clone(), None, None));
     }
     let mut opts = piimg::fetch::FetchOptions::from_env()?;
     opts.offline = args.offline;
     let img = piimg::fetch::ensure_base(&opts, out)?;
-    Ok((img.path, Some(img.sha256)))
+    Ok((img.path, Some(img.sha256), img.init_format))
 }
 
 /// The card's `piimg/manifest.json`.

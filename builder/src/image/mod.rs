@@ -22,6 +22,7 @@ mod gpt;
 mod mbr;
 mod release;
 mod rootfs;
+pub mod sanity;
 mod sniff;
 mod table;
 pub mod usage;
@@ -37,7 +38,10 @@ pub use elf::Arch;
 pub use error::ImageError;
 pub use fat::{BootFs, Change, FatEntry};
 pub use fat_time::Timestamp;
-pub use release::{FirstBoot, Release, User, require_supported_arch};
+pub use release::{
+    BootEvidence, FirstBoot, Mechanism, Release, Supported, User, VintageMatch, choose_first_boot,
+    require_supported_arch, vintage,
+};
 pub use rootfs::RootFs;
 pub use table::{Partition, PartitionKind, PartitionTable, SECTOR, Scheme};
 
