@@ -1338,3 +1338,116 @@ fn bookworm_hook_needs_sys_mods_firstboot_and_systemd_240() {
         "systemd 252 (dpkg: systemd 252.38-1~deb12u1)"
     );
 }
+
+// ------------------------------------------------------- `piimg build` refuses bases
+
+const LAB_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDaZHaCdoVEb1zwLI5CNGewvIXbUN372synbuJpT30X8 test@piimg";
+
+/// A one-node profile `lab.toml` in a new temp dir.
+fn lab() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("lab.toml"),
+        format!(
+            "[cluster]\nname = \"lab\"\n\n[network]\ncidr = \"192.168.86.0/24\"\n\
+             gateway = \"192.168.86.1\"\ndns = [\"192.168.86.1\"]\n\n[k3s]\nversion = \"v1.31.4+k3s1\"\n\n\
+             [access]\nadmin_user = \"admin\"\nssh_keys = [\"{LAB_KEY}\"]\n\n\
+             [[nodes]]\nname = \"cp-1\"\nip = \"192.168.86.31\"\nrole = \"server\"\n\
+             hardware = \"pi5-8gb\"\n"
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+/// `piimg build --node cp-1 --offline` in `dir`, with the cache in `dir/cache`.
+fn build(dir: &Path, base: Option<&Path>) -> std::process::Output {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_piimg"));
+    c.current_dir(dir)
+        .env("SOURCE_DATE_EPOCH", T0.to_string())
+        .env("PIIMG_CACHE", dir.join("cache"))
+        .env_remove("PIIMG_PROFILE")
+        .args(["--quiet", "build", "--profile", "lab.toml", "--offline"])
+        .args(["--node", "cp-1"]);
+    if let Some(b) = base {
+        c.arg("--base").arg(b);
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn build_refuses_a_broken_base_before_creating_anything() {
+    let dir = lab();
+    let img = image("bookworm", &[]);
+    // Start from a card that builds, then break one FAT copy.
+    let o = build(dir.path(), Some(&img.path));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::remove_dir_all(dir.path().join("lab.secrets")).unwrap();
+    std::fs::remove_dir_all(dir.path().join("out")).unwrap();
+    let offsets = fat_entry(&img.path, 60_000);
+    poke(&img.path, offsets[1], &0x0fff_ffffu32.to_le_bytes());
+    let o = build(dir.path(), Some(&img.path));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "error: {}: boot partition (partition 1 at byte 8388608): FAT 1 and FAT 2 differ",
+            img.path.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("lab.secrets").exists(),
+        "no secrets created"
+    );
+    assert!(!dir.path().join("out").exists(), "nothing built");
+}
+
+#[test]
+fn build_refuses_a_cached_base_whose_os_list_init_format_contradicts_its_root() {
+    let dir = lab();
+    let img = image("bookworm", &[]);
+    let key = "ab".repeat(32);
+    let images = dir.path().join("cache/images");
+    std::fs::create_dir_all(&images).unwrap();
+    let cached = images.join(format!("{key}.img"));
+    std::fs::copy(&img.path, &cached).unwrap();
+    let meta = |init_format: &str| {
+        serde_json::json!({
+            "path": cached,
+            "sha256": "cd".repeat(32),
+            "size": std::fs::metadata(&cached).unwrap().len(),
+            "download_sha256": key,
+            "release": "bookworm",
+            "release_date": "2025-05-13",
+            "name": "Raspberry Pi OS Lite (64-bit)",
+            "url": "http://127.0.0.1/2025-05-13-raspios-bookworm-arm64-lite.img.xz",
+            "init_format": init_format,
+            "fetched_at": 1_700_000_000u64,
+        })
+        .to_string()
+    };
+    std::fs::write(images.join(format!("{key}.json")), meta("cloudinit-rpi")).unwrap();
+    let o = build(dir.path(), None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "the OS list gives init_format \"cloudinit-rpi\" (cloud-init) but the root \
+             partition has no cloud-init"
+        ),
+        "{err}"
+    );
+    assert!(!dir.path().join("out").exists(), "nothing built");
+
+    // The format the list gives for Bookworm builds.
+    std::fs::write(images.join(format!("{key}.json")), meta("systemd")).unwrap();
+    let o = build(dir.path(), None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cmdline =
+        String::from_utf8(mtype(&dir.path().join("out/cp-1.img"), 1, "cmdline.txt").unwrap())
+            .unwrap();
+    assert!(cmdline.contains("systemd.run="), "{cmdline}");
+}
