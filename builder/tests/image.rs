@@ -941,12 +941,28 @@ fn boot_partition_typed_linux_is_named() {
     assert!(
         e.contains(&format!(
             "{}: partition 1 (at byte 8388608) holds the FAT boot file system but the \
-             partition table types it 0x83, not FAT (0x0c)",
+             partition table types it 0x83, not a FAT type",
             img.path.display()
         )),
         "{e}"
     );
-    assert!(e.contains("sfdisk --part-type IMAGE 1 c"), "{e}");
+    assert!(e.contains("sfdisk --part-type IMAGE 1 c`"), "{e}");
+
+    // GPT: a Linux-typed partition holding the FAT gets the basic-data GUID as the fix.
+    let img = image("trixie", &["--gpt"]);
+    let o = std::process::Command::new("sfdisk")
+        .args(["-q", "--part-type"])
+        .arg(&img.path)
+        .args(["1", "0FC63DAF-8483-4772-8E79-3D69D8477DE4"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let e = sanity(&img.path).expect("refused");
+    assert!(
+        e.contains("partition 1 (at byte 8388608) holds the FAT boot file system")
+            && e.contains("sfdisk --part-type IMAGE 1 EBD0A0A2-B9E5-4433-87C0-68B6B72699C7`"),
+        "{e}"
+    );
 }
 
 #[test]

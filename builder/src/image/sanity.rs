@@ -27,6 +27,8 @@ const FAT32_EOC: u32 = 0x0fff_fff8;
 const FAT32_BAD: u32 = 0x0fff_fff7;
 /// FAT[1]'s clean-shutdown and no-hard-error flags (ignored when checking it).
 const FAT32_FLAGS: u32 = 0x0c00_0000;
+/// GPT's "Microsoft basic data" type, what Raspberry Pi GPT images give the boot partition.
+const GPT_BASIC_DATA: &str = "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7";
 /// The files every card reads and rewrites in the root directory (8.3 names).
 const CARD_FILES: [(&str, &[u8; 11]); 2] = [
     ("cmdline.txt", b"CMDLINE TXT"),
@@ -40,9 +42,9 @@ pub enum Problem {
     /// A partition holds the FAT boot file system but its table entry says otherwise.
     #[error(
         "partition {index} (at byte {offset}) holds the FAT boot file system but the \
-         partition table types it {type_code}, not FAT (0x0c); the Pi firmware would not \
-         find its boot files — retype it (`sfdisk --part-type IMAGE {index} c`) or fetch a \
-         fresh image"
+         partition table types it {type_code}, not a FAT type; the Pi firmware would \
+         not find its boot files — retype it (`sfdisk --part-type IMAGE {index} {fat_type}`) \
+         or fetch a fresh image"
     )]
     BootNotTypedFat {
         /// Partition number.
@@ -51,6 +53,8 @@ pub enum Problem {
         offset: u64,
         /// The type it has (`0x83`, or a GPT type GUID).
         type_code: String,
+        /// The type it should have (`c`, or the GPT basic-data GUID).
+        fat_type: &'static str,
     },
     /// cmdline.txt's `root=PARTUUID=` names no partition of this disk.
     #[error(
@@ -164,8 +168,8 @@ pub fn check(image: &Image) -> Result<(), ImageError> {
 }
 
 /// Every problem of `image` as a base, in the order: partition types, FAT tables,
-/// cmdline.txt. Parts that cannot be read at all are left to the readers that need
-/// them (they name their own errors).
+/// cmdline.txt (read only from a FAT that passed). Parts that cannot be read at all
+/// are left to the readers that need them (they name their own errors).
 pub fn findings(image: &Image) -> Vec<ImageError> {
     let wrap = |problem: Problem| ImageError::Sanity {
         image: image.path().to_path_buf(),
@@ -181,6 +185,10 @@ pub fn findings(image: &Image) -> Vec<ImageError> {
                 index: p.index,
                 offset: p.start,
                 type_code: p.type_code.clone(),
+                fat_type: match image.table().scheme {
+                    Scheme::Mbr { .. } => "c",
+                    Scheme::Gpt { .. } => GPT_BASIC_DATA,
+                },
             }));
         }
     }
