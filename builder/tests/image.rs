@@ -1342,6 +1342,19 @@ fn bookworm_hook_needs_sys_mods_firstboot_and_systemd_240() {
         ),
         "{e}"
     );
+    // A real (full) dpkg status without systemd: no systemd, whatever the release ships.
+    let full: String = (0..60)
+        .map(|i| format!("Package: pkg{i}\nStatus: install ok installed\nVersion: 1\n\n"))
+        .collect();
+    debugfs_w(
+        &img.path,
+        &debugfs_put(dir.path(), "/var/lib/dpkg/status", &full, true),
+    );
+    let e = choose(&img.path, None).unwrap_err();
+    assert!(
+        e.contains("no systemd: dpkg lists 60 packages, none of them systemd"),
+        "{e}"
+    );
     let status = status.replace("239-1", "252.38-1~deb12u1");
     debugfs_w(
         &img.path,
