@@ -18,6 +18,7 @@ mod fat;
 mod fat_guard;
 mod fat_raw;
 pub(crate) mod fat_time;
+mod first_boot;
 mod gpt;
 mod mbr;
 mod release;
@@ -26,6 +27,7 @@ pub mod sanity;
 mod sniff;
 mod table;
 pub mod usage;
+mod vintage;
 mod window;
 
 use std::fs::{File, OpenOptions};
@@ -38,12 +40,11 @@ pub use elf::Arch;
 pub use error::ImageError;
 pub use fat::{BootFs, Change, FatEntry};
 pub use fat_time::Timestamp;
-pub use release::{
-    BootEvidence, FirstBoot, Mechanism, Release, Supported, User, VintageMatch, choose_first_boot,
-    require_supported_arch, vintage,
-};
+pub use first_boot::{FirstBoot, Mechanism, Supported, choose as choose_first_boot};
+pub use release::{Release, User, require_supported_arch};
 pub use rootfs::RootFs;
 pub use table::{Partition, PartitionKind, PartitionTable, SECTOR, Scheme};
+pub use vintage::{BootEvidence, VintageMatch, vintage};
 
 use sniff::Sniffed;
 use window::Overlay;
