@@ -54,6 +54,44 @@ pub struct Vintage {
     pub userconfig_service: bool,
 }
 
+/// One of Imager's OS-list `init_format`s.
+#[derive(Debug, Clone, Deserialize)]
+pub struct InitFormat {
+    /// Where the facts come from.
+    pub source: String,
+    /// What piimg does for it (`systemd-run`, `cloud-init`), empty when unsupported.
+    pub mechanism: String,
+    /// Files Imager writes on the boot partition for it.
+    pub boot_files: Vec<String>,
+    /// Paths on the root that must all exist for the OS to read those files.
+    pub root_evidence: Vec<String>,
+    /// Releases the end-to-end test boots with this mechanism.
+    pub tested_codenames: Vec<String>,
+}
+
+/// What makes each first-boot mechanism work on a root.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FirstBootFacts {
+    /// Where the facts come from.
+    pub source: String,
+    /// Oldest systemd whose `systemd-run-generator` honours `systemd.run=`.
+    pub systemd_run_min_systemd: u32,
+    /// The generator that turns `systemd.run=` into a unit.
+    pub systemd_run_generator: String,
+    /// raspberrypi-sys-mods' `init=` first-boot script.
+    pub sysmods_firstboot: String,
+    /// Releases whose cmdline.txt runs that script (and so need it).
+    pub sysmods_firstboot_codenames: Vec<String>,
+    /// cloud-init configuration: files, and directories of `*.cfg` files.
+    pub cloud_init_configs: Vec<String>,
+    /// The passwordless-sudo drop-in for the first user.
+    pub sudoers_nopasswd: String,
+    /// The link that enables `userconfig.service`.
+    pub userconfig_service: String,
+    /// The systemd major version each Debian release ships.
+    pub debian_systemd: BTreeMap<String, u32>,
+}
+
 /// All facts.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Facts {
@@ -61,6 +99,10 @@ pub struct Facts {
     pub layout: Layout,
     /// Release vintages by name.
     pub vintages: BTreeMap<String, Vintage>,
+    /// Imager's `init_format`s by name.
+    pub init_formats: BTreeMap<String, InitFormat>,
+    /// What each first-boot mechanism needs on the root.
+    pub first_boot: FirstBootFacts,
 }
 
 /// The embedded facts, parsed once. The file is part of the binary and checked by a
@@ -82,5 +124,16 @@ mod tests {
         for (name, v) in &f.vintages {
             assert!(!v.source.is_empty(), "{name} has no source");
         }
+        for (name, i) in &f.init_formats {
+            assert!(!i.source.is_empty(), "init format {name} has no source");
+        }
+        for v in f.vintages.values() {
+            assert!(
+                f.init_formats.contains_key(&v.init_format),
+                "vintage init_format {} is not an [init_formats] table",
+                v.init_format
+            );
+        }
+        assert!(!f.first_boot.source.is_empty());
     }
 }

@@ -107,6 +107,12 @@ fn fetches_verifies_and_caches_a_multi_block_image() {
     // No partial download left; one cache entry.
     assert_eq!(files(&cache.join("partial")), Vec::<String>::new());
     assert_eq!(Cache::new(&cache).list().unwrap(), vec![img.clone()]);
+    // The cache's metadata on disk records the OS list's init_format with the image.
+    let meta = cache
+        .join("images")
+        .join(format!("{}.json", trixie().xz_sha));
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(meta["init_format"], "cloudinit-rpi", "{meta}");
     let reqs = server.requests(TRIXIE_PATH);
     assert_eq!(reqs.len(), 1);
     assert!(reqs[0].range.is_none());
@@ -741,6 +747,12 @@ fn cli_imports_a_local_img_xz_with_file_and_sha256() {
     assert_eq!(doc["image"]["sha256"], trixie().raw_sha.as_str());
     assert_eq!(doc["image"]["release"], "trixie");
     assert_eq!(doc["downloaded"], true);
+    // A --file base has no OS-list init_format: its root alone decides the mechanism.
+    let meta = cache
+        .join("images")
+        .join(format!("{}.json", trixie().xz_sha));
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(meta["init_format"], serde_json::Value::Null, "{meta}");
 
     // A wrong hash is refused, showing both.
     let other = tempfile::tempdir().unwrap();

@@ -126,7 +126,7 @@ fn release_facts_for_both_releases() {
         } else {
             FirstBoot::SystemdRun
         };
-        assert_eq!(r.first_boot, mechanism);
+        assert_eq!(r.first_boot, Some(mechanism));
         assert!(r.network_manager);
         assert_eq!(r.default_user().unwrap().name, "pi");
         assert!(r.users.iter().any(|u| u.name == "root" && u.uid == 0));
@@ -331,9 +331,14 @@ fn bad_paths_are_refused() {
 fn root_dir_tree_is_used_and_fstab_gets_partuuids() {
     let dir = tempfile::tempdir().unwrap();
     let tree = dir.path().join("root");
-    for d in ["etc", "usr/bin", "usr/sbin", "var/lib/dpkg"] {
+    for d in ["etc/cloud", "usr/bin", "usr/sbin", "var/lib/dpkg"] {
         std::fs::create_dir_all(tree.join(d)).unwrap();
     }
+    std::fs::write(
+        tree.join("etc/cloud/cloud.cfg"),
+        "datasource_list: [ NoCloud, None ]\n",
+    )
+    .unwrap();
     std::fs::write(
         tree.join("etc/os-release"),
         "PRETTY_NAME=\"Custom Debian\"\nVERSION_CODENAME=trixie\nVERSION_ID=\"13\"\nID=debian\n",
@@ -372,7 +377,7 @@ fn root_dir_tree_is_used_and_fstab_gets_partuuids() {
     let r = image.root().unwrap().release().unwrap();
     assert_eq!(r.pretty_name, "Custom Debian");
     assert_eq!(r.default_user().unwrap().name, "alice");
-    assert_eq!(r.first_boot, FirstBoot::CloudInit);
+    assert_eq!(r.first_boot, Some(FirstBoot::CloudInit));
     assert!(!r.network_manager);
     let fstab = String::from_utf8(debugfs_cat(&out, 2, "/etc/fstab")).unwrap();
     assert!(
@@ -843,4 +848,635 @@ fn damaged_fat_gives_errors_never_a_panic() {
              ({caught} of them fatfs panics turned into errors)"
         );
     }
+}
+
+// ------------------------------------------------------------- base sanity checks
+
+/// `piimg::image::sanity::check` of `path` as one line, or `None` when it passes.
+fn sanity(path: &Path) -> Option<String> {
+    let image = Image::open(path).unwrap();
+    let e = piimg::image::sanity::check(&image).err()?.to_string();
+    assert_eq!(e.lines().count(), 1, "one line: {e}");
+    Some(e)
+}
+
+/// Writes `bytes` at `offset` of `path` (damage made as data).
+fn poke(path: &Path, offset: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, offset).unwrap();
+}
+
+/// Byte offsets in the image of entry `cluster` of each FAT copy of partition 1,
+/// from its boot sector (reserved sectors, FAT count and size).
+fn fat_entry(path: &Path, cluster: u32) -> Vec<u64> {
+    let (start, _) = partition(path, 1);
+    let data = std::fs::read(path).unwrap();
+    let bs = &data[start as usize..start as usize + 512];
+    let bps = u64::from(u16::from_le_bytes([bs[11], bs[12]]));
+    let reserved = u64::from(u16::from_le_bytes([bs[14], bs[15]]));
+    let fats = u64::from(bs[16]);
+    let fat_len = u64::from(u32::from_le_bytes([bs[36], bs[37], bs[38], bs[39]])) * bps;
+    (0..fats)
+        .map(|n| start + reserved * bps + n * fat_len + u64::from(cluster) * 4)
+        .collect()
+}
+
+/// The first cluster of `file` on partition 1 per mtools' `mshowfat` ("<20>" or "<20-21>").
+fn first_cluster(path: &Path, file: &str) -> u32 {
+    let (start, _) = partition(path, 1);
+    let out = std::process::Command::new("mshowfat")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@{start}", path.display()))
+        .arg(format!("::/{file}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let inner = text
+        .split('<')
+        .nth(1)
+        .unwrap()
+        .split(['>', '-'])
+        .next()
+        .unwrap();
+    inner.trim().parse().unwrap()
+}
+
+/// Replaces cmdline.txt on the boot partition through the image engine.
+fn write_cmdline(path: &Path, text: &str) {
+    let image = Image::open_rw(path).unwrap();
+    let mut boot = image.boot_at(Timestamp::from_unix(T0)).unwrap();
+    boot.write("cmdline.txt", text.as_bytes()).unwrap();
+    boot.commit().unwrap();
+    assert_eq!(mtype(path, 1, "cmdline.txt").unwrap(), text.as_bytes());
+}
+
+#[test]
+fn clean_bases_pass_the_sanity_checks_also_after_an_edit() {
+    for release in RELEASES {
+        let img = image(release, &[]);
+        assert_eq!(sanity(&img.path), None, "{release}");
+        let image = Image::open_rw(&img.path).unwrap();
+        let mut boot = image.boot_at(Timestamp::from_unix(T0)).unwrap();
+        boot.write("piimg/a/b.txt", &vec![0x5a; 70_000]).unwrap();
+        boot.commit().unwrap();
+        assert_fat_clean(&img.path, 1);
+        assert_eq!(sanity(&img.path), None, "{release} after an edit");
+    }
+}
+
+#[test]
+fn boot_partition_typed_linux_is_named() {
+    let img = image("bookworm", &[]);
+    let o = std::process::Command::new("sfdisk")
+        .args(["-q", "--part-type"])
+        .arg(&img.path)
+        .args(["1", "83"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(sfdisk(&img.path).1[0].kind, "83");
+    let e = sanity(&img.path).expect("refused");
+    assert!(
+        e.contains(&format!(
+            "{}: partition 1 (at byte 8388608) holds the FAT boot file system but the \
+             partition table types it 0x83, not a FAT type",
+            img.path.display()
+        )),
+        "{e}"
+    );
+    assert!(e.contains("sfdisk --part-type IMAGE 1 c`"), "{e}");
+
+    // GPT: a Linux-typed partition holding the FAT gets the basic-data GUID as the fix.
+    let img = image("trixie", &["--gpt"]);
+    let o = std::process::Command::new("sfdisk")
+        .args(["-q", "--part-type"])
+        .arg(&img.path)
+        .args(["1", "0FC63DAF-8483-4772-8E79-3D69D8477DE4"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let e = sanity(&img.path).expect("refused");
+    assert!(
+        e.contains("partition 1 (at byte 8388608) holds the FAT boot file system")
+            && e.contains("sfdisk --part-type IMAGE 1 EBD0A0A2-B9E5-4433-87C0-68B6B72699C7`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn cmdline_root_partuuid_of_another_disk_or_partition_is_named() {
+    let img = image("bookworm", &[]);
+    let rest = "rootfstype=ext4 fsck.repair=yes rootwait quiet";
+    write_cmdline(
+        &img.path,
+        &format!("console=tty1 root=PARTUUID=1234abcd-02 {rest}\n"),
+    );
+    let e = sanity(&img.path).expect("refused");
+    assert!(
+        e.contains(
+            "the base's cmdline.txt points at PARTUUID 1234abcd-02 but the disk id is 5e3da3da \
+             (partitions 5e3da3da-01, 5e3da3da-02); this card would not find its root"
+        ),
+        "{e}"
+    );
+
+    write_cmdline(
+        &img.path,
+        &format!("console=tty1 root=PARTUUID=5E3DA3DA-01 {rest}\n"),
+    );
+    let e = sanity(&img.path).expect("refused");
+    assert!(
+        e.contains(
+            "points root= at PARTUUID 5e3da3da-01, partition 1 (at byte 8388608), but the \
+             ext4 root is partition 2 (PARTUUID 5e3da3da-02)"
+        ),
+        "{e}"
+    );
+
+    write_cmdline(&img.path, &format!("console=tty1 {rest}\n"));
+    let e = sanity(&img.path).expect("refused");
+    assert!(
+        e.contains("boot partition (partition 1 at byte 8388608) has a cmdline.txt without a root= argument"),
+        "{e}"
+    );
+
+    // Upper-case hex and other root= forms are fine.
+    write_cmdline(&img.path, &format!("root=PARTUUID=5E3DA3DA-02 {rest}\n"));
+    assert_eq!(sanity(&img.path), None);
+    write_cmdline(&img.path, &format!("root=/dev/mmcblk0p2 {rest}\n"));
+    assert_eq!(sanity(&img.path), None);
+}
+
+#[test]
+fn damaged_fat_reserved_entries_are_named() {
+    let img = image("trixie", &[]);
+    let entry0 = fat_entry(&img.path, 0);
+    assert_eq!(entry0.len(), 2, "two FATs");
+    // Media byte 0xF0 in both FATs while the boot sector says 0xF8.
+    for &o in &entry0 {
+        poke(&img.path, o, &0x0fff_fff0u32.to_le_bytes());
+    }
+    let e = sanity(&img.path).expect("refused");
+    assert!(
+        e.contains(
+            "boot partition (partition 1 at byte 8388608): FAT 1 entry 0 is 0x0ffffff0, \
+             expected 0x0ffffff8 (the boot sector's media byte 0xf8"
+        ),
+        "{e}"
+    );
+    assert!(e.contains("fsck.vfat -a"), "{e}");
+    for &o in &entry0 {
+        poke(&img.path, o, &0x0fff_fff8u32.to_le_bytes());
+    }
+    assert_eq!(sanity(&img.path), None, "restored");
+
+    // No end-of-chain mark in entry 1 (its clean/error flags alone are fine).
+    for &o in &fat_entry(&img.path, 1) {
+        poke(&img.path, o, &0x03ff_ffffu32.to_le_bytes());
+    }
+    assert_eq!(sanity(&img.path), None, "dirty flags are not damage");
+    for &o in &fat_entry(&img.path, 1) {
+        poke(&img.path, o, &0u32.to_le_bytes());
+    }
+    let e = sanity(&img.path).expect("refused");
+    assert!(
+        e.contains("FAT 1 entry 1 is 0x00000000, expected 0x0fffffff (an end-of-chain mark)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn out_of_range_chain_of_a_card_file_is_named() {
+    let img = image("bookworm", &[]);
+    let c = first_cluster(&img.path, "config.txt");
+    for &o in &fat_entry(&img.path, c) {
+        poke(&img.path, o, &0x0fff_fff0u32.to_le_bytes());
+    }
+    let (ok, fsck) = fsck_vfat(&img.path, 1);
+    assert!(!ok, "fsck.vfat sees the damage too:\n{fsck}");
+    let e = sanity(&img.path).expect("refused");
+    assert!(
+        e.contains(
+            "boot partition (partition 1 at byte 8388608): the cluster chain of config.txt is \
+             damaged: cluster 268435440 is out of range (the file system has clusters 2.."
+        ),
+        "{e}"
+    );
+
+    // A chain shorter than the file's size.
+    let img = image("trixie", &[]);
+    let c = first_cluster(&img.path, "config.txt");
+    assert!(
+        mtype(&img.path, 1, "config.txt").unwrap().len() > 512,
+        "spans clusters"
+    );
+    for &o in &fat_entry(&img.path, c) {
+        poke(&img.path, o, &0x0fff_ffffu32.to_le_bytes());
+    }
+    let e = sanity(&img.path).expect("refused");
+    assert!(
+        e.contains("the cluster chain of config.txt is damaged: it has 1 cluster(s) but its"),
+        "{e}"
+    );
+}
+
+#[test]
+fn differing_fat_copies_are_named() {
+    let img = image("bookworm", &[]);
+    // A free cluster far from anything in use, marked used in FAT 2 only.
+    let cluster = 60_000;
+    let offsets = fat_entry(&img.path, cluster);
+    poke(&img.path, offsets[1], &0x0fff_ffffu32.to_le_bytes());
+    let (_, fsck) = fsck_vfat(&img.path, 1);
+    assert!(fsck.to_lowercase().contains("differ"), "fsck.vfat:\n{fsck}");
+    let e = sanity(&img.path).expect("refused");
+    assert!(
+        e.contains(&format!(
+            "FAT 1 and FAT 2 differ (first at byte {} of the FAT, the entry of cluster {cluster})",
+            cluster * 4
+        )),
+        "{e}"
+    );
+}
+
+// ------------------------------------------------ first-boot mechanism, from evidence
+
+/// Runs debugfs commands read-write on the root (partition 2): the root as data.
+fn debugfs_w(path: &Path, cmds: &[String]) {
+    let (start, _) = partition(path, 2);
+    let mut child = std::process::Command::new("debugfs")
+        .args(["-w", "-f", "-"])
+        .arg(format!("{}?offset={start}", path.display()))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(cmds.join("\n").as_bytes()).unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&o.stderr).to_lowercase();
+    assert!(
+        o.status.success() && !text.contains("not found") && !text.contains("error"),
+        "debugfs {cmds:?}: {text}"
+    );
+    assert_ext4_clean(path, 2);
+}
+
+/// debugfs commands that put `content` at `path` on the root (removing the file
+/// there first when `replace`).
+fn debugfs_put(dir: &Path, path: &str, content: &str, replace: bool) -> Vec<String> {
+    let local = dir.join(path.replace('/', "_"));
+    std::fs::write(&local, content).unwrap();
+    let mut cmds = Vec::new();
+    if replace {
+        cmds.push(format!("rm {path}"));
+    }
+    cmds.push(format!("write {} {path}", local.display()));
+    cmds
+}
+
+fn release_of(path: &Path) -> piimg::image::Release {
+    Image::open(path)
+        .unwrap()
+        .root()
+        .unwrap()
+        .release()
+        .unwrap()
+}
+
+fn choose(path: &Path, init_format: Option<&str>) -> Result<FirstBoot, String> {
+    piimg::image::choose_first_boot(path, &release_of(path), init_format).map_err(|e| {
+        let e = e.to_string();
+        assert_eq!(e.lines().count(), 1, "one line: {e}");
+        e
+    })
+}
+
+#[test]
+fn os_list_init_format_must_agree_with_the_root() {
+    let trixie = image("trixie", &[]);
+    let bookworm = image("bookworm", &[]);
+    assert_eq!(choose(&trixie.path, None), Ok(FirstBoot::CloudInit));
+    assert_eq!(
+        choose(&trixie.path, Some("cloudinit-rpi")),
+        Ok(FirstBoot::CloudInit)
+    );
+    // Trixie 2025-10 was listed as "systemd": its root has systemd 257 and cloud-init;
+    // piimg uses the mechanism it tests on Trixie.
+    assert_eq!(
+        choose(&trixie.path, Some("systemd")),
+        Ok(FirstBoot::CloudInit)
+    );
+    assert_eq!(choose(&bookworm.path, None), Ok(FirstBoot::SystemdRun));
+    assert_eq!(
+        choose(&bookworm.path, Some("systemd")),
+        Ok(FirstBoot::SystemdRun)
+    );
+
+    let e = choose(&bookworm.path, Some("cloudinit-rpi")).unwrap_err();
+    assert!(
+        e.contains(
+            "the OS list gives init_format \"cloudinit-rpi\" (cloud-init) but the root \
+             partition has no cloud-init (/usr/bin/cloud-init); found: systemd-run (systemd 252"
+        ),
+        "{e}"
+    );
+    assert!(e.contains("piimg cache prune"), "{e}");
+    let e = choose(&trixie.path, Some("rpi-preseed")).unwrap_err();
+    assert!(
+        e.contains("init_format \"rpi-preseed\" (rpi-preseed) but the root partition has no /usr/lib/rpi-preseed/rpi-preseed"),
+        "{e}"
+    );
+    let e = choose(&trixie.path, Some("systemd-boot")).unwrap_err();
+    assert!(
+        e.contains(
+            "init_format \"systemd-boot\", which piimg does not know (known: cloudinit, \
+             cloudinit-rpi, none, rpi-preseed, systemd)"
+        ),
+        "{e}"
+    );
+    for none in ["none", ""] {
+        let e = choose(&trixie.path, Some(none)).unwrap_err();
+        assert!(
+            e.contains("init_format \"none\": the image takes no first-boot customisation"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn trixie_without_cloud_init_is_refused_not_given_the_bookworm_hook() {
+    let img = image("trixie", &[]);
+    debugfs_w(&img.path, &["rm /usr/bin/cloud-init".to_string()]);
+    let r = release_of(&img.path);
+    assert_eq!(r.first_boot, None);
+    let e = choose(&img.path, None).unwrap_err();
+    assert!(
+        e.contains(
+            "root partition (trixie): piimg cannot run its first-boot agent: none of its \
+             first-boot mechanisms is one piimg uses on trixie (piimg uses cloud-init on \
+             trixie, systemd-run on bookworm); no cloud-init (/usr/bin/cloud-init)"
+        ),
+        "{e}"
+    );
+    assert!(e.contains("found: systemd-run (systemd 257"), "{e}");
+    let e = choose(&img.path, Some("cloudinit-rpi")).unwrap_err();
+    assert!(e.contains("has no cloud-init (/usr/bin/cloud-init)"), "{e}");
+}
+
+#[test]
+fn cloud_init_without_a_nocloud_datasource_is_refused() {
+    let img = image("trixie", &[]);
+    debugfs_w(
+        &img.path,
+        &[
+            "rm /etc/cloud/cloud.cfg".to_string(),
+            "rm /etc/cloud/cloud.cfg.d/99_raspberry-pi.cfg".to_string(),
+        ],
+    );
+    let e = choose(&img.path, None).unwrap_err();
+    assert!(
+        e.contains(
+            "cloud-init is installed (/usr/bin/cloud-init) but no NoCloud datasource is \
+             configured in /etc/cloud/cloud.cfg or /etc/cloud/cloud.cfg.d"
+        ),
+        "{e}"
+    );
+
+    // A commented-out NoCloud does not count; a datasource section in cloud.cfg.d does.
+    let dir = tempfile::tempdir().unwrap();
+    debugfs_w(
+        &img.path,
+        &debugfs_put(
+            dir.path(),
+            "/etc/cloud/cloud.cfg.d/50-x.cfg",
+            "# datasource_list: [ NoCloud ]\n",
+            false,
+        ),
+    );
+    assert!(choose(&img.path, None).is_err());
+    debugfs_w(
+        &img.path,
+        &debugfs_put(
+            dir.path(),
+            "/etc/cloud/cloud.cfg.d/50-x.cfg",
+            "datasource:\n  NoCloud:\n    seedfrom: file:///boot/firmware\n",
+            true,
+        ),
+    );
+    assert_eq!(choose(&img.path, None), Ok(FirstBoot::CloudInit));
+    let r = release_of(&img.path);
+    assert!(
+        r.first_boot_support[0]
+            .evidence
+            .contains(&"NoCloud datasource in /etc/cloud/cloud.cfg.d/50-x.cfg".to_string()),
+        "{:?}",
+        r.first_boot_support
+    );
+}
+
+#[test]
+fn rpi_preseed_images_are_refused_with_what_was_found() {
+    let img = image("trixie", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmds = vec![
+        "rm /usr/bin/cloud-init".to_string(),
+        "mkdir /usr/lib/rpi-preseed".to_string(),
+    ];
+    cmds.extend(debugfs_put(
+        dir.path(),
+        "/usr/lib/rpi-preseed/rpi-preseed",
+        "#!/bin/sh\n",
+        false,
+    ));
+    debugfs_w(&img.path, &cmds);
+    let e = choose(&img.path, None).unwrap_err();
+    assert!(
+        e.contains("found: rpi-preseed (/usr/lib/rpi-preseed/rpi-preseed); systemd-run"),
+        "{e}"
+    );
+    let e = choose(&img.path, Some("rpi-preseed")).unwrap_err();
+    assert!(
+        e.contains(
+            "the OS list gives init_format \"rpi-preseed\" (Imager writes rpi-preseed.toml); \
+             piimg writes no cards for it"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn bookworm_hook_needs_sys_mods_firstboot_and_systemd_240() {
+    let img = image("bookworm", &[]);
+    debugfs_w(
+        &img.path,
+        &["rm /usr/lib/raspberrypi-sys-mods/firstboot".to_string()],
+    );
+    let e = choose(&img.path, None).unwrap_err();
+    assert!(
+        e.contains(
+            "no /usr/lib/raspberrypi-sys-mods/firstboot (raspberrypi-sys-mods), which \
+             bookworm's cmdline.txt runs before any systemd.run= hook"
+        ),
+        "{e}"
+    );
+
+    let img = image("bookworm", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let status = "Package: dpkg\nStatus: install ok installed\nArchitecture: arm64\nVersion: 1.22.6\n\n\
+                  Package: systemd\nStatus: install ok installed\nArchitecture: arm64\nVersion: 239-1\n";
+    debugfs_w(
+        &img.path,
+        &debugfs_put(dir.path(), "/var/lib/dpkg/status", status, true),
+    );
+    let e = choose(&img.path, None).unwrap_err();
+    assert!(
+        e.contains(
+            "systemd 239 (dpkg: systemd 239-1) is older than 240, the first with systemd.run="
+        ),
+        "{e}"
+    );
+    // A real (full) dpkg status without systemd: no systemd, whatever the release ships.
+    let full: String = (0..60)
+        .map(|i| format!("Package: pkg{i}\nStatus: install ok installed\nVersion: 1\n\n"))
+        .collect();
+    debugfs_w(
+        &img.path,
+        &debugfs_put(dir.path(), "/var/lib/dpkg/status", &full, true),
+    );
+    let e = choose(&img.path, None).unwrap_err();
+    assert!(
+        e.contains("no systemd: dpkg lists 60 packages, none of them systemd"),
+        "{e}"
+    );
+    let status = status.replace("239-1", "252.38-1~deb12u1");
+    debugfs_w(
+        &img.path,
+        &debugfs_put(dir.path(), "/var/lib/dpkg/status", &status, true),
+    );
+    assert_eq!(choose(&img.path, None), Ok(FirstBoot::SystemdRun));
+    let r = release_of(&img.path);
+    assert_eq!(
+        r.first_boot_support[0].evidence[0],
+        "systemd 252 (dpkg: systemd 252.38-1~deb12u1)"
+    );
+}
+
+// ------------------------------------------------------- `piimg build` refuses bases
+
+const LAB_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDaZHaCdoVEb1zwLI5CNGewvIXbUN372synbuJpT30X8 test@piimg";
+
+/// A one-node profile `lab.toml` in a new temp dir.
+fn lab() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("lab.toml"),
+        format!(
+            "[cluster]\nname = \"lab\"\n\n[network]\ncidr = \"192.168.86.0/24\"\n\
+             gateway = \"192.168.86.1\"\ndns = [\"192.168.86.1\"]\n\n[k3s]\nversion = \"v1.31.4+k3s1\"\n\n\
+             [access]\nadmin_user = \"admin\"\nssh_keys = [\"{LAB_KEY}\"]\n\n\
+             [[nodes]]\nname = \"cp-1\"\nip = \"192.168.86.31\"\nrole = \"server\"\n\
+             hardware = \"pi5-8gb\"\n"
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+/// `piimg build --node cp-1 --offline` in `dir`, with the cache in `dir/cache`.
+fn build(dir: &Path, base: Option<&Path>) -> std::process::Output {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_piimg"));
+    c.current_dir(dir)
+        .env("SOURCE_DATE_EPOCH", T0.to_string())
+        .env("PIIMG_CACHE", dir.join("cache"))
+        .env_remove("PIIMG_PROFILE")
+        .args(["--quiet", "build", "--profile", "lab.toml", "--offline"])
+        .args(["--node", "cp-1"]);
+    if let Some(b) = base {
+        c.arg("--base").arg(b);
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn build_refuses_a_broken_base_before_creating_anything() {
+    let dir = lab();
+    let img = image("bookworm", &[]);
+    // Start from a card that builds, then break one FAT copy.
+    let o = build(dir.path(), Some(&img.path));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::remove_dir_all(dir.path().join("lab.secrets")).unwrap();
+    std::fs::remove_dir_all(dir.path().join("out")).unwrap();
+    let offsets = fat_entry(&img.path, 60_000);
+    poke(&img.path, offsets[1], &0x0fff_ffffu32.to_le_bytes());
+    let o = build(dir.path(), Some(&img.path));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "error: {}: boot partition (partition 1 at byte 8388608): FAT 1 and FAT 2 differ",
+            img.path.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("lab.secrets").exists(),
+        "no secrets created"
+    );
+    assert!(!dir.path().join("out").exists(), "nothing built");
+}
+
+#[test]
+fn build_refuses_a_cached_base_whose_os_list_init_format_contradicts_its_root() {
+    let dir = lab();
+    let img = image("bookworm", &[]);
+    let key = "ab".repeat(32);
+    let images = dir.path().join("cache/images");
+    std::fs::create_dir_all(&images).unwrap();
+    let cached = images.join(format!("{key}.img"));
+    std::fs::copy(&img.path, &cached).unwrap();
+    let meta = |init_format: &str| {
+        serde_json::json!({
+            "path": cached,
+            "sha256": "cd".repeat(32),
+            "size": std::fs::metadata(&cached).unwrap().len(),
+            "download_sha256": key,
+            "release": "bookworm",
+            "release_date": "2025-05-13",
+            "name": "Raspberry Pi OS Lite (64-bit)",
+            "url": "http://127.0.0.1/2025-05-13-raspios-bookworm-arm64-lite.img.xz",
+            "init_format": init_format,
+            "fetched_at": 1_700_000_000u64,
+        })
+        .to_string()
+    };
+    std::fs::write(images.join(format!("{key}.json")), meta("cloudinit-rpi")).unwrap();
+    let o = build(dir.path(), None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "the OS list gives init_format \"cloudinit-rpi\" (cloud-init) but the root \
+             partition has no cloud-init"
+        ),
+        "{err}"
+    );
+    assert!(!dir.path().join("out").exists(), "nothing built");
+
+    // The format the list gives for Bookworm builds.
+    std::fs::write(images.join(format!("{key}.json")), meta("systemd")).unwrap();
+    let o = build(dir.path(), None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cmdline =
+        String::from_utf8(mtype(&dir.path().join("out/cp-1.img"), 1, "cmdline.txt").unwrap())
+            .unwrap();
+    assert!(cmdline.contains("systemd.run="), "{cmdline}");
 }

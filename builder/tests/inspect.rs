@@ -255,3 +255,213 @@ fn damaged_root_is_reported_but_the_rest_is_shown() {
         stderr(&o)
     );
 }
+
+/// Runs debugfs commands read-write on the root (partition 2) of `image`.
+fn debugfs_w(image: &Path, cmds: &[String]) {
+    use std::io::Write;
+    let (start, _) = partition(image, 2);
+    let mut child = Command::new("debugfs")
+        .args(["-w", "-f", "-"])
+        .arg(format!("{}?offset={start}", image.display()))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(cmds.join("\n").as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&o.stderr).to_lowercase();
+    assert!(
+        o.status.success() && !text.contains("not found") && !text.contains("error"),
+        "debugfs {cmds:?}: {text}"
+    );
+    assert_ext4_clean(image, 2);
+}
+
+/// debugfs commands that give the root `vintage`'s first user and sudo/userconfig
+/// facts (as `upstream.toml` describes them); files come from `dir`.
+fn make_root_like(image: &Path, dir: &Path, v: &piimg::upstream::Vintage) {
+    let facts = &piimg::upstream::facts().first_boot;
+    let passwd = dir.join("passwd");
+    std::fs::write(
+        &passwd,
+        format!(
+            "root:x:0:0:root:/root:/bin/bash\n{u}:x:1000:1000:,,,:/home/{u}:{}\n",
+            v.first_user_shell,
+            u = v.first_user
+        ),
+    )
+    .unwrap();
+    let unit = dir.join("userconfig.service");
+    std::fs::write(&unit, "[Unit]\nDescription=stand-in\n").unwrap();
+    let mut cmds = vec![
+        "rm /etc/passwd".to_string(),
+        format!("write {} /etc/passwd", passwd.display()),
+    ];
+    if v.nopasswd_sudo {
+        let sudoers = dir.join("sudoers");
+        std::fs::write(&sudoers, "pi ALL=(ALL) NOPASSWD: ALL\n").unwrap();
+        cmds.push("mkdir /etc/sudoers.d".into());
+        cmds.push(format!(
+            "write {} {}",
+            sudoers.display(),
+            facts.sudoers_nopasswd
+        ));
+    }
+    if v.userconfig_service {
+        let link = &facts.userconfig_service;
+        let parent = link.rsplit_once('/').unwrap().0;
+        for d in [
+            "/etc/systemd",
+            "/etc/systemd/system",
+            parent,
+            "/usr/lib/systemd",
+            "/usr/lib/systemd/system",
+        ] {
+            cmds.push(format!("mkdir {d}"));
+        }
+        cmds.push(format!(
+            "write {} /usr/lib/systemd/system/userconfig.service",
+            unit.display()
+        ));
+        cmds.push(format!(
+            "symlink {link} /usr/lib/systemd/system/userconfig.service"
+        ));
+    }
+    debugfs_w(image, &cmds);
+}
+
+#[test]
+fn inspect_names_the_vintage_from_root_and_boot_evidence() {
+    let facts = piimg::upstream::facts();
+    for (name, v) in &facts.vintages {
+        // Only vintages whose boot cluster size mkimage builds for that release.
+        let img = image(&v.codename, &[]);
+        let cluster = Image::open(&img.path)
+            .unwrap()
+            .boot()
+            .unwrap()
+            .cluster_size();
+        if cluster != u64::from(v.bootfs_sectors_per_cluster) * 512 {
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        make_root_like(&img.path, dir.path(), v);
+        let o = piimg(&["inspect"], &img.path);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let text = stdout(&o);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("vintage: "))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(line.starts_with(&format!("vintage: {name} (")), "{line}");
+        assert!(!line.contains("closest"), "{line}");
+        if v.first_user_shell.ends_with("nologin") {
+            assert!(
+                line.contains(&format!(
+                    "first user {} without a login shell ({})",
+                    v.first_user, v.first_user_shell
+                )),
+                "{line}"
+            );
+        }
+        if !v.nopasswd_sudo {
+            assert!(line.contains("no /etc/sudoers.d/010_pi-nopasswd"), "{line}");
+        }
+        assert!(
+            line.contains(&format!("{cluster}-byte boot clusters")),
+            "{line}"
+        );
+        let j: serde_json::Value =
+            serde_json::from_str(&stdout(&piimg(&["inspect", "--json"], &img.path))).unwrap();
+        assert_eq!(j["root"]["vintage"]["name"], name.as_str());
+        assert_eq!(j["root"]["vintage"]["exact"], true);
+
+        if v.init_format.starts_with("cloudinit") {
+            // Without the seed templates on the boot partition, inspect says so.
+            let image = Image::open_rw(&img.path).unwrap();
+            let mut boot = image.boot_at(Timestamp::from_unix(1_700_000_000)).unwrap();
+            for f in ["user-data", "meta-data", "network-config"] {
+                boot.remove(f).unwrap();
+            }
+            boot.commit().unwrap();
+            assert!(!mdir(&img.path, 1, "").unwrap().contains("user-data"));
+            let text = stdout(&piimg(&["inspect"], &img.path));
+            assert!(
+                text.contains("no cloud-init seed templates on the boot partition)"),
+                "{text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn inspect_shows_the_closest_vintage_and_what_differs() {
+    let img = image("trixie", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let facts = piimg::upstream::facts();
+    let (name, v) = facts
+        .vintages
+        .iter()
+        .find(|(_, v)| v.codename == "trixie" && v.first_user_shell.ends_with("nologin"))
+        .expect("a Trixie vintage whose first user has no login shell");
+    let mut bash = v.clone();
+    bash.first_user_shell = "/bin/bash".into();
+    make_root_like(&img.path, dir.path(), &bash);
+    let text = stdout(&piimg(&["inspect"], &img.path));
+    assert!(
+        text.contains(&format!(
+            "vintage: closest {name} (no /etc/sudoers.d/010_pi-nopasswd; userconfig.service \
+             enabled; 512-byte boot clusters), but its first user is pi with shell /bin/bash \
+             ({name} ships pi with {})",
+            v.first_user_shell
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn base_problems_and_unusable_first_boot_are_warnings_in_inspect() {
+    let img = image("trixie", &[]);
+    {
+        let image = Image::open_rw(&img.path).unwrap();
+        let mut boot = image.boot_at(Timestamp::from_unix(1_700_000_000)).unwrap();
+        boot.write(
+            "cmdline.txt",
+            b"console=tty1 root=PARTUUID=1234abcd-02 rootfstype=ext4 rootwait resize\n",
+        )
+        .unwrap();
+        boot.commit().unwrap();
+    }
+    debugfs_w(&img.path, &["rm /usr/bin/cloud-init".to_string()]);
+    let o = piimg(&["inspect"], &img.path);
+    assert!(o.status.success(), "warnings only: {}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains(&format!(
+            "warning: {}: the base's cmdline.txt points at PARTUUID 1234abcd-02 but the disk \
+             id is 7a1c0b13",
+            img.path.display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("first boot: none piimg can use"), "{text}");
+    assert!(
+        text.contains("warning:") && text.contains("piimg cannot run its first-boot agent"),
+        "{text}"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&stdout(&piimg(&["inspect", "--json"], &img.path))).unwrap();
+    let warnings = j["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert_eq!(j["root"]["release"]["first_boot"], serde_json::Value::Null);
+    assert_eq!(
+        j["root"]["release"]["first_boot_support"][0]["mechanism"],
+        "systemd-run"
+    );
+}

@@ -93,6 +93,30 @@ pub fn run(args: BuildArgs, out: Reporter) -> anyhow::Result<()> {
     let wanted = select_nodes(&profile, &args)?;
     let build_time = build_time()?;
 
+    // The base is checked (sanity, release, first-boot mechanism) before anything is
+    // created or built.
+    let (base, base_sha, init_format) = base_image(&args, &out)?;
+    let image = Image::open(&base).with_context(|| format!("base image {}", base.display()))?;
+    piimg::image::sanity::check(&image)?;
+    let release = image
+        .root()
+        .and_then(|r| r.release())
+        .with_context(|| format!("detecting the OS of {}", base.display()))?;
+    let os = Os {
+        codename: release.codename.clone(),
+        first_boot: match piimg::image::choose_first_boot(&base, &release, init_format.as_deref())?
+        {
+            piimg::image::FirstBoot::SystemdRun => FirstBoot::SystemdRun,
+            piimg::image::FirstBoot::CloudInit => FirstBoot::CloudInit,
+        },
+    };
+    let span = write::boot_span(&image)?;
+    drop(image);
+    let base_id = match &base_sha {
+        Some(sha) => BaseId::Sha256(sha.clone()),
+        None => BaseId::of_file(&base).with_context(|| format!("base image {}", base.display()))?,
+    };
+
     // Concurrent first builds: one creates the secrets and the CA, the others wait
     // for it and use them.
     let held = secrets::lock(&profile_path, |lock| {
@@ -130,25 +154,6 @@ pub fn run(args: BuildArgs, out: Reporter) -> anyhow::Result<()> {
         .filter(|p| wanted.contains(&p.name))
         .collect();
 
-    let (base, base_sha) = base_image(&args, &out)?;
-    let base_id = match &base_sha {
-        Some(sha) => BaseId::Sha256(sha.clone()),
-        None => BaseId::of_file(&base).with_context(|| format!("base image {}", base.display()))?,
-    };
-    let image = Image::open(&base).with_context(|| format!("base image {}", base.display()))?;
-    let release = image
-        .root()
-        .and_then(|r| r.release())
-        .with_context(|| format!("detecting the OS of {}", base.display()))?;
-    let os = Os {
-        codename: release.codename.clone(),
-        first_boot: match release.first_boot {
-            piimg::image::FirstBoot::SystemdRun => FirstBoot::SystemdRun,
-            piimg::image::FirstBoot::CloudInit => FirstBoot::CloudInit,
-        },
-    };
-    let span = write::boot_span(&image)?;
-    drop(image);
     out.info(format!(
         "base {} ({} {}), first boot via {}",
         base.display(),
@@ -419,8 +424,12 @@ fn build_time() -> anyhow::Result<u64> {
     }
 }
 
-/// `--base`, or the cached official image (fetched unless `--offline`).
-fn base_image(args: &BuildArgs, out: &Reporter) -> anyhow::Result<(PathBuf, Option<String>)> {
+/// `--base`, or the cached official image (fetched unless `--offline`), with its
+/// sha256 and the OS list's `init_format` when the cache knows them.
+fn base_image(
+    args: &BuildArgs,
+    out: &Reporter,
+) -> anyhow::Result<(PathBuf, Option<String>, Option<String>)> {
     if let Some(b) = &args.base {
         if !b.exists() {
             bail!(
@@ -428,12 +437,12 @@ fn base_image(args: &BuildArgs, out: &Reporter) -> anyhow::Result<(PathBuf, Opti
                 b.display()
             );
         }
-        return Ok((b.clone(), None));
+        return Ok((b.clone(), None, None));
     }
     let mut opts = piimg::fetch::FetchOptions::from_env()?;
     opts.offline = args.offline;
     let img = piimg::fetch::ensure_base(&opts, out)?;
-    Ok((img.path, Some(img.sha256)))
+    Ok((img.path, Some(img.sha256), img.init_format))
 }
 
 /// The card's `piimg/manifest.json`.

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use piimg::image::{BootFs, Image, Partition, PartitionTable, Release, Scheme};
+use piimg::image::{
+    BootEvidence, BootFs, Image, Partition, PartitionTable, Release, Scheme, VintageMatch,
+};
 use piimg::manifest::Manifest;
 use piimg::progress::{OutputMode, Reporter};
 use piimg_firstboot::contract::{AgentStatus, STATUS_FILE};
@@ -56,6 +58,8 @@ struct RootInfo {
     partition: u32,
     label: String,
     release: Option<Release>,
+    /// The `upstream.toml` vintage the image matches best.
+    vintage: Option<VintageMatch>,
 }
 
 /// Runs `piimg inspect`.
@@ -72,6 +76,12 @@ pub fn run(args: InspectArgs, out: Reporter) -> anyhow::Result<()> {
         warnings: image.warnings().to_vec(),
         errors: Vec::new(),
     };
+    // What `build` would refuse the image for, as warnings.
+    report.warnings.extend(
+        piimg::image::sanity::findings(&image)
+            .iter()
+            .map(ToString::to_string),
+    );
     match image.boot() {
         Ok(boot) => read_boot(&boot, &mut report),
         Err(e) => report.errors.push(e.to_string()),
@@ -83,6 +93,9 @@ pub fn run(args: InspectArgs, out: Reporter) -> anyhow::Result<()> {
                     if let Err(e) = piimg::image::require_supported_arch(image.path(), &r) {
                         report.warnings.push(e.to_string());
                     }
+                    if let Err(e) = piimg::image::choose_first_boot(image.path(), &r, None) {
+                        report.warnings.push(e.to_string());
+                    }
                     Some(r)
                 }
                 Err(e) => {
@@ -90,10 +103,14 @@ pub fn run(args: InspectArgs, out: Reporter) -> anyhow::Result<()> {
                     None
                 }
             };
+            let vintage = release
+                .as_ref()
+                .and_then(|r| piimg::image::vintage(r, boot_evidence(&report)));
             report.root = Some(RootInfo {
                 partition: root.partition().index,
                 label: root.label(),
                 release,
+                vintage,
             });
         }
         Err(e) => report.errors.push(e.to_string()),
@@ -117,6 +134,21 @@ pub fn run(args: InspectArgs, out: Reporter) -> anyhow::Result<()> {
             args.image.display(),
             report.errors.len()
         )
+    }
+}
+
+/// What the boot section read says about the vintage.
+fn boot_evidence(report: &Inspection) -> BootEvidence {
+    match &report.boot {
+        Some(b) => BootEvidence {
+            cluster_size: Some(b.cluster_size),
+            seed_templates: Some(
+                ["user-data", "meta-data", "network-config"]
+                    .iter()
+                    .any(|s| b.files.iter().any(|f| f.path.eq_ignore_ascii_case(s))),
+            ),
+        },
+        None => BootEvidence::default(),
     }
 }
 
@@ -235,11 +267,25 @@ fn human(r: &Inspection) -> String {
             format!("{} ({})", rel.pretty_name, rel.codename)
         };
         let _ = writeln!(s, "release: {}, {}", name.trim(), rel.arch);
+        if let Some(v) = &root.vintage {
+            let _ = writeln!(s, "vintage: {}", v.line());
+        }
         let mechanism = match rel.first_boot {
-            piimg::image::FirstBoot::CloudInit => "cloud-init (NoCloud from the boot partition)",
-            piimg::image::FirstBoot::SystemdRun => "systemd.run= on cmdline.txt",
+            Some(piimg::image::FirstBoot::CloudInit) => {
+                "cloud-init (NoCloud from the boot partition)"
+            }
+            Some(piimg::image::FirstBoot::SystemdRun) => "systemd.run= on cmdline.txt",
+            None => "none piimg can use (see the warning below)",
         };
         let _ = writeln!(s, "first boot: {mechanism}");
+        for sup in &rel.first_boot_support {
+            let _ = writeln!(
+                s,
+                "  supports {}: {}",
+                sup.mechanism.name(),
+                sup.evidence.join(", ")
+            );
+        }
         let _ = writeln!(
             s,
             "NetworkManager: {}; default user: {}",

@@ -174,6 +174,57 @@ pub enum ImageError {
         /// Which file told us.
         evidence: String,
     },
+    /// The OS-list `init_format` is not one piimg knows.
+    #[error(
+        "{}: the OS list gives init_format \"{init_format}\", which piimg does not know \
+         (known: {known}); update piimg, or pass the image with --base so its root decides", .image.display())]
+    UnknownInitFormat {
+        /// The image file.
+        image: PathBuf,
+        /// The value from the OS list.
+        init_format: String,
+        /// The formats piimg knows.
+        known: String,
+    },
+    /// The OS-list `init_format` names a mechanism the root shows no evidence of.
+    #[error(
+        "{}: the OS list gives init_format \"{init_format}\" ({mechanism}) but the root \
+         partition has {missing}; found: {found} — the cached image may not be the one the \
+         list describes: remove it (`piimg cache prune --keep 0`) and fetch again", .image.display())]
+    InitFormatContradiction {
+        /// The image file.
+        image: PathBuf,
+        /// The value from the OS list.
+        init_format: String,
+        /// The mechanism it implies.
+        mechanism: &'static str,
+        /// What the root lacks.
+        missing: String,
+        /// The mechanisms the root does support, with evidence.
+        found: String,
+    },
+    /// The root has no first-boot mechanism piimg writes cards for on its release.
+    #[error(
+        "{}: root partition ({codename}): piimg cannot run its first-boot agent: {reason}; \
+         found: {found} — use an official Raspberry Pi OS Lite (64-bit) image", .image.display())]
+    UnsupportedFirstBoot {
+        /// The image file.
+        image: PathBuf,
+        /// Debian codename of the root.
+        codename: String,
+        /// Why no mechanism can be used.
+        reason: String,
+        /// The mechanisms the root does support, with evidence.
+        found: String,
+    },
+    /// A check of the base image before building failed (see `image::sanity`).
+    #[error("{}: {problem}", .image.display())]
+    Sanity {
+        /// The image file.
+        image: PathBuf,
+        /// The problem, where and the fix.
+        problem: super::sanity::Problem,
+    },
 }
 
 impl ImageError {

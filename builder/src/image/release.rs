@@ -1,5 +1,6 @@
 //! What operating system a root file system holds: Debian release, architecture,
-//! which first-boot mechanism a card can use, networking stack, and users.
+//! networking stack, users, and which first-boot mechanisms it supports (see
+//! [`super::first_boot`]).
 
 use std::path::Path;
 
@@ -7,7 +8,9 @@ use serde::Serialize;
 
 use super::elf::{self, Arch, ElfMachine};
 use super::error::ImageError;
+use super::first_boot::{self, FirstBoot, Supported};
 use super::rootfs::RootFs;
+use crate::upstream;
 
 /// Binaries every Debian root has, checked in order for their ELF architecture.
 const ELF_PROBES: &[&str] = &[
@@ -17,18 +20,6 @@ const ELF_PROBES: &[&str] = &[
     "/usr/bin/ls",
     "/sbin/init",
 ];
-
-/// How a card can run code on the node's first boot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FirstBoot {
-    /// Bookworm style: `systemd.run=` on cmdline.txt runs a script from the boot
-    /// partition in `kernel-command-line.target`.
-    SystemdRun,
-    /// Trixie style: cloud-init's NoCloud datasource reads `user-data`, `meta-data`
-    /// and `network-config` from the boot partition.
-    CloudInit,
-}
 
 /// One line of `/etc/passwd`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -60,8 +51,17 @@ pub struct Release {
     pub arch: Arch,
     /// Which file told us the architecture.
     pub arch_evidence: String,
-    /// The first-boot mechanism a card should use.
-    pub first_boot: FirstBoot,
+    /// The first-boot mechanism piimg would use judging by the root alone (no OS-list
+    /// `init_format`); `None` when the root supports none piimg can use here.
+    pub first_boot: Option<FirstBoot>,
+    /// Every first-boot mechanism the root supports, with its evidence.
+    pub first_boot_support: Vec<Supported>,
+    /// What was looked for and not found, one note per missing piece.
+    pub first_boot_missing: Vec<String>,
+    /// True when `/etc/sudoers.d/010_pi-nopasswd` ships.
+    pub nopasswd_sudo: bool,
+    /// True when `userconfig.service` is enabled.
+    pub userconfig_service: bool,
     /// True when NetworkManager is installed (`/usr/sbin/NetworkManager`).
     pub network_manager: bool,
     /// Accounts from `/etc/passwd`, in file order.
@@ -127,27 +127,30 @@ pub fn detect(root: &RootFs) -> Result<Release, ImageError> {
         ));
     }
     let (arch, arch_evidence) = detect_arch(root)?;
-    let first_boot = if root.exists("/usr/bin/cloud-init")? {
-        FirstBoot::CloudInit
-    } else {
-        FirstBoot::SystemdRun
-    };
+    let facts = upstream::facts();
+    let (first_boot_support, first_boot_missing) = first_boot::support(root, &codename, facts)?;
     let network_manager = root.exists("/usr/sbin/NetworkManager")?;
     let users = root
         .read_text("/etc/passwd")?
         .map(|t| parse_passwd(&t))
         .unwrap_or_default();
-    Ok(Release {
+    let mut release = Release {
         codename,
         version_id: get("VERSION_ID"),
         pretty_name: get("PRETTY_NAME"),
         id: get("ID"),
         arch,
         arch_evidence,
-        first_boot,
+        first_boot: None,
+        first_boot_support,
+        first_boot_missing,
+        nopasswd_sudo: root.exists(&facts.first_boot.sudoers_nopasswd)?,
+        userconfig_service: root.exists(&facts.first_boot.userconfig_service)?,
         network_manager,
         users,
-    })
+    };
+    release.first_boot = first_boot::choose(image, &release, None).ok();
+    Ok(release)
 }
 
 /// The architecture from the ELF header of a core binary, else from dpkg's records.
