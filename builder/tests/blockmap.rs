@@ -403,3 +403,253 @@ fn unknown_or_damaged_file_systems_are_mapped_whole() {
     );
     let _ = ext;
 }
+
+// ------------------------------------------------ build's .bmap, however laid out
+
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDaZHaCdoVEb1zwLI5CNGewvIXbUN372synbuJpT30X8 test@piimg";
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A loop device over a backing file, detached on drop (also when a test fails).
+struct Loop(PathBuf);
+
+impl Loop {
+    fn new(backing: &Path) -> Loop {
+        let dev = run(Command::new("losetup").arg("-f").arg("--show").arg(backing));
+        Loop(PathBuf::from(dev.trim()))
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
+    }
+}
+
+/// A tmpfs mounted on a fresh directory, unmounted on drop.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn new() -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=3g", "tmpfs"])
+            .arg(dir.path()));
+        Tmpfs { dir }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+fn write_profile(dir: &Path) {
+    std::fs::write(
+        dir.join("lab.toml"),
+        format!(
+            r#"[cluster]
+name = "lab"
+domain = "lan"
+
+[network]
+cidr = "192.168.86.0/24"
+gateway = "192.168.86.1"
+dns = ["192.168.86.1"]
+
+[k3s]
+version = "v1.31.4+k3s1"
+
+[access]
+admin_user = "admin"
+ssh_keys = ["{KEY}"]
+
+[[nodes]]
+name = "pi5-master-1"
+ip = "192.168.86.31"
+role = "server"
+hardware = "pi5-8gb"
+"#
+        ),
+    )
+    .unwrap();
+}
+
+/// `piimg build --node pi5-master-1 --base BASE --out OUT`; returns the image path.
+fn build(env: &Path, base: &Path, out: &Path) -> PathBuf {
+    run(Command::new(env!("CARGO_BIN_EXE_piimg"))
+        .current_dir(env)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("PIIMG_CACHE", env.join("cache"))
+        .env_remove("PIIMG_PROFILE")
+        .args(["--quiet", "build", "--profile", "lab.toml", "--offline"])
+        .args(["--node", "pi5-master-1", "--base"])
+        .arg(base)
+        .arg("--out")
+        .arg(out));
+    out.join("pi5-master-1.img")
+}
+
+#[test]
+fn build_writes_the_same_bmap_however_the_base_and_output_are_laid_out() {
+    if !is_root() {
+        eprintln!("SKIPPED: mounting a tmpfs and attaching loop devices need root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_profile(d);
+    // The base, three ways: dense, sparse, and decompressed by xz -d; all named
+    // base.img (the card's manifest names its base).
+    for way in ["dense", "sparse", "unxz"] {
+        std::fs::create_dir(d.join(way)).unwrap();
+    }
+    let made = d.join("made.img");
+    run(Command::new(support::mkimage_script())
+        .args(["--release", "bookworm", "--out"])
+        .arg(&made));
+    let dense = d.join("dense/base.img");
+    run(Command::new("cp")
+        .arg("--sparse=never")
+        .arg(&made)
+        .arg(&dense));
+    let sparse = d.join("sparse/base.img");
+    run(Command::new("cp")
+        .arg("--sparse=always")
+        .arg(&made)
+        .arg(&sparse));
+    run(Command::new("xz").args(["-T0", "-1", "-k"]).arg(&made));
+    let unxz = d.join("unxz/base.img");
+    std::fs::rename(d.join("made.img.xz"), d.join("unxz/base.img.xz")).unwrap();
+    run(Command::new("xz").arg("-d").arg(d.join("unxz/base.img.xz")));
+    std::fs::remove_file(&made).unwrap();
+    let blocks = |p: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p).unwrap().blocks()
+    };
+    assert!(
+        blocks(&sparse) < blocks(&dense),
+        "the sparse base is not sparser than the dense one"
+    );
+
+    let tmpfs = Tmpfs::new();
+    let mut bmaps = Vec::new();
+    let mut first: Option<PathBuf> = None;
+    for base in [&dense, &sparse, &unxz] {
+        for (i, root) in [d, tmpfs.dir.path()].into_iter().enumerate() {
+            let name = base
+                .parent()
+                .and_then(Path::file_name)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let out = root.join(format!("out-{name}-{i}"));
+            let img = build(d, base, &out);
+            let bmap = std::fs::read_to_string(img.with_extension("img.bmap")).unwrap();
+            bmaps.push((format!("{name} on {}", ["disk", "tmpfs"][i]), bmap));
+            match &first {
+                None => {
+                    let keep = d.join("node.img");
+                    run(Command::new("cp")
+                        .arg("--sparse=always")
+                        .arg(&img)
+                        .arg(&keep));
+                    first = Some(keep);
+                }
+                Some(keep) => assert_eq!(
+                    support::sha256_file(&img),
+                    support::sha256_file(keep),
+                    "the images differ"
+                ),
+            }
+            std::fs::remove_dir_all(&out).unwrap();
+        }
+    }
+    for (what, b) in &bmaps[1..] {
+        assert!(
+            b == &bmaps[0].1,
+            "the .bmap of {what} differs from {}",
+            bmaps[0].0
+        );
+    }
+    drop(tmpfs);
+
+    // bmaptool copy onto a used card (a loop device over a 0xFF-filled file).
+    let img = first.unwrap();
+    let bmap = d.join("node.img.bmap");
+    std::fs::write(&bmap, &bmaps[0].1).unwrap();
+    let card = d.join("card.bin");
+    used_card(&img, &[], &card);
+    {
+        let lo = Loop::new(&card);
+        run(Command::new("bmaptool")
+            .args(["-q", "copy", "--bmap"])
+            .arg(&bmap)
+            .arg(&img)
+            .arg(&lo.0));
+    }
+    support::assert_fat_clean(&card, 1);
+    support::assert_ext4_clean(&card, 2);
+    fat_tree(&img, 1, &d.join("fat-a"));
+    fat_tree(&card, 1, &d.join("fat-b"));
+    same_tree(&d.join("fat-a"), &d.join("fat-b"));
+    ext4_tree(&img, 2, &d.join("ext-a"));
+    ext4_tree(&card, 2, &d.join("ext-b"));
+    same_tree(&d.join("ext-a"), &d.join("ext-b"));
+    assert!(
+        journal(&card, 2) == journal(&img, 2),
+        "the card's journal differs"
+    );
+    // The map is what the file systems need, less than the whole image.
+    let size = std::fs::metadata(&img).unwrap().len();
+    let mapped = piimg::bmap::Bmap::load(&bmap).unwrap().mapped_bytes();
+    assert!(mapped < size / 2, "{mapped} of {size} bytes mapped");
+}
+
+#[test]
+fn the_base_map_is_the_file_system_map_and_is_cached_by_file_identity() {
+    use piimg::bmap::BLOCK_SIZE;
+    use piimg::output::blockmap;
+    let dir = tempfile::tempdir().unwrap();
+    let (fat, _) = make_fat(dir.path(), 64, &["-F", "32", "-s", "1"]);
+    let (ext, _) = make_ext4(dir.path(), 96, &[]);
+    let disk = make_disk(dir.path(), &[("c", &fat), ("83", &ext)]);
+    let cache = dir.path().join("cache");
+    let cuts = [MIB / BLOCK_SIZE, 65 * MIB / BLOCK_SIZE];
+    let map = blockmap::base_map(&disk, &cuts, Some(&cache)).unwrap();
+    // The same blocks as the file-system map, split at the cuts.
+    let used = usage::used_ranges(&Image::open(&disk).unwrap()).unwrap();
+    let want: u64 = used
+        .iter()
+        .map(|&(s, e)| (e.div_ceil(BLOCK_SIZE) - s / BLOCK_SIZE) * BLOCK_SIZE)
+        .sum();
+    assert_eq!(map.mapped_bytes(), want);
+    assert!(map.ranges.iter().any(|r| r.first == cuts[0]));
+    assert!(map.ranges.iter().any(|r| r.first == cuts[1]));
+    // Served from the cache the second time: one file, the same map.
+    assert_eq!(blockmap::base_map(&disk, &cuts, Some(&cache)).unwrap(), map);
+    let cached: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
+    assert_eq!(cached.len(), 1);
+    // Each range's checksum is the SHA-256 of its bytes (sha256sum agrees).
+    let size = std::fs::metadata(&disk).unwrap().len();
+    for r in map.ranges.iter().take(5) {
+        let (off, len) = piimg::bmap::byte_span(r.first, r.last, BLOCK_SIZE, size);
+        assert_eq!(r.sha256, support::sha256_range(&disk, off, len));
+    }
+    // A changed base is mapped again, not served from the cache.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    run(Command::new("mdel")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@{}", disk.display(), MIB))
+        .arg("::/kernel8.img"));
+    let again = blockmap::base_map(&disk, &cuts, Some(&cache)).unwrap();
+    assert!(again.mapped_bytes() < map.mapped_bytes());
+}
