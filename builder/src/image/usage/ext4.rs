@@ -32,11 +32,6 @@ const MAGIC: u16 = 0xEF53;
 const COMPAT_EXCLUDE_BITMAP: u32 = 0x100;
 const COMPAT_SPARSE_SUPER2: u32 = 0x200;
 
-/// Incompat features whose on-disk layout this reader handles: filetype, recover,
-/// extents, 64bit, mmp, flex_bg, ea_inode, csum_seed, largedir, inline_data,
-/// encrypt, casefold (fs/ext4/ext4.h `EXT4_FEATURE_INCOMPAT_*`).
-const INCOMPAT_KNOWN: u32 =
-    0x2 | 0x4 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x2000 | 0x4000 | 0x8000 | 0x10000 | 0x20000;
 const INCOMPAT_64BIT: u32 = 0x80;
 
 const RO_COMPAT_SPARSE_SUPER: u32 = 0x1;
@@ -44,9 +39,13 @@ const RO_COMPAT_GDT_CSUM: u32 = 0x10;
 const RO_COMPAT_BIGALLOC: u32 = 0x200;
 const RO_COMPAT_METADATA_CSUM: u32 = 0x400;
 
-const BG_INODE_UNINIT: u16 = 0x1;
-const BG_BLOCK_UNINIT: u16 = 0x2;
-const BG_ITABLE_ZEROED: u16 = 0x4;
+/// The rules in upstream.toml `[blockmap.ext4]`: backup groups, group flags and the
+/// incompat features whose on-disk layout this reader handles (filetype, recover,
+/// extents, 64bit, mmp, flex_bg, ea_inode, csum_seed, largedir, inline_data,
+/// encrypt, casefold: fs/ext4/ext4.h `EXT4_FEATURE_INCOMPAT_*`).
+fn rules() -> &'static crate::upstream::Ext4MapRules {
+    &crate::upstream::facts().blockmap.ext4
+}
 
 fn le16(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
@@ -104,7 +103,7 @@ impl Super {
         if g % 2 == 0 {
             return false;
         }
-        [3u64, 5, 7].iter().any(|&base| {
+        rules().backup_group_powers.iter().any(|&base| {
             let mut p = base;
             while p < g {
                 p *= base;
@@ -125,10 +124,11 @@ fn parse(sb: &[u8], part_size: u64) -> Result<Super, String> {
     let compat = le32(sb, 0x5C);
     let incompat = le32(sb, 0x60);
     let ro_compat = le32(sb, 0x64);
-    if incompat & !INCOMPAT_KNOWN != 0 {
+    let known = rules().incompat_known_mask;
+    if incompat & !known != 0 {
         return Err(format!(
             "incompatible features {:#x} (meta_bg, journal_dev or unknown)",
-            incompat & !INCOMPAT_KNOWN
+            incompat & !known
         ));
     }
     if ro_compat & RO_COMPAT_BIGALLOC != 0 {
@@ -295,11 +295,12 @@ pub(super) fn used(disk: &Disk<'_>, start: u64, size: u64) -> Result<Verdict, Im
                 )));
             }
         }
+        let flags = rules();
         let uninit = |flag: u16| s.group_csum && d.flags & flag != 0;
-        if !uninit(BG_INODE_UNINIT) {
+        if !uninit(flags.bg_inode_uninit) {
             blocks(&mut r, d.inode_bitmap, 1);
         }
-        let table = if !s.group_csum || d.flags & BG_ITABLE_ZEROED != 0 {
+        let table = if !s.group_csum || d.flags & flags.bg_itable_zeroed != 0 {
             itb
         } else {
             if d.itable_unused > s.inodes_per_group {
@@ -311,9 +312,11 @@ pub(super) fn used(disk: &Disk<'_>, start: u64, size: u64) -> Result<Verdict, Im
             ((s.inodes_per_group - d.itable_unused) * s.inode_size).div_ceil(bs)
         };
         blocks(&mut r, d.inode_table, table);
-        if uninit(BG_BLOCK_UNINIT) {
-            // The kernel computes this bitmap (its group's own metadata, marked
-            // above); the bitmap block itself is don't-care.
+        if uninit(flags.bg_block_uninit) {
+            // balloc.c `ext4_init_block_bitmap` computes this bitmap from the
+            // group's sb/GDT backup and its own bitmaps and inode table when they
+            // lie inside it: all mapped above (every group's metadata is mapped
+            // wherever it lies, a superset). The bitmap block itself is don't-care.
             continue;
         }
         blocks(&mut r, d.block_bitmap, 1);

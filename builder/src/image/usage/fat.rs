@@ -11,9 +11,6 @@ use super::ranges::Ranges;
 use super::{Disk, Verdict};
 use crate::image::ImageError;
 
-/// FAT type by cluster count (Microsoft's rule, also `fs/fat/inode.c`).
-const FAT12_MAX_CLUSTERS: u64 = 4084;
-const FAT16_MAX_CLUSTERS: u64 = 65524;
 /// A FAT larger than this is not a boot partition piimg maps: take it whole.
 const MAX_FAT_BYTES: u64 = 256 << 20;
 
@@ -106,9 +103,11 @@ fn parse(b: &[u8], part_size: u64) -> Result<Geometry, String> {
         ));
     }
     let clusters = (total_sectors - meta) / sectors_per_cluster;
-    let bits = if clusters <= FAT12_MAX_CLUSTERS {
+    // FAT type by cluster count (upstream.toml [blockmap.fat]).
+    let rules = &crate::upstream::facts().blockmap.fat;
+    let bits = if clusters <= rules.fat12_max_clusters {
         12
-    } else if clusters <= FAT16_MAX_CLUSTERS {
+    } else if clusters <= rules.fat16_max_clusters {
         16
     } else {
         32
