@@ -653,3 +653,46 @@ fn the_base_map_is_the_file_system_map_and_is_cached_by_file_identity() {
     let again = blockmap::base_map(&disk, &cuts, Some(&cache)).unwrap();
     assert!(again.mapped_bytes() < map.mapped_bytes());
 }
+
+#[test]
+fn damaged_ext4_metadata_maps_whole_or_errs_never_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fat, _) = make_fat(dir.path(), 64, &["-F", "32", "-s", "1"]);
+    let (ext, _) = make_ext4(dir.path(), 96, &[]);
+    let disk = make_disk(dir.path(), &[("c", &fat), ("83", &ext)]);
+    let (at, size) = support::partition(&disk, 2);
+    let pristine = std::fs::read(&disk).unwrap();
+    let f = File::options().write(true).open(&disk).unwrap();
+    // Group 0's block bitmap pointer (the first descriptor, in the block after the
+    // superblock's) far outside the file system: the whole partition, naming the group.
+    let bs = 1024u64 << pristine[(at + 1024 + 0x18) as usize];
+    let gdt = if bs == 1024 { 2048 } else { bs };
+    f.write_all_at(&0x7FFF_FFF0u32.to_le_bytes(), at + gdt)
+        .unwrap();
+    let u = usage::usage(&Image::open(&disk).unwrap()).unwrap();
+    match &u.partitions[1].mapping {
+        Mapping::Whole { reason } => {
+            assert!(
+                reason.contains("group 0") && reason.contains("block bitmap"),
+                "{reason}"
+            )
+        }
+        m => panic!("mapped as {m:?}"),
+    }
+    assert_eq!(u.partitions[1].used_bytes, size);
+    // Random damage to the superblock and descriptors: a verdict or a named error,
+    // never a panic, and never a range outside the image.
+    let image_size = pristine.len() as u64;
+    for seed in 0..200u64 {
+        let head = at as usize..at as usize + 8192;
+        f.write_all_at(&pristine[head], at).unwrap();
+        let n = noise(16, seed);
+        for k in 0..4 {
+            let off = 1024 + (u64::from(n[2 * k]) << 8 | u64::from(n[2 * k + 1])) % 7168;
+            f.write_all_at(&[n[8 + k]], at + off).unwrap();
+        }
+        if let Ok(u) = usage::usage(&Image::open(&disk).unwrap()) {
+            assert!(u.ranges.iter().all(|&(s, e)| s < e && e <= image_size));
+        }
+    }
+}

@@ -28,6 +28,8 @@ use super::{Disk, Verdict};
 use crate::image::ImageError;
 
 const MAGIC: u16 = 0xEF53;
+/// A larger group descriptor table (~1M groups) is not one piimg maps block by block.
+const MAX_GDT_BYTES: u64 = 64 << 20;
 
 const COMPAT_EXCLUDE_BITMAP: u32 = 0x100;
 const COMPAT_SPARSE_SUPER2: u32 = 0x200;
@@ -179,7 +181,11 @@ fn parse(sb: &[u8], part_size: u64) -> Result<Super, String> {
         return Err(format!("inode size {inode_size} (offset 0x58)"));
     }
     let desc_size = if is64 { u64::from(le16(sb, 0xFE)) } else { 32 };
-    if desc_size < 32 || !desc_size.is_power_of_two() || desc_size > block_size {
+    // fs/ext4/super.c: a 64bit file system has descriptors of at least 64 bytes.
+    if desc_size < if is64 { 64 } else { 32 }
+        || !desc_size.is_power_of_two()
+        || desc_size > block_size
+    {
         return Err(format!("group descriptor size {desc_size} (offset 0xFE)"));
     }
     let groups = (blocks - first_data_block).div_ceil(blocks_per_group);
@@ -204,6 +210,13 @@ fn parse(sb: &[u8], part_size: u64) -> Result<Super, String> {
         sparse_super: ro_compat & RO_COMPAT_SPARSE_SUPER != 0,
         group_csum: ro_compat & (RO_COMPAT_GDT_CSUM | RO_COMPAT_METADATA_CSUM) != 0,
     };
+    if sup.gdt_blocks() * block_size > MAX_GDT_BYTES {
+        return Err(format!(
+            "{groups} groups of {blocks_per_group} blocks (offset 0x20): a descriptor table \
+             of {} blocks",
+            sup.gdt_blocks()
+        ));
+    }
     if 1 + sup.gdt_blocks() + sup.reserved_gdt > blocks_per_group
         || first_data_block + 1 + sup.gdt_blocks() > blocks
     {
