@@ -696,3 +696,32 @@ fn damaged_ext4_metadata_maps_whole_or_errs_never_panics() {
         }
     }
 }
+
+#[test]
+fn a_gpt_image_keeps_both_tables_and_its_file_systems_on_a_used_card() {
+    let img = support::image("trixie", &["--gpt"]);
+    let image = Image::open(&img.path).unwrap();
+    let u = usage::usage(&image).unwrap();
+    assert_eq!(u.partitions[0].mapping, Mapping::Fat { bits: 32 });
+    assert_eq!(u.partitions[1].mapping, Mapping::Ext4);
+    // The backup GPT lives in the last 33 sectors, outside every partition.
+    assert_eq!(u.ranges.last().unwrap().1, image.size());
+    assert!(u.used_bytes() < image.size() / 2);
+    let card = img.dir.path().join("card.img");
+    used_card(&img.path, &u.ranges, &card);
+    drop(image);
+    let dump = |p: &Path| {
+        run(Command::new("sfdisk").arg("-d").arg(p)).replace(&p.display().to_string(), "DISK")
+    };
+    assert_eq!(dump(&card), dump(&img.path));
+    // The backup table itself, byte for byte.
+    let size = std::fs::metadata(&card).unwrap().len();
+    assert_eq!(
+        support::sha256_range(&card, size - 33 * 512, 33 * 512),
+        support::sha256_range(&img.path, size - 33 * 512, 33 * 512)
+    );
+    let verify = run(Command::new("sfdisk").arg("--verify").arg(&card));
+    assert!(verify.contains("No errors detected"), "{verify}");
+    support::assert_fat_clean(&card, 1);
+    support::assert_ext4_clean(&card, 2);
+}
