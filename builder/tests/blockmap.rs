@@ -207,6 +207,30 @@ fn ext4_tree(image: &Path, n: usize, out: &Path) {
     assert!(!text.contains("error"), "{text}");
 }
 
+/// How many 512-byte sectors within `ranges` of `image` hold a sector of `content`.
+fn sectors_of(image: &Path, ranges: &[(u64, u64)], content: &[u8]) -> u64 {
+    let wanted: std::collections::HashSet<&[u8]> = content.chunks_exact(512).collect();
+    let f = File::open(image).unwrap();
+    let mut buf = vec![0u8; MIB as usize];
+    let mut found = 0;
+    for &(s, e) in ranges {
+        let mut at = s;
+        while at < e {
+            let n = ((e - at).min(MIB) as usize) / 512 * 512;
+            if n == 0 {
+                break;
+            }
+            f.read_exact_at(&mut buf[..n], at).unwrap();
+            found += buf[..n]
+                .chunks_exact(512)
+                .filter(|c| wanted.contains(c))
+                .count() as u64;
+            at += n as u64;
+        }
+    }
+    found
+}
+
 fn same_tree(a: &Path, b: &Path) {
     run(Command::new("diff").arg("-r").arg(a).arg(b));
 }
@@ -230,6 +254,30 @@ fn check(disk: &Path, fat_bits: u8, fat_deleted: u64, ext_deleted: u64) {
             "partition {}: {used} of {} bytes mapped, but {deleted} were deleted",
             p.index,
             p.size
+        );
+    }
+    // The deleted files' data is still in the image (free blocks), and none of it
+    // is mapped.
+    for (n, deleted, seed) in [(1usize, fat_deleted, 3u64), (2, ext_deleted, 9)] {
+        let p = &parts[n - 1];
+        let mut r = Vec::new();
+        for &(s, e) in &u.ranges {
+            let (s, e) = (s.max(p.start), e.min(p.end()));
+            if s < e {
+                r.push((s, e));
+            }
+        }
+        let everything = [(p.start, p.end())];
+        let content = noise(deleted as usize, seed);
+        let in_image = sectors_of(disk, &everything, &content);
+        assert!(
+            in_image * 512 >= deleted * 9 / 10,
+            "partition {n}: only {in_image} sectors of the deleted file are left in the image"
+        );
+        assert_eq!(
+            sectors_of(disk, &r, &content),
+            0,
+            "partition {n}: the map holds sectors of a deleted file"
         );
     }
     // Everything outside partitions is mapped (the MBR, the gaps, the tail).
