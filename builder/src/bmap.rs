@@ -130,7 +130,9 @@ impl BlockRange {
 
 impl Bmap {
     /// Maps `file`'s data with SEEK_DATA/SEEK_HOLE in [`BLOCK_SIZE`] blocks and hashes
-    /// every mapped range.
+    /// every mapped range. This is the file's hole map, which depends on how the file
+    /// was copied and may leave out zero-filled metadata a card needs; `piimg build`
+    /// writes the file-system map instead ([`crate::output::blockmap`]).
     pub fn scan(file: &File) -> io::Result<Bmap> {
         let image_size = file.metadata()?.len();
         let blocks = mapped_block_ranges(file, BLOCK_SIZE)?;

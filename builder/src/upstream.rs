@@ -92,6 +92,47 @@ pub struct FirstBootFacts {
     pub debian_systemd: BTreeMap<String, u32>,
 }
 
+/// FAT rules of the file-system block map.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FatMapRules {
+    /// Where the rules come from.
+    pub source: String,
+    /// What must be kept, in words.
+    pub rules: String,
+    /// Most clusters a FAT12 file system has.
+    pub fat12_max_clusters: u64,
+    /// Most clusters a FAT16 file system has.
+    pub fat16_max_clusters: u64,
+}
+
+/// ext2/3/4 rules of the file-system block map.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Ext4MapRules {
+    /// Where the rules come from.
+    pub source: String,
+    /// What must be kept, in words.
+    pub rules: String,
+    /// With sparse_super, groups 0, 1 and powers of these hold superblock backups.
+    pub backup_group_powers: Vec<u64>,
+    /// Group descriptor flag: inode bitmap and table not initialised.
+    pub bg_inode_uninit: u16,
+    /// Group descriptor flag: block bitmap not initialised.
+    pub bg_block_uninit: u16,
+    /// Group descriptor flag: inode table zeroed.
+    pub bg_itable_zeroed: u16,
+    /// Incompat feature bits the map understands.
+    pub incompat_known_mask: u32,
+}
+
+/// The block map's rules per file system.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BlockMapRules {
+    /// FAT12/16/32.
+    pub fat: FatMapRules,
+    /// ext2/3/4.
+    pub ext4: Ext4MapRules,
+}
+
 /// All facts.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Facts {
@@ -103,6 +144,8 @@ pub struct Facts {
     pub init_formats: BTreeMap<String, InitFormat>,
     /// What each first-boot mechanism needs on the root.
     pub first_boot: FirstBootFacts,
+    /// What a card must hold per file system.
+    pub blockmap: BlockMapRules,
 }
 
 /// The embedded facts, parsed once. The file is part of the binary and checked by a
@@ -135,5 +178,7 @@ mod tests {
             );
         }
         assert!(!f.first_boot.source.is_empty());
+        assert!(!f.blockmap.fat.source.is_empty());
+        assert!(!f.blockmap.ext4.source.is_empty());
     }
 }

@@ -1,11 +1,14 @@
-//! The output's `.bmap` (written extents from [`super::extents`], so the map does not
-//! depend on what happens to be in the page cache), without rehashing what did not
-//! change: ranges are split at
-//! the boot partition's bounds, and every range outside it that the base image maps
-//! identically reuses the base's SHA-256 (the build writes nothing outside the boot
-//! partition). The base's map is computed once and cached by file identity.
+//! The output's `.bmap`: the blocks the image's file systems need
+//! ([`crate::image::usage`]), never the file's holes, so the map is the same wherever
+//! the output lives (tmpfs, another file system) and however the base was copied
+//! (`cp --sparse=always`, `xz -d`). Nothing that did not change is rehashed: ranges
+//! are split at the boot partition's bounds, and every range outside it that the
+//! base image maps identically reuses the base's SHA-256 (the build writes nothing
+//! outside the boot partition). The base's map is computed once and cached by file
+//! identity.
 
 use crate::bmap::{BLOCK_SIZE, BlockRange, Bmap, byte_span, hash_span};
+use crate::image::{Image, ImageError, usage};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
@@ -14,11 +17,43 @@ use std::path::{Path, PathBuf};
 
 const READ_CHUNK: usize = 4 << 20;
 
-/// Scans `file` into a [`Bmap`] whose ranges are also split at the block numbers in
-/// `cuts`. A range lying entirely outside the byte span `changed` that `known` lists
-/// with the same bounds takes `known`'s checksum instead of being read.
+/// Bumped whenever the way a base's map is derived changes, so a map cached by an
+/// older piimg (e.g. one made from holes) is never reused.
+const CACHE_VERSION: &str = "fsmap1";
+
+/// Why a block map could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockMapError {
+    /// Reading or hashing the image failed.
+    #[error("{}: {what}: {source}", path.display())]
+    Io {
+        /// The image.
+        path: PathBuf,
+        /// What was being done.
+        what: &'static str,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The image's partition table or file systems could not be read.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+}
+
+/// The blocks (inclusive `BLOCK_SIZE` block pairs) the file systems of the image at
+/// `path` need, rounded outwards to whole blocks.
+pub fn fs_blocks(path: &Path) -> Result<Vec<(u64, u64)>, BlockMapError> {
+    let image = Image::open(path)?;
+    let used = usage::used_ranges(&image)?;
+    Ok(super::extents::to_blocks(&used, BLOCK_SIZE))
+}
+
+/// Hashes the block ranges `mapped` of `file` into a [`Bmap`] whose ranges are also
+/// split at the block numbers in `cuts`. A range lying entirely outside the byte span
+/// `changed` that `known` lists with the same bounds takes `known`'s checksum instead
+/// of being read.
 pub fn scan_split(
     file: &File,
+    mapped: &[(u64, u64)],
     cuts: &[u64],
     known: Option<&Bmap>,
     changed: Option<(u64, u64)>,
@@ -35,9 +70,7 @@ pub fn scan_split(
         .unwrap_or_default();
     let mut buf = vec![0u8; READ_CHUNK];
     let mut ranges = Vec::new();
-    let mapped =
-        super::extents::to_blocks(&super::extents::data_extents(file, image_size)?, BLOCK_SIZE);
-    for (first, last) in split(&mapped, cuts) {
+    for (first, last) in split(mapped, cuts) {
         super::interrupt::check()?;
         let (offset, len) = byte_span(first, last, BLOCK_SIZE, image_size);
         let outside = changed.is_none_or(|(s, e)| offset + len <= s || offset >= e);
@@ -75,13 +108,25 @@ fn split(ranges: &[(u64, u64)], cuts: &[u64]) -> Vec<(u64, u64)> {
     out
 }
 
-/// The base image's split map, from `cache_dir` when a map for this exact file
-/// (device, inode, size, modification time) is there, else scanned and stored.
-pub fn base_map(base: &Path, cuts: &[u64], cache_dir: Option<&Path>) -> io::Result<Bmap> {
-    let file = File::open(base)?;
-    let m = file.metadata()?;
+/// The base image's split file-system map, from `cache_dir` when a map for this
+/// exact file (device, inode, size, modification time) is there, else made and
+/// stored.
+pub fn base_map(
+    base: &Path,
+    cuts: &[u64],
+    cache_dir: Option<&Path>,
+) -> Result<Bmap, BlockMapError> {
+    let io_err = |what| {
+        move |source| BlockMapError::Io {
+            path: base.to_path_buf(),
+            what,
+            source,
+        }
+    };
+    let file = File::open(base).map_err(io_err("opening"))?;
+    let m = file.metadata().map_err(io_err("reading its metadata"))?;
     let key = format!(
-        "{:x}-{:x}-{:x}-{}.{}-{}",
+        "{CACHE_VERSION}-{:x}-{:x}-{:x}-{}.{}-{}",
         m.dev(),
         m.ino(),
         m.size(),
@@ -100,7 +145,8 @@ pub fn base_map(base: &Path, cuts: &[u64], cache_dir: Option<&Path>) -> io::Resu
             }
         }
     }
-    let map = scan_split(&file, cuts, None, None)?;
+    let mapped = fs_blocks(base)?;
+    let map = scan_split(&file, &mapped, cuts, None, None).map_err(io_err("hashing"))?;
     if let (Some(dir), Some(p)) = (cache_dir, &cached) {
         // A cache that cannot be written only costs time on the next build.
         if std::fs::create_dir_all(dir).is_ok() {
@@ -136,17 +182,15 @@ mod tests {
             .unwrap();
         f.set_len(64 * 4096).unwrap();
         f.write_all_at(&[3u8; 40 * 4096], 4096).unwrap();
-        let cache = dir.path().join("cache");
-        let base = base_map(&p, &[16, 32], Some(&cache)).unwrap();
+        let mapped = [(1, 40), (50, 51)];
+        let base = scan_split(&f, &mapped, &[16, 32], None, None).unwrap();
         assert_eq!(
             base.ranges
                 .iter()
                 .map(|r| (r.first, r.last))
                 .collect::<Vec<_>>(),
-            [(1, 15), (16, 31), (32, 40)]
+            [(1, 15), (16, 31), (32, 40), (50, 51)]
         );
-        assert_eq!(base_map(&p, &[16, 32], Some(&cache)).unwrap(), base);
-        assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
         // A copy whose "boot partition" [16, 32) changed.
         let q = dir.path().join("y.img");
         let g = std::fs::OpenOptions::new()
@@ -159,18 +203,22 @@ mod tests {
         super::super::copy::copy_sparse(&File::open(&p).unwrap(), &g, false, false, &mut |_| {})
             .unwrap();
         g.write_all_at(b"card", 20 * 4096).unwrap();
-        let reused = scan_split(&g, &[16, 32], Some(&base), Some((16 * 4096, 32 * 4096))).unwrap();
-        let fresh = scan_split(&g, &[16, 32], None, None).unwrap();
+        let reused = scan_split(
+            &g,
+            &mapped,
+            &[16, 32],
+            Some(&base),
+            Some((16 * 4096, 32 * 4096)),
+        )
+        .unwrap();
+        let fresh = scan_split(&g, &mapped, &[16, 32], None, None).unwrap();
         assert_eq!(reused, fresh);
         assert_ne!(reused.ranges[1].sha256, base.ranges[1].sha256);
         assert_eq!(reused.ranges[2].sha256, base.ranges[2].sha256);
-        // A changed base is scanned again, not served from the cache.
-        f.write_all_at(b"new", 40 * 4096).unwrap();
-        drop(f);
-        let again = base_map(&p, &[16, 32], Some(&cache)).unwrap();
+        // The hole at blocks 50-51 is mapped and hashed as zeros.
         assert_eq!(
-            again,
-            scan_split(&File::open(&p).unwrap(), &[16, 32], None, None).unwrap()
+            reused.ranges[3].sha256,
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest([0u8; 2 * 4096]))
         );
     }
 }

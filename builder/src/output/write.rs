@@ -4,7 +4,7 @@
 //! was before (or absent).
 
 use super::apply::{ApplyError, BootPartition, apply_card};
-use super::blockmap::scan_split;
+use super::blockmap::{BlockMapError, fs_blocks, scan_split};
 use super::copy::{CopyMethod, copy_sparse};
 use crate::atomic::AtomicFile;
 use crate::bmap::{BLOCK_SIZE, Bmap};
@@ -32,7 +32,8 @@ pub struct WriteOptions {
     pub reflink: bool,
     /// Compute the SHA-256 of the whole image (one more read of it).
     pub sha256: bool,
-    /// The base image's map split at the boot partition's bounds (checksums to reuse).
+    /// The base image's file-system map split at the boot partition's bounds
+    /// (checksums to reuse).
     pub base_map: Option<std::sync::Arc<Bmap>>,
 }
 
@@ -51,7 +52,7 @@ pub struct Written {
     pub sha256: Option<String>,
     /// Image size in bytes.
     pub size: u64,
-    /// Bytes holding data.
+    /// Bytes the `.bmap` maps (what the image's file systems need).
     pub mapped_bytes: u64,
     /// How the base was copied.
     pub copy: CopyMethod,
@@ -170,8 +171,22 @@ pub fn write_image(
     // 3. The block map, reusing the base's checksums outside the boot partition.
     let clock = Instant::now();
     let file = img.file();
-    let map = scan_split(file, &cuts(span), opts.base_map.as_deref(), Some(span))
-        .map_err(io_err(&tmp_path, "mapping the image"))?;
+    let mapped = fs_blocks(&tmp_path).map_err(|e| match e {
+        BlockMapError::Image(e) => WriteError::Image(e),
+        BlockMapError::Io { what, source, .. } => WriteError::Io {
+            path: tmp_path.clone(),
+            what,
+            source,
+        },
+    })?;
+    let map = scan_split(
+        file,
+        &mapped,
+        &cuts(span),
+        opts.base_map.as_deref(),
+        Some(span),
+    )
+    .map_err(io_err(&tmp_path, "hashing the image's block map"))?;
     let bmap_path = out_dir.join(format!("{}.img.bmap", card.node));
     let mut bmap_file = AtomicFile::create(&bmap_path, 0o644)
         .map_err(io_err(&bmap_path, "creating a temp file"))?;
