@@ -10,9 +10,10 @@ use std::process::{Command, Stdio};
 
 use piimg::bmap::Bmap;
 use piimg::flash::{
-    self, FaultInjection, FlashError, FlashOptions, MapOrigin, Refusal, Source, SystemView,
-    TargetPolicy, target,
+    self, CardState, FaultInjection, FlashError, FlashOptions, MapOrigin, Refusal, Source,
+    SystemView, TargetPolicy, target,
 };
+use piimg::image::{Image, usage};
 use piimg::progress::{OutputMode, Reporter};
 
 const MIB: u64 = 1 << 20;
@@ -36,13 +37,48 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// A 24 MiB sparse "card image": a partition-table sector at 0, data in the first
-/// MiB after it, a 5 MiB run crossing 4 MiB boundaries, scattered blocks, and a tail.
+/// Writes an MBR at sector 0 of `f` (an image of `size` bytes): disk id 0x12345678,
+/// one Linux partition from 1 MiB to the end, so the image engine takes it.
+fn put_mbr(f: &File, size: u64) {
+    let mut s = [0u8; 512];
+    s[440..444].copy_from_slice(&0x1234_5678u32.to_le_bytes());
+    let e = &mut s[446..462];
+    e[4] = 0x83;
+    e[8..12].copy_from_slice(&2048u32.to_le_bytes());
+    e[12..16].copy_from_slice(&((size / 512 - 2048) as u32).to_le_bytes());
+    s[510] = 0x55;
+    s[511] = 0xaa;
+    f.write_at(&s, 0).unwrap();
+}
+
+/// The image's file-system block map, as flash writes it without a `.bmap`.
+fn used(image: &Path) -> Vec<(u64, u64)> {
+    usage::used_ranges(&Image::open(image).unwrap()).unwrap()
+}
+
+fn used_bytes(image: &Path) -> u64 {
+    used(image).iter().map(|(a, b)| b - a).sum()
+}
+
+/// Whether `sfdisk -d` finds a partition table on `dev`.
+fn sfdisk_finds_table(dev: &Path) -> bool {
+    Command::new("sfdisk")
+        .arg("-d")
+        .arg(dev)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// A 24 MiB sparse disk image: an MBR at 0, data in the first MiB after it, a 5 MiB
+/// run crossing 4 MiB boundaries, scattered blocks, and a tail.
 fn make_image(path: &Path) -> u64 {
     let size = 24 * MIB;
     let f = File::create(path).unwrap();
     f.set_len(size).unwrap();
-    f.write_at(&noise(512, 1), 0).unwrap();
+    put_mbr(&f, size);
     f.write_at(&noise(8192, 2), 512 * 1024).unwrap();
     f.write_at(&noise(5 * MIB as usize + 4096, 3), 3 * MIB)
         .unwrap();
@@ -142,13 +178,13 @@ fn read_dev(path: &Path, len: u64) -> Vec<u8> {
     buf
 }
 
-/// Asserts `a` and `b` agree on every mapped range of `image`.
+/// Asserts `a` and `b` agree on every range of `image`'s file-system block map.
 fn assert_equal_on_mapped(image: &Path, a: &[u8], b: &[u8]) {
-    let map = Bmap::scan_path(image).unwrap();
-    assert!(map.mapped_bytes() > 0);
-    for (off, len) in map.extents() {
-        let r = off as usize..(off + len) as usize;
-        assert!(a[r.clone()] == b[r], "differ in mapped range {off}+{len}");
+    let map = used(image);
+    assert!(!map.is_empty());
+    for (start, end) in map {
+        let r = start as usize..end as usize;
+        assert!(a[r.clone()] == b[r], "differ in used range {start}..{end}");
     }
 }
 
@@ -190,7 +226,7 @@ fn flash_to(
 ) -> Result<flash::FlashReport, FlashError> {
     let (src, _warnings) = Source::open(image)?;
     let t = target::inspect(dev, src.image_size, &SystemView::host(), policy)?;
-    flash::flash(&src, &t, &opts, &quiet())
+    flash::flash(&src, &t, &opts, &quiet()).map_err(|f| f.error)
 }
 
 fn piimg() -> Command {
@@ -214,8 +250,8 @@ fn flashes_a_loop_device_only_mapped_ranges_and_verifies() {
 
     let report = flash_to(&image, &lo.dev, FORCE, FlashOptions::default()).unwrap();
     assert!(report.verified);
-    assert_eq!(report.map, MapOrigin::Scan);
-    let mapped = Bmap::scan_path(&image).unwrap().mapped_bytes();
+    assert_eq!(report.map, MapOrigin::FileSystems);
+    let mapped = used_bytes(&image);
     assert_eq!(report.mapped_bytes, mapped);
     assert_eq!(report.bytes_written, mapped);
     assert!(report.direct_io, "loop devices take O_DIRECT");
@@ -223,10 +259,21 @@ fn flashes_a_loop_device_only_mapped_ranges_and_verifies() {
     let card = read_dev(&lo.dev, 32 * MIB);
     let img = fs::read(&image).unwrap();
     assert_equal_on_mapped(&image, &img, &card);
-    // Holes were not written: a byte in one still holds the card's old contents,
-    // and so does everything past the image.
-    assert_eq!(card[(10 * MIB) as usize], 0xAA);
-    assert!(card[size as usize..].iter().all(|&b| b == 0xAA));
+    // Bytes outside the map were not written: past the image the card keeps its old
+    // contents, except its last MiB, erased first (a previous OS's backup GPT).
+    let tail = (32 * MIB - MIB) as usize;
+    assert!(card[size as usize..tail].iter().all(|&b| b == 0xAA));
+    assert!(card[tail..].iter().all(|&b| b == 0));
+    let map = used(&image);
+    let outside = (MIB..size)
+        .step_by(4096)
+        .find(|&o| map.iter().all(|&(a, b)| o < a || o >= b));
+    if let Some(o) = outside {
+        assert_eq!(
+            card[o as usize], 0xAA,
+            "byte {o} outside the map was written"
+        );
+    }
 }
 
 #[test]
@@ -242,13 +289,13 @@ fn uses_the_bmap_next_to_the_image() {
         force_file: true,
     };
     let report = flash_to(&image, &out, file_policy, FlashOptions::default()).unwrap();
-    assert_eq!(report.map, MapOrigin::Bmap(map_path));
+    assert_eq!(report.map, MapOrigin::BmapAndFileSystems(map_path));
     assert!(report.verified);
     assert_eq!(fs::read(&out).unwrap(), fs::read(&image).unwrap());
 }
 
 #[test]
-fn stale_bmap_stops_before_the_partition_table() {
+fn stale_bmap_costs_nothing_the_card_needs() {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("node.img");
     make_image(&image);
@@ -256,7 +303,8 @@ fn stale_bmap_stops_before_the_partition_table() {
         .unwrap()
         .write(&dir.path().join("node.img.bmap"))
         .unwrap();
-    // The image changes after its map was made (same holes, other bytes).
+    // The image changes after its map was made (same holes, other bytes): the
+    // checksum of that range fails, the file systems' map still covers the card.
     File::options()
         .write(true)
         .open(&image)
@@ -269,18 +317,17 @@ fn stale_bmap_stops_before_the_partition_table() {
         force: false,
         force_file: true,
     };
-    let err = flash_to(&image, &out, policy, FlashOptions::default()).unwrap_err();
-    let msg = err.to_string();
+    let report = flash_to(&image, &out, policy, FlashOptions::default()).unwrap();
+    assert!(report.verified);
+    assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
     assert!(
-        matches!(err, FlashError::ImageChanged { offset, .. } if offset == 3 * MIB),
-        "{msg}"
+        report.warnings[0].contains("does not match the image in its range at byte 3145728"),
+        "{:?}",
+        report.warnings
     );
-    assert!(msg.contains("does not match its .bmap"), "{msg}");
-    assert!(
-        fs::read(&out).unwrap()[..MIB as usize]
-            .iter()
-            .all(|&b| b == 0xAA)
-    );
+    let card = fs::read(&out).unwrap();
+    assert_equal_on_mapped(&image, &fs::read(&image).unwrap(), &card);
+    assert_eq!(&card[(3 * MIB + 100) as usize..][..7], b"changed");
 }
 
 #[test]
@@ -291,16 +338,16 @@ fn broken_or_foreign_bmap_is_ignored_with_a_warning() {
     let map_path = dir.path().join("node.img.bmap");
     fs::write(&map_path, "<bmap version=\"2.0\">").unwrap();
     let (src, warnings) = Source::open(&image).unwrap();
-    assert_eq!(src.origin, MapOrigin::Scan);
+    assert_eq!(src.origin, MapOrigin::FileSystems);
     assert!(warnings[0].contains("node.img.bmap"), "{warnings:?}");
-    assert!(warnings[0].contains("scanning the image"), "{warnings:?}");
+    assert!(warnings[0].contains("ignoring it"), "{warnings:?}");
 
     // A valid map of another image size.
     let other = dir.path().join("other.img");
     File::create(&other).unwrap().set_len(MIB).unwrap();
     Bmap::scan_path(&other).unwrap().write(&map_path).unwrap();
     let (src, warnings) = Source::open(&image).unwrap();
-    assert_eq!(src.origin, MapOrigin::Scan);
+    assert_eq!(src.origin, MapOrigin::FileSystems);
     assert!(
         warnings[0].contains("is for an image of 1048576 bytes"),
         "{warnings:?}"
@@ -322,10 +369,12 @@ fn cli_flashes_a_file_with_json_summary() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let mapped = Bmap::scan_path(&image).unwrap().mapped_bytes();
+    let mapped = used_bytes(&image);
     assert_eq!(v["bytes_written"], mapped);
     assert_eq!(v["bytes_verified"], mapped);
     assert_eq!(v["verified"], true);
+    assert_eq!(v["map"], "file-systems");
+    assert_eq!(v["compression"], "none");
     assert!(v["seconds"].as_f64().unwrap() > 0.0);
     assert_eq!(fs::read(&out).unwrap(), fs::read(&image).unwrap());
     use std::os::unix::fs::PermissionsExt;
@@ -689,9 +738,11 @@ fn flipped_byte_is_detected_with_its_offset() {
         err.to_string().contains(&format!("at byte {flip}")),
         "{err}"
     );
-    // Found while writing, before the partition table went out.
+    // Found while writing, before the partition table went out: the old one was
+    // erased first, so the card has none.
     let card = read_dev(&lo.dev, MIB);
-    assert!(card.iter().all(|&b| b == 0xAA), "first MiB written");
+    assert!(card.iter().all(|&b| b == 0), "first MiB not erased");
+    assert!(!sfdisk_finds_table(&lo.dev));
 
     // In the first MiB too (written last).
     let opts = FlashOptions {
@@ -701,11 +752,20 @@ fn flipped_byte_is_detected_with_its_offset() {
             stop_after_bytes: None,
         },
     };
-    let err = flash_to(&image, &lo.dev, FORCE, opts).unwrap_err();
+    let (src, _) = Source::open(&image).unwrap();
+    let t = target::inspect(&lo.dev, src.image_size, &SystemView::host(), FORCE).unwrap();
+    let failure = flash::flash(&src, &t, &opts, &quiet()).unwrap_err();
     assert!(
-        matches!(err, FlashError::VerifyMismatch { offset: 100, .. }),
-        "{err}"
+        matches!(
+            failure.error,
+            FlashError::VerifyMismatch { offset: 100, .. }
+        ),
+        "{failure}"
     );
+    // The table had been written: it is erased again.
+    assert_eq!(failure.card, CardState::NoTable);
+    assert!(read_dev(&lo.dev, MIB).iter().all(|&b| b == 0));
+    assert!(!sfdisk_finds_table(&lo.dev));
 }
 
 #[test]
@@ -729,6 +789,12 @@ fn cli_env_seam_flips_in_debug_builds() {
             err.contains(&format!("differs from the image at byte {flip}")),
             "{err}"
         );
+        assert!(
+            err.contains("the card has no partition table now")
+                && err.contains("run the same command again"),
+            "{err}"
+        );
+        assert!(!sfdisk_finds_table(&card));
     } else {
         assert!(o.status.success(), "release builds ignore the test seam");
     }
@@ -754,14 +820,10 @@ fn interrupted_write_leaves_the_first_mib_unwritten() {
     };
     let err = flash_to(&image, &lo.dev, FORCE, opts).unwrap_err();
     assert!(matches!(err, FlashError::Interrupted { .. }), "{err}");
-    assert!(
-        err.to_string()
-            .contains("partition table (first MiB) was not written")
-    );
     let card = read_dev(&lo.dev, 32 * MIB);
     assert!(
-        card[..MIB as usize].iter().all(|&b| b == 0xAA),
-        "first MiB touched"
+        card[..MIB as usize].iter().all(|&b| b == 0),
+        "first MiB not erased"
     );
     // ...while data after it was written.
     let img = fs::read(&image).unwrap();
@@ -776,6 +838,7 @@ fn make_windowed_image(path: &Path) -> u64 {
     let f = File::create(path).unwrap();
     f.set_len(size).unwrap();
     f.write_at(&noise(3 * MIB as usize, 7), 0).unwrap();
+    put_mbr(&f, size);
     f.write_at(&noise(8 * MIB as usize, 8), 62 * MIB).unwrap();
     f.write_at(&noise(4096, 9), 150 * MIB).unwrap();
     f.sync_all().unwrap();
@@ -812,22 +875,22 @@ fn read_back_overlaps_writing_and_a_bad_window_stops_before_the_partition_table(
         );
         let card = read_dev(&lo.dev, size);
         assert!(
-            card[..MIB as usize].iter().all(|&b| b == 0xAA),
+            card[..MIB as usize].iter().all(|&b| b == 0),
             "first MiB written despite a bad window"
         );
+        assert!(!sfdisk_finds_table(&lo.dev));
     }
 
     let backing = dir.path().join("card.bin");
     make_backing(&backing, size);
     let lo = Loop::new(&backing);
     let report = flash_to(&image, &lo.dev, FORCE, FlashOptions::default()).unwrap();
-    let mapped = Bmap::scan_path(&image).unwrap().mapped_bytes();
+    let mapped = used_bytes(&image);
     assert!(report.verified);
     assert_eq!(report.bytes_written, mapped);
     assert_eq!(report.bytes_verified, mapped);
     let card = read_dev(&lo.dev, size);
     assert_equal_on_mapped(&image, &img, &card);
-    assert_eq!(card[(100 * MIB) as usize], 0xAA, "hole written");
 }
 
 /// A 96 MiB image of 48 small runs (64 KiB, every 1.5 MiB) after a first-MiB run:
@@ -837,6 +900,7 @@ fn make_fragmented_image(path: &Path) -> u64 {
     let f = File::create(path).unwrap();
     f.set_len(size).unwrap();
     f.write_at(&noise(MIB as usize, 20), 0).unwrap();
+    put_mbr(&f, size);
     for k in 0..48u64 {
         f.write_at(&noise(64 << 10, 21 + k), MIB + k * 1536 * 1024)
             .unwrap();
@@ -853,6 +917,12 @@ fn many_small_runs_verify_in_bounded_windows() {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("node.img");
     let size = make_fragmented_image(&image);
+    // Its .bmap keeps the 48 runs as separate (checksummed) ranges, however coarse the
+    // file systems' map is.
+    Bmap::scan_path(&image)
+        .unwrap()
+        .write(&dir.path().join("node.img.bmap"))
+        .unwrap();
     let img = fs::read(&image).unwrap();
     // The written buffers are kept until their window is compared: with more runs
     // than a window holds, windows split by count and buffers recycle (no stall).
@@ -860,7 +930,7 @@ fn many_small_runs_verify_in_bounded_windows() {
     make_backing(&backing, size);
     let lo = Loop::new(&backing);
     let report = flash_to(&image, &lo.dev, FORCE, FlashOptions::default()).unwrap();
-    let mapped = Bmap::scan_path(&image).unwrap().mapped_bytes();
+    let mapped = used_bytes(&image);
     assert!(report.verified);
     assert_eq!(report.bytes_verified, mapped);
     assert_equal_on_mapped(&image, &img, &read_dev(&lo.dev, size));
@@ -884,7 +954,7 @@ fn many_small_runs_verify_in_bounded_windows() {
         "{err}"
     );
     let card = read_dev(&lo2.dev, MIB);
-    assert!(card.iter().all(|&b| b == 0xAA), "first MiB written");
+    assert!(card.iter().all(|&b| b == 0), "first MiB written");
 }
 
 // ---------------------------------------------------------------- interop
@@ -938,9 +1008,15 @@ fn card_equals_bmaptool_copy_and_dd() {
     let ours = read_dev(&loops[0].dev, 32 * MIB);
     let bmaptool = read_dev(&loops[1].dev, 32 * MIB);
     let dd = read_dev(&loops[2].dev, 32 * MIB);
-    assert_equal_on_mapped(&image, &ours, &bmaptool);
+    // bmaptool writes the .bmap's ranges (the file's data), we write them and the
+    // file systems' map: equal wherever either wrote.
+    for (off, len) in Bmap::load(&map).unwrap().extents() {
+        let r = off as usize..(off + len) as usize;
+        assert!(
+            ours[r.clone()] == bmaptool[r.clone()],
+            "bmaptool differs at {off}"
+        );
+        assert!(ours[r.clone()] == dd[r], "dd differs at {off}");
+    }
     assert_equal_on_mapped(&image, &ours, &dd);
-    // bmaptool, like us, leaves holes alone.
-    assert_eq!(ours[(10 * MIB) as usize], 0xAA);
-    assert_eq!(bmaptool[(10 * MIB) as usize], 0xAA);
 }

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use piimg::flash::{self, FaultInjection, FlashOptions, Source, SystemView, TargetKind};
+use piimg::flash::{self, FaultInjection, FlashOptions, MapOrigin, Source, SystemView, TargetKind};
+use piimg::output::interrupt;
 use piimg::progress::Reporter;
 
 /// Arguments of `piimg flash`.
@@ -62,7 +63,9 @@ pub fn run(args: FlashArgs, out: Reporter) -> anyhow::Result<()> {
         force_file: args.force_file,
     };
     let target = flash::target::inspect(&device, source.image_size, &SystemView::host(), policy)
-        .map_err(flash::FlashError::from)?;
+        .map_err(flash::FlashError::from)
+        .context("nothing was written to the card")?;
+    out.info(describe_map(&source));
 
     let describe = describe(&target, &source);
     if !args.yes {
@@ -75,7 +78,27 @@ pub fn run(args: FlashArgs, out: Reporter) -> anyhow::Result<()> {
         verify: !args.no_verify,
         faults: FaultInjection::from_env(),
     };
-    let report = flash::flash(&source, &target, &opts, &out)?;
+    // From here Ctrl-C/SIGTERM stop the flash between chunks, with the card's state.
+    interrupt::install();
+    let report = match flash::flash(&source, &target, &opts, &out) {
+        Ok(r) => r,
+        Err(failure) if failure.by_signal() => {
+            // 128 + SIGINT, as a shell reports a command stopped by Ctrl-C.
+            let msg = format!("{failure}");
+            if out.is_json() {
+                println!(
+                    "{}",
+                    serde_json::json!({ "error": msg, "card": failure.card })
+                );
+            }
+            eprintln!("error: {msg}");
+            std::process::exit(130);
+        }
+        Err(failure) => return Err(failure.into()),
+    };
+    for w in &report.warnings {
+        out.warn(w);
+    }
     out.info(format!(
         "wrote {} of {} mapped bytes to {} in {:.1} s{}",
         report.bytes_written,
@@ -134,6 +157,29 @@ fn build_first(args: &FlashArgs, node: &str, image: &Path, out: Reporter) -> any
         );
     }
     Ok(())
+}
+
+/// Where the ranges to write came from, for stderr (the `--json` report has `map`).
+fn describe_map(source: &Source) -> String {
+    let what = match &source.origin {
+        MapOrigin::FileSystems => "the file systems' block map".to_string(),
+        MapOrigin::BmapAndFileSystems(p) => {
+            format!("{} united with the file systems' block map", p.display())
+        }
+        MapOrigin::WholeImageWithBmap(p) => format!(
+            "the whole image (compressed: its file systems cannot be mapped from a stream), checked against {}",
+            p.display()
+        ),
+        MapOrigin::WholeImage => {
+            "the whole image (compressed: its file systems cannot be mapped from a stream)"
+                .to_string()
+        }
+    };
+    format!(
+        "map: {what}: {} of {} bytes to write",
+        source.mapped_bytes(),
+        source.image_size
+    )
 }
 
 fn describe(target: &flash::Target, source: &Source) -> String {
