@@ -16,6 +16,8 @@ use piimg::flash::{
 use piimg::image::{Image, usage};
 use piimg::progress::{OutputMode, Reporter};
 
+mod support;
+
 const MIB: u64 = 1 << 20;
 const FORCE: TargetPolicy = TargetPolicy {
     force: true,
@@ -1019,4 +1021,494 @@ fn card_equals_bmaptool_copy_and_dd() {
         assert!(ours[r.clone()] == dd[r], "dd differs at {off}");
     }
     assert_equal_on_mapped(&image, &ours, &dd);
+}
+
+// ---------------------------------------------------------------- used cards
+
+/// Raspberry Pi OS-shaped images from `scripts/mkimage`: the one to flash (Bookworm,
+/// MBR) and an older card's (Trixie, GPT with its backup header in the last sectors,
+/// another disk id and layout, a little larger so it can be the card itself).
+struct UsedCardImages {
+    new: support::TestImage,
+    old: support::TestImage,
+}
+
+fn used_card_images() -> UsedCardImages {
+    let new = support::image("bookworm", &[]);
+    let old = support::image("trixie", &["--gpt", "--disk-id", "0badc0de"]);
+    let (n, o) = (file_len(&new.path), file_len(&old.path));
+    assert!(
+        o >= n,
+        "the older image ({o}) must be able to hold the new one ({n})"
+    );
+    UsedCardImages { new, old }
+}
+
+fn file_len(p: &Path) -> u64 {
+    fs::metadata(p).unwrap().len()
+}
+
+/// A card backing file holding the older image (sparse copy).
+fn old_card(old: &Path, dest: &Path) {
+    let st = Command::new("cp")
+        .args(["--sparse=always"])
+        .arg(old)
+        .arg(dest)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// A card backing file of `len` bytes every one of which is 0xFF (an erased flash
+/// medium), written densely.
+fn ff_card(dest: &Path, len: u64) {
+    use std::io::Write;
+    let mut f = File::create(dest).unwrap();
+    let block = vec![0xFFu8; 4 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        f.write_all(&block[..n]).unwrap();
+        left -= n as u64;
+    }
+    f.sync_all().unwrap();
+}
+
+/// The label id `sfdisk --json` reads on `dev`.
+fn label_id(dev: &Path) -> String {
+    support::sfdisk(dev).0
+}
+
+/// Asserts the card holds no partition table any tool would use: `sfdisk -d` finds
+/// none, and its first and last 34 sectors (MBR, primary and backup GPT) are zero.
+fn assert_no_table(card: &Path, len: u64) {
+    assert!(
+        !sfdisk_finds_table(card),
+        "sfdisk -d still finds a table on {}",
+        card.display()
+    );
+    let f = File::open(card).unwrap();
+    let mut b = vec![0u8; 34 * 512];
+    f.read_exact_at(&mut b, 0).unwrap();
+    assert!(b.iter().all(|&x| x == 0), "first sectors not erased");
+    f.read_exact_at(&mut b, len - 34 * 512).unwrap();
+    assert!(b.iter().all(|&x| x == 0), "backup GPT not erased");
+}
+
+#[test]
+fn interrupted_flash_leaves_a_used_card_without_any_table() {
+    if !loop_available() {
+        return;
+    }
+    let imgs = used_card_images();
+    let card_len = file_len(&imgs.old.path);
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("card.bin");
+    // Before any data, after the first 4 MiB chunk, deep in the boot partition, past
+    // the root partition's start.
+    for stop in [0, MIB, 64 * MIB, 600 * MIB] {
+        old_card(&imgs.old.path, &backing);
+        let lo = Loop::new(&backing);
+        assert!(sfdisk_finds_table(&lo.dev), "the old card has its GPT");
+        let (src, _) = Source::open(&imgs.new.path).unwrap();
+        let t = target::inspect(&lo.dev, src.image_size, &SystemView::host(), FORCE).unwrap();
+        let opts = FlashOptions {
+            verify: true,
+            faults: FaultInjection {
+                flip_byte_at: None,
+                stop_after_bytes: Some(stop),
+            },
+        };
+        let failure = flash::flash(&src, &t, &opts, &quiet()).unwrap_err();
+        assert!(
+            matches!(failure.error, FlashError::Interrupted { .. }),
+            "{failure}"
+        );
+        assert_eq!(failure.card, CardState::NoTable);
+        let msg = failure.to_string();
+        assert!(
+            msg.contains("the card has no partition table now")
+                && msg.contains("run the same command again"),
+            "{msg}"
+        );
+        assert_no_table(&lo.dev, card_len);
+        drop(lo);
+    }
+}
+
+/// Starts `piimg flash` of `image` to the file `card`, waits until it has erased the
+/// card's table (sector 0 all zero) and is still running, then sends `sig`.
+fn signal_mid_flash(image: &Path, card: &Path, sig: libc::c_int) -> std::process::Output {
+    let child = piimg()
+        .args(["flash", "--force-file", "--yes"])
+        .arg(image)
+        .arg(card)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let f = File::open(card).unwrap();
+    let mut sector = [0u8; 512];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        f.read_exact_at(&mut sector, 0).unwrap();
+        if sector.iter().all(|&b| b == 0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "piimg never erased the card"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    // Let it write some data first.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: signalling our own child, which has not been waited for (its pid is ours).
+    let rc = unsafe { libc::kill(pid, sig) };
+    assert_eq!(rc, 0);
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn sigkill_mid_write_leaves_no_table() {
+    let imgs = used_card_images();
+    let dir = tempfile::tempdir().unwrap();
+    let card = dir.path().join("card.img");
+    old_card(&imgs.old.path, &card);
+    assert!(sfdisk_finds_table(&card));
+    let o = signal_mid_flash(&imgs.new.path, &card, libc::SIGKILL);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        o.status.signal(),
+        Some(libc::SIGKILL),
+        "it finished first: {o:?}"
+    );
+    assert_no_table(&card, file_len(&imgs.old.path));
+}
+
+#[test]
+fn sigint_and_sigterm_stop_the_flash_with_130_and_say_the_card_has_no_table() {
+    let imgs = used_card_images();
+    let dir = tempfile::tempdir().unwrap();
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let card = dir.path().join("card.img");
+        old_card(&imgs.old.path, &card);
+        let o = signal_mid_flash(&imgs.new.path, &card, sig);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(130), "signal {sig}: {err}");
+        assert!(err.contains("flash stopped by a signal"), "{err}");
+        assert!(
+            err.contains("the card has no partition table now")
+                && err.contains("run the same command again"),
+            "{err}"
+        );
+        assert_no_table(&card, file_len(&imgs.old.path));
+    }
+}
+
+#[test]
+fn only_disk_images_are_flashed() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    fs::write(p("notes.img"), "hello, this is not a disk\n").unwrap();
+    fs::write(
+        p("passwd.img"),
+        "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n",
+    )
+    .unwrap();
+    fs::write(p("random.img"), noise(256 << 10, 99)).unwrap();
+    fs::write(p("empty.img"), b"").unwrap();
+    File::create(p("fs.img")).unwrap().set_len(8 * MIB).unwrap();
+    run("mkfs.ext4", &["-q", "-F", p("fs.img").to_str().unwrap()]);
+    let mut e = liblzma::write::XzEncoder::new(Vec::new(), 1);
+    e.write_all(b"just some text, compressed\n").unwrap();
+    fs::write(p("text.img.xz"), e.finish().unwrap()).unwrap();
+    let mut e = liblzma::write::XzEncoder::new(Vec::new(), 1);
+    e.write_all(&vec![0u8; 4 << 20]).unwrap();
+    fs::write(p("zeros.img.xz"), e.finish().unwrap()).unwrap();
+    let good = {
+        let img = p("good.img");
+        make_image(&img);
+        let mut e = liblzma::write::XzEncoder::new(Vec::new(), 1);
+        e.write_all(&fs::read(&img).unwrap()).unwrap();
+        let mut bytes = e.finish().unwrap();
+        bytes.truncate(bytes.len() - 20);
+        fs::write(p("truncated.img.xz"), bytes).unwrap();
+        img
+    };
+    let mut zst = vec![0x28, 0xb5, 0x2f, 0xfd];
+    zst.extend_from_slice(&noise(100, 3));
+    fs::write(p("x.img.zst"), zst).unwrap();
+
+    let cases = [
+        ("notes.img", "not a disk image: it is a text file"),
+        ("passwd.img", "not a disk image: it is a text file"),
+        (
+            "random.img",
+            "not a disk image: it is binary data without a partition table",
+        ),
+        ("empty.img", "not a disk image: it is an empty file"),
+        (
+            "fs.img",
+            "not a disk image: it is a bare ext2/3/4 file system",
+        ),
+        (
+            "text.img.xz",
+            "not a disk image: it is xz data whose content is not a disk image: it is a text file",
+        ),
+        (
+            "zeros.img.xz",
+            "not a disk image: it is xz data whose content is not a disk image: it is binary data",
+        ),
+        (
+            "truncated.img.xz",
+            "not a disk image: it is xz data that cannot be read",
+        ),
+        ("x.img.zst", "not a disk image: it is zstd-compressed"),
+    ];
+    for (name, want) in cases {
+        let card = p("card.img");
+        let o = piimg()
+            .args(["flash", "--force-file", "--yes"])
+            .arg(p(name))
+            .arg(&card)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{name}: {err}");
+        assert!(
+            err.contains(&format!("{}: {want}", p(name).display())),
+            "{name}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{name}: one line: {err}");
+        assert!(!card.exists(), "{name}: the card was created");
+    }
+    // The good image next to them flashes.
+    let card = p("card.img");
+    let o = piimg()
+        .args(["-q", "flash", "--force-file", "--yes"])
+        .arg(&good)
+        .arg(&card)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// What sits next to the image as its block map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MapCase {
+    /// `bmaptool create`'s map of the image (a foreign tool's: holes left out).
+    With,
+    /// None.
+    Without,
+    /// An unparsable one (cut in the middle).
+    Corrupt,
+    /// Another image's of the same size: its checksums do not match.
+    Foreign,
+}
+
+/// What a used card held before the flash.
+#[derive(Debug, Clone, Copy)]
+enum Prefill {
+    /// 0xFF everywhere (an erased NAND).
+    Ff,
+    /// An older image (GPT, other layout and disk id).
+    OldImage,
+}
+
+fn stdout_to(cmd: &mut Command, dest: &Path) {
+    let st = cmd.stdout(File::create(dest).unwrap()).status().unwrap();
+    assert!(st.success(), "{cmd:?}");
+}
+
+/// Copies the FAT partition 1 and the ext4 partition 2 of `disk` out with mtools and
+/// debugfs into `dir/fat`, `dir/ext4`.
+fn dump_trees(disk: &Path, dir: &Path) {
+    let (fat, _) = support::partition(disk, 1);
+    let (root, _) = support::partition(disk, 2);
+    fs::create_dir_all(dir.join("fat")).unwrap();
+    fs::create_dir_all(dir.join("ext4")).unwrap();
+    let o = Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .args(["-s", "-n", "-m", "-i"])
+        .arg(format!("{}@@{fat}", disk.display()))
+        .arg("::/*")
+        .arg(dir.join("fat"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "mcopy: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("rdump / {}", dir.join("ext4").display()))
+        .arg(format!("{}?offset={root}", disk.display()))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "debugfs: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Asserts the card's partition table, file systems and file trees are the image's.
+fn assert_card_is_image(image: &Path, card: &Path, what: &str) {
+    assert_eq!(label_id(card), label_id(image), "{what}: partition table");
+    let (ok, text) = support::fsck_vfat(card, 1);
+    assert!(ok, "{what}: fsck.vfat -n:\n{text}");
+    let (ok, text) = support::e2fsck(card, 2);
+    assert!(ok, "{what}: e2fsck -fn:\n{text}");
+    let dir = tempfile::tempdir().unwrap();
+    dump_trees(image, &dir.path().join("image"));
+    dump_trees(card, &dir.path().join("card"));
+    let o = Command::new("diff")
+        .args(["-r", "--no-dereference"])
+        .arg(dir.path().join("image"))
+        .arg(dir.path().join("card"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{what}: file trees differ:\n{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
+
+/// Flashes the image raw and `.xz`, with each kind of block map, to a loop device over
+/// a card prefilled as `prefill`, and checks each card with independent tools.
+fn flash_matrix(prefill: Prefill) {
+    if !loop_available() {
+        return;
+    }
+    let imgs = used_card_images();
+    let card_len = file_len(&imgs.old.path);
+    let dir = tempfile::tempdir().unwrap();
+    let raw = &imgs.new.path;
+    let maps = dir.path().join("maps");
+    fs::create_dir(&maps).unwrap();
+    let good_map = maps.join("good.bmap");
+    run(
+        "bmaptool",
+        &[
+            "create",
+            "-o",
+            good_map.to_str().unwrap(),
+            raw.to_str().unwrap(),
+        ],
+    );
+    let corrupt_map = maps.join("corrupt.bmap");
+    let text = fs::read(&good_map).unwrap();
+    fs::write(&corrupt_map, &text[..text.len() / 2]).unwrap();
+    // Another image of the same size: another disk id in the MBR, so the checksum of
+    // the range holding sector 0 differs.
+    let other = maps.join("other.img");
+    old_card(raw, &other);
+    File::options()
+        .write(true)
+        .open(&other)
+        .unwrap()
+        .write_at(&[0xde, 0xad, 0xbe, 0xef], 440)
+        .unwrap();
+    let foreign_map = maps.join("foreign.bmap");
+    run(
+        "bmaptool",
+        &[
+            "create",
+            "-o",
+            foreign_map.to_str().unwrap(),
+            other.to_str().unwrap(),
+        ],
+    );
+
+    let cases = [
+        MapCase::With,
+        MapCase::Without,
+        MapCase::Corrupt,
+        MapCase::Foreign,
+    ];
+    for xz in [false, true] {
+        for case in cases {
+            let what = format!("{prefill:?} card, {case:?} map, xz: {xz}");
+            let d = dir.path().join(format!("{case:?}-{xz}"));
+            fs::create_dir(&d).unwrap();
+            let image = if xz {
+                let p = d.join("node.img.xz");
+                stdout_to(Command::new("xz").args(["-T0", "-1", "-c"]).arg(raw), &p);
+                p
+            } else {
+                let p = d.join("node.img");
+                old_card(raw, &p);
+                p
+            };
+            // Where bmaptool would look: X.img.xz.bmap, X.img.bmap, X.bmap.
+            let map_at = match (case, xz) {
+                (MapCase::Without, _) => None,
+                (MapCase::With, true) => Some((d.join("node.img.xz.bmap"), &good_map)),
+                (MapCase::With, false) => Some((d.join("node.img.bmap"), &good_map)),
+                (MapCase::Corrupt, _) => Some((d.join("node.img.bmap"), &corrupt_map)),
+                (MapCase::Foreign, _) => Some((d.join("node.bmap"), &foreign_map)),
+            };
+            if let Some((to, from)) = &map_at {
+                fs::copy(from, to).unwrap();
+            }
+            let backing = d.join("card.bin");
+            match prefill {
+                Prefill::Ff => ff_card(&backing, card_len),
+                Prefill::OldImage => old_card(&imgs.old.path, &backing),
+            }
+            let lo = Loop::new(&backing);
+            let o = piimg()
+                .args(["--json", "flash", "--yes", "--force"])
+                .arg(&image)
+                .arg(&lo.dev)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(o.status.success(), "{what}: {err}");
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            assert_eq!(v["verified"], true, "{what}");
+            let map_path = map_at.as_ref().map(|(p, _)| p.display().to_string());
+            let want_map = match (case, xz) {
+                (MapCase::With | MapCase::Foreign, false) => {
+                    serde_json::json!({ "bmap+file-systems": map_path })
+                }
+                (MapCase::With | MapCase::Foreign, true) => {
+                    serde_json::json!({ "whole-image+bmap": map_path })
+                }
+                (_, false) => serde_json::json!("file-systems"),
+                (_, true) => serde_json::json!("whole-image"),
+            };
+            assert_eq!(v["map"], want_map, "{what}");
+            match case {
+                MapCase::Foreign => {
+                    assert!(err.contains("does not match the image"), "{what}: {err}")
+                }
+                MapCase::Corrupt => assert!(err.contains("ignoring it"), "{what}: {err}"),
+                _ => assert!(!err.contains("warning"), "{what}: {err}"),
+            }
+            if xz {
+                assert_eq!(v["bytes_written"], file_len(raw), "{what}: every byte");
+            }
+            assert_card_is_image(raw, &lo.dev, &what);
+            drop(lo);
+            fs::remove_file(&backing).unwrap();
+        }
+    }
+}
+
+#[test]
+fn every_map_case_raw_and_xz_makes_a_working_card_over_0xff() {
+    flash_matrix(Prefill::Ff);
+}
+
+#[test]
+fn every_map_case_raw_and_xz_makes_a_working_card_over_an_older_image() {
+    flash_matrix(Prefill::OldImage);
 }
