@@ -1242,6 +1242,7 @@ fn only_disk_images_are_flashed() {
     let mut zst = vec![0x28, 0xb5, 0x2f, 0xfd];
     zst.extend_from_slice(&noise(100, 3));
     fs::write(p("x.img.zst"), zst).unwrap();
+    fs::write(p("x.img.bz2"), b"BZh91AY&SY").unwrap();
 
     let cases = [
         ("notes.img", "not a disk image: it is a text file"),
@@ -1267,7 +1268,11 @@ fn only_disk_images_are_flashed() {
             "truncated.img.xz",
             "not a disk image: it is xz data that cannot be read",
         ),
-        ("x.img.zst", "not a disk image: it is zstd-compressed"),
+        (
+            "x.img.zst",
+            "not a disk image: it is zstd data that cannot be read",
+        ),
+        ("x.img.bz2", "not a disk image: it is bzip2-compressed"),
     ];
     for (name, want) in cases {
         let card = p("card.img");
@@ -1511,4 +1516,63 @@ fn every_map_case_raw_and_xz_makes_a_working_card_over_0xff() {
 #[test]
 fn every_map_case_raw_and_xz_makes_a_working_card_over_an_older_image() {
     flash_matrix(Prefill::OldImage);
+}
+
+#[test]
+fn zstd_and_gzip_images_stream_to_a_working_card() {
+    if !loop_available() {
+        return;
+    }
+    let imgs = used_card_images();
+    let raw = &imgs.new.path;
+    let dir = tempfile::tempdir().unwrap();
+    for (tool, ext) in [("zstd", "zst"), ("gzip", "gz")] {
+        let image = dir.path().join(format!("node.img.{ext}"));
+        let mut cmd = Command::new(tool);
+        cmd.args(["-1", "-c"]).arg(raw);
+        stdout_to(&mut cmd, &image);
+        let backing = dir.path().join("card.bin");
+        ff_card(&backing, file_len(&imgs.old.path));
+        let lo = Loop::new(&backing);
+        let o = piimg()
+            .args(["--json", "flash", "--yes", "--force"])
+            .arg(&image)
+            .arg(&lo.dev)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{tool}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["compression"], if ext == "zst" { "zstd" } else { "gzip" });
+        assert_eq!(v["map"], "whole-image");
+        assert_eq!(v["image_size"], file_len(raw));
+        assert_eq!(v["bytes_written"], file_len(raw));
+        assert_card_is_image(raw, &lo.dev, tool);
+        drop(lo);
+
+        // Corrupt in the middle: refused before the card is touched, or stopped
+        // before the table; either way the card has no table afterwards.
+        let mut bytes = fs::read(&image).unwrap();
+        let mid = bytes.len() / 2;
+        for b in &mut bytes[mid..mid + 64] {
+            *b ^= 0x5a;
+        }
+        fs::write(&image, &bytes).unwrap();
+        let lo = Loop::new(&backing);
+        let o = piimg()
+            .args(["flash", "--yes", "--force"])
+            .arg(&image)
+            .arg(&lo.dev)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{tool}: corrupt data was flashed");
+        assert!(
+            err.contains("cannot be read") || err.contains("the card has no partition table now"),
+            "{tool}: {err}"
+        );
+    }
 }

@@ -11,6 +11,10 @@ pub enum Compression {
     None,
     /// `.xz` (magic FD 37 7A 58 5A 00).
     Xz,
+    /// `.zst` (magic 28 B5 2F FD).
+    Zstd,
+    /// `.gz` (magic 1F 8B).
+    Gzip,
 }
 
 /// The compression `head` (a file's first bytes) starts with, or `Err` naming a
@@ -20,10 +24,10 @@ pub fn compression(head: &[u8]) -> Result<Compression, &'static str> {
         return Ok(Compression::Xz);
     }
     if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        return Err("zstd");
+        return Ok(Compression::Zstd);
     }
     if head.starts_with(&[0x1f, 0x8b]) {
-        return Err("gzip");
+        return Ok(Compression::Gzip);
     }
     if head.starts_with(b"BZh") {
         return Err("bzip2");
@@ -97,6 +101,10 @@ mod tests {
             Ok(Compression::Xz)
         );
         assert_eq!(compression(b"hello"), Ok(Compression::None));
-        assert_eq!(compression(&[0x28, 0xb5, 0x2f, 0xfd, 1]), Err("zstd"));
+        assert_eq!(
+            compression(&[0x28, 0xb5, 0x2f, 0xfd, 1]),
+            Ok(Compression::Zstd)
+        );
+        assert_eq!(compression(b"BZh91AY&"), Err("bzip2"));
     }
 }

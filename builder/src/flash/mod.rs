@@ -17,6 +17,7 @@
 mod buffer;
 mod chunks;
 pub mod content;
+mod decode;
 mod device;
 mod ranges;
 mod source;

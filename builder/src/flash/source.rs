@@ -1,5 +1,5 @@
-//! What to write: a disk image (raw, or `.xz` decompressed as it streams) and the byte
-//! ranges of it a card must hold.
+//! What to write: a disk image (raw, or `.xz`/`.zst`/`.gz` decompressed as it
+//! streams) and the byte ranges of it a card must hold.
 //!
 //! A raw image is opened through the image engine ([`Image::open`]: an MBR or GPT with
 //! at least one partition inside the file) and its ranges are the file systems' block
@@ -21,6 +21,7 @@ use crate::image::{Image, ImageError, usage};
 
 use super::FlashError;
 use super::content::{self, Compression};
+use super::decode;
 use super::ranges;
 use super::xz_size::xz_size;
 
@@ -61,7 +62,7 @@ pub struct Source {
     pub compression: Compression,
     /// The open file (compressed for a compressed image).
     file: File,
-    /// Number of concatenated `.xz` streams (0 for a raw image).
+    /// Number of concatenated `.xz` streams (0 for other formats).
     xz_streams: u32,
     /// Image size in bytes (uncompressed).
     pub image_size: u64,
@@ -93,12 +94,12 @@ impl Source {
         let compression = content::compression(&head).map_err(|format| FlashError::NotAnImage {
             path: image.to_path_buf(),
             what: format!(
-                "it is {format}-compressed; flash reads raw images and .xz (decompress it first)"
+                "it is {format}-compressed; flash reads raw images, .xz, .zst and .gz (decompress it first)"
             ),
         })?;
         match compression {
             Compression::None => Self::open_raw(image, file, &head),
-            Compression::Xz => Self::open_xz(image, file, meta.len()),
+            c => Self::open_compressed(image, file, meta.len(), c),
         }
     }
 
@@ -134,18 +135,32 @@ impl Source {
         ))
     }
 
-    fn open_xz(path: &Path, file: File, len: u64) -> Result<(Source, Vec<String>), FlashError> {
-        let size = xz_size(&file, len).map_err(|reason| FlashError::NotAnImage {
+    fn open_compressed(
+        path: &Path,
+        file: File,
+        len: u64,
+        compression: Compression,
+    ) -> Result<(Source, Vec<String>), FlashError> {
+        let name = format_name(compression);
+        let unreadable = |reason: String| FlashError::NotAnImage {
             path: path.to_path_buf(),
-            what: format!("it is xz data that cannot be read: {reason}"),
-        })?;
-        let image_size = size.uncompressed;
+            what: format!("it is {name} data that cannot be read: {reason}"),
+        };
+        // The card size check needs the uncompressed size before anything is written:
+        // .xz records it in its indexes; .zst and .gz are decoded once to count it.
+        let (image_size, xz_streams) = if compression == Compression::Xz {
+            let size = xz_size(&file, len).map_err(unreadable)?;
+            (size.uncompressed, size.streams)
+        } else {
+            let n = decode::count(&file, compression).map_err(|e| unreadable(e.to_string()))?;
+            (n, 0)
+        };
         // The first decompressed bytes, laid into a sparse file of the image's size, go
         // through the same checks as a raw image before the card is touched.
         let mut head = Vec::new();
-        decoder(&file, size.streams)
+        decode::decoder(&file, compression, xz_streams)
             .and_then(|dec| dec.take(PROBE.min(image_size)).read_to_end(&mut head))
-            .map_err(|e| xz_err(path, 0, e))?;
+            .map_err(|e| unreadable(e.to_string()))?;
         let probe = tempfile::NamedTempFile::new().map_err(|source| FlashError::Image {
             path: path.to_path_buf(),
             source,
@@ -182,9 +197,9 @@ impl Source {
         Ok((
             Source {
                 path: path.to_path_buf(),
-                compression: Compression::Xz,
+                compression,
                 file,
-                xz_streams: size.streams,
+                xz_streams,
                 image_size,
                 ranges: map,
                 origin,
@@ -202,8 +217,9 @@ impl Source {
     pub(crate) fn reader(&self) -> Result<ImageReader<'_>, FlashError> {
         Ok(match self.compression {
             Compression::None => ImageReader::Raw(&self.file),
-            Compression::Xz => ImageReader::Stream {
-                dec: decoder(&self.file, self.xz_streams).map_err(|e| xz_err(&self.path, 0, e))?,
+            c => ImageReader::Stream {
+                dec: decode::decoder(&self.file, c, self.xz_streams)
+                    .map_err(|e| read_err(&self.path, 0, e))?,
                 pos: 0,
             },
         })
@@ -283,32 +299,16 @@ fn eof_hint(e: io::Error, pos: u64) -> io::Error {
     }
 }
 
-/// An `.xz` decoder over `file`: multi-threaded for one stream, liblzma's
-/// concatenated-streams decoder for several.
-fn decoder<'a>(file: &'a File, streams: u32) -> io::Result<Box<dyn Read + 'a>> {
-    use liblzma::stream::{CONCATENATED, MtStreamBuilder, Stream};
-    let input = io::BufReader::with_capacity(1 << 20, file);
-    let stream = if streams > 1 {
-        Stream::new_stream_decoder(u64::MAX, CONCATENATED)
-    } else {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-        MtStreamBuilder::new()
-            .threads(threads)
-            .memlimit_threading(1 << 30)
-            .memlimit_stop(u64::MAX)
-            .timeout_ms(0)
-            .decoder()
+fn format_name(c: Compression) -> &'static str {
+    match c {
+        Compression::None => "raw",
+        Compression::Xz => "xz",
+        Compression::Zstd => "zstd",
+        Compression::Gzip => "gzip",
     }
-    .map_err(|e| io::Error::other(format!("cannot start the xz decoder: {e}")))?;
-    // The reader starts at the file's beginning: `file` was only read positionally.
-    let mut f = file;
-    io::Seek::seek(&mut f, io::SeekFrom::Start(0))?;
-    Ok(Box::new(liblzma::bufread::XzDecoder::new_stream(
-        input, stream,
-    )))
 }
 
-fn xz_err(path: &Path, offset: u64, source: io::Error) -> FlashError {
+fn read_err(path: &Path, offset: u64, source: io::Error) -> FlashError {
     FlashError::ImageRead {
         path: path.to_path_buf(),
         offset,
