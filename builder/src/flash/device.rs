@@ -89,18 +89,21 @@ impl Device {
         self.size
     }
 
-    /// Zeroes the partition structures a card may hold: its first MiB (MBR at sector 0,
-    /// a primary GPT header at LBA 1 and its entries at LBA 2..34, for 512- and
-    /// 4096-byte sectors alike) and, unless `head_only`, its last MiB (a previous OS's
-    /// backup GPT), then fsyncs. After it no tool or kernel finds a partition table on
-    /// the card. Returns the offset of a failed write with the error.
+    /// Zeroes the partition structures a card may hold (`upstream.toml`
+    /// `[flash_erase]`): its first MiB (MBR at sector 0, a primary GPT header at LBA 1
+    /// and its entries, for 512- and 4096-byte sectors alike) and, unless `head_only`,
+    /// its last MiB (a previous OS's backup GPT), then fsyncs. After it no tool or
+    /// kernel finds a partition table on the card. A failed write comes back with its
+    /// offset.
     pub fn erase_tables(&self, head_only: bool) -> Result<(), (u64, io::Error)> {
-        let head = HEAD.min(self.size);
-        let zeros = AlignedBuf::new(HEAD as usize);
+        let facts = &crate::upstream::facts().flash_erase;
+        // The held-back first MiB is rewritten last: erasing more of it is pointless.
+        let head = facts.head_bytes.min(HEAD).min(self.size);
+        let zeros = AlignedBuf::new(facts.head_bytes.max(facts.tail_bytes) as usize);
         self.write_at(zeros.slice(head as usize), 0)
             .map_err(|e| (0, e))?;
         if !head_only {
-            let tail = self.size.saturating_sub(HEAD).max(head);
+            let tail = self.size.saturating_sub(facts.tail_bytes).max(head);
             self.write_at(zeros.slice((self.size - tail) as usize), tail)
                 .map_err(|e| (tail, e))?;
         }

@@ -375,17 +375,18 @@ fn find_bmap(image: &Path, image_size: u64, warnings: &mut Vec<String>) -> Optio
     None
 }
 
-/// Where bmaptool looks for an image's map (bmap-tools `bmaptool/CLI.py`,
-/// `find_and_open_bmap`): `IMAGE.bmap`, then with one extension after another taken
-/// off (`X.img.xz` → `X.img.xz.bmap`, `X.img.bmap`, `X.bmap`).
+/// Where bmaptool looks for an image's map (`upstream.toml` `[bmap_lookup]`):
+/// `IMAGE.bmap`, then with one extension after another taken off (`X.img.xz` →
+/// `X.img.xz.bmap`, `X.img.bmap`, `X.bmap`).
 pub fn bmap_candidates(image: &Path) -> Vec<PathBuf> {
+    let rule = &crate::upstream::facts().bmap_lookup;
     let mut out = Vec::new();
     let mut p = image.to_path_buf();
     loop {
         let mut with = p.as_os_str().to_owned();
-        with.push(".bmap");
+        with.push(&rule.suffix);
         out.push(PathBuf::from(with));
-        if p.extension().is_none() {
+        if !rule.strip_extensions || p.extension().is_none() {
             return out;
         }
         p.set_extension("");
