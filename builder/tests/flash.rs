@@ -1290,6 +1290,10 @@ fn only_disk_images_are_flashed() {
             "{name}: {err}"
         );
         assert_eq!(err.trim().lines().count(), 1, "{name}: one line: {err}");
+        assert!(
+            err.contains("nothing was written to the card"),
+            "{name}: {err}"
+        );
         assert!(!card.exists(), "{name}: the card was created");
     }
     // The good image next to them flashes.
@@ -1575,4 +1579,119 @@ fn zstd_and_gzip_images_stream_to_a_working_card() {
             "{tool}: {err}"
         );
     }
+}
+
+/// A card file holding an "older" MBR table (another disk id) and 0xAA elsewhere.
+fn old_mbr_card(path: &Path, len: u64) {
+    make_backing(path, len);
+    let f = File::options().write(true).open(path).unwrap();
+    put_mbr(&f, len);
+    f.write_at(&[0xca, 0xfe, 0xf0, 0x0d], 440).unwrap();
+    f.sync_all().unwrap();
+    assert!(sfdisk_finds_table(path));
+}
+
+#[test]
+fn corrupt_xz_data_mid_stream_leaves_no_table() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("node.img");
+    let size = make_image(&img);
+    let mut e = liblzma::write::XzEncoder::new(Vec::new(), 0);
+    e.write_all(&fs::read(&img).unwrap()).unwrap();
+    let mut xz = e.finish().unwrap();
+    // Damage the compressed data well after the first MiB's worth (the noise is
+    // incompressible, so byte offsets roughly match), keeping the index intact.
+    let at = xz.len() * 3 / 4;
+    for b in &mut xz[at..at + 32] {
+        *b ^= 0xff;
+    }
+    let image = dir.path().join("node.img.xz");
+    fs::write(&image, &xz).unwrap();
+    let card = dir.path().join("card.img");
+    old_mbr_card(&card, size);
+    let o = piimg()
+        .args(["flash", "--force-file", "--yes"])
+        .arg(&image)
+        .arg(&card)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("cannot read image"), "{err}");
+    assert!(
+        err.contains("the card has no partition table now")
+            && err.contains("run the same command again"),
+        "{err}"
+    );
+    assert_no_table(&card, size);
+}
+
+/// A tmpfs of `mib` MiB mounted on a fresh directory, unmounted on drop.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn new(mib: u64) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        run(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mib}m"),
+                "tmpfs",
+                dir.path().to_str().unwrap(),
+            ],
+        );
+        Tmpfs { dir }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn write_error_mid_flash_leaves_no_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("node.img");
+    let size = make_image(&img);
+    // The card is a sparse file on a tmpfs too small for the image: writes fail
+    // with ENOSPC part-way, as a dying card fails with EIO.
+    let fs_ = Tmpfs::new(8);
+    let card = fs_.dir.path().join("card.img");
+    {
+        let f = File::create(&card).unwrap();
+        f.set_len(size).unwrap();
+        put_mbr(&f, size);
+        f.write_at(&[0xca, 0xfe, 0xf0, 0x0d], 440).unwrap();
+    }
+    assert!(sfdisk_finds_table(&card));
+    let (src, _) = Source::open(&img).unwrap();
+    let policy = TargetPolicy {
+        force: false,
+        force_file: true,
+    };
+    let t = target::inspect(&card, src.image_size, &SystemView::host(), policy).unwrap();
+    let failure = flash::flash(&src, &t, &FlashOptions::default(), &quiet()).unwrap_err();
+    assert!(
+        matches!(failure.error, FlashError::Write { .. }),
+        "{failure}"
+    );
+    assert_eq!(failure.card, CardState::NoTable, "{failure}");
+    assert!(
+        failure
+            .to_string()
+            .contains("the card has no partition table now")
+    );
+    assert!(!sfdisk_finds_table(&card));
+    let f = File::open(&card).unwrap();
+    let mut s0 = [0u8; 512];
+    f.read_exact_at(&mut s0, 0).unwrap();
+    assert!(s0.iter().all(|&b| b == 0));
 }

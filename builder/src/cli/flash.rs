@@ -3,7 +3,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use clap::Args;
 use piimg::flash::{self, FaultInjection, FlashOptions, MapOrigin, Source, SystemView, TargetKind};
 use piimg::output::interrupt;
@@ -54,7 +54,8 @@ pub fn run(args: FlashArgs, out: Reporter) -> anyhow::Result<()> {
     if let Some(node) = args.node.as_ref().filter(|_| !image.is_file()) {
         build_first(&args, node, &image, out)?;
     }
-    let (source, warnings) = Source::open(&image)?;
+    let (source, warnings) =
+        Source::open(&image).map_err(|e| anyhow!("{e}; nothing was written to the card"))?;
     for w in warnings {
         out.warn(w);
     }
@@ -63,8 +64,7 @@ pub fn run(args: FlashArgs, out: Reporter) -> anyhow::Result<()> {
         force_file: args.force_file,
     };
     let target = flash::target::inspect(&device, source.image_size, &SystemView::host(), policy)
-        .map_err(flash::FlashError::from)
-        .context("nothing was written to the card")?;
+        .map_err(|r| anyhow!("{}; nothing was written to it", flash::FlashError::from(r)))?;
     out.info(describe_map(&source));
 
     let describe = describe(&target, &source);
