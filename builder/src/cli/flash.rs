@@ -175,8 +175,13 @@ fn describe_map(source: &Source) -> String {
                 .to_string()
         }
     };
+    let how = if source.decompressed_first {
+        " (of the image decompressed into a temporary file)"
+    } else {
+        ""
+    };
     format!(
-        "map: {what}: {} of {} bytes to write",
+        "map: {what}{how}: {} of {} bytes to write",
         source.mapped_bytes(),
         source.image_size
     )

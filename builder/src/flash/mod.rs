@@ -1,8 +1,9 @@
 //! Writing an image to a card so that it either works or has no partition table.
 //!
 //! [`target::inspect`] decides whether a device may be written; [`Source::open`] checks
-//! the input is a disk image (raw or `.xz`) and finds the ranges to write (the file
-//! systems' block map, with the image's `.bmap`). [`flash`] first erases the card's
+//! the input is a disk image (raw, or `.xz`/`.zst`/`.gz`, decompressed once into a
+//! temporary file, or streamed whole when there is no room for one) and finds the
+//! ranges to write (the file systems' block map, with the image's `.bmap`). [`flash`] first erases the card's
 //! partition structures (first and last MiB) and fsyncs, so a card whose flash stops
 //! for any reason has no partition table and cannot boot half an image; then writes
 //! the ranges in 4 MiB aligned chunks (O_DIRECT where possible), checking the image
@@ -22,6 +23,7 @@ mod device;
 mod ranges;
 mod source;
 pub mod target;
+mod unpack;
 mod verify;
 mod window;
 mod write;
@@ -92,6 +94,9 @@ pub struct FlashReport {
     pub compression: Compression,
     /// Where the ranges written came from.
     pub map: MapOrigin,
+    /// Whether a compressed image was decompressed into a temporary file first (to
+    /// map its file systems).
+    pub decompressed_first: bool,
     /// Image size in bytes.
     pub image_size: u64,
     /// Bytes in the mapped ranges.
@@ -406,6 +411,7 @@ pub fn flash(
         target: target.path.clone(),
         compression: src.compression,
         map: src.origin.clone(),
+        decompressed_first: src.decompressed_first,
         image_size: src.image_size,
         mapped_bytes: mapped,
         bytes_written,

@@ -6,14 +6,17 @@
 //! map ([`usage::used_ranges`]), united with its `.bmap`'s ranges when a `.bmap` that
 //! belongs to it is found (a foreign tool's `.bmap` may leave out zero-filled
 //! metadata; only the `.bmap`'s ranges carry checksums). A compressed image is checked
-//! from its first decompressed bytes and written whole, every byte, as Imager does:
-//! its file systems cannot be mapped from a stream, and its `.bmap`'s ranges alone are
+//! from its first decompressed bytes, then decompressed once into an unnamed sparse
+//! temporary file next to it ([`unpack`]) and mapped like a raw image. When that file
+//! cannot be made (no space), it is streamed and written whole, every byte, as Imager
+//! does: a stream's file systems cannot be mapped, and its `.bmap`'s ranges alone are
 //! not enough when another tool made it (bmaptool maps a sparse file's holes, and
-//! zero-filled metadata may be a hole). Its `.bmap`'s checksums are still checked.
+//! zero-filled metadata may be a hole); its `.bmap`'s checksums are still checked.
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::bmap::{self, Bmap};
@@ -23,6 +26,7 @@ use super::FlashError;
 use super::content::{self, Compression};
 use super::decode;
 use super::ranges;
+use super::unpack::{self, UnpackError};
 use super::xz_size::xz_size;
 
 /// One byte range of the image to write.
@@ -64,6 +68,11 @@ pub struct Source {
     file: File,
     /// Number of concatenated `.xz` streams (0 for other formats).
     xz_streams: u32,
+    /// True when `file` is read through a decoder (a compressed image streamed);
+    /// false for a raw image and a compressed one decompressed to a temporary file.
+    stream: bool,
+    /// True when a compressed image was decompressed into a temporary file first.
+    pub decompressed_first: bool,
     /// Image size in bytes (uncompressed).
     pub image_size: u64,
     /// Ranges to write, sorted and disjoint.
@@ -108,25 +117,17 @@ impl Source {
         if image.table().partitions.is_empty() {
             return Err(not_image(path, "its partition table holds no partition"));
         }
-        let used = usage::used_ranges(&image).map_err(|e| FlashError::Map {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
         let image_size = image.size();
         let mut warnings: Vec<String> = image.warnings().to_vec();
-        let (map, origin) = match find_bmap(path, image_size, &mut warnings) {
-            Some((map_path, b)) => (
-                ranges::union(&bmap_ranges(&b), &used),
-                MapOrigin::BmapAndFileSystems(map_path),
-            ),
-            None => (ranges::union(&[], &used), MapOrigin::FileSystems),
-        };
+        let (map, origin) = map_raw(path, &image, &mut warnings)?;
         Ok((
             Source {
                 path: path.to_path_buf(),
                 compression: Compression::None,
                 file,
                 xz_streams: 0,
+                stream: false,
+                decompressed_first: false,
                 image_size,
                 ranges: map,
                 origin,
@@ -161,31 +162,58 @@ impl Source {
         decode::decoder(&file, compression, xz_streams)
             .and_then(|dec| dec.take(PROBE.min(image_size)).read_to_end(&mut head))
             .map_err(|e| unreadable(e.to_string()))?;
-        let probe = tempfile::NamedTempFile::new().map_err(|source| FlashError::Image {
-            path: path.to_path_buf(),
-            source,
-        })?;
         let probe_io = |source| FlashError::Image {
             path: path.to_path_buf(),
             source,
         };
-        probe.as_file().set_len(image_size).map_err(probe_io)?;
-        probe.as_file().write_all_at(&head, 0).map_err(probe_io)?;
-        let image = Image::open(probe.path()).map_err(|e| {
-            classify(
-                path,
-                &head,
-                "it is xz data whose content is not a disk image: ",
-                e,
-            )
-        })?;
+        let probe = tempfile::tempfile().map_err(probe_io)?;
+        probe.set_len(image_size).map_err(probe_io)?;
+        probe.write_all_at(&head, 0).map_err(probe_io)?;
+        let probe_path = PathBuf::from(format!("/proc/self/fd/{}", probe.as_raw_fd()));
+        let prefix = format!("it is {name} data whose content is not a disk image: ");
+        let image = Image::open(&probe_path).map_err(|e| classify(path, &head, &prefix, e))?;
         if image.table().partitions.is_empty() {
             return Err(not_image(
                 path,
-                "it is xz data whose content is not a disk image: its partition table holds no partition",
+                &format!("{prefix}its partition table holds no partition"),
             ));
         }
+        drop(image);
+        drop(probe);
         let mut warnings = Vec::new();
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let unpacked = decode::decoder(&file, compression, xz_streams)
+            .map_err(UnpackError::Data)
+            .and_then(|mut dec| unpack::unpack(&mut *dec, image_size, dir));
+        match unpacked {
+            Ok(u) => {
+                let image = Image::open(&u.path).map_err(|e| classify(path, &head, &prefix, e))?;
+                let (map, origin) = map_raw(path, &image, &mut warnings)?;
+                return Ok((
+                    Source {
+                        path: path.to_path_buf(),
+                        compression,
+                        file: u.file,
+                        xz_streams,
+                        stream: false,
+                        decompressed_first: true,
+                        image_size,
+                        ranges: map,
+                        origin,
+                    },
+                    warnings,
+                ));
+            }
+            Err(UnpackError::Data(e)) => return Err(unreadable(e.to_string())),
+            Err(UnpackError::Local(e)) => warnings.push(format!(
+                "cannot decompress {} into a temporary file in {} to map its file systems ({e}); writing every byte of it instead",
+                path.display(),
+                dir.display()
+            )),
+        }
         let whole = [(0, image_size)];
         let (map, origin) = match find_bmap(path, image_size, &mut warnings) {
             Some((map_path, b)) => (
@@ -200,6 +228,8 @@ impl Source {
                 compression,
                 file,
                 xz_streams,
+                stream: true,
+                decompressed_first: false,
                 image_size,
                 ranges: map,
                 origin,
@@ -216,12 +246,12 @@ impl Source {
     /// A reader of the image's (decompressed) bytes, read in increasing offsets.
     pub(crate) fn reader(&self) -> Result<ImageReader<'_>, FlashError> {
         Ok(match self.compression {
-            Compression::None => ImageReader::Raw(&self.file),
-            c => ImageReader::Stream {
+            c if self.stream => ImageReader::Stream {
                 dec: decode::decoder(&self.file, c, self.xz_streams)
                     .map_err(|e| read_err(&self.path, 0, e))?,
                 pos: 0,
             },
+            _ => ImageReader::Raw(&self.file),
         })
     }
 }
@@ -335,6 +365,26 @@ fn classify(path: &Path, head: &[u8], prefix: &str, e: ImageError) -> FlashError
             what: format!("{prefix}{}", content::describe(head, &other)),
         },
     }
+}
+
+/// The ranges of a raw (or decompressed) `image` found at `path`: its file systems'
+/// block map, united with its `.bmap`'s ranges when it has one.
+fn map_raw(
+    path: &Path,
+    image: &Image,
+    warnings: &mut Vec<String>,
+) -> Result<(Vec<SourceRange>, MapOrigin), FlashError> {
+    let used = usage::used_ranges(image).map_err(|e| FlashError::Map {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    Ok(match find_bmap(path, image.size(), warnings) {
+        Some((map_path, b)) => (
+            ranges::union(&bmap_ranges(&b), &used),
+            MapOrigin::BmapAndFileSystems(map_path),
+        ),
+        None => (ranges::union(&[], &used), MapOrigin::FileSystems),
+    })
 }
 
 /// The `.bmap`'s byte ranges, with their checksums.
