@@ -137,4 +137,51 @@ mod tests {
         bad[k] ^= 0xff;
         assert!(count(&file_of(&bad), Compression::Gzip).is_err());
     }
+
+    fn zst(data: &[u8]) -> Vec<u8> {
+        ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest)
+    }
+
+    #[test]
+    fn zstd_frames_are_all_read_and_checksums_checked() {
+        let a = vec![1u8; 300_000];
+        let b = b"second frame".to_vec();
+        let mut both = zst(&a);
+        let first_len = both.len();
+        both.extend(zst(&b));
+        let f = file_of(&both);
+        let mut out = Vec::new();
+        decoder(&f, Compression::Zstd, 0)
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out.len(), a.len() + b.len());
+        assert!(out[..a.len()] == a[..] && out[a.len()..] == b[..]);
+        assert_eq!(count(&f, Compression::Zstd).unwrap(), out.len() as u64);
+        // The first frame's content checksum (its last 4 bytes) damaged.
+        let mut bad = both.clone();
+        bad[first_len - 1] ^= 0xff;
+        let e = count(&file_of(&bad), Compression::Zstd).unwrap_err();
+        assert!(e.to_string().contains("checksum"), "{e}");
+    }
+
+    #[test]
+    fn concatenated_xz_streams_are_all_read() {
+        let xz = |d: &[u8]| {
+            let mut e = liblzma::write::XzEncoder::new(Vec::new(), 1);
+            e.write_all(d).unwrap();
+            e.finish().unwrap()
+        };
+        let mut both = xz(b"one ");
+        both.extend(xz(b"two"));
+        let f = file_of(&both);
+        let size = super::super::xz_size::xz_size(&f, both.len() as u64).unwrap();
+        assert_eq!(size.streams, 2);
+        let mut s = String::new();
+        decoder(&f, Compression::Xz, size.streams)
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        assert_eq!(s, "one two");
+    }
 }
