@@ -1436,6 +1436,11 @@ fn flash_matrix(prefill: Prefill) {
         ],
     );
 
+    let compressed = maps.join("node.img.xz");
+    stdout_to(
+        Command::new("xz").args(["-T0", "-1", "-c"]).arg(raw),
+        &compressed,
+    );
     let cases = [
         MapCase::With,
         MapCase::Without,
@@ -1449,7 +1454,7 @@ fn flash_matrix(prefill: Prefill) {
             fs::create_dir(&d).unwrap();
             let image = if xz {
                 let p = d.join("node.img.xz");
-                stdout_to(Command::new("xz").args(["-T0", "-1", "-c"]).arg(raw), &p);
+                fs::copy(&compressed, &p).unwrap();
                 p
             } else {
                 let p = d.join("node.img");

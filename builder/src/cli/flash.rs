@@ -15,7 +15,9 @@ use piimg::progress::Reporter;
     override_usage = "piimg flash [OPTIONS] IMAGE DEVICE\n       piimg flash [OPTIONS] --node NAME DEVICE"
 )]
 pub struct FlashArgs {
-    /// IMAGE and DEVICE, or just DEVICE with --node.
+    /// IMAGE and DEVICE, or just DEVICE with --node. IMAGE is a disk image: raw, or
+    /// .xz/.zst/.gz (decompressed once into a temporary file beside it); its .bmap is
+    /// found where bmaptool looks for it.
     #[arg(value_name = "IMAGE DEVICE", num_args = 1..=2, required = true)]
     paths: Vec<PathBuf>,
     /// Flash the built image of this node (OUT/NAME.img).
