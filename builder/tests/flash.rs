@@ -1744,3 +1744,102 @@ fn write_error_mid_flash_leaves_no_table() {
     f.read_exact_at(&mut s0, 0).unwrap();
     assert!(s0.iter().all(|&b| b == 0));
 }
+
+#[test]
+fn piimg_build_xz_output_with_its_bmap_flashes_to_a_working_card() {
+    if !loop_available() {
+        return;
+    }
+    let base = support::image("bookworm", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("lab.toml"),
+        r#"[cluster]
+name = "lab"
+domain = "lan"
+
+[network]
+cidr = "192.168.86.0/24"
+gateway = "192.168.86.1"
+dns = ["192.168.86.1"]
+
+[k3s]
+version = "v1.31.4+k3s1"
+
+[access]
+admin_user = "admin"
+ssh_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDaZHaCdoVEb1zwLI5CNGewvIXbUN372synbuJpT30X8 test@piimg"]
+
+[hardware]
+pi5_4k_pages = true
+
+[[nodes]]
+name = "pi5-master-1"
+ip = "192.168.86.31"
+role = "server"
+hardware = "pi5-8gb"
+
+[[nodes]]
+name = "pi4-worker-1"
+ip = "192.168.86.41"
+role = "agent"
+hardware = "pi4-2gb"
+"#,
+    )
+    .unwrap();
+    let o = piimg()
+        .current_dir(dir.path())
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("PIIMG_CACHE", dir.path().join("cache"))
+        .env_remove("PIIMG_PROFILE")
+        .args([
+            "-q",
+            "build",
+            "--profile",
+            "lab.toml",
+            "--offline",
+            "--base",
+        ])
+        .arg(&base.path)
+        .args(["--node", "pi4-worker-1", "--xz"])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "build: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = dir.path().join("out");
+    let xz = out.join("pi4-worker-1.img.xz");
+    let map = out.join("pi4-worker-1.img.bmap");
+    assert!(
+        xz.is_file() && map.is_file(),
+        "build --xz wrote .img.xz and .img.bmap"
+    );
+    // Keep the raw image for the comparison, away from the .xz.
+    let raw = dir.path().join("raw.img");
+    fs::rename(out.join("pi4-worker-1.img"), &raw).unwrap();
+
+    let backing = dir.path().join("card.bin");
+    ff_card(&backing, file_len(&raw) + 8 * MIB);
+    let lo = Loop::new(&backing);
+    let o = piimg()
+        .args(["--json", "flash", "--yes", "--force"])
+        .arg(&xz)
+        .arg(&lo.dev)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["compression"], "xz");
+    assert_eq!(
+        v["map"],
+        serde_json::json!({ "bmap+file-systems": map.display().to_string() })
+    );
+    assert_eq!(
+        v["warnings"],
+        serde_json::json!([]),
+        "its own .bmap matches"
+    );
+    assert_card_is_image(&raw, &lo.dev, "build --xz");
+}
