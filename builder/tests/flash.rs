@@ -1034,8 +1034,20 @@ struct UsedCardImages {
 }
 
 fn used_card_images() -> UsedCardImages {
-    let new = support::image("bookworm", &[]);
-    let old = support::image("trixie", &["--gpt", "--disk-id", "0badc0de"]);
+    card_images(&[], &[])
+}
+
+/// [`used_card_images`] with `--fill-mib` data in both roots (the older one more), so
+/// a flash writes hundreds of MiB whatever the map: time to signal it mid-write.
+fn big_card_images() -> UsedCardImages {
+    card_images(&["--fill-mib", "200"], &["--fill-mib", "260"])
+}
+
+fn card_images(new_args: &[&str], old_args: &[&str]) -> UsedCardImages {
+    let new = support::image("bookworm", new_args);
+    let mut old_all = vec!["--gpt", "--disk-id", "0badc0de"];
+    old_all.extend_from_slice(old_args);
+    let old = support::image("trixie", &old_all);
     let (n, o) = (file_len(&new.path), file_len(&old.path));
     assert!(
         o >= n,
@@ -1104,9 +1116,11 @@ fn interrupted_flash_leaves_a_used_card_without_any_table() {
     let card_len = file_len(&imgs.old.path);
     let dir = tempfile::tempdir().unwrap();
     let backing = dir.path().join("card.bin");
-    // Before any data, after the first 4 MiB chunk, deep in the boot partition, past
-    // the root partition's start.
-    for stop in [0, MIB, 64 * MIB, 600 * MIB] {
+    // Before any data, after the first chunk, a third and two thirds of the way
+    // (relative to what the map says to write, however large that is).
+    let mapped = Source::open(&imgs.new.path).unwrap().0.mapped_bytes();
+    assert!(mapped > 8 * MIB, "{mapped}");
+    for stop in [0, MIB, mapped / 3, mapped * 2 / 3] {
         old_card(&imgs.old.path, &backing);
         let lo = Loop::new(&backing);
         assert!(sfdisk_finds_table(&lo.dev), "the old card has its GPT");
@@ -1163,7 +1177,7 @@ fn signal_mid_flash(image: &Path, card: &Path, sig: libc::c_int) -> std::process
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     // Let it write some data first.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::thread::sleep(std::time::Duration::from_millis(50));
     let pid = child.id() as libc::pid_t;
     // SAFETY: signalling our own child, which has not been waited for (its pid is ours).
     let rc = unsafe { libc::kill(pid, sig) };
@@ -1173,7 +1187,7 @@ fn signal_mid_flash(image: &Path, card: &Path, sig: libc::c_int) -> std::process
 
 #[test]
 fn sigkill_mid_write_leaves_no_table() {
-    let imgs = used_card_images();
+    let imgs = big_card_images();
     let dir = tempfile::tempdir().unwrap();
     let card = dir.path().join("card.img");
     old_card(&imgs.old.path, &card);
@@ -1190,7 +1204,7 @@ fn sigkill_mid_write_leaves_no_table() {
 
 #[test]
 fn sigint_and_sigterm_stop_the_flash_with_130_and_say_the_card_has_no_table() {
-    let imgs = used_card_images();
+    let imgs = big_card_images();
     let dir = tempfile::tempdir().unwrap();
     for sig in [libc::SIGINT, libc::SIGTERM] {
         let card = dir.path().join("card.img");
