@@ -40,12 +40,14 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Writes an MBR at sector 0 of `f` (an image of `size` bytes): disk id 0x12345678,
-/// one Linux partition from 1 MiB to the end, so the image engine takes it.
+/// one partition from 1 MiB to the end, so the image engine takes it. Its type is
+/// 0xda ("non-FS data"): its bytes are noise, no file system a map could read, so a
+/// file-system map can only keep it whole.
 fn put_mbr(f: &File, size: u64) {
     let mut s = [0u8; 512];
     s[440..444].copy_from_slice(&0x1234_5678u32.to_le_bytes());
     let e = &mut s[446..462];
-    e[4] = 0x83;
+    e[4] = 0xda;
     e[8..12].copy_from_slice(&2048u32.to_le_bytes());
     e[12..16].copy_from_slice(&((size / 512 - 2048) as u32).to_le_bytes());
     s[510] = 0x55;
