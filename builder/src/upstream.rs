@@ -146,6 +146,32 @@ pub struct Facts {
     pub first_boot: FirstBootFacts,
     /// What a card must hold per file system.
     pub blockmap: BlockMapRules,
+    /// What `flash` erases first.
+    pub flash_erase: FlashErase,
+    /// Where a `.bmap` is looked for.
+    pub bmap_lookup: BmapLookup,
+}
+
+/// The partition structures `flash` erases before writing (`[flash_erase]`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct FlashErase {
+    /// Where the facts come from.
+    pub source: String,
+    /// Bytes at the card's start holding an MBR and a primary GPT (with entries).
+    pub head_bytes: u64,
+    /// Bytes at the card's end holding a backup GPT (with entries).
+    pub tail_bytes: u64,
+}
+
+/// How bmaptool finds an image's block map (`[bmap_lookup]`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct BmapLookup {
+    /// Where the rule comes from.
+    pub source: String,
+    /// Appended to the image path.
+    pub suffix: String,
+    /// Whether extensions are then taken off one by one and the suffix tried again.
+    pub strip_extensions: bool,
 }
 
 /// The embedded facts, parsed once. The file is part of the binary and checked by a
@@ -164,6 +190,9 @@ mod tests {
         let f = super::facts();
         assert!(!f.layout.source.is_empty());
         assert!(f.vintages.len() >= 3);
+        assert!(!f.flash_erase.source.is_empty() && !f.bmap_lookup.source.is_empty());
+        // The erase covers a GPT with 128 entries in 4096-byte sectors: 34 sectors.
+        assert!(f.flash_erase.head_bytes >= 34 * 4096 && f.flash_erase.tail_bytes >= 33 * 4096);
         for (name, v) in &f.vintages {
             assert!(!v.source.is_empty(), "{name} has no source");
         }

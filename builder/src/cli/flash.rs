@@ -3,9 +3,10 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use clap::Args;
-use piimg::flash::{self, FaultInjection, FlashOptions, Source, SystemView, TargetKind};
+use piimg::flash::{self, FaultInjection, FlashOptions, MapOrigin, Source, SystemView, TargetKind};
+use piimg::output::interrupt;
 use piimg::progress::Reporter;
 
 /// Arguments of `piimg flash`.
@@ -14,7 +15,9 @@ use piimg::progress::Reporter;
     override_usage = "piimg flash [OPTIONS] IMAGE DEVICE\n       piimg flash [OPTIONS] --node NAME DEVICE"
 )]
 pub struct FlashArgs {
-    /// IMAGE and DEVICE, or just DEVICE with --node.
+    /// IMAGE and DEVICE, or just DEVICE with --node. IMAGE is a disk image: raw, or
+    /// .xz/.zst/.gz (decompressed once into a temporary file beside it); its .bmap is
+    /// found where bmaptool looks for it.
     #[arg(value_name = "IMAGE DEVICE", num_args = 1..=2, required = true)]
     paths: Vec<PathBuf>,
     /// Flash the built image of this node (OUT/NAME.img).
@@ -59,25 +62,33 @@ pub fn run(args: FlashArgs, out: Reporter) -> anyhow::Result<()> {
             ));
             build_first(&args, node, &image, out)?;
         } else {
-            let why = super::stale::node_image_changes(
+            use super::stale::Staleness;
+            match super::stale::node_image_changes(
                 &image,
                 node,
                 args.profile.as_deref(),
                 args.base.as_deref(),
-            )?;
-            if !why.is_empty() {
-                out.info(format!(
-                    "{} is stale ({}); rebuilding it first",
-                    image.display(),
-                    why.join("; ")
-                ));
-                build_first(&args, node, &image, out)?;
+            )? {
+                Staleness::Current => {}
+                Staleness::Stale(why) => {
+                    out.info(format!(
+                        "{} is stale ({}); rebuilding it first",
+                        image.display(),
+                        why.join("; ")
+                    ));
+                    build_first(&args, node, &image, out)?;
+                }
+                Staleness::Unknown(why) => out.warn(format!(
+                    "cannot tell whether {} is current ({why}); flashing it as it is",
+                    image.display()
+                )),
             }
         }
     } else if let Some(w) = super::stale::image_warning(&image, args.profile.as_deref()) {
         out.warn(w);
     }
-    let (source, warnings) = Source::open(&image)?;
+    let (source, warnings) =
+        Source::open(&image).map_err(|e| anyhow!("{e}; nothing was written to the card"))?;
     for w in warnings {
         out.warn(w);
     }
@@ -86,7 +97,8 @@ pub fn run(args: FlashArgs, out: Reporter) -> anyhow::Result<()> {
         force_file: args.force_file,
     };
     let target = flash::target::inspect(&device, source.image_size, &SystemView::host(), policy)
-        .map_err(flash::FlashError::from)?;
+        .map_err(|r| anyhow!("{}; nothing was written to it", flash::FlashError::from(r)))?;
+    out.info(describe_map(&source));
 
     let describe = describe(&target, &source);
     if !args.yes {
@@ -99,7 +111,27 @@ pub fn run(args: FlashArgs, out: Reporter) -> anyhow::Result<()> {
         verify: !args.no_verify,
         faults: FaultInjection::from_env(),
     };
-    let report = flash::flash(&source, &target, &opts, &out)?;
+    // From here Ctrl-C/SIGTERM stop the flash between chunks, with the card's state.
+    interrupt::install();
+    let report = match flash::flash(&source, &target, &opts, &out) {
+        Ok(r) => r,
+        Err(failure) if failure.by_signal() => {
+            // 128 + SIGINT, as a shell reports a command stopped by Ctrl-C.
+            let msg = format!("{failure}");
+            if out.is_json() {
+                println!(
+                    "{}",
+                    serde_json::json!({ "error": msg, "card": failure.card })
+                );
+            }
+            eprintln!("error: {msg}");
+            std::process::exit(130);
+        }
+        Err(failure) => return Err(failure.into()),
+    };
+    for w in &report.warnings {
+        out.warn(w);
+    }
     out.info(format!(
         "wrote {} of {} mapped bytes to {} in {:.1} s{}",
         report.bytes_written,
@@ -155,6 +187,34 @@ fn build_first(args: &FlashArgs, node: &str, image: &Path, out: Reporter) -> any
         );
     }
     Ok(())
+}
+
+/// Where the ranges to write came from, for stderr (the `--json` report has `map`).
+fn describe_map(source: &Source) -> String {
+    let what = match &source.origin {
+        MapOrigin::FileSystems => "the file systems' block map".to_string(),
+        MapOrigin::BmapAndFileSystems(p) => {
+            format!("{} united with the file systems' block map", p.display())
+        }
+        MapOrigin::WholeImageWithBmap(p) => format!(
+            "the whole image (compressed: its file systems cannot be mapped from a stream), checked against {}",
+            p.display()
+        ),
+        MapOrigin::WholeImage => {
+            "the whole image (compressed: its file systems cannot be mapped from a stream)"
+                .to_string()
+        }
+    };
+    let how = if source.decompressed_first {
+        " (of the image decompressed into a temporary file)"
+    } else {
+        ""
+    };
+    format!(
+        "map: {what}{how}: {} of {} bytes to write",
+        source.mapped_bytes(),
+        source.image_size
+    )
 }
 
 fn describe(target: &flash::Target, source: &Source) -> String {

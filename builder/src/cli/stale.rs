@@ -18,25 +18,40 @@ fn manifest_of(image: &Path) -> anyhow::Result<Option<Manifest>> {
     Ok(Manifest::read_from(&boot)?)
 }
 
-/// Why `image`, built for `node`, is stale: one reason per kind of input that
-/// changed since it was built; empty when it is current. `profile_arg`/`base_arg`
-/// are the ones the rebuild would get.
+/// Whether a node's image in the output directory is current.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Staleness {
+    /// Built from what a build would use now.
+    Current,
+    /// One reason per kind of input that changed since it was built.
+    Stale(Vec<String>),
+    /// Not a piimg card (no readable manifest): it cannot be checked; why.
+    Unknown(String),
+}
+
+/// Whether `image`, the file `flash --node NAME` would write, is current.
+/// `profile_arg`/`base_arg` are the ones a rebuild would get.
 pub fn node_image_changes(
     image: &Path,
     node: &str,
     profile_arg: Option<&Path>,
     base_arg: Option<&Path>,
-) -> anyhow::Result<Vec<String>> {
-    let Some(manifest) = manifest_of(image)? else {
-        return Ok(vec!["it has no piimg manifest".into()]);
+) -> anyhow::Result<Staleness> {
+    let manifest = match manifest_of(image) {
+        Ok(Some(m)) => m,
+        Ok(None) => return Ok(Staleness::Unknown("it has no piimg manifest".into())),
+        Err(e) => return Ok(Staleness::Unknown(format!("{e:#}"))),
     };
     let Some(built) = manifest.inputs else {
-        return Ok(vec![
+        return Ok(Staleness::Stale(vec![
             "it was built by an older piimg that did not record what it was built from".into(),
-        ]);
+        ]));
     };
     if manifest.node != node {
-        return Ok(vec![format!("it is node {}'s card", manifest.node)]);
+        return Ok(Staleness::Stale(vec![format!(
+            "it is node {}'s card",
+            manifest.node
+        )]));
     }
     let profile_path = super::build::profile_path(profile_arg);
     let profile = profile::load(&profile_path)?;
@@ -52,11 +67,16 @@ pub fn node_image_changes(
         None => cached_base().unwrap_or_else(|| built.base.clone()),
     };
     let now = Inputs::current(&profile, node, &state, base, piimg::agent::AGENT_BINARY);
-    Ok(built
+    let why: Vec<String> = built
         .changes(&now)
         .into_iter()
         .map(|c| c.to_string())
-        .collect())
+        .collect();
+    Ok(if why.is_empty() {
+        Staleness::Current
+    } else {
+        Staleness::Stale(why)
+    })
 }
 
 /// The newest cached official base image's id, if the cache holds one.

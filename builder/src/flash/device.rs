@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::FlashError;
-use super::buffer::ALIGN;
+use super::buffer::{ALIGN, AlignedBuf};
+use super::chunks::HEAD;
 use super::target::{Target, TargetKind};
 
 /// The target opened for flashing.
@@ -25,6 +26,8 @@ pub struct Device {
     direct: Option<File>,
     /// Cleared when the target rejects an O_DIRECT request.
     direct_ok: AtomicBool,
+    /// Size of the target in bytes.
+    size: u64,
 }
 
 impl Device {
@@ -77,7 +80,34 @@ impl Device {
             buffered,
             direct,
             direct_ok,
+            size,
         })
+    }
+
+    /// Size of the target in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Zeroes the partition structures a card may hold (`upstream.toml`
+    /// `[flash_erase]`): its first MiB (MBR at sector 0, a primary GPT header at LBA 1
+    /// and its entries, for 512- and 4096-byte sectors alike) and, unless `head_only`,
+    /// its last MiB (a previous OS's backup GPT), then fsyncs. After it no tool or
+    /// kernel finds a partition table on the card. A failed write comes back with its
+    /// offset.
+    pub fn erase_tables(&self, head_only: bool) -> Result<(), (u64, io::Error)> {
+        let facts = &crate::upstream::facts().flash_erase;
+        // The held-back first MiB is rewritten last: erasing more of it is pointless.
+        let head = facts.head_bytes.min(HEAD).min(self.size);
+        let zeros = AlignedBuf::new(facts.head_bytes.max(facts.tail_bytes) as usize);
+        self.write_at(zeros.slice(head as usize), 0)
+            .map_err(|e| (0, e))?;
+        if !head_only {
+            let tail = self.size.saturating_sub(facts.tail_bytes).max(head);
+            self.write_at(zeros.slice((self.size - tail) as usize), tail)
+                .map_err(|e| (tail, e))?;
+        }
+        self.sync().map_err(|e| (0, e))
     }
 
     /// True while O_DIRECT is in use.

@@ -1,30 +1,42 @@
-//! Writing an image to a card safely: target checks, mapped-range writer, read-back verify.
+//! Writing an image to a card so that it either works or has no partition table.
 //!
-//! [`target::inspect`] decides whether a device may be written; [`Source::open`] finds
-//! the image's mapped ranges (its `.bmap` or its holes); [`flash`] writes them in 4 MiB
-//! aligned chunks (O_DIRECT where possible), checking the image against its `.bmap`
-//! checksums on the way, and, while later windows (≤ 64 MiB, smaller when memory is
-//! short) are being written, fsyncs each finished window, drops its cached pages, reads
-//! it back from the medium and compares it byte for byte with the buffers that were
-//! written (kept until then, at most two windows). The first MiB — the partition table
-//! — is written last, after an fsync, then fsynced and compared byte for byte.
+//! [`target::inspect`] decides whether a device may be written; [`Source::open`] checks
+//! the input is a disk image (raw, or `.xz`/`.zst`/`.gz`, decompressed once into a
+//! temporary file, or streamed whole when there is no room for one) and finds the
+//! ranges to write (the file systems' block map, with the image's `.bmap`). [`flash`] first erases the card's
+//! partition structures (first and last MiB) and fsyncs, so a card whose flash stops
+//! for any reason has no partition table and cannot boot half an image; then writes
+//! the ranges in 4 MiB aligned chunks (O_DIRECT where possible), checking the image
+//! against its `.bmap` checksums on the way, and, while later windows (≤ 64 MiB,
+//! smaller when memory is short) are being written, fsyncs each finished window, drops
+//! its cached pages, reads it back from the medium and compares it byte for byte with
+//! the buffers that were written. The first MiB — the partition table — is written
+//! last, after an fsync, then fsynced and compared byte for byte; if that fails, the
+//! first MiB is erased again. Every failure says what state the card is in
+//! ([`CardState`]).
 
 mod buffer;
 mod chunks;
+pub mod content;
+mod decode;
 mod device;
+mod ranges;
 mod source;
 pub mod target;
+mod unpack;
 mod verify;
 mod window;
 mod write;
+mod xz_size;
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::progress::Reporter;
 
+pub use content::Compression;
 pub use device::Device;
-pub use source::{MapOrigin, Source, SourceRange};
+pub use source::{MapOrigin, Source, SourceRange, bmap_candidates};
 pub use target::{Refusal, SystemView, Target, TargetKind, TargetPolicy};
 
 /// Test seam: faults to inject into a flash. All `None` in normal use.
@@ -34,7 +46,7 @@ pub struct FaultInjection {
     pub flip_byte_at: Option<u64>,
     /// Stop with [`FlashError::Interrupted`] at the first chunk past the first MiB that
     /// starts after this many bytes were handed to the writers; chunks already handed
-    /// out are written, the held-back first MiB is not.
+    /// out are written, the held-back first MiB is not (the card is left erased).
     pub stop_after_bytes: Option<u64>,
 }
 
@@ -78,8 +90,13 @@ pub struct FlashReport {
     pub image: PathBuf,
     /// Target written.
     pub target: PathBuf,
-    /// Where the mapped ranges came from.
+    /// How the image file is compressed.
+    pub compression: Compression,
+    /// Where the ranges written came from.
     pub map: MapOrigin,
+    /// Whether a compressed image was decompressed into a temporary file first (to
+    /// map its file systems).
+    pub decompressed_first: bool,
     /// Image size in bytes.
     pub image_size: u64,
     /// Bytes in the mapped ranges.
@@ -100,6 +117,79 @@ pub struct FlashReport {
     pub verified: bool,
     /// Whether O_DIRECT was used to the end.
     pub direct_io: bool,
+    /// Things the user should know that did not stop the flash (e.g. a `.bmap` whose
+    /// checksums do not match the image).
+    pub warnings: Vec<String>,
+}
+
+/// The state a failed flash left the card in; its `Display` is the sentence the user
+/// reads after the error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CardState {
+    /// Nothing was written to it.
+    Untouched,
+    /// Its partition table was erased and the new one not written: it boots nothing
+    /// and no system mounts anything from it.
+    NoTable,
+    /// Erasing its partition table failed: it may hold part of the image under a
+    /// partition table.
+    Unknown,
+}
+
+impl std::fmt::Display for CardState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CardState::Untouched => "nothing was written to the card",
+            CardState::NoTable => {
+                "the card has no partition table now (it was erased before writing); run the same command again"
+            }
+            CardState::Unknown => {
+                "the card's partition table could not be erased either: it may hold a partly written image; do not boot it, run the same command again or wipe it (`wipefs -a`)"
+            }
+        })
+    }
+}
+
+/// A failed flash: why, and the state of the card.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}; {card}")]
+pub struct FlashFailure {
+    /// What went wrong.
+    pub error: FlashError,
+    /// What the card holds now.
+    pub card: CardState,
+}
+
+impl FlashFailure {
+    /// True when the flash stopped on SIGINT/SIGTERM.
+    pub fn by_signal(&self) -> bool {
+        matches!(
+            self.error,
+            FlashError::Interrupted {
+                cause: StopCause::Signal,
+                ..
+            }
+        )
+    }
+}
+
+/// What stopped a flash before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopCause {
+    /// SIGINT or SIGTERM.
+    Signal,
+    /// [`FaultInjection::stop_after_bytes`].
+    Injected,
+}
+
+impl std::fmt::Display for StopCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StopCause::Signal => "a signal (Ctrl-C or SIGTERM)",
+            StopCause::Injected => "the injected test fault",
+        })
+    }
 }
 
 /// Why a flash failed.
@@ -108,6 +198,24 @@ pub enum FlashError {
     /// The target failed a safety check.
     #[error("refusing to flash {0}")]
     Refused(Refusal),
+    /// The input is not a disk image.
+    #[error(
+        "{path}: not a disk image: {what} (hint: flash takes a disk image with a partition table: `piimg build` output, .img or .img.xz)"
+    )]
+    NotAnImage {
+        /// The input path.
+        path: PathBuf,
+        /// What it is instead.
+        what: String,
+    },
+    /// The image's file systems could not be mapped.
+    #[error("{path}: cannot map the image's file systems: {reason}")]
+    Map {
+        /// Image path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The image cannot be opened or inspected.
     #[error("cannot read image {path}: {source}")]
     Image {
@@ -125,18 +233,6 @@ pub enum FlashError {
         offset: u64,
         /// OS error.
         source: std::io::Error,
-    },
-    /// The image's bytes do not match its `.bmap`.
-    #[error(
-        "image {image} does not match its .bmap in the range at byte {offset} (+{len}): the image changed after the map was made; rebuild it or delete the stale .bmap (the partition table was not written)"
-    )]
-    ImageChanged {
-        /// Image path.
-        image: PathBuf,
-        /// Range start.
-        offset: u64,
-        /// Range length.
-        len: u64,
     },
     /// The target cannot be opened.
     #[error("cannot open {path} for writing: {source} (busy means mounted or in use)")]
@@ -180,13 +276,23 @@ pub enum FlashError {
         /// Length of that range.
         range_len: u64,
     },
-    /// Stopped by [`FaultInjection::stop_after_bytes`].
-    #[error(
-        "flash interrupted after {bytes} bytes; the partition table (first MiB) was not written"
-    )]
+    /// Stopped by a signal or [`FaultInjection::stop_after_bytes`].
+    #[error("flash stopped by {cause} after {bytes} bytes were written")]
     Interrupted {
         /// Bytes written before stopping.
         bytes: u64,
+        /// What stopped it.
+        cause: StopCause,
+    },
+    /// Erasing the card's old partition structures failed.
+    #[error("erasing the old partition table of {path} failed at byte {offset}: {source}")]
+    Erase {
+        /// Target path.
+        path: PathBuf,
+        /// Where.
+        offset: u64,
+        /// OS error.
+        source: std::io::Error,
     },
 }
 
@@ -196,16 +302,36 @@ impl From<Refusal> for FlashError {
     }
 }
 
-/// Writes `src` to the checked `target` and (unless disabled) verifies it: each
-/// window is read back while the next ones are written; the first MiB last.
+/// Writes `src` to the checked `target` and (unless disabled) verifies it: the card's
+/// partition structures are erased first, each window is read back while the next ones
+/// are written, the first MiB last. On failure the card's state is part of the error.
 pub fn flash(
     src: &Source,
     target: &Target,
     opts: &FlashOptions,
     out: &Reporter,
-) -> Result<FlashReport, FlashError> {
+) -> Result<FlashReport, FlashFailure> {
+    let untouched = |error| FlashFailure {
+        error,
+        card: CardState::Untouched,
+    };
     let start = Instant::now();
-    let dev = Device::open(target, src.image_size)?;
+    let dev = Device::open(target, src.image_size).map_err(untouched)?;
+    if crate::output::interrupt::interrupted() {
+        return Err(untouched(FlashError::Interrupted {
+            bytes: 0,
+            cause: StopCause::Signal,
+        }));
+    }
+    dev.erase_tables(false)
+        .map_err(|(offset, source)| FlashFailure {
+            error: FlashError::Erase {
+                path: dev.path.clone(),
+                offset,
+                source,
+            },
+            card: CardState::Unknown,
+        })?;
     let mapped = src.mapped_bytes();
 
     // Both bars run at once: draw them together.
@@ -222,8 +348,30 @@ pub fn flash(
         }
     };
 
+    // The table is on the card only once `write_head` started: until then an error
+    // leaves the erased card; after it, the first MiB is erased again.
+    let mut head_started = false;
+    let mut warnings = Vec::new();
     let result: Result<_, FlashError> = (|| {
         let body = write::write_body(src, &dev, &opts.faults, &bar, vbar.as_ref())?;
+        warnings.extend(body.mismatched.iter().map(|(offset, len)| {
+            format!(
+                "{} does not match the image in its range at byte {offset} (+{len}): it is stale or another image's; everything the card needs was written anyway",
+                match &src.origin {
+                    MapOrigin::BmapAndFileSystems(p) | MapOrigin::WholeImageWithBmap(p) => {
+                        p.display().to_string()
+                    }
+                    _ => "the .bmap".into(),
+                }
+            )
+        }));
+        if crate::output::interrupt::interrupted() {
+            return Err(FlashError::Interrupted {
+                bytes: body.bytes,
+                cause: StopCause::Signal,
+            });
+        }
+        head_started = true;
         let head = write::write_head(&dev, &body.held, &bar)?;
         let write_seconds = start.elapsed().as_secs_f64();
         let flipped = body.verified.is_some_and(|v| v.flipped);
@@ -244,12 +392,26 @@ pub fn flash(
         Ok((body.bytes + head, write_seconds, verified))
     })();
     finish();
-    let (bytes_written, write_seconds, verified) = result?;
+    let (bytes_written, write_seconds, verified) = match result {
+        Ok(r) => r,
+        Err(error) => {
+            // Whatever was written goes to the medium; the table goes (again).
+            let _ = dev.sync();
+            let card = if !head_started || dev.erase_tables(true).is_ok() {
+                CardState::NoTable
+            } else {
+                CardState::Unknown
+            };
+            return Err(FlashFailure { error, card });
+        }
+    };
 
     Ok(FlashReport {
         image: src.path.clone(),
         target: target.path.clone(),
+        compression: src.compression,
         map: src.origin.clone(),
+        decompressed_first: src.decompressed_first,
         image_size: src.image_size,
         mapped_bytes: mapped,
         bytes_written,
@@ -259,5 +421,6 @@ pub fn flash(
         seconds: start.elapsed().as_secs_f64(),
         verified: verified.is_some(),
         direct_io: dev.is_direct(),
+        warnings,
     })
 }

@@ -6,7 +6,6 @@
 //! and compared ([`verify::Verifier`]) while later windows are written; the pool then
 //! grows by two windows, whose size adapts to the memory available.
 
-use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -21,7 +20,7 @@ use super::source::Source;
 use super::verify::Retained;
 use super::verify::{self, Verified};
 use super::window::{self, Budget, Tracker};
-use super::{FaultInjection, FlashError};
+use super::{FaultInjection, FlashError, StopCause};
 
 /// What writing everything past the first MiB did.
 #[derive(Debug)]
@@ -32,11 +31,16 @@ pub struct Body {
     pub held: Vec<(u64, Vec<u8>)>,
     /// What the overlapped read-back checked (`None` without verification).
     pub verified: Option<Verified>,
+    /// `.bmap` ranges whose checksum did not match the image (the ranges written cover
+    /// what the card needs anyway, so the flash went on).
+    pub mismatched: Vec<(u64, u64)>,
 }
 
-/// Writes every mapped range of `src` past the first MiB to `dev`, checking the image
-/// against its `.bmap` checksums on the way; with `verify_bar`, reads each written
-/// window back and compares it with the image while the next windows are written.
+/// Writes every range of `src` past the first MiB to `dev`, checking the image against
+/// its `.bmap` checksums on the way; with `verify_bar`, reads each written window back
+/// and compares it with the image while the next windows are written. Stops between
+/// chunks on SIGINT/SIGTERM (the flag [`crate::output::interrupt`] raises) or the
+/// injected stop fault.
 pub fn write_body(
     src: &Source,
     dev: &Device,
@@ -44,6 +48,7 @@ pub fn write_body(
     bar: &ProgressBar,
     verify_bar: Option<&ProgressBar>,
 ) -> Result<Body, FlashError> {
+    let mut reader = src.reader()?;
     let plan = chunks::plan(&src.ranges);
     let budget = Budget::from_system();
     let (windows, window_of) = window::windows(&plan, budget);
@@ -62,7 +67,8 @@ pub fn write_body(
         drop(slot);
         tracker.abort();
     };
-    let mut interrupted = false;
+    let mut stopped: Option<StopCause> = None;
+    let mut mismatched = Vec::new();
     let mut verified = None;
 
     let (work_tx, work_rx) = mpsc::sync_channel::<(usize, AlignedBuf)>(WORKERS);
@@ -141,12 +147,18 @@ pub fn write_body(
             if failed.load(Ordering::SeqCst) {
                 break;
             }
-            if let Some(limit) = faults.stop_after_bytes {
-                if c.offset >= HEAD && sent >= limit {
-                    interrupted = true;
-                    tracker.abort();
-                    break;
-                }
+            let cause = if crate::output::interrupt::interrupted() {
+                Some(StopCause::Signal)
+            } else {
+                faults
+                    .stop_after_bytes
+                    .filter(|&limit| c.offset >= HEAD && sent >= limit)
+                    .map(|_| StopCause::Injected)
+            };
+            if cause.is_some() {
+                stopped = cause;
+                tracker.abort();
+                break;
             }
             // The first MiB is read into memory and held back; the rest goes to the
             // writers in pool buffers.
@@ -167,7 +179,7 @@ pub fn write_body(
                 Some(b) => &mut b.as_mut_slice()[..c.len as usize],
                 None => &mut head,
             };
-            if let Err(source) = src.file.read_exact_at(data, c.offset) {
+            if let Err(source) = reader.read_at(data, c.offset) {
                 fail(FlashError::ImageRead {
                     path: src.path.clone(),
                     offset: c.offset,
@@ -179,13 +191,10 @@ pub fn write_body(
             if c.last {
                 let sum = hex::encode(range_hash.finalize_reset());
                 let range = &src.ranges[c.range];
+                // The ranges always include what the card needs (the file systems'
+                // map, or every byte): a stale or foreign `.bmap` costs nothing.
                 if range.sha256.as_ref().is_some_and(|want| *want != sum) {
-                    fail(FlashError::ImageChanged {
-                        image: src.path.clone(),
-                        offset: range.offset,
-                        len: range.len,
-                    });
-                    break;
+                    mismatched.push((range.offset, range.len));
                 }
                 sums.lock().unwrap_or_else(|p| p.into_inner())[c.range] = Some(sum);
             }
@@ -202,6 +211,17 @@ pub fn write_body(
             }
             handed += 1;
         }
+        if handed == plan.len() && stopped.is_none() && !failed.load(Ordering::SeqCst) {
+            // A stream's integrity (xz index and checks) is known only at its end:
+            // before the partition table is written.
+            if let Err(source) = reader.finish(src.image_size) {
+                fail(FlashError::ImageRead {
+                    path: src.path.clone(),
+                    offset: src.image_size,
+                    source,
+                });
+            }
+        }
         drop(work_tx);
         if handed < plan.len() {
             // Some windows will never be complete: do not let the read-back wait.
@@ -216,8 +236,8 @@ pub fn write_body(
         return Err(e);
     }
     let bytes = written.load(Ordering::SeqCst);
-    if interrupted {
-        return Err(FlashError::Interrupted { bytes });
+    if let Some(cause) = stopped {
+        return Err(FlashError::Interrupted { bytes, cause });
     }
     let sums = sums.into_inner().unwrap_or_else(|p| p.into_inner());
     if sums.iter().any(Option::is_none) {
@@ -232,6 +252,7 @@ pub fn write_body(
         bytes,
         held,
         verified,
+        mismatched,
     })
 }
 

@@ -1,0 +1,67 @@
+//! Uniting a `.bmap`'s ranges (which carry checksums) with the file systems' block map.
+
+use super::source::SourceRange;
+
+/// `checked` (sorted, disjoint, each with its checksum) plus the parts of `used`
+/// (`[start, end)`, sorted) that no range of `checked` covers, without checksums;
+/// sorted and disjoint. `checked` ranges are kept whole so their checksums still
+/// apply.
+pub fn union(checked: &[SourceRange], used: &[(u64, u64)]) -> Vec<SourceRange> {
+    let mut out: Vec<SourceRange> = checked.to_vec();
+    let mut k = 0;
+    for &(start, end) in used {
+        let mut pos = start;
+        while pos < end {
+            while k < checked.len() && checked[k].offset + checked[k].len <= pos {
+                k += 1;
+            }
+            match checked.get(k) {
+                Some(c) if c.offset <= pos => pos = (c.offset + c.len).min(end).max(pos),
+                next => {
+                    let stop = next.map_or(end, |c| c.offset.min(end));
+                    out.push(SourceRange {
+                        offset: pos,
+                        len: stop - pos,
+                        sha256: None,
+                    });
+                    pos = stop;
+                }
+            }
+        }
+    }
+    out.sort_by_key(|r| r.offset);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(offset: u64, len: u64, sum: Option<&str>) -> SourceRange {
+        SourceRange {
+            offset,
+            len,
+            sha256: sum.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn used_parts_outside_the_bmap_are_added_without_checksums() {
+        let checked = [r(0, 100, Some("a")), r(200, 100, Some("b"))];
+        let used = [(50, 250), (400, 500)];
+        let got = union(&checked, &used);
+        assert_eq!(
+            got,
+            vec![
+                r(0, 100, Some("a")),
+                r(100, 100, None),
+                r(200, 100, Some("b")),
+                r(400, 100, None),
+            ]
+        );
+        assert_eq!(union(&[], &used), vec![r(50, 200, None), r(400, 100, None)]);
+        assert_eq!(union(&checked, &[]), checked.to_vec());
+        // Used entirely inside a checked range adds nothing.
+        assert_eq!(union(&checked, &[(210, 220)]), checked.to_vec());
+    }
+}
