@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use support::*;
 
 const SECRET: &str = "4f6c2a9e1d7b3c58a0e2f4b6d8c1a3e5";
+const AGENT_SECRET: &str = "a9e1d7b3c58a0e2f4b6d8c1a3e54f6c2";
 const VIP: &str = "127.0.0.10";
 
 #[derive(Debug, Clone, Copy)]
@@ -96,6 +97,9 @@ struct Cluster {
     state: PathBuf,
     port: u16,
     ca: ClusterCa,
+    /// `HaOptions::init_window_secs` of the cards built next (short: most tests
+    /// bring a cluster up from nothing, where the bootstrap card waits it out).
+    init_window: std::cell::Cell<u64>,
 }
 
 impl Cluster {
@@ -107,6 +111,7 @@ impl Cluster {
             tmp,
             port: free_port(),
             ca,
+            init_window: std::cell::Cell::new(2),
         }
     }
 
@@ -171,6 +176,9 @@ impl Cluster {
             &HaOptions {
                 first_bring_up,
                 addons: Addons::default(),
+                agent_token_secret: Some(AGENT_SECRET.into()),
+                init_window_secs: self.init_window.get(),
+                node_cleaner_days: 365,
             },
         )
         .unwrap();
@@ -192,6 +200,7 @@ impl Cluster {
         let secrets = CardSecrets {
             contract_version: CONTRACT_VERSION,
             token: nf.token.clone(),
+            agent_token: nf.agent_token.clone(),
             node_password: Some(nf.node_password.clone()),
             files: nf.secret_files.clone(),
         };
@@ -479,7 +488,7 @@ fn bootstrap_rebuilt_while_others_run_joins_and_does_not_initialise() {
     let ev = c.events();
     let del = ev
         .iter()
-        .position(|e| e == "delete-node pi5-master-1 by system:piimg:node-cleaner")
+        .position(|e| e == "delete-node pi5-master-1 by system:piimg:node-cleaner:pi5-master-1")
         .unwrap();
     let gone = ev
         .iter()
@@ -657,7 +666,7 @@ fn a_rebuilt_server_removes_its_stale_member_with_the_limited_identity_then_join
     let ev = c.events();
     let del = ev
         .iter()
-        .position(|e| e == "delete-node pi5-master-3 by system:piimg:node-cleaner")
+        .position(|e| e == "delete-node pi5-master-3 by system:piimg:node-cleaner:pi5-master-3")
         .unwrap();
     let gone = ev
         .iter()
@@ -707,6 +716,7 @@ fn a_server_presenting_a_different_ca_is_refused_and_the_status_says_why() {
         tmp: tempfile::tempdir().unwrap(),
         port: c.port,
         ca: ClusterCa::create(&c.tmp.path().join("other-secrets"), "other").unwrap(),
+        init_window: std::cell::Cell::new(2),
     };
     let foreign = other.node(SERVERS[0], true);
     other.bring_up(&[&foreign]);
@@ -767,89 +777,155 @@ fn curl(node_cleaner: (&Path, &Path), ca: &Path, method: &str, url: &str) -> u16
         })
 }
 
+fn yaml_docs(text: &str) -> Vec<serde_yaml_ng::Value> {
+    use serde::Deserialize;
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|d| serde_yaml_ng::Value::deserialize(d).unwrap())
+        .collect()
+}
+
+fn strs(v: &serde_yaml_ng::Value) -> Vec<&str> {
+    v.as_sequence()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect()
+}
+
+/// The subject, validity end and issuer of a PEM certificate, by openssl.
+fn openssl_x509(pem_file: &Path, what: &str) -> String {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", what, "-in"])
+        .arg(pem_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 #[test]
-fn the_node_cleaner_identity_can_only_get_patch_and_delete_nodes() {
+fn each_servers_node_cleaner_may_only_get_and_delete_its_own_node() {
     let c = Cluster::new();
-    let boot = c.node(SERVERS[0], true);
-    c.bring_up(&[&boot]);
-    // The RBAC the server card carries, parsed: one rule, three verbs, nodes only.
-    let text = boot
+    let first: Vec<Node> = [SERVERS[0], SERVERS[1]]
+        .iter()
+        .map(|s| c.node(*s, true))
+        .collect();
+    c.bring_up(&first.iter().collect::<Vec<_>>());
+    // The RBAC every server card carries: per server one ClusterRole allowing get and
+    // delete of that node's Node only, bound to that node's user; the name the old
+    // shared identity was bound to holds no rules.
+    let text = first[0]
         .fx
         .read("/var/lib/rancher/k3s/server/manifests/piimg-node-cleaner-rbac.yaml");
-    let docs: Vec<serde_yaml_ng::Value> = {
-        use serde::Deserialize;
-        serde_yaml_ng::Deserializer::from_str(&text)
-            .map(|d| serde_yaml_ng::Value::deserialize(d).unwrap())
-            .collect()
-    };
-    let role = docs.iter().find(|d| d["kind"] == "ClusterRole").unwrap();
-    let rules = role["rules"].as_sequence().unwrap();
-    assert_eq!(rules.len(), 1);
-    fn strs(v: &serde_yaml_ng::Value) -> Vec<&str> {
-        v.as_sequence()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_str().unwrap())
-            .collect()
-    }
-    assert_eq!(strs(&rules[0]["apiGroups"]), [""]);
-    assert_eq!(strs(&rules[0]["resources"]), ["nodes"]);
-    assert_eq!(strs(&rules[0]["verbs"]), ["get", "patch", "delete"]);
-    let binding = docs
+    let docs = yaml_docs(&text);
+    let legacy = docs
         .iter()
-        .find(|d| d["kind"] == "ClusterRoleBinding")
+        .find(|d| d["metadata"]["name"] == "piimg-node-cleaner")
         .unwrap();
-    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
-    assert_eq!(binding["subjects"][0]["name"], "system:piimg:node-cleaner");
-    // And the stand-in, which authorises by evaluating those manifests, agrees.
-    let dir = c.ca.dir();
-    let id = (dir.join("node-cleaner.crt"), dir.join("node-cleaner.key"));
-    let id = (id.0.as_path(), id.1.as_path());
-    let ca = dir.join("server-ca.crt");
+    assert!(legacy["rules"].as_sequence().unwrap().is_empty());
+    assert!(!docs.iter().any(
+        |d| d["kind"] == "ClusterRoleBinding" && d["metadata"]["name"] == "piimg-node-cleaner"
+    ));
+    for s in SERVERS {
+        let name = format!("piimg-node-cleaner-{}", s.name);
+        let role = docs
+            .iter()
+            .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("no ClusterRole {name}"));
+        let rules = role["rules"].as_sequence().unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(strs(&rules[0]["apiGroups"]), [""]);
+        assert_eq!(strs(&rules[0]["resources"]), ["nodes"]);
+        assert_eq!(strs(&rules[0]["resourceNames"]), [s.name]);
+        assert_eq!(strs(&rules[0]["verbs"]), ["get", "delete"]);
+        let binding = docs
+            .iter()
+            .find(|d| d["kind"] == "ClusterRoleBinding" && d["metadata"]["name"] == name.as_str())
+            .unwrap();
+        assert_eq!(binding["roleRef"]["name"], name.as_str());
+        let user = format!("system:piimg:node-cleaner:{}", s.name);
+        assert_eq!(binding["subjects"][0]["name"], user.as_str());
+    }
+    // A rebuilt pi5-master-2 card (phase 1 only: its identity is on its root now).
+    let card = c.node(SERVERS[1], true);
+    let (crt, key) = (
+        card.fx.path(NODE_CLEANER_CERT),
+        card.fx.path(NODE_CLEANER_KEY),
+    );
+    let id = (crt.as_path(), key.as_path());
+    // Its certificate names the node and is valid for a year from now (openssl).
+    assert!(
+        openssl_x509(&crt, "-subject").contains("CN = system:piimg:node-cleaner:pi5-master-2"),
+        "{}",
+        openssl_x509(&crt, "-subject")
+    );
+    let end = openssl_x509(&crt, "-enddate");
+    let year = time_of(end.trim_start_matches("notAfter="));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((year - now - 365 * 86400).abs() < 3600, "{end}");
+    // Another server's card got another identity.
+    let other = c.node(SERVERS[2], true);
+    assert_ne!(
+        fs::read(&crt).unwrap(),
+        fs::read(other.fx.path(NODE_CLEANER_CERT)).unwrap()
+    );
+    // The stand-in authorises by evaluating the manifests above.
+    let ca = c.ca.dir().join("server-ca.crt");
     let base = format!("https://127.0.0.11:{}", c.port);
-    assert_eq!(
-        curl(id, &ca, "GET", &format!("{base}/api/v1/nodes/pi5-master-1")),
-        200
-    );
-    assert_eq!(
-        curl(
-            id,
-            &ca,
-            "PATCH",
-            &format!("{base}/api/v1/nodes/pi5-master-1")
-        ),
-        200
-    );
-    assert_eq!(
-        curl(id, &ca, "GET", &format!("{base}/api/v1/nodes/nosuch")),
-        404
-    );
-    for (method, path) in [
-        ("GET", "/api/v1/nodes"),
-        ("PUT", "/api/v1/nodes/pi5-master-1"),
-        ("POST", "/api/v1/nodes"),
-        ("GET", "/api/v1/namespaces/kube-system/secrets/k3s-serving"),
-        ("DELETE", "/api/v1/namespaces/default/pods/web"),
+    let node = |n: &str| format!("{base}/api/v1/nodes/{n}");
+    assert_eq!(curl(id, &ca, "GET", &node("pi5-master-2")), 200);
+    for (method, url) in [
+        ("PATCH", node("pi5-master-2")),
+        ("PUT", node("pi5-master-2")),
+        ("GET", node("pi5-master-1")),
+        ("DELETE", node("pi5-master-1")),
+        ("PATCH", node("pi5-master-1")),
+        ("GET", format!("{base}/api/v1/nodes")),
+        ("POST", format!("{base}/api/v1/nodes")),
         (
             "GET",
-            "/apis/apps/v1/namespaces/kube-system/daemonsets/kube-vip-ds",
+            format!("{base}/api/v1/namespaces/kube-system/secrets/k3s-serving"),
         ),
     ] {
-        assert_eq!(
-            curl(id, &ca, method, &format!("{base}{path}")),
-            403,
-            "{method} {path}"
-        );
+        assert_eq!(curl(id, &ca, method, &url), 403, "{method} {url}");
     }
-    assert_eq!(
-        curl(
-            id,
-            &ca,
-            "DELETE",
-            &format!("{base}/api/v1/nodes/pi5-master-1")
-        ),
-        200
+    let ev = c.events();
+    assert!(
+        ev.iter()
+            .any(|e| e
+                == "forbidden system:piimg:node-cleaner:pi5-master-2 patch /nodes/pi5-master-2"),
+        "{ev:?}"
     );
+    assert!(
+        ev.iter()
+            .any(|e| e
+                == "forbidden system:piimg:node-cleaner:pi5-master-2 delete /nodes/pi5-master-1"),
+        "{ev:?}"
+    );
+    assert!(!ev.iter().any(|e| e.starts_with("delete-node pi5-master-1")));
+    assert_eq!(curl(id, &ca, "DELETE", &node("pi5-master-2")), 200);
+    assert!(
+        c.events()
+            .iter()
+            .any(|e| e == "delete-node pi5-master-2 by system:piimg:node-cleaner:pi5-master-2")
+    );
+}
+
+/// Seconds since the epoch of an openssl date (`Dec  1 05:00:00 2027 GMT`), by `date`.
+fn time_of(openssl_date: &str) -> i64 {
+    let out = Command::new("date")
+        .args(["-u", "-d", openssl_date, "+%s"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{openssl_date}");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
 #[test]
@@ -885,7 +961,10 @@ fn the_cards_token_pins_the_root_of_the_served_bundle_like_k3s() {
         .next()
         .unwrap()
         .to_string();
-    assert_eq!(n.token, format!("K10{hash}::server:{SECRET}"));
+    // A worker card carries the agent token; a server card the server token.
+    assert_eq!(n.token, format!("K10{hash}::node:{AGENT_SECRET}"));
+    let server = c.node(SERVERS[1], true);
+    assert_eq!(server.token, format!("K10{hash}::server:{SECRET}"));
     let cfg = NodeConfig::from_json(&fs::read_to_string(n.fx.boot.join(NODE_CONFIG_FILE)).unwrap())
         .unwrap();
     assert_eq!(cfg.ha.cluster_ca_sha256.as_deref(), Some(hash.as_str()));

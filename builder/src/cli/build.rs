@@ -177,11 +177,15 @@ pub fn run(args: BuildArgs, out: Reporter) -> anyhow::Result<()> {
         let ha = HaOptions {
             first_bring_up: first_bring_up(plan, &cluster),
             addons: addons.clone(),
+            agent_token_secret: cluster.agent_token_secret().map(str::to_string),
+            init_window_secs: profile.k3s.init_window_seconds,
+            node_cleaner_days: profile.k3s.node_cleaner_days,
         };
         let nf = piimg::pki::files_for_node(plan, &ca, cluster.token_secret(), &ha)
             .with_context(|| format!("node {}: cluster PKI", plan.name))?;
         let node_secrets = NodeSecrets {
             token: nf.token,
+            agent_token: nf.agent_token,
             node_password: Some(nf.node_password),
             files: nf.secret_files,
             root_files: nf.files,

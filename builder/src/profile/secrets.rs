@@ -1,8 +1,10 @@
 //! Cluster secrets, kept apart from the profile, and the cluster's issuance record.
 //!
 //! Next to `profiles/homelab.toml` live:
-//! - `homelab.secrets/` (mode 0700, git-ignored): `k3s-token` (0600) and, added by
-//!   other modules through [`ClusterSecrets::write_secret_file`], CA material. It
+//! - `homelab.secrets/` (mode 0700, git-ignored): `k3s-token` (0600), the server
+//!   token; `k3s-agent-token` (0600), the token worker cards carry instead (k3s's
+//!   `agent-token`: with it a node can join as an agent only, never as a server, and
+//!   cannot read the bootstrap data); and, added by other modules through [`ClusterSecrets::write_secret_file`], CA material. It
 //!   also keeps a copy of the state below.
 //! - `homelab.state.toml` (not secret, meant to be committed): cluster id, the
 //!   token's SHA-256 fingerprint, which nodes' cards were issued and whether the
@@ -19,6 +21,10 @@ use std::path::{Path, PathBuf};
 
 /// The token secret's file inside the secrets directory.
 pub const TOKEN_FILE: &str = "k3s-token";
+/// The agent token's file inside the secrets directory. Clusters created before it
+/// existed have none: their workers keep using the server token (see
+/// [`ClusterSecrets::agent_token_secret`]).
+pub const AGENT_TOKEN_FILE: &str = "k3s-agent-token";
 /// The copy of the cluster state inside the secrets directory.
 pub const STATE_COPY_FILE: &str = "state.toml";
 /// Where the token lives on every k3s server (the way back when the secrets are lost).
@@ -172,6 +178,10 @@ pub struct ClusterState {
     /// may initialise a cluster.
     #[serde(default)]
     pub bootstrap_issued: bool,
+    /// When the bootstrap server's first card was issued (RFC 3339, UTC); absent in
+    /// records written before piimg kept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_issued_at: Option<String>,
     /// Nodes whose cards were issued.
     #[serde(default)]
     pub issued: BTreeSet<String>,
@@ -185,6 +195,12 @@ impl ClusterState {
 
     fn merge(&mut self, other: &ClusterState) {
         self.bootstrap_issued |= other.bootstrap_issued;
+        // The earliest record wins: it is the first card's date.
+        match (&self.bootstrap_issued_at, &other.bootstrap_issued_at) {
+            (Some(a), Some(b)) if b < a => self.bootstrap_issued_at = Some(b.clone()),
+            (None, Some(b)) => self.bootstrap_issued_at = Some(b.clone()),
+            _ => {}
+        }
         self.issued.extend(other.issued.iter().cloned());
         if self.cluster_id.is_empty() {
             self.cluster_id = other.cluster_id.clone();
@@ -247,6 +263,7 @@ pub struct ClusterSecrets {
     dir: PathBuf,
     state_path: PathBuf,
     token: String,
+    agent_token: Option<String>,
     state: ClusterState,
     created: bool,
     moved_aside: Option<PathBuf>,
@@ -369,11 +386,30 @@ impl ClusterSecrets {
             state.cluster_id = random_hex(8).map_err(io_err(Path::new("/dev/urandom")))?;
         }
         state.token_sha256 = found;
+        let agent_path = dir.join(AGENT_TOKEN_FILE);
+        let agent_token = if agent_path.exists() {
+            check_mode(&agent_path, 0o600)?;
+            let text = std::fs::read_to_string(&agent_path).map_err(io_err(&agent_path))?;
+            let (secret, _) = parse_token(&text).ok_or_else(|| SecretsError::BadToken {
+                path: agent_path.clone(),
+            })?;
+            Some(secret)
+        } else if !state.cluster_exists() {
+            // No card was issued yet: no server runs without an agent token, so one
+            // can still be added safely.
+            let secret = random_hex(32).map_err(io_err(Path::new("/dev/urandom")))?;
+            atomic::write_new(&agent_path, secret.as_bytes(), 0o600)
+                .map_err(io_err(&agent_path))?;
+            Some(secret)
+        } else {
+            None
+        };
         let me = Self {
             profile_path: profile_path.to_path_buf(),
             dir,
             state_path,
             token,
+            agent_token,
             state,
             created: false,
             moved_aside: None,
@@ -393,6 +429,7 @@ impl ClusterSecrets {
     ) -> Result<Self, SecretsError> {
         let urandom = Path::new("/dev/urandom");
         let token = random_hex(32).map_err(io_err(urandom))?;
+        let agent_token = random_hex(32).map_err(io_err(urandom))?;
         let state = ClusterState {
             cluster_id: random_hex(8).map_err(io_err(urandom))?,
             token_sha256: fingerprint(&token),
@@ -414,6 +451,9 @@ impl ClusterSecrets {
             .map_err(io_err(tmp.path()))?;
         let token_path = tmp.path().join(TOKEN_FILE);
         atomic::write_new(&token_path, token.as_bytes(), 0o600).map_err(io_err(&token_path))?;
+        let agent_path = tmp.path().join(AGENT_TOKEN_FILE);
+        atomic::write_new(&agent_path, agent_token.as_bytes(), 0o600)
+            .map_err(io_err(&agent_path))?;
         let copy_path = tmp.path().join(STATE_COPY_FILE);
         atomic::write_new(&copy_path, state_text(&state).as_bytes(), 0o600)
             .map_err(io_err(&copy_path))?;
@@ -427,6 +467,7 @@ impl ClusterSecrets {
             dir,
             state_path,
             token,
+            agent_token: Some(agent_token),
             state,
             created: true,
             moved_aside: None,
@@ -436,6 +477,15 @@ impl ClusterSecrets {
     /// The k3s token secret (the `<secret>` of `K10<ca-hash>::server:<secret>`).
     pub fn token_secret(&self) -> &str {
         &self.token
+    }
+
+    /// The agent token secret (the `<secret>` of `K10<ca-hash>::node:<secret>`), or
+    /// `None` for a cluster created before piimg made one: its servers run without
+    /// `agent-token`, so k3s's node password is the server token's and workers must
+    /// keep carrying the server token (adding an agent token to one rebuilt server
+    /// would change the password every running worker uses).
+    pub fn agent_token_secret(&self) -> Option<&str> {
+        self.agent_token.as_deref()
     }
 
     /// The secrets directory (0700). Other modules keep their material here.
@@ -486,6 +536,9 @@ impl ClusterSecrets {
         let changed = self.state.issued.insert(node.to_string())
             | (bootstrap && !self.state.bootstrap_issued);
         self.state.bootstrap_issued |= bootstrap;
+        if bootstrap && self.state.bootstrap_issued_at.is_none() {
+            self.state.bootstrap_issued_at = Some(rfc3339_now());
+        }
         if changed {
             let _held = lock(&self.profile_path, |_| {})?;
             let on_disk = [
@@ -536,6 +589,14 @@ impl ClusterSecrets {
         atomic::write_atomic(&self.state_path, text.as_bytes(), 0o644)
             .map_err(io_err(&self.state_path))
     }
+}
+
+/// Now as RFC 3339 UTC (seconds), for the issuance record.
+fn rfc3339_now() -> String {
+    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0);
+    now.unwrap_or_else(|_| time::OffsetDateTime::now_utc())
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// Seconds since the epoch (for naming moved-aside secrets).
