@@ -414,6 +414,21 @@ fn fresh_bring_up_of_the_reference_cluster_initialises_exactly_once() {
     c.bring_up(&nodes.iter().collect::<Vec<_>>());
     assert_eq!(c.inits(), ["pi5-master-1"]);
     assert!(inits(&nodes[0]) && joins_via(&nodes[0]).is_none());
+    // It initialised only after its init window passed with no peer answering.
+    let join_step = nodes[0]
+        .fx
+        .status()
+        .steps
+        .into_iter()
+        .find(|s| s.name == "join")
+        .unwrap();
+    assert!(
+        join_step
+            .message
+            .contains("no server answered during the 2 s window: initialising a new cluster"),
+        "{}",
+        join_step.message
+    );
     for n in &nodes[1..] {
         assert!(!inits(n), "{}", n.spec.name);
         let url = joins_via(n).unwrap_or_else(|| panic!("{} joins nobody", n.spec.name));
@@ -1032,4 +1047,276 @@ fn agents_join_through_the_vip_first_then_any_healthy_server() {
         Some(format!("https://127.0.0.11:{}", c.port).as_str())
     );
     assert_eq!(c.inits(), ["pi5-master-1"]);
+}
+
+/// `curl -u user:password URL` against a stand-in; the HTTP status.
+fn curl_basic(ca: &Path, user: &str, password: &str, url: &str) -> u16 {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--noproxy",
+            "*",
+        ])
+        .arg("--cacert")
+        .arg(ca)
+        .arg("-u")
+        .arg(format!("{user}:{password}"))
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).parse().unwrap()
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let t = fs::symlink_metadata(&p).unwrap().file_type();
+            if t.is_dir() {
+                todo.push(p);
+            } else if t.is_file() {
+                let bytes = fs::read(&p).unwrap();
+                if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_worker_card_holds_no_server_token_and_cannot_fetch_bootstrap_data_with_what_it_holds() {
+    let c = Cluster::new();
+    let boot = c.node(SERVERS[0], true);
+    c.bring_up(&[&boot]);
+    // The server runs with both tokens.
+    let server_cfg = boot.k3s_config();
+    assert!(
+        server_cfg.contains(&format!("agent-token: \"{AGENT_SECRET}\"\n")),
+        "{server_cfg}"
+    );
+    let w = c.node(REFERENCE[3], true);
+    // Nothing the worker's card put on its boot partition or root holds the server
+    // token's secret, before and after it joined.
+    assert_eq!(files_containing(&w.fx.root, SECRET), Vec::<PathBuf>::new());
+    assert!(
+        w.token.ends_with(&format!("::node:{AGENT_SECRET}")),
+        "{}",
+        w.token
+    );
+    c.bring_up(&[&w]);
+    assert!(
+        c.events()
+            .iter()
+            .any(|e| e.starts_with("join pi5-worker-1 via https://"))
+    );
+    let cfg = w.k3s_config();
+    assert!(cfg.contains(&format!("token: \"{}\"\n", w.token)), "{cfg}");
+    assert!(!cfg.contains("agent-token"), "{cfg}");
+    assert_eq!(files_containing(&w.fx.root, SECRET), Vec::<PathBuf>::new());
+    // With what it holds, the bootstrap data (CA keys) and etcd's member list stay
+    // closed, under either user name; the server token opens them (the stand-in's
+    // endpoint works).
+    let ca = c.ca.dir().join("server-ca.crt");
+    let base = format!("https://127.0.0.11:{}", c.port);
+    let bootstrap = format!("{base}/v1-k3s/server-bootstrap");
+    for user in ["node", "server"] {
+        assert_eq!(
+            curl_basic(&ca, user, AGENT_SECRET, &bootstrap),
+            401,
+            "{user}"
+        );
+        assert_eq!(
+            curl_basic(&ca, user, AGENT_SECRET, &format!("{base}/db/info")),
+            401
+        );
+    }
+    assert_eq!(curl_basic(&ca, "server", SECRET, &bootstrap), 200);
+    // A worker card whose agent token is not the cluster's is refused.
+    let wrong = c.node(REFERENCE[4], true);
+    let mut s = CardSecrets::from_json(&wrong.fx.read("/var/lib/piimg/secrets.json")).unwrap();
+    s.token = s.token.replace(AGENT_SECRET, "not-the-agent-secret");
+    fs::write(wrong.fx.path("/var/lib/piimg/secrets.json"), s.to_json()).unwrap();
+    let out = wrong
+        .cmd(10)
+        .args(["--ready-timeout", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        c.events()
+            .iter()
+            .any(|e| e == "refused pi5-worker-2: token password wrong")
+    );
+}
+
+/// Makes the stand-in's API answer `codes` (in order) before its real answers.
+fn api_faults(c: &Cluster, codes: &[u16]) {
+    let path = c.state.join("state.json");
+    let mut st: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    st["faults"] = serde_json::json!(codes);
+    fs::write(&path, st.to_string()).unwrap();
+}
+
+#[test]
+fn a_join_that_meets_503_then_403_then_success_completes_in_one_run_of_the_step() {
+    let c = Cluster::new();
+    let servers: Vec<Node> = [SERVERS[0], SERVERS[2]]
+        .iter()
+        .map(|s| c.node(*s, true))
+        .collect();
+    c.bring_up(&servers.iter().collect::<Vec<_>>());
+    servers[1].stop();
+    let rebuilt = c.node(SERVERS[2], true);
+    // The API is still starting (503), then RBAC is not applied yet (403).
+    api_faults(&c, &[503, 403]);
+    let out = rebuilt.run(30);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.log_of(&rebuilt)
+    );
+    assert!(rebuilt.fx.status().complete, "one run completes");
+    let ev = c.events();
+    let at = |want: &str| {
+        ev.iter()
+            .position(|e| e == want)
+            .unwrap_or_else(|| panic!("{want:?} not in {ev:?}"))
+    };
+    let f503 = at("fault 503 GET /api/v1/nodes/pi5-master-3");
+    let f403 = at("fault 403 GET /api/v1/nodes/pi5-master-3");
+    let del = at("delete-node pi5-master-3 by system:piimg:node-cleaner:pi5-master-3");
+    let join = ev
+        .iter()
+        .rposition(|e| e.starts_with("join pi5-master-3 via"))
+        .unwrap();
+    assert!(f503 < f403 && f403 < del && del < join, "{ev:?}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("HTTP 503 apiserver not ready; retrying"),
+        "{log}"
+    );
+    assert!(
+        log.contains("HTTP 403 forbidden: RBAC not applied yet; retrying"),
+        "{log}"
+    );
+
+    // An API that never becomes ready: the step gives up within the join timeout and
+    // says what it tried.
+    let stuck = c.node(SERVERS[2], true);
+    api_faults(&c, &[503; 200]);
+    assert_eq!(stuck.run(3).status.code(), Some(1));
+    let st = stuck.fx.status();
+    assert_eq!((st.step.as_str(), st.result), ("join", StepResult::Error));
+    assert!(
+        st.message.contains(&format!(
+            "GET https://127.0.0.11:{}/api/v1/nodes/pi5-master-3: no usable answer after 3 s",
+            c.port
+        )) && st
+            .message
+            .contains("tried: HTTP 503 apiserver not ready (×"),
+        "{}",
+        st.message
+    );
+}
+
+#[test]
+fn a_first_bootstrap_card_whose_peers_come_up_two_minutes_late_joins_instead_of_initialising() {
+    // Takes a little over two minutes: the peers really are away that long.
+    let c = Cluster::new();
+    let servers: Vec<Node> = SERVERS.iter().map(|s| c.node(*s, true)).collect();
+    c.bring_up(&servers.iter().collect::<Vec<_>>());
+    assert_eq!(c.inits(), ["pi5-master-1"]);
+    // Power cut: every server is away. pi5-master-1's FIRST image is flashed again
+    // (a spare card, an old file in out/): it is allowed to initialise.
+    for s in &servers {
+        s.stop();
+    }
+    c.init_window.set(180);
+    let again = c.node(SERVERS[0], true);
+    let cfg =
+        NodeConfig::from_json(&fs::read_to_string(again.fx.boot.join(NODE_CONFIG_FILE)).unwrap())
+            .unwrap();
+    assert!(cfg.ha.first_bring_up);
+    assert_eq!(cfg.ha.init_window_secs, 180);
+    let t0 = Instant::now();
+    let child = again.phase2(30);
+    // While the window runs, the card's status says what it waits for.
+    let waiting = loop {
+        if let Ok(text) = fs::read_to_string(again.fx.boot.join(STATUS_FILE)) {
+            let st = AgentStatus::from_json(&text).unwrap();
+            if st.step == "join" && st.message.starts_with("first bring-up: no server") {
+                break st;
+            }
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "no waiting status");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        waiting.message.contains(
+            "first bring-up: no server of cluster homelab answered yet"
+        ) && waiting.message.contains("of the 3 min window); initialising a new cluster when the window ends unless one does"),
+        "{}",
+        waiting.message
+    );
+    // The other servers come back two minutes later.
+    std::thread::sleep(Duration::from_secs(120).saturating_sub(t0.elapsed()));
+    assert!(
+        c.inits() == ["pi5-master-1"],
+        "initialised before the window ended"
+    );
+    servers[1].start();
+    servers[2].start();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.log_of(&again)
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(180),
+        "joined within the window"
+    );
+    assert!(again.fx.status().complete);
+    assert_eq!(c.inits(), ["pi5-master-1"], "a second cluster was created");
+    assert!(!inits(&again));
+    let via = joins_via(&again).unwrap();
+    assert!(
+        via == format!("https://127.0.0.12:{}", c.port)
+            || via == format!("https://127.0.0.13:{}", c.port),
+        "{via}"
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("answers with this cluster's CA after")
+            && log.contains("joining it instead of initialising"),
+        "{log}"
+    );
+    // It removed its own stale member with its own identity, then joined.
+    let ev = c.events();
+    let del = ev
+        .iter()
+        .position(|e| e == "delete-node pi5-master-1 by system:piimg:node-cleaner:pi5-master-1")
+        .unwrap_or_else(|| panic!("{ev:?}"));
+    let join = ev
+        .iter()
+        .rposition(|e| e.starts_with("join pi5-master-1 via"))
+        .unwrap();
+    assert!(del < join, "{ev:?}");
 }
