@@ -966,6 +966,46 @@ fn a_rebuilt_bootstrap_card_waits_for_a_peer_and_only_the_first_carries_the_ca()
     assert!(tls_files(&sec).is_empty(), "{:?}", tls_files(&sec));
     assert_eq!(sec.token, first.token);
     assert_eq!(cfg.ha.cluster_ca_sha256, first_cfg.ha.cluster_ca_sha256);
+    // The build says so, with the first card's date from the issuance record.
+    let state = std::fs::read_to_string(env.path("lab.state.toml")).unwrap();
+    let at = state
+        .lines()
+        .find_map(|l| l.strip_prefix("bootstrap_issued_at = "))
+        .unwrap_or_else(|| panic!("{state}"))
+        .trim_matches('"')
+        .to_string();
+    let out = env
+        .piimg()
+        .args([
+            "build",
+            "--profile",
+            "lab.toml",
+            "--offline",
+            "--node",
+            "pi5-master-1",
+            "--base",
+        ])
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "pi5-master-1's first card was issued on {at}; this card joins the existing cluster. If that card never booted, build with --new-cluster"
+        )),
+        "{err}"
+    );
+    assert!(
+        std::fs::read_to_string(env.path("lab.state.toml"))
+            .unwrap()
+            .contains(&at),
+        "a rebuild keeps the first card's date"
+    );
 
     // Another server: same token, no CA keys, but the node-cleaner and the manifests.
     let (cfg2, sec2) = card_of(&env, "pi5-master-2");
@@ -1013,6 +1053,8 @@ fn a_rebuilt_bootstrap_card_waits_for_a_peer_and_only_the_first_carries_the_ca()
             .starts_with("join as server"),
         "{n}"
     );
+    assert_eq!(v["worker_token"], "agent");
+    assert_eq!(v["bootstrap_issued_at"].as_str(), Some(at.as_str()));
 }
 
 #[test]
@@ -1021,7 +1063,30 @@ fn worker_cards_carry_the_derived_node_password_and_nothing_of_the_ca() {
     let b = base("bookworm");
     env.build_ok(&b, &["--node", "pi4-worker-1"]);
     let (cfg, sec) = card_of(&env, "pi4-worker-1");
-    let (_, secret) = sec.token.split_once("::server:").unwrap();
+    // The agent token, never the server token: not in the secrets, not anywhere in
+    // the image's bytes.
+    let server_secret = std::fs::read_to_string(env.path("lab.secrets/k3s-token")).unwrap();
+    let agent_secret = std::fs::read_to_string(env.path("lab.secrets/k3s-agent-token")).unwrap();
+    assert_eq!(
+        mode_of(&env.path("lab.secrets/k3s-agent-token")),
+        0o600,
+        "the agent token is a secret too"
+    );
+    let (k10, agent) = sec.token.split_once("::node:").unwrap();
+    assert_eq!(agent, agent_secret.trim());
+    assert_eq!(
+        Some(k10.trim_start_matches("K10")),
+        cfg.ha.cluster_ca_sha256.as_deref()
+    );
+    assert_eq!(sec.agent_token, None);
+    let image = std::fs::read(env.path("out/pi4-worker-1.img")).unwrap();
+    let holds = |needle: &str| image.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(holds(agent_secret.trim()), "the scan finds what is there");
+    assert!(
+        !holds(server_secret.trim()),
+        "the worker image holds the server token"
+    );
+    let secret = server_secret.trim();
     let pw = sec.node_password.clone().unwrap();
     assert_eq!(pw, piimg::pki::node_password(secret, "pi4-worker-1"));
     assert!(sec.files.is_empty(), "{:?}", sec.files);
@@ -1033,6 +1098,36 @@ fn worker_cards_carry_the_derived_node_password_and_nothing_of_the_ca() {
     let (_, again) = card_of(&env, "pi4-worker-1");
     assert_eq!(again.node_password.unwrap(), pw);
     assert_eq!(again.token, sec.token);
+
+    // A cluster whose secrets predate the agent token (its servers run without
+    // `agent-token`): workers keep the server token, and `plan` says why and how to
+    // narrow it.
+    std::fs::remove_file(env.path("lab.secrets/k3s-agent-token")).unwrap();
+    env.build_ok(&b, &["--node", "pi4-worker-1"]);
+    let (_, old) = card_of(&env, "pi4-worker-1");
+    assert_eq!(old.token.split_once("::server:").unwrap().1, secret);
+    assert!(
+        !env.path("lab.secrets/k3s-agent-token").exists(),
+        "never added to a running cluster"
+    );
+    let out = env
+        .piimg()
+        .args(["--json", "plan", "--profile", "lab.toml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["worker_token"], "server");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("lab.secrets/k3s-agent-token does not exist: this cluster was created before piimg made an agent token")
+            && err.contains("worker cards keep carrying the server token (a rebuild changes nothing here)"),
+        "{err}"
+    );
 }
 
 #[test]

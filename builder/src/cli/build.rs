@@ -174,6 +174,17 @@ pub fn run(args: BuildArgs, out: Reporter) -> anyhow::Result<()> {
         .unwrap_or_default();
     let mut jobs = Vec::new();
     for plan in &plans {
+        if plan.bootstrap && cluster.bootstrap_issued() && !first_bring_up(plan, &cluster) {
+            out.warn(format!(
+                "{}'s first card was issued on {}; this card joins the existing cluster. If that card never booted, build with --new-cluster",
+                plan.name,
+                cluster
+                    .state()
+                    .bootstrap_issued_at
+                    .as_deref()
+                    .unwrap_or("an earlier build (date not recorded)")
+            ));
+        }
         let ha = HaOptions {
             first_bring_up: first_bring_up(plan, &cluster),
             addons: addons.clone(),
