@@ -1133,3 +1133,34 @@ fn addons_default_off_parse_and_reject_unknown_keys() {
         "{err}"
     );
 }
+
+#[test]
+fn init_window_and_node_cleaner_validity_default_and_are_bounded() {
+    let p = reference();
+    assert_eq!(p.k3s.init_window_seconds, 300);
+    assert_eq!(p.k3s.node_cleaner_days, 365);
+    // Omitted: the same defaults.
+    let text = reference_text()
+        .replace("init_window_seconds = 300\n", "")
+        .replace("node_cleaner_days = 365\n", "");
+    assert!(!text.contains("init_window_seconds"));
+    let omitted = profile::parse(&text, &reference_path()).unwrap();
+    assert_eq!(omitted.k3s.init_window_seconds, 300);
+    assert_eq!(omitted.k3s.node_cleaner_days, 365);
+    // Out of range: one error per field, naming it, with the default as a hint.
+    let bad = reference_text()
+        .replace("init_window_seconds = 300", "init_window_seconds = 5")
+        .replace("node_cleaner_days = 365", "node_cleaner_days = 0");
+    let f = profile::validate(&profile::parse(&bad, &reference_path()).unwrap());
+    let errs: Vec<String> = f.errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("k3s.init_window_seconds: must be between 30 and 3600"),
+        "{errs:#?}"
+    );
+    assert!(errs[0].contains("default 300"), "{errs:#?}");
+    assert!(
+        errs[1].starts_with("k3s.node_cleaner_days: must be between 1 and 3650"),
+        "{errs:#?}"
+    );
+}

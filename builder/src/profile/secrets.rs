@@ -622,6 +622,82 @@ mod tests {
         assert_eq!(parse_token("K10x::nouser"), None);
     }
 
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_new_cluster_gets_an_agent_token_an_issued_one_never_gains_one() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let profile = tmp.path().join("lab.toml");
+        let s =
+            ClusterSecrets::open_or_create(&profile, SecretsOptions::default()).expect("create");
+        let agent = s.agent_token_secret().expect("agent token").to_string();
+        assert_eq!(agent.len(), 64);
+        assert_ne!(agent, s.token_secret());
+        let file = tmp.path().join("lab.secrets").join(AGENT_TOKEN_FILE);
+        assert_eq!(std::fs::read_to_string(&file).expect("agent file"), agent);
+        assert_eq!(mode(&file), 0o600);
+        drop(s);
+        // Reopened: the same.
+        let mut s =
+            ClusterSecrets::open_or_create(&profile, SecretsOptions::default()).expect("open");
+        assert_eq!(s.agent_token_secret(), Some(agent.as_str()));
+        // Secrets from before agent tokens, no card issued yet: one is added.
+        std::fs::remove_file(&file).expect("rm");
+        let again =
+            ClusterSecrets::open_or_create(&profile, SecretsOptions::default()).expect("open");
+        let added = again.agent_token_secret().expect("added").to_string();
+        assert_ne!(added, agent);
+        assert_eq!(mode(&file), 0o600);
+        drop(again);
+        // Once a card was issued, a missing agent token stays missing.
+        s.mark_issued("w1", false).expect("mark");
+        std::fs::remove_file(&file).expect("rm");
+        let old =
+            ClusterSecrets::open_or_create(&profile, SecretsOptions::default()).expect("open");
+        assert_eq!(old.agent_token_secret(), None);
+        assert!(!file.exists());
+        // An agent token file open to others is refused like the token.
+        std::fs::write(&file, "abc").expect("write");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let err = ClusterSecrets::open_or_create(&profile, SecretsOptions::default())
+            .expect_err("0644 agent token");
+        assert!(err.to_string().contains("run `chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn the_first_bootstrap_cards_date_is_kept() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let profile = tmp.path().join("lab.toml");
+        let mut s =
+            ClusterSecrets::open_or_create(&profile, SecretsOptions::default()).expect("create");
+        assert_eq!(s.state().bootstrap_issued_at, None);
+        s.mark_issued("s1", true).expect("mark");
+        let at = s.state().bootstrap_issued_at.clone().expect("date");
+        assert!(
+            time::OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339)
+                .is_ok(),
+            "{at}"
+        );
+        let text = std::fs::read_to_string(state_path(&profile)).expect("state");
+        assert!(
+            text.contains(&format!("bootstrap_issued_at = \"{at}\"")),
+            "{text}"
+        );
+        // The earliest of two records wins.
+        let mut a = s.state().clone();
+        let b = ClusterState {
+            bootstrap_issued_at: Some("2020-01-01T00:00:00Z".into()),
+            ..a.clone()
+        };
+        a.merge(&b);
+        assert_eq!(
+            a.bootstrap_issued_at.as_deref(),
+            Some("2020-01-01T00:00:00Z")
+        );
+    }
+
     #[test]
     fn paths_sit_next_to_the_profile() {
         let p = Path::new("profiles/homelab.toml");
