@@ -174,6 +174,10 @@ pub struct ClusterState {
     pub cluster_id: String,
     /// SHA-256 (hex) of the token secret, to tell clusters apart without the secret.
     pub token_sha256: String,
+    /// SHA-256 (hex) of the agent token secret, when the cluster has one (cards
+    /// built before it was added to the secrets are then stale).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_token_sha256: Option<String>,
     /// True once the bootstrap server's card has been issued: from then on no card
     /// may initialise a cluster.
     #[serde(default)]
@@ -404,6 +408,7 @@ impl ClusterSecrets {
         } else {
             None
         };
+        state.agent_token_sha256 = agent_token.as_deref().map(fingerprint);
         let me = Self {
             profile_path: profile_path.to_path_buf(),
             dir,
@@ -433,6 +438,7 @@ impl ClusterSecrets {
         let state = ClusterState {
             cluster_id: random_hex(8).map_err(io_err(urandom))?,
             token_sha256: fingerprint(&token),
+            agent_token_sha256: Some(fingerprint(&agent_token)),
             ..ClusterState::default()
         };
         let parent = match dir.parent() {
