@@ -518,6 +518,12 @@ fn each_card_gets_what_its_role_needs() {
     .unwrap();
     assert!(!rebuilt.ha.first_bring_up);
     assert_eq!(rebuilt.ha.init_window_secs, 0);
+    // A single-server cluster's first card has no peer to wait for.
+    let mut single = plan("pi5-master-1", Role::Server, true, vip);
+    single.servers.truncate(1);
+    let alone = files_for_node(&single, &ca, "s3cret", &opts).unwrap();
+    assert!(alone.ha.first_bring_up);
+    assert_eq!(alone.ha.init_window_secs, 0);
     assert!(
         !paths(&rebuilt.secret_files)
             .iter()

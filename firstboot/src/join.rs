@@ -162,7 +162,8 @@ impl JoinPolicy for HaJoin {
         // A first-bring-up card initialises only when no peer answered during the
         // whole window: a card flashed again later while the other servers are
         // briefly unreachable must not start a second cluster with the same CA.
-        let window = if may_init {
+        // No other server to hear from: nothing to wait for.
+        let window = if may_init && cfg.servers.iter().any(|s| s.name != cfg.node_name) {
             Duration::from_secs(cfg.ha.init_window_secs)
         } else {
             Duration::ZERO

@@ -145,7 +145,12 @@ pub fn files_for_node(
             cluster_ca_pem: Some(bundle.to_string()),
             cluster_ca_sha256: Some(hash),
             first_bring_up: init,
-            init_window_secs: if init { opts.init_window_secs } else { 0 },
+            // A single-server cluster has no peer to wait for.
+            init_window_secs: if init && plan.servers.len() > 1 {
+                opts.init_window_secs
+            } else {
+                0
+            },
             node_cleaner,
         },
     })
