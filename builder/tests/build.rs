@@ -1102,7 +1102,29 @@ fn worker_cards_carry_the_derived_node_password_and_nothing_of_the_ca() {
     // A cluster whose secrets predate the agent token (its servers run without
     // `agent-token`): workers keep the server token, and `plan` says why and how to
     // narrow it.
-    std::fs::remove_file(env.path("lab.secrets/k3s-agent-token")).unwrap();
+    let agent_file = env.path("lab.secrets/k3s-agent-token");
+    std::fs::remove_file(&agent_file).unwrap();
+    // Lost while the state records one: refused, never replaced.
+    let out = env.build(&b, &["--node", "pi4-worker-1"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("records that this cluster has an agent token"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!agent_file.exists());
+    // A record from before agent tokens (no fingerprint in either copy of the state).
+    for f in ["lab.state.toml", "lab.secrets/state.toml"] {
+        let text = std::fs::read_to_string(env.path(f)).unwrap();
+        let kept: String = text
+            .lines()
+            .filter(|l| !l.starts_with("agent_token_sha256"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_ne!(kept, text, "{f} recorded the agent token");
+        std::fs::write(env.path(f), kept).unwrap();
+    }
     env.build_ok(&b, &["--node", "pi4-worker-1"]);
     let (_, old) = card_of(&env, "pi4-worker-1");
     assert_eq!(old.token.split_once("::server:").unwrap().1, secret);

@@ -156,6 +156,7 @@ fn token_recovered_from_a_server_reopens_the_cluster() {
     let mut s = ClusterSecrets::open_or_create(&path, SecretsOptions::default()).unwrap();
     s.mark_issued("pi5-master-1", true).unwrap();
     let token = s.token_secret().to_string();
+    let agent = s.agent_token_secret().unwrap().to_string();
     drop(s);
     let secrets = dir.path().join("homelab.secrets");
     std::fs::remove_dir_all(&secrets).unwrap();
@@ -166,9 +167,24 @@ fn token_recovered_from_a_server_reopens_the_cluster() {
     let tok = secrets.join("k3s-token");
     std::fs::write(&tok, format!("K10{}::server:{token}\n", "ab".repeat(32))).unwrap();
     std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // The cluster has an agent token too (the state says so): never a new one, the
+    // error names where to copy it from.
+    let err = ClusterSecrets::open_or_create(&path, SecretsOptions::default()).unwrap_err();
+    assert!(matches!(err, SecretsError::NoAgentToken { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(
+            "copy the `agent-token:` value from /etc/rancher/k3s/config.yaml on any server into"
+        ),
+        "{err}"
+    );
+    assert!(!secrets.join("k3s-agent-token").exists());
+    let agent_file = secrets.join("k3s-agent-token");
+    std::fs::write(&agent_file, format!("{agent}\n")).unwrap();
+    std::fs::set_permissions(&agent_file, std::fs::Permissions::from_mode(0o600)).unwrap();
 
     let s = ClusterSecrets::open_or_create(&path, SecretsOptions::default()).unwrap();
     assert_eq!(s.token_secret(), token);
+    assert_eq!(s.agent_token_secret(), Some(agent.as_str()));
     assert!(s.bootstrap_issued());
     assert!(s.issued("pi5-master-1"));
     drop(s);

@@ -118,6 +118,36 @@ pub enum SecretsError {
         /// The token file.
         path: PathBuf,
     },
+    /// The cluster has an agent token (the state records its fingerprint) but the
+    /// secrets directory lost it: server cards without it would reset the password
+    /// every worker presents.
+    #[error(
+        "{path} is missing, but {state} records that this cluster has an agent token (fingerprint {recorded}): \
+         copy the `agent-token:` value from /etc/rancher/k3s/config.yaml on any server into {path} (mode 0600)"
+    )]
+    NoAgentToken {
+        /// The agent token file.
+        path: PathBuf,
+        /// The state file.
+        state: PathBuf,
+        /// The fingerprint the state records.
+        recorded: String,
+    },
+    /// The agent token file is not the one the state records.
+    #[error(
+        "{path} does not match the agent token recorded in {state} (fingerprint {found} ≠ {recorded}): \
+         restore the right file (the `agent-token:` value in /etc/rancher/k3s/config.yaml on any server)"
+    )]
+    AgentTokenMismatch {
+        /// The agent token file.
+        path: PathBuf,
+        /// The state file.
+        state: PathBuf,
+        /// Fingerprint of the file.
+        found: String,
+        /// Fingerprint the state records.
+        recorded: String,
+    },
     /// A state file cannot be parsed.
     #[error("{path}: {message}")]
     BadState {
@@ -130,7 +160,8 @@ pub enum SecretsError {
     #[error(
         "the secrets directory {dir} is missing, but {state} records that cluster `{cluster}` exists (cards issued: {issued}). \
          Restore {dir} from your backup, or recover the token: create {dir} (mode 0700) and copy {SERVER_TOKEN_PATH} \
-         from any server into {dir}/{TOKEN_FILE} (mode 0600). Only to really start a new cluster (every node re-flashed) pass --new-cluster"
+         from any server into {dir}/{TOKEN_FILE} (mode 0600) and, if the servers' /etc/rancher/k3s/config.yaml has `agent-token:`, \
+         its value into {dir}/{AGENT_TOKEN_FILE} (mode 0600). Only to really start a new cluster (every node re-flashed) pass --new-cluster"
     )]
     Missing {
         /// The missing secrets directory.
@@ -391,13 +422,32 @@ impl ClusterSecrets {
         }
         state.token_sha256 = found;
         let agent_path = dir.join(AGENT_TOKEN_FILE);
+        let recorded_agent = [&public, &copy]
+            .into_iter()
+            .flatten()
+            .find_map(|s| s.agent_token_sha256.clone());
         let agent_token = if agent_path.exists() {
             check_mode(&agent_path, 0o600)?;
             let text = std::fs::read_to_string(&agent_path).map_err(io_err(&agent_path))?;
             let (secret, _) = parse_token(&text).ok_or_else(|| SecretsError::BadToken {
                 path: agent_path.clone(),
             })?;
+            let found = fingerprint(&secret);
+            if let Some(recorded) = recorded_agent.filter(|r| *r != found) {
+                return Err(SecretsError::AgentTokenMismatch {
+                    path: agent_path,
+                    state: state_path,
+                    found,
+                    recorded,
+                });
+            }
             Some(secret)
+        } else if let Some(recorded) = recorded_agent.filter(|_| state.cluster_exists()) {
+            return Err(SecretsError::NoAgentToken {
+                path: agent_path,
+                state: state_path,
+                recorded,
+            });
         } else if !state.cluster_exists() {
             // No card was issued yet: no server runs without an agent token, so one
             // can still be added safely.
@@ -646,8 +696,7 @@ mod tests {
         assert_eq!(mode(&file), 0o600);
         drop(s);
         // Reopened: the same.
-        let mut s =
-            ClusterSecrets::open_or_create(&profile, SecretsOptions::default()).expect("open");
+        let s = ClusterSecrets::open_or_create(&profile, SecretsOptions::default()).expect("open");
         assert_eq!(s.agent_token_secret(), Some(agent.as_str()));
         // Secrets from before agent tokens, no card issued yet: one is added.
         std::fs::remove_file(&file).expect("rm");
@@ -657,8 +706,51 @@ mod tests {
         assert_ne!(added, agent);
         assert_eq!(mode(&file), 0o600);
         drop(again);
-        // Once a card was issued, a missing agent token stays missing.
-        s.mark_issued("w1", false).expect("mark");
+        // Once a card was issued, a lost agent token is an error naming the way back
+        // (the state recorded it), and a different one is refused.
+        drop(s);
+        ClusterSecrets::open_or_create(&profile, SecretsOptions::default())
+            .expect("open")
+            .mark_issued("w1", false)
+            .expect("mark");
+        let kept = std::fs::read_to_string(&file).expect("agent file");
+        std::fs::remove_file(&file).expect("rm");
+        let err = ClusterSecrets::open_or_create(&profile, SecretsOptions::default())
+            .expect_err("lost agent token");
+        assert!(
+            err.to_string()
+                .contains("records that this cluster has an agent token")
+                && err
+                    .to_string()
+                    .contains("copy the `agent-token:` value from /etc/rancher/k3s/config.yaml"),
+            "{err}"
+        );
+        assert!(!file.exists(), "never replaced by a new one");
+        crate::atomic::write_new(&file, b"another", 0o600).expect("write");
+        let err = ClusterSecrets::open_or_create(&profile, SecretsOptions::default())
+            .expect_err("another agent token");
+        assert!(
+            err.to_string()
+                .contains("does not match the agent token recorded"),
+            "{err}"
+        );
+        std::fs::remove_file(&file).expect("rm");
+        crate::atomic::write_new(&file, kept.as_bytes(), 0o600).expect("restore");
+        ClusterSecrets::open_or_create(&profile, SecretsOptions::default()).expect("restored");
+        // A cluster whose record has no agent token (made before piimg made one):
+        // a missing agent token stays missing.
+        for f in [
+            state_path(&profile),
+            tmp.path().join("lab.secrets").join(STATE_COPY_FILE),
+        ] {
+            let text = std::fs::read_to_string(&f).expect("state");
+            let text: String = text
+                .lines()
+                .filter(|l| !l.starts_with("agent_token_sha256"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            std::fs::write(&f, text).expect("write state");
+        }
         std::fs::remove_file(&file).expect("rm");
         let old =
             ClusterSecrets::open_or_create(&profile, SecretsOptions::default()).expect("open");

@@ -6,19 +6,25 @@ decision talks to, with the real CA files the card laid down:
 
   serve  --root R --ip IP --port P --cluster DIR --node NAME --role server|agent [--pidfile F]
       server: reads R/etc/rancher/k3s/config.yaml like k3s would (cluster-init /
-      server / token), registers this node in the shared cluster state DIR/state.json
+      server / token / agent-token: the `node` user's password is agent-token, else
+      the server token's), registers this node in the shared cluster state DIR/state.json
       (refusing a duplicate etcd member name, a node password that does not match,
       a token whose CA hash does not match the server's /cacerts), then serves HTTPS
       with a serving certificate signed by server-ca:
         GET  /ping                  "pong"
         GET  /cacerts               server/tls/server-ca.crt, byte for byte
         GET  /db/info               etcd members; basic auth server:<token password>
-        *    /api/v1/...            client certificates verified against client-ca;
+        GET  /v1-k3s/server-bootstrap  the cluster's CA files, keys included; basic
+                                    auth server:<token password> only
+        *    /api/v1/...            first the status codes listed in the state's
+                                    "faults" (an API still starting), then:
+                                    client certificates verified against client-ca;
                                     authorised by evaluating the RBAC manifests in
                                     R/var/lib/rancher/k3s/server/manifests; deleting a
                                     Node removes its etcd member shortly after (like
                                     k3s's member controller)
-      agent: registers the node (token hash, node password) and exits.
+      agent: registers the node (token hash, the `node` user's password, node
+      password) and exits.
   ready  --root R --cluster DIR --node NAME
       prints True if this node's k3s registered it (what kubectl get node shows).
 """
