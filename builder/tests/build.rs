@@ -1480,13 +1480,24 @@ fn concurrent_first_builds_create_the_secrets_once_and_all_use_them() {
     sorted.sort();
     assert_eq!(sorted, ["lab.secrets", "lab.secrets.lock"], "{names:?}");
     let token = std::fs::read_to_string(env.path("lab.secrets/k3s-token")).unwrap();
-    for out in [
-        "o1/pi5-master-1.img",
-        "o2/pi4-worker-1.img",
-        "o3/pi4-worker-1.img",
+    let agent = std::fs::read_to_string(env.path("lab.secrets/k3s-agent-token")).unwrap();
+    // The server card carries the server token (and the agent token for its
+    // config); worker cards the agent token only.
+    for (out, want) in [
+        ("o1/pi5-master-1.img", token.trim()),
+        ("o1/pi5-master-1.img", agent.trim()),
+        ("o2/pi4-worker-1.img", agent.trim()),
+        ("o3/pi4-worker-1.img", agent.trim()),
     ] {
         let sec = mtype(&env.path(out), "/piimg/secrets.json");
-        assert!(sec.contains(token.trim()), "{out} carries another token");
+        assert!(sec.contains(want), "{out} carries another token");
+    }
+    for out in ["o2/pi4-worker-1.img", "o3/pi4-worker-1.img"] {
+        let sec = mtype(&env.path(out), "/piimg/secrets.json");
+        assert!(
+            !sec.contains(token.trim()),
+            "{out} carries the server token"
+        );
     }
     // Every build's issued card is recorded (merged, not overwritten).
     let state = std::fs::read_to_string(env.path("lab.state.toml")).unwrap();
