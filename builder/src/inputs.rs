@@ -152,12 +152,18 @@ pub fn profile_digest(profile: &Profile, node: &str) -> String {
     hex::encode(h.finalize())
 }
 
-/// Digest of the cluster's identity (not of the secrets themselves).
+/// Digest of the cluster's identity (not of the secrets themselves): cluster id,
+/// token fingerprint and, when the cluster has one, the agent token's (worker cards
+/// carry it, so adding one to an older cluster makes its cards stale).
 pub fn secrets_digest(state: &ClusterState) -> String {
     let mut h = Sha256::new();
     h.update(state.cluster_id.as_bytes());
     h.update([0]);
     h.update(state.token_sha256.as_bytes());
+    if let Some(agent) = &state.agent_token_sha256 {
+        h.update([0]);
+        h.update(agent.as_bytes());
+    }
     hex::encode(h.finalize())
 }
 
@@ -335,6 +341,21 @@ hardware = "pi4"
                 Changed::Base,
                 Changed::Piimg
             ]
+        );
+        let with_agent_token = ClusterState {
+            agent_token_sha256: Some("a1".into()),
+            ..state.clone()
+        };
+        assert_eq!(
+            built.changes(&Inputs::current(
+                &p,
+                "s1",
+                &with_agent_token,
+                base.clone(),
+                b"agent"
+            )),
+            [Changed::Secrets],
+            "an agent token added to the secrets makes older cards stale"
         );
         assert_eq!(
             Changed::Profile.to_string(),

@@ -961,6 +961,46 @@ fn a_rebuilt_bootstrap_card_waits_for_a_peer_and_only_the_first_carries_the_ca()
     assert!(tls_files(&sec).is_empty(), "{:?}", tls_files(&sec));
     assert_eq!(sec.token, first.token);
     assert_eq!(cfg.ha.cluster_ca_sha256, first_cfg.ha.cluster_ca_sha256);
+    // The build says so, with the first card's date from the issuance record.
+    let state = std::fs::read_to_string(env.path("lab.state.toml")).unwrap();
+    let at = state
+        .lines()
+        .find_map(|l| l.strip_prefix("bootstrap_issued_at = "))
+        .unwrap_or_else(|| panic!("{state}"))
+        .trim_matches('"')
+        .to_string();
+    let out = env
+        .piimg()
+        .args([
+            "build",
+            "--profile",
+            "lab.toml",
+            "--offline",
+            "--node",
+            "pi5-master-1",
+            "--base",
+        ])
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "pi5-master-1's first card was issued on {at}; this card joins the existing cluster. If that card never booted, build with --new-cluster"
+        )),
+        "{err}"
+    );
+    assert!(
+        std::fs::read_to_string(env.path("lab.state.toml"))
+            .unwrap()
+            .contains(&at),
+        "a rebuild keeps the first card's date"
+    );
 
     // Another server: same token, no CA keys, but the node-cleaner and the manifests.
     let (cfg2, sec2) = card_of(&env, "pi5-master-2");
@@ -1008,6 +1048,8 @@ fn a_rebuilt_bootstrap_card_waits_for_a_peer_and_only_the_first_carries_the_ca()
             .starts_with("join as server"),
         "{n}"
     );
+    assert_eq!(v["worker_token"], "agent");
+    assert_eq!(v["bootstrap_issued_at"].as_str(), Some(at.as_str()));
 }
 
 #[test]
@@ -1016,7 +1058,30 @@ fn worker_cards_carry_the_derived_node_password_and_nothing_of_the_ca() {
     let b = base("bookworm");
     env.build_ok(&b, &["--node", "pi4-worker-1"]);
     let (cfg, sec) = card_of(&env, "pi4-worker-1");
-    let (_, secret) = sec.token.split_once("::server:").unwrap();
+    // The agent token, never the server token: not in the secrets, not anywhere in
+    // the image's bytes.
+    let server_secret = std::fs::read_to_string(env.path("lab.secrets/k3s-token")).unwrap();
+    let agent_secret = std::fs::read_to_string(env.path("lab.secrets/k3s-agent-token")).unwrap();
+    assert_eq!(
+        mode_of(&env.path("lab.secrets/k3s-agent-token")),
+        0o600,
+        "the agent token is a secret too"
+    );
+    let (k10, agent) = sec.token.split_once("::node:").unwrap();
+    assert_eq!(agent, agent_secret.trim());
+    assert_eq!(
+        Some(k10.trim_start_matches("K10")),
+        cfg.ha.cluster_ca_sha256.as_deref()
+    );
+    assert_eq!(sec.agent_token, None);
+    let image = std::fs::read(env.path("out/pi4-worker-1.img")).unwrap();
+    let holds = |needle: &str| image.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(holds(agent_secret.trim()), "the scan finds what is there");
+    assert!(
+        !holds(server_secret.trim()),
+        "the worker image holds the server token"
+    );
+    let secret = server_secret.trim();
     let pw = sec.node_password.clone().unwrap();
     assert_eq!(pw, piimg::pki::node_password(secret, "pi4-worker-1"));
     assert!(sec.files.is_empty(), "{:?}", sec.files);
@@ -1028,6 +1093,58 @@ fn worker_cards_carry_the_derived_node_password_and_nothing_of_the_ca() {
     let (_, again) = card_of(&env, "pi4-worker-1");
     assert_eq!(again.node_password.unwrap(), pw);
     assert_eq!(again.token, sec.token);
+
+    // A cluster whose secrets predate the agent token (its servers run without
+    // `agent-token`): workers keep the server token, and `plan` says why and how to
+    // narrow it.
+    let agent_file = env.path("lab.secrets/k3s-agent-token");
+    std::fs::remove_file(&agent_file).unwrap();
+    // Lost while the state records one: refused, never replaced.
+    let out = env.build(&b, &["--node", "pi4-worker-1"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("records that this cluster has an agent token"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!agent_file.exists());
+    // A record from before agent tokens (no fingerprint in either copy of the state).
+    for f in ["lab.state.toml", "lab.secrets/state.toml"] {
+        let text = std::fs::read_to_string(env.path(f)).unwrap();
+        let kept: String = text
+            .lines()
+            .filter(|l| !l.starts_with("agent_token_sha256"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_ne!(kept, text, "{f} recorded the agent token");
+        std::fs::write(env.path(f), kept).unwrap();
+    }
+    env.build_ok(&b, &["--node", "pi4-worker-1"]);
+    let (_, old) = card_of(&env, "pi4-worker-1");
+    assert_eq!(old.token.split_once("::server:").unwrap().1, secret);
+    assert!(
+        !env.path("lab.secrets/k3s-agent-token").exists(),
+        "never added to a running cluster"
+    );
+    let out = env
+        .piimg()
+        .args(["--json", "plan", "--profile", "lab.toml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["worker_token"], "server");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("lab.secrets/k3s-agent-token does not exist: this cluster was created before piimg made an agent token")
+            && err.contains("worker cards keep carrying the server token (a rebuild changes nothing here)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -1356,13 +1473,24 @@ fn concurrent_first_builds_create_the_secrets_once_and_all_use_them() {
     sorted.sort();
     assert_eq!(sorted, ["lab.secrets", "lab.secrets.lock"], "{names:?}");
     let token = std::fs::read_to_string(env.path("lab.secrets/k3s-token")).unwrap();
-    for out in [
-        "o1/pi5-master-1.img",
-        "o2/pi4-worker-1.img",
-        "o3/pi4-worker-1.img",
+    let agent = std::fs::read_to_string(env.path("lab.secrets/k3s-agent-token")).unwrap();
+    // The server card carries the server token (and the agent token for its
+    // config); worker cards the agent token only.
+    for (out, want) in [
+        ("o1/pi5-master-1.img", token.trim()),
+        ("o1/pi5-master-1.img", agent.trim()),
+        ("o2/pi4-worker-1.img", agent.trim()),
+        ("o3/pi4-worker-1.img", agent.trim()),
     ] {
         let sec = mtype(&env.path(out), "/piimg/secrets.json");
-        assert!(sec.contains(token.trim()), "{out} carries another token");
+        assert!(sec.contains(want), "{out} carries another token");
+    }
+    for out in ["o2/pi4-worker-1.img", "o3/pi4-worker-1.img"] {
+        let sec = mtype(&env.path(out), "/piimg/secrets.json");
+        assert!(
+            !sec.contains(token.trim()),
+            "{out} carries the server token"
+        );
     }
     // Every build's issued card is recorded (merged, not overwritten).
     let state = std::fs::read_to_string(env.path("lab.state.toml")).unwrap();

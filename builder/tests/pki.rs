@@ -1,8 +1,9 @@
 //! The cluster PKI checked with independent tools: openssl verifies the chains and
 //! computes the DER/sha256 k3s's token hash must match; YAML of the RBAC is parsed.
 
-use piimg::pki::ca::{ClusterCa, NODE_CLEANER_USER, required_files};
+use piimg::pki::ca::{ClusterCa, node_cleaner_user, required_files};
 use piimg::pki::manifests::Addons;
+use piimg::pki::token::secure_agent_token;
 use piimg::pki::{HaOptions, PkiError, ca_hash, files_for_node, node_password, secure_token};
 use piimg::plan::*;
 use piimg_firstboot::contract::{NODE_CLEANER_CERT, Role};
@@ -148,9 +149,16 @@ fn ca_is_created_private_in_k3s_layout_and_reused_never_regenerated() {
     assert_eq!(r.0, r.1, "root AKID must equal its SKID: {root}");
     assert!(i.0.len() > 40 && i.0 != r.0, "{int}");
     assert_eq!(i.1, r.0, "intermediate AKID must be the root SKID: {int}");
-    // The node-cleaner certificate is a client certificate of client-ca with the user as CN.
+    // A server's node-cleaner certificate is a client certificate of client-ca with
+    // the user naming the node as CN, valid from now for the given days.
+    let (crt, key) = ca.node_cleaner_for("pi5-master-2", 30).unwrap();
+    let nc = tmp.path().join("nc");
+    fs::create_dir_all(&nc).unwrap();
+    fs::write(nc.join("node-cleaner.crt"), &crt).unwrap();
+    fs::write(nc.join("node-cleaner.key"), &key).unwrap();
+    fs::copy(dir.join("client-ca.crt"), nc.join("client-ca.crt")).unwrap();
     let out = openssl(
-        &dir,
+        &nc,
         &[
             "verify",
             "-CAfile",
@@ -161,22 +169,33 @@ fn ca_is_created_private_in_k3s_layout_and_reused_never_regenerated() {
         ],
     );
     assert!(String::from_utf8_lossy(&out).contains(": OK"));
+    openssl(&nc, &["pkey", "-in", "node-cleaner.key", "-noout"]);
     let subj = String::from_utf8(openssl(
-        &dir,
+        &nc,
         &["x509", "-in", "node-cleaner.crt", "-noout", "-subject"],
     ))
     .unwrap();
     assert!(
-        subj.contains(&format!("CN = {NODE_CLEANER_USER}")),
+        subj.contains(&format!("CN = {}", node_cleaner_user("pi5-master-2"))),
         "{subj}"
     );
+    // -checkend: still valid in 29 days, expired in 31.
+    let checkend = |days: u64| {
+        std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-in", "node-cleaner.crt", "-checkend"])
+            .arg((days * 86400).to_string())
+            .current_dir(&nc)
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(checkend(29) && !checkend(31));
+    assert!(
+        !dir.join("node-cleaner.crt").exists(),
+        "no shared identity in the CA"
+    );
     // Valid from 2025-01-01, so a Pi whose clock lags the build machine still verifies it.
-    for f in [
-        "root-ca.pem",
-        "intermediate-ca.pem",
-        "server-ca.pem",
-        "node-cleaner.crt",
-    ] {
+    for f in ["root-ca.pem", "intermediate-ca.pem", "server-ca.pem"] {
         let out =
             String::from_utf8(openssl(&dir, &["x509", "-in", f, "-noout", "-startdate"])).unwrap();
         assert_eq!(out.trim(), "notBefore=Jan  1 00:00:00 2025 GMT", "{f}");
@@ -410,7 +429,16 @@ pub fn plan(name: &str, role: Role, bootstrap: bool, vip: Option<&str>) -> NodeP
             kubelet_args: vec![],
             airgap_dir: None,
         },
-        servers: vec![],
+        servers: ["pi5-master-1", "pi5-master-2", "pi5-master-3"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                (
+                    n.to_string(),
+                    format!("192.168.86.{}", 31 + i).parse().unwrap(),
+                )
+            })
+            .collect(),
         overlay_dir: None,
     }
 }
@@ -425,6 +453,8 @@ fn each_card_gets_what_its_role_needs() {
             cert_manager: true,
             monitoring: true,
         },
+        agent_token_secret: Some("ag3nt".into()),
+        ..HaOptions::default()
     };
     let vip = Some("192.168.86.40");
     let boot = files_for_node(
@@ -465,6 +495,8 @@ fn each_card_gets_what_its_role_needs() {
     );
     assert!(boot.secret_files.iter().all(|f| f.mode == 0o600));
     assert!(boot.ha.first_bring_up && boot.ha.node_cleaner.is_some());
+    assert_eq!(boot.ha.init_window_secs, 300);
+    assert_eq!(boot.agent_token.as_deref(), Some("ag3nt"));
     assert_eq!(
         boot.ha.cluster_ca_pem.as_deref(),
         Some(ca.server_ca_bundle())
@@ -485,6 +517,13 @@ fn each_card_gets_what_its_role_needs() {
     )
     .unwrap();
     assert!(!rebuilt.ha.first_bring_up);
+    assert_eq!(rebuilt.ha.init_window_secs, 0);
+    // A single-server cluster's first card has no peer to wait for.
+    let mut single = plan("pi5-master-1", Role::Server, true, vip);
+    single.servers.truncate(1);
+    let alone = files_for_node(&single, &ca, "s3cret", &opts).unwrap();
+    assert!(alone.ha.first_bring_up);
+    assert_eq!(alone.ha.init_window_secs, 0);
     assert!(
         !paths(&rebuilt.secret_files)
             .iter()
@@ -504,6 +543,16 @@ fn each_card_gets_what_its_role_needs() {
     );
     assert_eq!(s2.files, boot.files);
     assert_eq!(s2.token, boot.token);
+    assert_eq!(s2.agent_token.as_deref(), Some("ag3nt"));
+    // Each server its own identity.
+    assert_ne!(
+        s2.secret_files[0].content,
+        boot.secret_files
+            .iter()
+            .find(|f| f.path == NODE_CLEANER_CERT)
+            .unwrap()
+            .content
+    );
     let names = paths(&s2.files);
     assert_eq!(
         names,
@@ -525,6 +574,25 @@ fn each_card_gets_what_its_role_needs() {
     .unwrap();
     assert!(a.secret_files.is_empty() && a.files.is_empty() && a.ha.node_cleaner.is_none());
     assert_eq!(a.node_password, node_password("s3cret", "pi4-worker-1"));
+    // An agent carries the agent token, never the server token.
+    assert_eq!(
+        a.token,
+        secure_agent_token(ca.server_ca_bundle().as_bytes(), "ag3nt").unwrap()
+    );
+    assert!(a.token.ends_with("::node:ag3nt") && !a.token.contains("s3cret"));
+    assert_eq!(a.agent_token, None);
+    // A cluster created before agent tokens: agents keep the server token.
+    let old = files_for_node(
+        &plan("pi4-worker-1", Role::Agent, false, vip),
+        &ca,
+        "s3cret",
+        &HaOptions {
+            agent_token_secret: None,
+            ..opts.clone()
+        },
+    )
+    .unwrap();
+    assert_eq!(old.token, boot.token);
     // Without a VIP there is no kube-vip.
     let novip = files_for_node(
         &plan("pi5-master-2", Role::Server, false, None),
@@ -547,7 +615,7 @@ fn docs(text: &str) -> Vec<serde_yaml_ng::Value> {
 }
 
 #[test]
-fn the_node_cleaner_may_only_get_patch_and_delete_nodes() {
+fn each_servers_node_cleaner_may_only_get_and_delete_its_own_node() {
     let tmp = tempfile::tempdir().unwrap();
     let ca = ClusterCa::create(&tmp.path().join("s"), "homelab").unwrap();
     let opts = HaOptions {
@@ -556,6 +624,7 @@ fn the_node_cleaner_may_only_get_patch_and_delete_nodes() {
             cert_manager: true,
             monitoring: true,
         },
+        ..HaOptions::default()
     };
     let s = files_for_node(
         &plan("pi5-master-1", Role::Server, true, Some("192.168.86.40")),
@@ -566,34 +635,6 @@ fn the_node_cleaner_may_only_get_patch_and_delete_nodes() {
     .unwrap();
     // Every manifest is valid YAML.
     let all: Vec<_> = s.files.iter().flat_map(|f| docs(&f.content)).collect();
-    // Whatever binds the node-cleaner user...
-    let bindings: Vec<_> = all
-        .iter()
-        .filter(|d| d["kind"] == "ClusterRoleBinding" || d["kind"] == "RoleBinding")
-        .filter(|d| {
-            d["subjects"]
-                .as_sequence()
-                .unwrap()
-                .iter()
-                .any(|s| s["name"] == NODE_CLEANER_USER)
-        })
-        .collect();
-    assert_eq!(bindings.len(), 1);
-    let b = bindings[0];
-    assert_eq!(b["kind"], "ClusterRoleBinding");
-    assert_eq!(b["subjects"].as_sequence().unwrap().len(), 1);
-    assert_eq!(b["subjects"][0]["kind"], "User");
-    assert_eq!(b["roleRef"]["kind"], "ClusterRole");
-    let role_name = b["roleRef"]["name"].as_str().unwrap();
-    // ...grants exactly get/patch/delete on core nodes, nothing else.
-    let roles: Vec<_> = all
-        .iter()
-        .filter(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == role_name)
-        .collect();
-    assert_eq!(roles.len(), 1);
-    let rules = roles[0]["rules"].as_sequence().unwrap();
-    assert_eq!(rules.len(), 1);
-    let r = &rules[0];
     let list = |v: &serde_yaml_ng::Value| -> Vec<String> {
         v.as_sequence()
             .unwrap()
@@ -601,13 +642,52 @@ fn the_node_cleaner_may_only_get_patch_and_delete_nodes() {
             .map(|x| x.as_str().unwrap().to_string())
             .collect()
     };
-    assert_eq!(list(&r["apiGroups"]), [""]);
-    assert_eq!(list(&r["resources"]), ["nodes"]);
-    let mut verbs = list(&r["verbs"]);
-    verbs.sort();
-    assert_eq!(verbs, ["delete", "get", "patch"]);
-    assert!(r.get("resourceNames").is_none() && r.get("nonResourceURLs").is_none());
-    assert!(roles[0].get("aggregationRule").is_none());
+    for node in ["pi5-master-1", "pi5-master-2", "pi5-master-3"] {
+        let user = node_cleaner_user(node);
+        // Whatever binds this server's node-cleaner user...
+        let bindings: Vec<_> = all
+            .iter()
+            .filter(|d| d["kind"] == "ClusterRoleBinding" || d["kind"] == "RoleBinding")
+            .filter(|d| {
+                d["subjects"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s["name"] == user.as_str())
+            })
+            .collect();
+        assert_eq!(bindings.len(), 1, "{user}");
+        let b = bindings[0];
+        assert_eq!(b["subjects"].as_sequence().unwrap().len(), 1);
+        assert_eq!(b["subjects"][0]["kind"], "User");
+        assert_eq!(b["roleRef"]["kind"], "ClusterRole");
+        let role_name = b["roleRef"]["name"].as_str().unwrap();
+        // ...grants exactly get/delete on that one core Node, nothing else.
+        let roles: Vec<_> = all
+            .iter()
+            .filter(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == role_name)
+            .collect();
+        assert_eq!(roles.len(), 1);
+        let rules = roles[0]["rules"].as_sequence().unwrap();
+        assert_eq!(rules.len(), 1);
+        let r = &rules[0];
+        assert_eq!(list(&r["apiGroups"]), [""]);
+        assert_eq!(list(&r["resources"]), ["nodes"]);
+        assert_eq!(list(&r["resourceNames"]), [node]);
+        let mut verbs = list(&r["verbs"]);
+        verbs.sort();
+        assert_eq!(verbs, ["delete", "get"]);
+        assert!(r.get("nonResourceURLs").is_none());
+        assert!(roles[0].get("aggregationRule").is_none());
+    }
+    // The role the old shared identity was bound to is emptied, and unbound.
+    let legacy: Vec<_> = all
+        .iter()
+        .filter(|d| d["metadata"]["name"] == "piimg-node-cleaner")
+        .collect();
+    assert_eq!(legacy.len(), 1);
+    assert_eq!(legacy[0]["kind"], "ClusterRole");
+    assert!(legacy[0]["rules"].as_sequence().unwrap().is_empty());
     // HelmCharts are pinned and carry their values overlay; kube-vip runs ARP + leader election.
     let charts: Vec<_> = all.iter().filter(|d| d["kind"] == "HelmChart").collect();
     assert_eq!(charts.len(), 2);
@@ -659,9 +739,12 @@ fn a_broken_overlay_manifest_is_named_in_the_error() {
     // A valid override replaces the built-in template file by file.
     fs::write(
         overlay.join("manifests/node-cleaner-rbac.yaml"),
-        "# mine: {{node_cleaner_user}}\n",
+        "# mine: {{user_prefix}}{{#each servers}} {{this}}{{/each}}\n",
     )
     .unwrap();
     let f = files_for_node(&p, &ca, "x", &HaOptions::default()).unwrap();
-    assert_eq!(f.files[0].content, format!("# mine: {NODE_CLEANER_USER}\n"));
+    assert_eq!(
+        f.files[0].content,
+        "# mine: system:piimg:node-cleaner: pi5-master-1 pi5-master-2 pi5-master-3\n"
+    );
 }

@@ -156,6 +156,7 @@ fn token_recovered_from_a_server_reopens_the_cluster() {
     let mut s = ClusterSecrets::open_or_create(&path, SecretsOptions::default()).unwrap();
     s.mark_issued("pi5-master-1", true).unwrap();
     let token = s.token_secret().to_string();
+    let agent = s.agent_token_secret().unwrap().to_string();
     drop(s);
     let secrets = dir.path().join("homelab.secrets");
     std::fs::remove_dir_all(&secrets).unwrap();
@@ -166,9 +167,24 @@ fn token_recovered_from_a_server_reopens_the_cluster() {
     let tok = secrets.join("k3s-token");
     std::fs::write(&tok, format!("K10{}::server:{token}\n", "ab".repeat(32))).unwrap();
     std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // The cluster has an agent token too (the state says so): never a new one, the
+    // error names where to copy it from.
+    let err = ClusterSecrets::open_or_create(&path, SecretsOptions::default()).unwrap_err();
+    assert!(matches!(err, SecretsError::NoAgentToken { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(
+            "copy the `agent-token:` value from /etc/rancher/k3s/config.yaml on any server into"
+        ),
+        "{err}"
+    );
+    assert!(!secrets.join("k3s-agent-token").exists());
+    let agent_file = secrets.join("k3s-agent-token");
+    std::fs::write(&agent_file, format!("{agent}\n")).unwrap();
+    std::fs::set_permissions(&agent_file, std::fs::Permissions::from_mode(0o600)).unwrap();
 
     let s = ClusterSecrets::open_or_create(&path, SecretsOptions::default()).unwrap();
     assert_eq!(s.token_secret(), token);
+    assert_eq!(s.agent_token_secret(), Some(agent.as_str()));
     assert!(s.bootstrap_issued());
     assert!(s.issued("pi5-master-1"));
     drop(s);
@@ -1131,5 +1147,36 @@ fn addons_default_off_parse_and_reject_unknown_keys() {
                 "unknown key `monitorng`, did you mean `monitoring`? (valid: cert_manager, monitoring)"
             ),
         "{err}"
+    );
+}
+
+#[test]
+fn init_window_and_node_cleaner_validity_default_and_are_bounded() {
+    let p = reference();
+    assert_eq!(p.k3s.init_window_seconds, 300);
+    assert_eq!(p.k3s.node_cleaner_days, 365);
+    // Omitted: the same defaults.
+    let text = reference_text()
+        .replace("init_window_seconds = 300\n", "")
+        .replace("node_cleaner_days = 365\n", "");
+    assert!(!text.contains("init_window_seconds"));
+    let omitted = profile::parse(&text, &reference_path()).unwrap();
+    assert_eq!(omitted.k3s.init_window_seconds, 300);
+    assert_eq!(omitted.k3s.node_cleaner_days, 365);
+    // Out of range: one error per field, naming it, with the default as a hint.
+    let bad = reference_text()
+        .replace("init_window_seconds = 300", "init_window_seconds = 5")
+        .replace("node_cleaner_days = 365", "node_cleaner_days = 0");
+    let f = profile::validate(&profile::parse(&bad, &reference_path()).unwrap());
+    let errs: Vec<String> = f.errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("k3s.init_window_seconds: must be between 30 and 3600"),
+        "{errs:#?}"
+    );
+    assert!(errs[0].contains("default 300"), "{errs:#?}");
+    assert!(
+        errs[1].starts_with("k3s.node_cleaner_days: must be between 1 and 3650"),
+        "{errs:#?}"
     );
 }

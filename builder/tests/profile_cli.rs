@@ -252,6 +252,16 @@ fn plan_json_lists_every_node_and_its_first_boot() {
     assert_eq!(m1["role"], "server");
     assert_eq!(m1["hardware"], "pi5-8gb");
     assert_eq!(m1["first_boot"]["action"], "init-cluster");
+    assert_eq!(
+        m1["first_boot_text"],
+        "init cluster (cluster-init) if no other server answers within 300 s (one that does is joined)"
+    );
+    assert_eq!(doc["init_window_seconds"], 300);
+    assert_eq!(doc["node_cleaner_days"], 365);
+    assert_eq!(
+        doc["worker_token"], "agent",
+        "a new cluster gets an agent token"
+    );
     assert_eq!(m1["reflash"]["action"], "join-servers");
     assert_eq!(
         m1["reflash"]["via"],

@@ -93,9 +93,15 @@ pub struct Ha {
     /// k3s's hash of that bundle (the `<ca-hash>` of the secure token), for messages.
     pub cluster_ca_sha256: Option<String>,
     /// True only on the bootstrap card of a first-ever bring-up: the one card allowed
-    /// to initialise a cluster, and only if no server of it answers. A rebuilt
-    /// bootstrap card has `false` and waits for a peer instead.
+    /// to initialise a cluster, and only if no server of it answers during
+    /// [`Ha::init_window_secs`]. A rebuilt bootstrap card has `false` and waits for a
+    /// peer instead.
     pub first_bring_up: bool,
+    /// How long (seconds) a first-bring-up card keeps probing every peer and the VIP
+    /// before it initialises; any peer serving this cluster's CA within the window
+    /// makes it join instead. `0` (cards built before this setting) means one round.
+    #[serde(default)]
+    pub init_window_secs: u64,
     /// Server cards: the limited client identity that may remove this node's stale
     /// Node before it re-joins (files come from [`CardSecrets::files`]).
     pub node_cleaner: Option<NodeCleaner>,
@@ -223,8 +229,15 @@ pub struct RootFile {
 pub struct CardSecrets {
     /// Must equal [`CONTRACT_VERSION`].
     pub contract_version: u32,
-    /// The k3s join token (secure `K10…` form where the CA is known in advance).
+    /// The k3s join token (secure `K10…` form where the CA is known in advance):
+    /// `K10<ca-hash>::server:<secret>` on server cards; on agent cards the agent token
+    /// `K10<ca-hash>::node:<secret>` (the server token only for clusters created
+    /// before piimg made an agent token).
     pub token: String,
+    /// Server cards: k3s's `agent-token` secret (the same on every server), written to
+    /// `config.yaml` next to `token`; `None` on agent cards and for older clusters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_token: Option<String>,
     /// Pre-seeded /etc/rancher/node/password, so a re-imaged node is recognised.
     pub node_password: Option<String>,
     /// Secret files for the root filesystem (CA material, limited kubeconfig), mode 0600.

@@ -11,10 +11,17 @@
 //! - a server about to join first removes its own stale Node through that server
 //!   with the limited node-cleaner identity and waits until its etcd member is gone;
 //! - only the bootstrap card of a first-ever bring-up initialises, and only when no
-//!   server answers; every other node (a rebuilt bootstrap card too) waits, bounded
-//!   by `--join-timeout`, with the reason in the card's status;
+//!   server answered during its whole init window (`ha.init_window_secs`: it keeps
+//!   probing every peer and the VIP, so a card flashed again while the others are
+//!   briefly down joins them when they return instead of starting a second cluster
+//!   with the same CA — k3s's `cluster-init` with no data and no `server:` always
+//!   creates a new cluster, pkg/etcd/etcd.go); every other node (a rebuilt bootstrap
+//!   card too) waits, bounded by `--join-timeout`, with the reason in the card's status;
+//! - requests to a server that is still starting (connection refused, 5xx, 403 before
+//!   the RBAC manifests are applied) are retried inside the step ([`crate::api_retry`]);
 //! - a server that serves another CA is never joined, and the status says so.
 
+use crate::api_retry::{self, Transient};
 use crate::contract::{NODE_CONFIG_FILE, NodeConfig, PINNED_CA_FILE, Role};
 use crate::ctx::{Ctx, human};
 use crate::error::Error;
@@ -128,9 +135,12 @@ impl JoinPolicy for HaJoin {
                 shown.join(", "),
                 human(ctx.opts.join_timeout),
                 if may_init {
-                    "initialise a new cluster if none answers"
+                    format!(
+                        "initialise a new cluster if none answers for {}",
+                        human(Duration::from_secs(cfg.ha.init_window_secs))
+                    )
                 } else {
-                    "join the first healthy one"
+                    "join the first healthy one".to_string()
                 }
             ));
             return Ok(match peers.first() {
@@ -149,13 +159,34 @@ impl JoinPolicy for HaJoin {
             format!("waiting for a server of cluster {} to join", cfg.cluster)
         };
         let start = Instant::now();
-        let limit = ctx.opts.join_timeout;
+        // A first-bring-up card initialises only when no peer answered during the
+        // whole window: a card flashed again later while the other servers are
+        // briefly unreachable must not start a second cluster with the same CA.
+        // No other server to hear from: nothing to wait for.
+        let window = if may_init && cfg.servers.iter().any(|s| s.name != cfg.node_name) {
+            Duration::from_secs(cfg.ha.init_window_secs)
+        } else {
+            Duration::ZERO
+        };
+        let limit = if may_init {
+            window.max(ctx.opts.join_timeout)
+        } else {
+            ctx.opts.join_timeout
+        };
         let mut delay = Duration::from_millis(250);
+        let mut foreign: Option<String> = None;
         loop {
             let mut notes = Vec::new();
             for p in &peers {
                 match peer::probe(ctx.runner, p, pin, REQUEST_TIMEOUT) {
                     Health::Healthy => {
+                        if may_init {
+                            crate::log::info(&format!(
+                                "first bring-up card, but {} answers with this cluster's CA after {}: joining it instead of initialising",
+                                p.shown(),
+                                human(start.elapsed())
+                            ));
+                        }
                         if server {
                             remove_stale_self(ctx, p, pin)?;
                         }
@@ -164,23 +195,43 @@ impl JoinPolicy for HaJoin {
                             port: p.port,
                         });
                     }
-                    Health::Refused(m) => notes.push(m),
+                    Health::Refused(m) => {
+                        foreign.get_or_insert_with(|| m.clone());
+                        notes.push(m);
+                    }
                     Health::Down(m) => {
                         notes.push(format!("no route to {}:{} ({m})", p.ip, p.port));
                     }
                 }
             }
-            if may_init {
-                if !notes.is_empty() {
-                    crate::log::info(&format!(
-                        "first bring-up: no server answered ({}); initialising",
-                        notes.join("; ")
-                    ));
-                }
-                return Ok(Join::ClusterInit);
-            }
-            let msg = format!("{why}; tried: {}", notes.join("; "));
             let elapsed = start.elapsed();
+            let tried = notes.join("; ");
+            let msg = if !may_init {
+                format!("{why}; tried: {tried}")
+            } else if let Some(f) = &foreign {
+                format!(
+                    "first bring-up card, but a peer answered that is not a server of this cluster ({f}): not initialising a cluster next to it; waiting for a server of cluster {}; tried: {tried}",
+                    cfg.cluster
+                )
+            } else if elapsed >= window {
+                crate::log::info(&format!(
+                    "first bring-up: no server answered during {} ({}); initialising",
+                    human(window),
+                    if tried.is_empty() { "no peers" } else { &tried }
+                ));
+                return Ok(Join::ClusterInit);
+            } else {
+                let msg = format!(
+                    "first bring-up: no server of cluster {} answered yet ({} of the {} window); initialising a new cluster when the window ends unless one does; tried: {tried}",
+                    cfg.cluster,
+                    human(elapsed),
+                    human(window)
+                );
+                ctx.progress("join", &msg);
+                std::thread::sleep(delay.min(window - elapsed));
+                delay = (delay * 2).min(INIT_PROBE_MAX_DELAY);
+                continue;
+            };
             if elapsed >= limit {
                 return Err(Error::failed(format!(
                     "no healthy server to join after {}: {msg}",
@@ -196,6 +247,10 @@ impl JoinPolicy for HaJoin {
         }
     }
 }
+
+/// Longest pause between two probe rounds during the init window (peers that come
+/// back are noticed within this).
+const INIT_PROBE_MAX_DELAY: Duration = Duration::from_secs(10);
 
 /// Before a server joins through `p`: check the server credentials (`/db/info` with
 /// server basic auth, so a card with a wrong token changes nothing), delete this
@@ -245,8 +300,7 @@ fn delete_node(
     };
     let url = p.url(&format!("/api/v1/nodes/{name}"));
     let failed = |what: &str, e: String| Error::failed(format!("{what} {url}: {e}"));
-    let r = peer::request(ctx.runner, "GET", &url, auth, REQUEST_TIMEOUT)
-        .map_err(|e| failed("GET", e.to_string()))?;
+    let r = api_retry::request(ctx, "GET", &url, auth, Transient::ApiWithRbac)?;
     match r.status {
         404 => Ok(()),
         200 => {
@@ -257,8 +311,7 @@ fn delete_node(
                     p.shown()
                 ),
             );
-            let d = peer::request(ctx.runner, "DELETE", &url, auth, REQUEST_TIMEOUT)
-                .map_err(|e| failed("DELETE", e.to_string()))?;
+            let d = api_retry::request(ctx, "DELETE", &url, auth, Transient::ApiWithRbac)?;
             if !matches!(d.status, 200 | 202 | 404) {
                 return Err(failed(
                     "DELETE",
@@ -294,8 +347,7 @@ fn stale_members(
         config: Some(&auth_file),
     };
     let url = p.url("/db/info");
-    let r = peer::request(ctx.runner, "GET", &url, auth, REQUEST_TIMEOUT)
-        .map_err(|e| Error::failed(format!("GET {url}: {e}")))?;
+    let r = api_retry::request(ctx, "GET", &url, auth, Transient::Supervisor)?;
     match r.status {
         200 => peer::members_of(&ctx.cfg.node_name, &r.body)
             .map(Ok)

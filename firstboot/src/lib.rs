@@ -2,6 +2,7 @@
 //! and the steps the agent runs on the Pi (see `agent::run`).
 
 pub mod agent;
+pub mod api_retry;
 pub mod cli;
 pub mod contract;
 pub mod ctx;

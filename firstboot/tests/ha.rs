@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use support::*;
 
 const SECRET: &str = "4f6c2a9e1d7b3c58a0e2f4b6d8c1a3e5";
+const AGENT_SECRET: &str = "a9e1d7b3c58a0e2f4b6d8c1a3e54f6c2";
 const VIP: &str = "127.0.0.10";
 
 #[derive(Debug, Clone, Copy)]
@@ -96,6 +97,9 @@ struct Cluster {
     state: PathBuf,
     port: u16,
     ca: ClusterCa,
+    /// `HaOptions::init_window_secs` of the cards built next (short: most tests
+    /// bring a cluster up from nothing, where the bootstrap card waits it out).
+    init_window: std::cell::Cell<u64>,
 }
 
 impl Cluster {
@@ -107,6 +111,7 @@ impl Cluster {
             tmp,
             port: free_port(),
             ca,
+            init_window: std::cell::Cell::new(2),
         }
     }
 
@@ -171,6 +176,9 @@ impl Cluster {
             &HaOptions {
                 first_bring_up,
                 addons: Addons::default(),
+                agent_token_secret: Some(AGENT_SECRET.into()),
+                init_window_secs: self.init_window.get(),
+                node_cleaner_days: 365,
             },
         )
         .unwrap();
@@ -192,6 +200,7 @@ impl Cluster {
         let secrets = CardSecrets {
             contract_version: CONTRACT_VERSION,
             token: nf.token.clone(),
+            agent_token: nf.agent_token.clone(),
             node_password: Some(nf.node_password.clone()),
             files: nf.secret_files.clone(),
         };
@@ -405,6 +414,21 @@ fn fresh_bring_up_of_the_reference_cluster_initialises_exactly_once() {
     c.bring_up(&nodes.iter().collect::<Vec<_>>());
     assert_eq!(c.inits(), ["pi5-master-1"]);
     assert!(inits(&nodes[0]) && joins_via(&nodes[0]).is_none());
+    // It initialised only after its init window passed with no peer answering.
+    let join_step = nodes[0]
+        .fx
+        .status()
+        .steps
+        .into_iter()
+        .find(|s| s.name == "join")
+        .unwrap();
+    assert!(
+        join_step
+            .message
+            .contains("no server answered during the 2 s window: initialising a new cluster"),
+        "{}",
+        join_step.message
+    );
     for n in &nodes[1..] {
         assert!(!inits(n), "{}", n.spec.name);
         let url = joins_via(n).unwrap_or_else(|| panic!("{} joins nobody", n.spec.name));
@@ -479,7 +503,7 @@ fn bootstrap_rebuilt_while_others_run_joins_and_does_not_initialise() {
     let ev = c.events();
     let del = ev
         .iter()
-        .position(|e| e == "delete-node pi5-master-1 by system:piimg:node-cleaner")
+        .position(|e| e == "delete-node pi5-master-1 by system:piimg:node-cleaner:pi5-master-1")
         .unwrap();
     let gone = ev
         .iter()
@@ -657,7 +681,7 @@ fn a_rebuilt_server_removes_its_stale_member_with_the_limited_identity_then_join
     let ev = c.events();
     let del = ev
         .iter()
-        .position(|e| e == "delete-node pi5-master-3 by system:piimg:node-cleaner")
+        .position(|e| e == "delete-node pi5-master-3 by system:piimg:node-cleaner:pi5-master-3")
         .unwrap();
     let gone = ev
         .iter()
@@ -707,6 +731,7 @@ fn a_server_presenting_a_different_ca_is_refused_and_the_status_says_why() {
         tmp: tempfile::tempdir().unwrap(),
         port: c.port,
         ca: ClusterCa::create(&c.tmp.path().join("other-secrets"), "other").unwrap(),
+        init_window: std::cell::Cell::new(2),
     };
     let foreign = other.node(SERVERS[0], true);
     other.bring_up(&[&foreign]);
@@ -767,89 +792,155 @@ fn curl(node_cleaner: (&Path, &Path), ca: &Path, method: &str, url: &str) -> u16
         })
 }
 
+fn yaml_docs(text: &str) -> Vec<serde_yaml_ng::Value> {
+    use serde::Deserialize;
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|d| serde_yaml_ng::Value::deserialize(d).unwrap())
+        .collect()
+}
+
+fn strs(v: &serde_yaml_ng::Value) -> Vec<&str> {
+    v.as_sequence()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect()
+}
+
+/// The subject, validity end and issuer of a PEM certificate, by openssl.
+fn openssl_x509(pem_file: &Path, what: &str) -> String {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", what, "-in"])
+        .arg(pem_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 #[test]
-fn the_node_cleaner_identity_can_only_get_patch_and_delete_nodes() {
+fn each_servers_node_cleaner_may_only_get_and_delete_its_own_node() {
     let c = Cluster::new();
-    let boot = c.node(SERVERS[0], true);
-    c.bring_up(&[&boot]);
-    // The RBAC the server card carries, parsed: one rule, three verbs, nodes only.
-    let text = boot
+    let first: Vec<Node> = [SERVERS[0], SERVERS[1]]
+        .iter()
+        .map(|s| c.node(*s, true))
+        .collect();
+    c.bring_up(&first.iter().collect::<Vec<_>>());
+    // The RBAC every server card carries: per server one ClusterRole allowing get and
+    // delete of that node's Node only, bound to that node's user; the name the old
+    // shared identity was bound to holds no rules.
+    let text = first[0]
         .fx
         .read("/var/lib/rancher/k3s/server/manifests/piimg-node-cleaner-rbac.yaml");
-    let docs: Vec<serde_yaml_ng::Value> = {
-        use serde::Deserialize;
-        serde_yaml_ng::Deserializer::from_str(&text)
-            .map(|d| serde_yaml_ng::Value::deserialize(d).unwrap())
-            .collect()
-    };
-    let role = docs.iter().find(|d| d["kind"] == "ClusterRole").unwrap();
-    let rules = role["rules"].as_sequence().unwrap();
-    assert_eq!(rules.len(), 1);
-    fn strs(v: &serde_yaml_ng::Value) -> Vec<&str> {
-        v.as_sequence()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_str().unwrap())
-            .collect()
-    }
-    assert_eq!(strs(&rules[0]["apiGroups"]), [""]);
-    assert_eq!(strs(&rules[0]["resources"]), ["nodes"]);
-    assert_eq!(strs(&rules[0]["verbs"]), ["get", "patch", "delete"]);
-    let binding = docs
+    let docs = yaml_docs(&text);
+    let legacy = docs
         .iter()
-        .find(|d| d["kind"] == "ClusterRoleBinding")
+        .find(|d| d["metadata"]["name"] == "piimg-node-cleaner")
         .unwrap();
-    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
-    assert_eq!(binding["subjects"][0]["name"], "system:piimg:node-cleaner");
-    // And the stand-in, which authorises by evaluating those manifests, agrees.
-    let dir = c.ca.dir();
-    let id = (dir.join("node-cleaner.crt"), dir.join("node-cleaner.key"));
-    let id = (id.0.as_path(), id.1.as_path());
-    let ca = dir.join("server-ca.crt");
+    assert!(legacy["rules"].as_sequence().unwrap().is_empty());
+    assert!(!docs.iter().any(
+        |d| d["kind"] == "ClusterRoleBinding" && d["metadata"]["name"] == "piimg-node-cleaner"
+    ));
+    for s in SERVERS {
+        let name = format!("piimg-node-cleaner-{}", s.name);
+        let role = docs
+            .iter()
+            .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("no ClusterRole {name}"));
+        let rules = role["rules"].as_sequence().unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(strs(&rules[0]["apiGroups"]), [""]);
+        assert_eq!(strs(&rules[0]["resources"]), ["nodes"]);
+        assert_eq!(strs(&rules[0]["resourceNames"]), [s.name]);
+        assert_eq!(strs(&rules[0]["verbs"]), ["get", "delete"]);
+        let binding = docs
+            .iter()
+            .find(|d| d["kind"] == "ClusterRoleBinding" && d["metadata"]["name"] == name.as_str())
+            .unwrap();
+        assert_eq!(binding["roleRef"]["name"], name.as_str());
+        let user = format!("system:piimg:node-cleaner:{}", s.name);
+        assert_eq!(binding["subjects"][0]["name"], user.as_str());
+    }
+    // A rebuilt pi5-master-2 card (phase 1 only: its identity is on its root now).
+    let card = c.node(SERVERS[1], true);
+    let (crt, key) = (
+        card.fx.path(NODE_CLEANER_CERT),
+        card.fx.path(NODE_CLEANER_KEY),
+    );
+    let id = (crt.as_path(), key.as_path());
+    // Its certificate names the node and is valid for a year from now (openssl).
+    assert!(
+        openssl_x509(&crt, "-subject").contains("CN = system:piimg:node-cleaner:pi5-master-2"),
+        "{}",
+        openssl_x509(&crt, "-subject")
+    );
+    let end = openssl_x509(&crt, "-enddate");
+    let year = time_of(end.trim_start_matches("notAfter="));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((year - now - 365 * 86400).abs() < 3600, "{end}");
+    // Another server's card got another identity.
+    let other = c.node(SERVERS[2], true);
+    assert_ne!(
+        fs::read(&crt).unwrap(),
+        fs::read(other.fx.path(NODE_CLEANER_CERT)).unwrap()
+    );
+    // The stand-in authorises by evaluating the manifests above.
+    let ca = c.ca.dir().join("server-ca.crt");
     let base = format!("https://127.0.0.11:{}", c.port);
-    assert_eq!(
-        curl(id, &ca, "GET", &format!("{base}/api/v1/nodes/pi5-master-1")),
-        200
-    );
-    assert_eq!(
-        curl(
-            id,
-            &ca,
-            "PATCH",
-            &format!("{base}/api/v1/nodes/pi5-master-1")
-        ),
-        200
-    );
-    assert_eq!(
-        curl(id, &ca, "GET", &format!("{base}/api/v1/nodes/nosuch")),
-        404
-    );
-    for (method, path) in [
-        ("GET", "/api/v1/nodes"),
-        ("PUT", "/api/v1/nodes/pi5-master-1"),
-        ("POST", "/api/v1/nodes"),
-        ("GET", "/api/v1/namespaces/kube-system/secrets/k3s-serving"),
-        ("DELETE", "/api/v1/namespaces/default/pods/web"),
+    let node = |n: &str| format!("{base}/api/v1/nodes/{n}");
+    assert_eq!(curl(id, &ca, "GET", &node("pi5-master-2")), 200);
+    for (method, url) in [
+        ("PATCH", node("pi5-master-2")),
+        ("PUT", node("pi5-master-2")),
+        ("GET", node("pi5-master-1")),
+        ("DELETE", node("pi5-master-1")),
+        ("PATCH", node("pi5-master-1")),
+        ("GET", format!("{base}/api/v1/nodes")),
+        ("POST", format!("{base}/api/v1/nodes")),
         (
             "GET",
-            "/apis/apps/v1/namespaces/kube-system/daemonsets/kube-vip-ds",
+            format!("{base}/api/v1/namespaces/kube-system/secrets/k3s-serving"),
         ),
     ] {
-        assert_eq!(
-            curl(id, &ca, method, &format!("{base}{path}")),
-            403,
-            "{method} {path}"
-        );
+        assert_eq!(curl(id, &ca, method, &url), 403, "{method} {url}");
     }
-    assert_eq!(
-        curl(
-            id,
-            &ca,
-            "DELETE",
-            &format!("{base}/api/v1/nodes/pi5-master-1")
-        ),
-        200
+    let ev = c.events();
+    assert!(
+        ev.iter()
+            .any(|e| e
+                == "forbidden system:piimg:node-cleaner:pi5-master-2 patch /nodes/pi5-master-2"),
+        "{ev:?}"
     );
+    assert!(
+        ev.iter()
+            .any(|e| e
+                == "forbidden system:piimg:node-cleaner:pi5-master-2 delete /nodes/pi5-master-1"),
+        "{ev:?}"
+    );
+    assert!(!ev.iter().any(|e| e.starts_with("delete-node pi5-master-1")));
+    assert_eq!(curl(id, &ca, "DELETE", &node("pi5-master-2")), 200);
+    assert!(
+        c.events()
+            .iter()
+            .any(|e| e == "delete-node pi5-master-2 by system:piimg:node-cleaner:pi5-master-2")
+    );
+}
+
+/// Seconds since the epoch of an openssl date (`Dec  1 05:00:00 2027 GMT`), by `date`.
+fn time_of(openssl_date: &str) -> i64 {
+    let out = Command::new("date")
+        .args(["-u", "-d", openssl_date, "+%s"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{openssl_date}");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
 #[test]
@@ -885,7 +976,10 @@ fn the_cards_token_pins_the_root_of_the_served_bundle_like_k3s() {
         .next()
         .unwrap()
         .to_string();
-    assert_eq!(n.token, format!("K10{hash}::server:{SECRET}"));
+    // A worker card carries the agent token; a server card the server token.
+    assert_eq!(n.token, format!("K10{hash}::node:{AGENT_SECRET}"));
+    let server = c.node(SERVERS[1], true);
+    assert_eq!(server.token, format!("K10{hash}::server:{SECRET}"));
     let cfg = NodeConfig::from_json(&fs::read_to_string(n.fx.boot.join(NODE_CONFIG_FILE)).unwrap())
         .unwrap();
     assert_eq!(cfg.ha.cluster_ca_sha256.as_deref(), Some(hash.as_str()));
@@ -953,4 +1047,276 @@ fn agents_join_through_the_vip_first_then_any_healthy_server() {
         Some(format!("https://127.0.0.11:{}", c.port).as_str())
     );
     assert_eq!(c.inits(), ["pi5-master-1"]);
+}
+
+/// `curl -u user:password URL` against a stand-in; the HTTP status.
+fn curl_basic(ca: &Path, user: &str, password: &str, url: &str) -> u16 {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--noproxy",
+            "*",
+        ])
+        .arg("--cacert")
+        .arg(ca)
+        .arg("-u")
+        .arg(format!("{user}:{password}"))
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).parse().unwrap()
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let t = fs::symlink_metadata(&p).unwrap().file_type();
+            if t.is_dir() {
+                todo.push(p);
+            } else if t.is_file() {
+                let bytes = fs::read(&p).unwrap();
+                if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_worker_card_holds_no_server_token_and_cannot_fetch_bootstrap_data_with_what_it_holds() {
+    let c = Cluster::new();
+    let boot = c.node(SERVERS[0], true);
+    c.bring_up(&[&boot]);
+    // The server runs with both tokens.
+    let server_cfg = boot.k3s_config();
+    assert!(
+        server_cfg.contains(&format!("agent-token: \"{AGENT_SECRET}\"\n")),
+        "{server_cfg}"
+    );
+    let w = c.node(REFERENCE[3], true);
+    // Nothing the worker's card put on its boot partition or root holds the server
+    // token's secret, before and after it joined.
+    assert_eq!(files_containing(&w.fx.root, SECRET), Vec::<PathBuf>::new());
+    assert!(
+        w.token.ends_with(&format!("::node:{AGENT_SECRET}")),
+        "{}",
+        w.token
+    );
+    c.bring_up(&[&w]);
+    assert!(
+        c.events()
+            .iter()
+            .any(|e| e.starts_with("join pi5-worker-1 via https://"))
+    );
+    let cfg = w.k3s_config();
+    assert!(cfg.contains(&format!("token: \"{}\"\n", w.token)), "{cfg}");
+    assert!(!cfg.contains("agent-token"), "{cfg}");
+    assert_eq!(files_containing(&w.fx.root, SECRET), Vec::<PathBuf>::new());
+    // With what it holds, the bootstrap data (CA keys) and etcd's member list stay
+    // closed, under either user name; the server token opens them (the stand-in's
+    // endpoint works).
+    let ca = c.ca.dir().join("server-ca.crt");
+    let base = format!("https://127.0.0.11:{}", c.port);
+    let bootstrap = format!("{base}/v1-k3s/server-bootstrap");
+    for user in ["node", "server"] {
+        assert_eq!(
+            curl_basic(&ca, user, AGENT_SECRET, &bootstrap),
+            401,
+            "{user}"
+        );
+        assert_eq!(
+            curl_basic(&ca, user, AGENT_SECRET, &format!("{base}/db/info")),
+            401
+        );
+    }
+    assert_eq!(curl_basic(&ca, "server", SECRET, &bootstrap), 200);
+    // A worker card whose agent token is not the cluster's is refused.
+    let wrong = c.node(REFERENCE[4], true);
+    let mut s = CardSecrets::from_json(&wrong.fx.read("/var/lib/piimg/secrets.json")).unwrap();
+    s.token = s.token.replace(AGENT_SECRET, "not-the-agent-secret");
+    fs::write(wrong.fx.path("/var/lib/piimg/secrets.json"), s.to_json()).unwrap();
+    let out = wrong
+        .cmd(10)
+        .args(["--ready-timeout", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        c.events()
+            .iter()
+            .any(|e| e == "refused pi5-worker-2: token password wrong")
+    );
+}
+
+/// Makes the stand-in's API answer `codes` (in order) before its real answers.
+fn api_faults(c: &Cluster, codes: &[u16]) {
+    let path = c.state.join("state.json");
+    let mut st: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    st["faults"] = serde_json::json!(codes);
+    fs::write(&path, st.to_string()).unwrap();
+}
+
+#[test]
+fn a_join_that_meets_503_then_403_then_success_completes_in_one_run_of_the_step() {
+    let c = Cluster::new();
+    let servers: Vec<Node> = [SERVERS[0], SERVERS[2]]
+        .iter()
+        .map(|s| c.node(*s, true))
+        .collect();
+    c.bring_up(&servers.iter().collect::<Vec<_>>());
+    servers[1].stop();
+    let rebuilt = c.node(SERVERS[2], true);
+    // The API is still starting (503), then RBAC is not applied yet (403).
+    api_faults(&c, &[503, 403]);
+    let out = rebuilt.run(30);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.log_of(&rebuilt)
+    );
+    assert!(rebuilt.fx.status().complete, "one run completes");
+    let ev = c.events();
+    let at = |want: &str| {
+        ev.iter()
+            .position(|e| e == want)
+            .unwrap_or_else(|| panic!("{want:?} not in {ev:?}"))
+    };
+    let f503 = at("fault 503 GET /api/v1/nodes/pi5-master-3");
+    let f403 = at("fault 403 GET /api/v1/nodes/pi5-master-3");
+    let del = at("delete-node pi5-master-3 by system:piimg:node-cleaner:pi5-master-3");
+    let join = ev
+        .iter()
+        .rposition(|e| e.starts_with("join pi5-master-3 via"))
+        .unwrap();
+    assert!(f503 < f403 && f403 < del && del < join, "{ev:?}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("HTTP 503 apiserver not ready; retrying"),
+        "{log}"
+    );
+    assert!(
+        log.contains("HTTP 403 forbidden: RBAC not applied yet; retrying"),
+        "{log}"
+    );
+
+    // An API that never becomes ready: the step gives up within the join timeout and
+    // says what it tried.
+    let stuck = c.node(SERVERS[2], true);
+    api_faults(&c, &[503; 200]);
+    assert_eq!(stuck.run(3).status.code(), Some(1));
+    let st = stuck.fx.status();
+    assert_eq!((st.step.as_str(), st.result), ("join", StepResult::Error));
+    assert!(
+        st.message.contains(&format!(
+            "GET https://127.0.0.11:{}/api/v1/nodes/pi5-master-3: no usable answer after 3 s",
+            c.port
+        )) && st
+            .message
+            .contains("tried: HTTP 503 apiserver not ready (×"),
+        "{}",
+        st.message
+    );
+}
+
+#[test]
+fn a_first_bootstrap_card_whose_peers_come_up_two_minutes_late_joins_instead_of_initialising() {
+    // Takes a little over two minutes: the peers really are away that long.
+    let c = Cluster::new();
+    let servers: Vec<Node> = SERVERS.iter().map(|s| c.node(*s, true)).collect();
+    c.bring_up(&servers.iter().collect::<Vec<_>>());
+    assert_eq!(c.inits(), ["pi5-master-1"]);
+    // Power cut: every server is away. pi5-master-1's FIRST image is flashed again
+    // (a spare card, an old file in out/): it is allowed to initialise.
+    for s in &servers {
+        s.stop();
+    }
+    c.init_window.set(180);
+    let again = c.node(SERVERS[0], true);
+    let cfg =
+        NodeConfig::from_json(&fs::read_to_string(again.fx.boot.join(NODE_CONFIG_FILE)).unwrap())
+            .unwrap();
+    assert!(cfg.ha.first_bring_up);
+    assert_eq!(cfg.ha.init_window_secs, 180);
+    let t0 = Instant::now();
+    let child = again.phase2(30);
+    // While the window runs, the card's status says what it waits for.
+    let waiting = loop {
+        if let Ok(text) = fs::read_to_string(again.fx.boot.join(STATUS_FILE)) {
+            let st = AgentStatus::from_json(&text).unwrap();
+            if st.step == "join" && st.message.starts_with("first bring-up: no server") {
+                break st;
+            }
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "no waiting status");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        waiting.message.contains(
+            "first bring-up: no server of cluster homelab answered yet"
+        ) && waiting.message.contains("of the 3 min window); initialising a new cluster when the window ends unless one does"),
+        "{}",
+        waiting.message
+    );
+    // The other servers come back two minutes later.
+    std::thread::sleep(Duration::from_secs(120).saturating_sub(t0.elapsed()));
+    assert!(
+        c.inits() == ["pi5-master-1"],
+        "initialised before the window ended"
+    );
+    servers[1].start();
+    servers[2].start();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.log_of(&again)
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(180),
+        "joined within the window"
+    );
+    assert!(again.fx.status().complete);
+    assert_eq!(c.inits(), ["pi5-master-1"], "a second cluster was created");
+    assert!(!inits(&again));
+    let via = joins_via(&again).unwrap();
+    assert!(
+        via == format!("https://127.0.0.12:{}", c.port)
+            || via == format!("https://127.0.0.13:{}", c.port),
+        "{via}"
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("answers with this cluster's CA after")
+            && log.contains("joining it instead of initialising"),
+        "{log}"
+    );
+    // It removed its own stale member with its own identity, then joined.
+    let ev = c.events();
+    let del = ev
+        .iter()
+        .position(|e| e == "delete-node pi5-master-1 by system:piimg:node-cleaner:pi5-master-1")
+        .unwrap_or_else(|| panic!("{ev:?}"));
+    let join = ev
+        .iter()
+        .rposition(|e| e.starts_with("join pi5-master-1 via"))
+        .unwrap();
+    assert!(del < join, "{ev:?}");
 }

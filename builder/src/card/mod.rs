@@ -64,6 +64,8 @@ pub struct Os {
 pub struct NodeSecrets {
     /// The k3s join token.
     pub token: String,
+    /// Server cards: k3s's `agent-token` secret.
+    pub agent_token: Option<String>,
     /// Pre-seeded /etc/rancher/node/password, if any.
     pub node_password: Option<String>,
     /// Secret files for the root filesystem (0600).
@@ -333,6 +335,7 @@ pub fn render(
     let card_secrets = CardSecrets {
         contract_version: CONTRACT_VERSION,
         token: secrets.token.clone(),
+        agent_token: secrets.agent_token.clone(),
         node_password: secrets.node_password.clone(),
         files: secrets.files.clone(),
     };
@@ -478,6 +481,10 @@ pub fn instance_id(
     h.update(b"\0");
     h.update(secrets.token.as_bytes());
     h.update(b"\0");
+    if let Some(agent) = &secrets.agent_token {
+        h.update(agent.as_bytes());
+        h.update(b"\0");
+    }
     h.update(secrets.node_password.as_deref().unwrap_or("").as_bytes());
     for f in secrets.files.iter().chain(&secrets.root_files) {
         h.update(f.path.as_bytes());

@@ -223,6 +223,7 @@ fn contract_files_parse_back_with_the_agents_parser() {
     piimg_firstboot::steps::k3s::render_config(
         &cfg.k3s.config_yaml,
         "t",
+        Some("a"),
         &piimg_firstboot::join::Join::ClusterInit,
     )
     .unwrap();

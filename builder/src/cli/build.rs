@@ -179,14 +179,29 @@ pub fn run(args: BuildArgs, out: Reporter) -> anyhow::Result<()> {
         .unwrap_or_default();
     let mut jobs = Vec::new();
     for plan in &plans {
+        if plan.bootstrap && cluster.bootstrap_issued() && !first_bring_up(plan, &cluster) {
+            out.warn(format!(
+                "{}'s first card was issued on {}; this card joins the existing cluster. If that card never booted, build with --new-cluster",
+                plan.name,
+                cluster
+                    .state()
+                    .bootstrap_issued_at
+                    .as_deref()
+                    .unwrap_or("an earlier build (date not recorded)")
+            ));
+        }
         let ha = HaOptions {
             first_bring_up: first_bring_up(plan, &cluster),
             addons: addons.clone(),
+            agent_token_secret: cluster.agent_token_secret().map(str::to_string),
+            init_window_secs: profile.k3s.init_window_seconds,
+            node_cleaner_days: profile.k3s.node_cleaner_days,
         };
         let nf = piimg::pki::files_for_node(plan, &ca, cluster.token_secret(), &ha)
             .with_context(|| format!("node {}: cluster PKI", plan.name))?;
         let node_secrets = NodeSecrets {
             token: nf.token,
+            agent_token: nf.agent_token,
             node_password: Some(nf.node_password),
             files: nf.secret_files,
             root_files: nf.files,

@@ -48,8 +48,39 @@ struct Doc {
     vip: Option<Ipv4Addr>,
     cluster_exists: bool,
     bootstrap_issued: bool,
+    /// When the bootstrap server's first card was issued, if recorded.
+    bootstrap_issued_at: Option<String>,
     secrets_present: bool,
+    /// What worker cards carry: `agent` (k3s's agent-token) or `server` (a cluster
+    /// created before piimg made an agent token).
+    worker_token: &'static str,
+    /// Seconds a first-bring-up bootstrap card probes its peers before it initialises.
+    init_window_seconds: u64,
+    /// Validity of each server card's node-cleaner certificate (issued at build time).
+    node_cleaner_days: u32,
     nodes: Vec<Row>,
+}
+
+/// What worker cards carry, and the note `plan` prints about it (if any).
+fn worker_token(
+    state: &secrets::ClusterState,
+    secrets_dir: &std::path::Path,
+) -> (&'static str, Option<String>) {
+    let agent_file = secrets_dir.join(secrets::AGENT_TOKEN_FILE);
+    if !state.cluster_exists() || agent_file.exists() {
+        return ("agent", None);
+    }
+    (
+        "server",
+        Some(format!(
+            "{} does not exist: this cluster was created before piimg made an agent token, so its servers run without \
+             `agent-token` and worker cards keep carrying the server token (a rebuild changes nothing here). To narrow it: \
+             put the same `agent-token: <secret>` in /etc/rancher/k3s/config.yaml on every server, restart them, write \
+             <secret> to {} (mode 0600), then rebuild and re-flash the workers (see profiles/README.md)",
+            agent_file.display(),
+            agent_file.display()
+        )),
+    )
 }
 
 /// What a re-flash of `p` does, in words.
@@ -65,6 +96,19 @@ fn reflash_text(p: &NodePlan, action: &FirstBootAction) -> String {
         (FirstBootAction::JoinAgent { .. }, _) => {
             format!("{}; same node password", action.describe())
         }
+    }
+}
+
+/// What the first boot of `p` does, in words: an initialising card waits out its
+/// init window first and joins any server of the cluster that answers in it.
+fn first_boot_text(p: &NodePlan, init_window_seconds: u64) -> String {
+    match &p.first_boot {
+        FirstBootAction::InitCluster if p.servers.len() > 1 => format!(
+            "{} if no other server answers within {} s (one that does is joined)",
+            p.first_boot.describe(),
+            init_window_seconds
+        ),
+        other => other.describe(),
     }
 }
 
@@ -87,6 +131,10 @@ pub fn run(args: PlanArgs, out: Reporter) -> anyhow::Result<()> {
             secrets::secrets_dir(path).display()
         ));
     }
+    let (worker_token, worker_note) = worker_token(&state, &secrets::secrets_dir(path));
+    if let Some(note) = worker_note {
+        out.warn(note);
+    }
     let local_keys = keys::resolve(&p, KeySources::Local).context("SSH keys")?;
     let plans = plan::plan_with(&p, &state, local_keys)?;
     let nodes: Vec<Row> = plans
@@ -102,7 +150,7 @@ pub fn run(args: PlanArgs, out: Reporter) -> anyhow::Result<()> {
                 board: n.hardware.board.clone(),
                 ram_mb: n.hardware.ram_mb,
                 issued: state.issued.contains(&n.name),
-                first_boot_text: n.first_boot.describe(),
+                first_boot_text: first_boot_text(n, p.k3s.init_window_seconds),
                 reflash_text: reflash_text(n, &reflash),
                 first_boot: n.first_boot.clone(),
                 reflash,
@@ -116,7 +164,11 @@ pub fn run(args: PlanArgs, out: Reporter) -> anyhow::Result<()> {
         vip: p.k3s.vip,
         cluster_exists: state.cluster_exists(),
         bootstrap_issued: state.bootstrap_issued,
+        bootstrap_issued_at: state.bootstrap_issued_at.clone(),
         secrets_present,
+        worker_token,
+        init_window_seconds: p.k3s.init_window_seconds,
+        node_cleaner_days: p.k3s.node_cleaner_days,
         nodes,
     };
     match out.mode() {
@@ -129,14 +181,20 @@ pub fn run(args: PlanArgs, out: Reporter) -> anyhow::Result<()> {
 
 fn print_table(doc: &Doc) {
     println!(
-        "cluster {} · k3s {} · {}",
+        "cluster {} · k3s {} · {}{} · workers carry the {} token · server cards: own node-cleaner certificate, {} days",
         doc.cluster,
         doc.k3s_version,
         if doc.bootstrap_issued {
             "cluster brought up before: no card initialises"
         } else {
             "new cluster: the bootstrap server initialises it"
-        }
+        },
+        match &doc.bootstrap_issued_at {
+            Some(at) if doc.bootstrap_issued => format!(" (bootstrap card first issued {at})"),
+            _ => String::new(),
+        },
+        doc.worker_token,
+        doc.node_cleaner_days
     );
     let header = ["NODE", "IP", "ROLE", "HARDWARE", "FIRST BOOT", "RE-FLASH"];
     let rows: Vec<[String; 6]> = doc

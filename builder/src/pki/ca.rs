@@ -3,6 +3,10 @@
 //! signed by it, and five leaf CAs signed by the intermediate, each with its
 //! `<name>.crt` bundle (leaf + intermediate + root), plus `service.key`.
 //!
+//! Each server card also gets its own node-cleaner client certificate
+//! ([`ClusterCa::node_cleaner_for`]), signed by client-ca at build time with a bounded
+//! validity, never stored: a rebuild issues a fresh one.
+//!
 //! Every CA certificate carries a SubjectKeyIdentifier and an AuthorityKeyIdentifier
 //! (the root's equals its own SKID), which is what k3s's `hashCA` needs to find the
 //! root of the `server-ca.crt` bundle. Keys are ECDSA P-256 (what the k3s script uses
@@ -34,11 +38,15 @@ pub const LEAF_CAS: [&str; 5] = [
     "etcd/server-ca",
 ];
 
-/// The Kubernetes user of the limited client certificate (its CN).
-pub const NODE_CLEANER_USER: &str = "system:piimg:node-cleaner";
+/// Prefix of the Kubernetes user (certificate CN) of each server's node-cleaner
+/// identity; the node name follows (see [`node_cleaner_user`]).
+pub const NODE_CLEANER_USER_PREFIX: &str = "system:piimg:node-cleaner:";
 
-/// File names (relative to the CA directory) of the node-cleaner certificate and key.
-pub const NODE_CLEANER_FILES: (&str, &str) = ("node-cleaner.crt", "node-cleaner.key");
+/// The Kubernetes user of `node`'s node-cleaner certificate (its CN): the generated
+/// RBAC lets exactly this user get and delete exactly that node's Node.
+pub fn node_cleaner_user(node: &str) -> String {
+    format!("{NODE_CLEANER_USER_PREFIX}{node}")
+}
 
 /// Every file a complete CA directory holds.
 pub fn required_files() -> Vec<String> {
@@ -48,8 +56,6 @@ pub fn required_files() -> Vec<String> {
         "intermediate-ca.pem",
         "intermediate-ca.key",
         "service.key",
-        NODE_CLEANER_FILES.0,
-        NODE_CLEANER_FILES.1,
     ]
     .iter()
     .map(|s| s.to_string())
@@ -188,11 +194,30 @@ impl ClusterCa {
         out
     }
 
-    /// The node-cleaner client certificate (signed by client-ca) and its key.
-    pub fn node_cleaner(&self) -> (&str, &str) {
-        (
-            self.file(NODE_CLEANER_FILES.0).unwrap_or_default(),
-            self.file(NODE_CLEANER_FILES.1).unwrap_or_default(),
+    /// A new node-cleaner client certificate for server `node` (CN
+    /// [`node_cleaner_user`]), signed by client-ca (which k3s's API server trusts
+    /// for client certificates, pkg/daemons/control/deps/deps.go `genClientCerts`),
+    /// valid from now for `days` days, and its key: (certificate PEM, key PEM).
+    pub fn node_cleaner_for(&self, node: &str, days: u32) -> Result<(String, String), PkiError> {
+        let path = self.dir.join("client-ca.pem");
+        let key_pem = self.file("client-ca.key").unwrap_or_default();
+        let key = KeyPair::from_pem(key_pem).map_err(|e| PkiError::Invalid {
+            path: self.dir.join("client-ca.key"),
+            what: format!("not a usable CA key ({e}); restore the secrets directory from a backup"),
+        })?;
+        let issuer = Issuer::from_ca_cert_pem(self.file("client-ca.pem").unwrap_or_default(), &key)
+            .map_err(|e| PkiError::Invalid {
+                path,
+                what: format!(
+                    "not a usable CA certificate ({e}); restore the secrets directory from a backup"
+                ),
+            })?;
+        let now = time::OffsetDateTime::now_utc();
+        client_cert(
+            &node_cleaner_user(node),
+            &issuer,
+            now - time::Duration::days(1),
+            now + time::Duration::days(i64::from(days)),
         )
     }
 }
@@ -299,7 +324,6 @@ fn generate(cluster: &str) -> Result<BTreeMap<String, String>, PkiError> {
     files.insert("intermediate-ca.pem".into(), int_pem.clone());
     files.insert("intermediate-ca.key".into(), int_key.serialize_pem());
 
-    let mut client_ca: Option<(KeyPair, CertificateParams)> = None;
     for leaf in LEAF_CAS {
         let what = format!("{leaf} CA");
         let key = KeyPair::generate().map_err(gen_err(&what))?;
@@ -312,28 +336,21 @@ fn generate(cluster: &str) -> Result<BTreeMap<String, String>, PkiError> {
         files.insert(format!("{leaf}.pem"), pem);
         files.insert(format!("{leaf}.crt"), bundle);
         files.insert(format!("{leaf}.key"), key.serialize_pem());
-        if leaf == "client-ca" {
-            client_ca = Some((key, params));
-        }
     }
 
     let service = KeyPair::generate().map_err(gen_err("service account key"))?;
     files.insert("service.key".into(), service.serialize_pem());
-
-    let (cc_key, cc_params) = client_ca.ok_or_else(|| PkiError::Invalid {
-        path: PathBuf::from("client-ca"),
-        what: "LEAF_CAS lists no client-ca".into(),
-    })?;
-    let client_issuer = Issuer::new(cc_params, &cc_key);
-    let (crt, key) = client_cert(NODE_CLEANER_USER, &client_issuer)?;
-    files.insert(NODE_CLEANER_FILES.0.into(), crt);
-    files.insert(NODE_CLEANER_FILES.1.into(), key);
     Ok(files)
 }
 
-/// A client certificate for Kubernetes user `cn` (no groups) signed by `issuer`:
-/// (certificate PEM, key PEM).
-fn client_cert(cn: &str, issuer: &Issuer<'_, &KeyPair>) -> Result<(String, String), PkiError> {
+/// A client certificate for Kubernetes user `cn` (no groups) signed by `issuer`,
+/// valid from `not_before` to `not_after`: (certificate PEM, key PEM).
+fn client_cert(
+    cn: &str,
+    issuer: &Issuer<'_, &KeyPair>,
+    not_before: time::OffsetDateTime,
+    not_after: time::OffsetDateTime,
+) -> Result<(String, String), PkiError> {
     let key = KeyPair::generate().map_err(gen_err(cn))?;
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -343,8 +360,8 @@ fn client_cert(cn: &str, issuer: &Issuer<'_, &KeyPair>) -> Result<(String, Strin
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     p.use_authority_key_identifier_extension = true;
-    p.not_before = not_before();
-    p.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(3650);
+    p.not_before = not_before;
+    p.not_after = not_after;
     let cert = p.signed_by(&key, issuer).map_err(gen_err(cn))?;
     Ok((cert.pem(), key.serialize_pem()))
 }

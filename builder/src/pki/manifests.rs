@@ -7,7 +7,7 @@
 //! overlay directory may replace any of them file by file (`<overlay>/manifests/…`).
 
 use super::PkiError;
-use super::ca::NODE_CLEANER_USER;
+use super::ca::NODE_CLEANER_USER_PREFIX;
 use handlebars::Handlebars;
 use serde_json::json;
 use std::net::Ipv4Addr;
@@ -68,6 +68,8 @@ pub struct Addons {
 pub struct ManifestInputs<'a> {
     /// Control-plane VIP (kube-vip is deployed only with one).
     pub vip: Option<Ipv4Addr>,
+    /// Every server's node name: each gets its own node-cleaner Role and binding.
+    pub servers: &'a [String],
     /// Interface kube-vip announces the VIP on.
     pub interface: &'a str,
     /// Add-ons to deploy.
@@ -134,7 +136,7 @@ pub fn server_manifests(inp: &ManifestInputs) -> Result<Vec<(String, String)>, P
         render(
             "node-cleaner-rbac.yaml",
             ov,
-            &json!({ "node_cleaner_user": NODE_CLEANER_USER }),
+            &json!({ "user_prefix": NODE_CLEANER_USER_PREFIX, "servers": inp.servers }),
         )?,
     )];
     if let Some(vip) = inp.vip {

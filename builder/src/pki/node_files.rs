@@ -3,8 +3,9 @@
 //! | card | secret files (`CardSecrets.files`) | files (`NodeConfig.files`) |
 //! |---|---|---|
 //! | bootstrap, first bring-up | CA bundles + keys and `service.key` in `server/tls` | |
-//! | every server | node-cleaner cert + key | server manifests (identical on all) |
-//! | every node | (node password, secure token) | |
+//! | every server | its own node-cleaner cert + key | server manifests (identical on all) |
+//! | every server | (node password, server token, agent token) | |
+//! | every agent | (node password, agent token only) | |
 
 use super::ca::ClusterCa;
 use super::manifests::{Addons, MANIFESTS_DIR, ManifestInputs, server_manifests};
@@ -18,7 +19,7 @@ use piimg_firstboot::contract::{
 pub const K3S_TLS_DIR: &str = "/var/lib/rancher/k3s/server/tls";
 
 /// Cluster-wide HA choices that are not in the [`NodePlan`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct HaOptions {
     /// The bootstrap card being built is for a first-ever bring-up: no bootstrap card
     /// was issued before (the one record is
@@ -26,13 +27,41 @@ pub struct HaOptions {
     pub first_bring_up: bool,
     /// Add-ons laid on every server card.
     pub addons: Addons,
+    /// The cluster's agent token secret (`None` for clusters created before piimg
+    /// made one: their agents keep the server token).
+    pub agent_token_secret: Option<String>,
+    /// How long a first-bring-up card probes its peers before it initialises.
+    pub init_window_secs: u64,
+    /// Validity of each server's node-cleaner certificate, in days (issued now).
+    pub node_cleaner_days: u32,
 }
+
+impl Default for HaOptions {
+    fn default() -> Self {
+        HaOptions {
+            first_bring_up: false,
+            addons: Addons::default(),
+            agent_token_secret: None,
+            init_window_secs: DEFAULT_INIT_WINDOW_SECS,
+            node_cleaner_days: DEFAULT_NODE_CLEANER_DAYS,
+        }
+    }
+}
+
+/// Default of [`HaOptions::init_window_secs`]: five minutes, long enough for a
+/// switch port, a power cut or the other servers' k3s to come back.
+pub const DEFAULT_INIT_WINDOW_SECS: u64 = 300;
+/// Default of [`HaOptions::node_cleaner_days`]: one year.
+pub const DEFAULT_NODE_CLEANER_DAYS: u32 = 365;
 
 /// The PKI/HA part of one card.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeFiles {
-    /// The secure join token (`CardSecrets.token`).
+    /// The secure join token (`CardSecrets.token`): the server token on servers, the
+    /// agent token on agents (when the cluster has one).
     pub token: String,
+    /// Servers: the agent token secret for `agent-token:` (`CardSecrets.agent_token`).
+    pub agent_token: Option<String>,
     /// The pre-seeded node password (`CardSecrets.node_password`).
     pub node_password: String,
     /// Secret files, mode 0600 (append to `CardSecrets.files`).
@@ -66,17 +95,18 @@ pub fn files_for_node(
         }
     }
     let mut node_cleaner = None;
+    let servers: Vec<String> = plan.servers.iter().map(|(n, _)| n.clone()).collect();
     if server {
-        let (cert, key) = ca.node_cleaner();
+        let (cert, key) = ca.node_cleaner_for(&plan.name, opts.node_cleaner_days)?;
         secret_files.push(RootFile {
             path: NODE_CLEANER_CERT.into(),
             mode: 0o600,
-            content: cert.into(),
+            content: cert,
         });
         secret_files.push(RootFile {
             path: NODE_CLEANER_KEY.into(),
             mode: 0o600,
-            content: key.into(),
+            content: key,
         });
         node_cleaner = Some(NodeCleaner {
             cert: NODE_CLEANER_CERT.into(),
@@ -84,6 +114,7 @@ pub fn files_for_node(
         });
         let manifests = server_manifests(&ManifestInputs {
             vip: plan.k3s.vip,
+            servers: &servers,
             interface: &plan.network.interface,
             addons: &opts.addons,
             overlay_dir: plan.overlay_dir.as_deref(),
@@ -96,8 +127,17 @@ pub fn files_for_node(
             });
         }
     }
+    let (token, agent_token) = match (server, opts.agent_token_secret.as_deref()) {
+        (true, agent) => (
+            token::secure_token(bundle.as_bytes(), token_secret)?,
+            agent.map(str::to_string),
+        ),
+        (false, Some(agent)) => (token::secure_agent_token(bundle.as_bytes(), agent)?, None),
+        (false, None) => (token::secure_token(bundle.as_bytes(), token_secret)?, None),
+    };
     Ok(NodeFiles {
-        token: token::secure_token(bundle.as_bytes(), token_secret)?,
+        token,
+        agent_token,
         node_password: node_password(token_secret, &plan.name),
         secret_files,
         files,
@@ -105,6 +145,12 @@ pub fn files_for_node(
             cluster_ca_pem: Some(bundle.to_string()),
             cluster_ca_sha256: Some(hash),
             first_bring_up: init,
+            // A single-server cluster has no peer to wait for.
+            init_window_secs: if init && plan.servers.len() > 1 {
+                opts.init_window_secs
+            } else {
+                0
+            },
             node_cleaner,
         },
     })

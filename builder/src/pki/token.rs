@@ -19,6 +19,19 @@ use x509_parser::prelude::FromDer;
 
 /// `K10<ca-hash>::server:<secret>` for the server CA bundle (`server-ca.crt`).
 pub fn secure_token(server_ca_bundle_pem: &[u8], secret: &str) -> Result<String, PkiError> {
+    token_for("server", server_ca_bundle_pem, secret)
+}
+
+/// `K10<ca-hash>::node:<secret>`: the secure form of k3s's `agent-token`. A server
+/// keeps the part after `::node:` as the `node` user's password (`passwd.EnsureUser`,
+/// pkg/passwd/passwd.go); an agent sends `node:<secret>` (pkg/clientaccess/token.go),
+/// which k3s accepts only on the agent endpoints, never for `/v1-k3s/server-bootstrap`
+/// (pkg/server/router.go: that route needs the `server` user).
+pub fn secure_agent_token(server_ca_bundle_pem: &[u8], secret: &str) -> Result<String, PkiError> {
+    token_for("node", server_ca_bundle_pem, secret)
+}
+
+fn token_for(user: &str, server_ca_bundle_pem: &[u8], secret: &str) -> Result<String, PkiError> {
     if secret.is_empty() {
         return Err(PkiError::BadSecret("is empty"));
     }
@@ -26,7 +39,7 @@ pub fn secure_token(server_ca_bundle_pem: &[u8], secret: &str) -> Result<String,
         return Err(PkiError::BadSecret("contains `::` or whitespace"));
     }
     Ok(format!(
-        "K10{}::server:{secret}",
+        "K10{}::{user}:{secret}",
         ca_hash(server_ca_bundle_pem)?
     ))
 }

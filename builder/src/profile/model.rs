@@ -118,6 +118,23 @@ pub struct K3s {
     /// Directory (relative to the profile) of k3s airgap files to bundle on every card.
     #[serde(default)]
     pub airgap_dir: Option<PathBuf>,
+    /// Seconds the bootstrap server's first card keeps probing every other server
+    /// and the VIP before it initialises a new cluster (any of them answering with
+    /// this cluster's CA makes it join instead).
+    #[serde(default = "default_init_window")]
+    pub init_window_seconds: u64,
+    /// Validity in days of each server card's node-cleaner certificate (issued at
+    /// build time; a rebuild issues a new one).
+    #[serde(default = "default_node_cleaner_days")]
+    pub node_cleaner_days: u32,
+}
+
+fn default_init_window() -> u64 {
+    crate::pki::node_files::DEFAULT_INIT_WINDOW_SECS
+}
+
+fn default_node_cleaner_days() -> u32 {
+    crate::pki::node_files::DEFAULT_NODE_CLEANER_DAYS
 }
 
 fn default_schedule() -> String {

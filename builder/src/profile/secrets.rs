@@ -1,8 +1,10 @@
 //! Cluster secrets, kept apart from the profile, and the cluster's issuance record.
 //!
 //! Next to `profiles/homelab.toml` live:
-//! - `homelab.secrets/` (mode 0700, git-ignored): `k3s-token` (0600) and, added by
-//!   other modules through [`ClusterSecrets::write_secret_file`], CA material. It
+//! - `homelab.secrets/` (mode 0700, git-ignored): `k3s-token` (0600), the server
+//!   token; `k3s-agent-token` (0600), the token worker cards carry instead (k3s's
+//!   `agent-token`: with it a node can join as an agent only, never as a server, and
+//!   cannot read the bootstrap data); and, added by other modules through [`ClusterSecrets::write_secret_file`], CA material. It
 //!   also keeps a copy of the state below.
 //! - `homelab.state.toml` (not secret, meant to be committed): cluster id, the
 //!   token's SHA-256 fingerprint, which nodes' cards were issued and whether the
@@ -19,6 +21,10 @@ use std::path::{Path, PathBuf};
 
 /// The token secret's file inside the secrets directory.
 pub const TOKEN_FILE: &str = "k3s-token";
+/// The agent token's file inside the secrets directory. Clusters created before it
+/// existed have none: their workers keep using the server token (see
+/// [`ClusterSecrets::agent_token_secret`]).
+pub const AGENT_TOKEN_FILE: &str = "k3s-agent-token";
 /// The copy of the cluster state inside the secrets directory.
 pub const STATE_COPY_FILE: &str = "state.toml";
 /// Where the token lives on every k3s server (the way back when the secrets are lost).
@@ -112,6 +118,36 @@ pub enum SecretsError {
         /// The token file.
         path: PathBuf,
     },
+    /// The cluster has an agent token (the state records its fingerprint) but the
+    /// secrets directory lost it: server cards without it would reset the password
+    /// every worker presents.
+    #[error(
+        "{path} is missing, but {state} records that this cluster has an agent token (fingerprint {recorded}): \
+         copy the `agent-token:` value from /etc/rancher/k3s/config.yaml on any server into {path} (mode 0600)"
+    )]
+    NoAgentToken {
+        /// The agent token file.
+        path: PathBuf,
+        /// The state file.
+        state: PathBuf,
+        /// The fingerprint the state records.
+        recorded: String,
+    },
+    /// The agent token file is not the one the state records.
+    #[error(
+        "{path} does not match the agent token recorded in {state} (fingerprint {found} ≠ {recorded}): \
+         restore the right file (the `agent-token:` value in /etc/rancher/k3s/config.yaml on any server)"
+    )]
+    AgentTokenMismatch {
+        /// The agent token file.
+        path: PathBuf,
+        /// The state file.
+        state: PathBuf,
+        /// Fingerprint of the file.
+        found: String,
+        /// Fingerprint the state records.
+        recorded: String,
+    },
     /// A state file cannot be parsed.
     #[error("{path}: {message}")]
     BadState {
@@ -124,7 +160,8 @@ pub enum SecretsError {
     #[error(
         "the secrets directory {dir} is missing, but {state} records that cluster `{cluster}` exists (cards issued: {issued}). \
          Restore {dir} from your backup, or recover the token: create {dir} (mode 0700) and copy {SERVER_TOKEN_PATH} \
-         from any server into {dir}/{TOKEN_FILE} (mode 0600). Only to really start a new cluster (every node re-flashed) pass --new-cluster"
+         from any server into {dir}/{TOKEN_FILE} (mode 0600) and, if the servers' /etc/rancher/k3s/config.yaml has `agent-token:`, \
+         its value into {dir}/{AGENT_TOKEN_FILE} (mode 0600). Only to really start a new cluster (every node re-flashed) pass --new-cluster"
     )]
     Missing {
         /// The missing secrets directory.
@@ -168,10 +205,18 @@ pub struct ClusterState {
     pub cluster_id: String,
     /// SHA-256 (hex) of the token secret, to tell clusters apart without the secret.
     pub token_sha256: String,
+    /// SHA-256 (hex) of the agent token secret, when the cluster has one (cards
+    /// built before it was added to the secrets are then stale).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_token_sha256: Option<String>,
     /// True once the bootstrap server's card has been issued: from then on no card
     /// may initialise a cluster.
     #[serde(default)]
     pub bootstrap_issued: bool,
+    /// When the bootstrap server's first card was issued (RFC 3339, UTC); absent in
+    /// records written before piimg kept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_issued_at: Option<String>,
     /// Nodes whose cards were issued.
     #[serde(default)]
     pub issued: BTreeSet<String>,
@@ -185,6 +230,12 @@ impl ClusterState {
 
     fn merge(&mut self, other: &ClusterState) {
         self.bootstrap_issued |= other.bootstrap_issued;
+        // The earliest record wins: it is the first card's date.
+        match (&self.bootstrap_issued_at, &other.bootstrap_issued_at) {
+            (Some(a), Some(b)) if b < a => self.bootstrap_issued_at = Some(b.clone()),
+            (None, Some(b)) => self.bootstrap_issued_at = Some(b.clone()),
+            _ => {}
+        }
         self.issued.extend(other.issued.iter().cloned());
         if self.cluster_id.is_empty() {
             self.cluster_id = other.cluster_id.clone();
@@ -247,6 +298,7 @@ pub struct ClusterSecrets {
     dir: PathBuf,
     state_path: PathBuf,
     token: String,
+    agent_token: Option<String>,
     state: ClusterState,
     created: bool,
     moved_aside: Option<PathBuf>,
@@ -369,11 +421,50 @@ impl ClusterSecrets {
             state.cluster_id = random_hex(8).map_err(io_err(Path::new("/dev/urandom")))?;
         }
         state.token_sha256 = found;
+        let agent_path = dir.join(AGENT_TOKEN_FILE);
+        let recorded_agent = [&public, &copy]
+            .into_iter()
+            .flatten()
+            .find_map(|s| s.agent_token_sha256.clone());
+        let agent_token = if agent_path.exists() {
+            check_mode(&agent_path, 0o600)?;
+            let text = std::fs::read_to_string(&agent_path).map_err(io_err(&agent_path))?;
+            let (secret, _) = parse_token(&text).ok_or_else(|| SecretsError::BadToken {
+                path: agent_path.clone(),
+            })?;
+            let found = fingerprint(&secret);
+            if let Some(recorded) = recorded_agent.filter(|r| *r != found) {
+                return Err(SecretsError::AgentTokenMismatch {
+                    path: agent_path,
+                    state: state_path,
+                    found,
+                    recorded,
+                });
+            }
+            Some(secret)
+        } else if let Some(recorded) = recorded_agent.filter(|_| state.cluster_exists()) {
+            return Err(SecretsError::NoAgentToken {
+                path: agent_path,
+                state: state_path,
+                recorded,
+            });
+        } else if !state.cluster_exists() {
+            // No card was issued yet: no server runs without an agent token, so one
+            // can still be added safely.
+            let secret = random_hex(32).map_err(io_err(Path::new("/dev/urandom")))?;
+            atomic::write_new(&agent_path, secret.as_bytes(), 0o600)
+                .map_err(io_err(&agent_path))?;
+            Some(secret)
+        } else {
+            None
+        };
+        state.agent_token_sha256 = agent_token.as_deref().map(fingerprint);
         let me = Self {
             profile_path: profile_path.to_path_buf(),
             dir,
             state_path,
             token,
+            agent_token,
             state,
             created: false,
             moved_aside: None,
@@ -393,9 +484,11 @@ impl ClusterSecrets {
     ) -> Result<Self, SecretsError> {
         let urandom = Path::new("/dev/urandom");
         let token = random_hex(32).map_err(io_err(urandom))?;
+        let agent_token = random_hex(32).map_err(io_err(urandom))?;
         let state = ClusterState {
             cluster_id: random_hex(8).map_err(io_err(urandom))?,
             token_sha256: fingerprint(&token),
+            agent_token_sha256: Some(fingerprint(&agent_token)),
             ..ClusterState::default()
         };
         let parent = match dir.parent() {
@@ -414,6 +507,9 @@ impl ClusterSecrets {
             .map_err(io_err(tmp.path()))?;
         let token_path = tmp.path().join(TOKEN_FILE);
         atomic::write_new(&token_path, token.as_bytes(), 0o600).map_err(io_err(&token_path))?;
+        let agent_path = tmp.path().join(AGENT_TOKEN_FILE);
+        atomic::write_new(&agent_path, agent_token.as_bytes(), 0o600)
+            .map_err(io_err(&agent_path))?;
         let copy_path = tmp.path().join(STATE_COPY_FILE);
         atomic::write_new(&copy_path, state_text(&state).as_bytes(), 0o600)
             .map_err(io_err(&copy_path))?;
@@ -427,6 +523,7 @@ impl ClusterSecrets {
             dir,
             state_path,
             token,
+            agent_token: Some(agent_token),
             state,
             created: true,
             moved_aside: None,
@@ -436,6 +533,15 @@ impl ClusterSecrets {
     /// The k3s token secret (the `<secret>` of `K10<ca-hash>::server:<secret>`).
     pub fn token_secret(&self) -> &str {
         &self.token
+    }
+
+    /// The agent token secret (the `<secret>` of `K10<ca-hash>::node:<secret>`), or
+    /// `None` for a cluster created before piimg made one: its servers run without
+    /// `agent-token`, so k3s's node password is the server token's and workers must
+    /// keep carrying the server token (adding an agent token to one rebuilt server
+    /// would change the password every running worker uses).
+    pub fn agent_token_secret(&self) -> Option<&str> {
+        self.agent_token.as_deref()
     }
 
     /// The secrets directory (0700). Other modules keep their material here.
@@ -486,6 +592,9 @@ impl ClusterSecrets {
         let changed = self.state.issued.insert(node.to_string())
             | (bootstrap && !self.state.bootstrap_issued);
         self.state.bootstrap_issued |= bootstrap;
+        if bootstrap && self.state.bootstrap_issued_at.is_none() {
+            self.state.bootstrap_issued_at = Some(rfc3339_now());
+        }
         if changed {
             let _held = lock(&self.profile_path, |_| {})?;
             let on_disk = [
@@ -538,6 +647,14 @@ impl ClusterSecrets {
     }
 }
 
+/// Now as RFC 3339 UTC (seconds), for the issuance record.
+fn rfc3339_now() -> String {
+    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0);
+    now.unwrap_or_else(|_| time::OffsetDateTime::now_utc())
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 /// Seconds since the epoch (for naming moved-aside secrets).
 fn unix_time() -> u64 {
     std::time::SystemTime::now()
@@ -559,6 +676,124 @@ mod tests {
         );
         assert_eq!(parse_token("   \n"), None);
         assert_eq!(parse_token("K10x::nouser"), None);
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_new_cluster_gets_an_agent_token_an_issued_one_never_gains_one() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let profile = tmp.path().join("lab.toml");
+        let s =
+            ClusterSecrets::open_or_create(&profile, SecretsOptions::default()).expect("create");
+        let agent = s.agent_token_secret().expect("agent token").to_string();
+        assert_eq!(agent.len(), 64);
+        assert_ne!(agent, s.token_secret());
+        let file = tmp.path().join("lab.secrets").join(AGENT_TOKEN_FILE);
+        assert_eq!(std::fs::read_to_string(&file).expect("agent file"), agent);
+        assert_eq!(mode(&file), 0o600);
+        drop(s);
+        // Reopened: the same.
+        let s = ClusterSecrets::open_or_create(&profile, SecretsOptions::default()).expect("open");
+        assert_eq!(s.agent_token_secret(), Some(agent.as_str()));
+        // Secrets from before agent tokens, no card issued yet: one is added.
+        std::fs::remove_file(&file).expect("rm");
+        let again =
+            ClusterSecrets::open_or_create(&profile, SecretsOptions::default()).expect("open");
+        let added = again.agent_token_secret().expect("added").to_string();
+        assert_ne!(added, agent);
+        assert_eq!(mode(&file), 0o600);
+        drop(again);
+        // Once a card was issued, a lost agent token is an error naming the way back
+        // (the state recorded it), and a different one is refused.
+        drop(s);
+        ClusterSecrets::open_or_create(&profile, SecretsOptions::default())
+            .expect("open")
+            .mark_issued("w1", false)
+            .expect("mark");
+        let kept = std::fs::read_to_string(&file).expect("agent file");
+        std::fs::remove_file(&file).expect("rm");
+        let err = ClusterSecrets::open_or_create(&profile, SecretsOptions::default())
+            .expect_err("lost agent token");
+        assert!(
+            err.to_string()
+                .contains("records that this cluster has an agent token")
+                && err
+                    .to_string()
+                    .contains("copy the `agent-token:` value from /etc/rancher/k3s/config.yaml"),
+            "{err}"
+        );
+        assert!(!file.exists(), "never replaced by a new one");
+        crate::atomic::write_new(&file, b"another", 0o600).expect("write");
+        let err = ClusterSecrets::open_or_create(&profile, SecretsOptions::default())
+            .expect_err("another agent token");
+        assert!(
+            err.to_string()
+                .contains("does not match the agent token recorded"),
+            "{err}"
+        );
+        std::fs::remove_file(&file).expect("rm");
+        crate::atomic::write_new(&file, kept.as_bytes(), 0o600).expect("restore");
+        ClusterSecrets::open_or_create(&profile, SecretsOptions::default()).expect("restored");
+        // A cluster whose record has no agent token (made before piimg made one):
+        // a missing agent token stays missing.
+        for f in [
+            state_path(&profile),
+            tmp.path().join("lab.secrets").join(STATE_COPY_FILE),
+        ] {
+            let text = std::fs::read_to_string(&f).expect("state");
+            let text: String = text
+                .lines()
+                .filter(|l| !l.starts_with("agent_token_sha256"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            std::fs::write(&f, text).expect("write state");
+        }
+        std::fs::remove_file(&file).expect("rm");
+        let old =
+            ClusterSecrets::open_or_create(&profile, SecretsOptions::default()).expect("open");
+        assert_eq!(old.agent_token_secret(), None);
+        assert!(!file.exists());
+        // An agent token file open to others is refused like the token.
+        std::fs::write(&file, "abc").expect("write");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let err = ClusterSecrets::open_or_create(&profile, SecretsOptions::default())
+            .expect_err("0644 agent token");
+        assert!(err.to_string().contains("run `chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn the_first_bootstrap_cards_date_is_kept() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let profile = tmp.path().join("lab.toml");
+        let mut s =
+            ClusterSecrets::open_or_create(&profile, SecretsOptions::default()).expect("create");
+        assert_eq!(s.state().bootstrap_issued_at, None);
+        s.mark_issued("s1", true).expect("mark");
+        let at = s.state().bootstrap_issued_at.clone().expect("date");
+        assert!(
+            time::OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339)
+                .is_ok(),
+            "{at}"
+        );
+        let text = std::fs::read_to_string(state_path(&profile)).expect("state");
+        assert!(
+            text.contains(&format!("bootstrap_issued_at = \"{at}\"")),
+            "{text}"
+        );
+        // The earliest of two records wins.
+        let mut a = s.state().clone();
+        let b = ClusterState {
+            bootstrap_issued_at: Some("2020-01-01T00:00:00Z".into()),
+            ..a.clone()
+        };
+        a.merge(&b);
+        assert_eq!(
+            a.bootstrap_issued_at.as_deref(),
+            Some("2020-01-01T00:00:00Z")
+        );
     }
 
     #[test]

@@ -292,6 +292,18 @@ fn k3s(p: &Profile, f: &mut Findings) {
             ),
         );
     }
+    if !(30..=3600).contains(&k.init_window_seconds) {
+        f.error(
+            "k3s.init_window_seconds",
+            "must be between 30 and 3600 (seconds the bootstrap card waits for its peers before it initialises; default 300)",
+        );
+    }
+    if !(1..=3650).contains(&k.node_cleaner_days) {
+        f.error(
+            "k3s.node_cleaner_days",
+            "must be between 1 and 3650 (validity of each server's node-cleaner certificate; default 365)",
+        );
+    }
     if k.etcd_snapshot_retention == 0 {
         f.error("k3s.etcd_snapshot_retention", "must be at least 1");
     }

@@ -15,9 +15,10 @@ pub fn decide(ctx: &mut Ctx) -> Result<String, Error> {
         return Ok("dry run".into());
     }
     Ok(match join {
-        Join::ClusterInit => {
-            "bootstrap server of a first bring-up, no server answered: initialising a new cluster (cluster-init)".into()
-        }
+        Join::ClusterInit => format!(
+            "bootstrap server of a first bring-up, no server answered during the {} window: initialising a new cluster (cluster-init)",
+            crate::ctx::human(std::time::Duration::from_secs(ctx.cfg.ha.init_window_secs))
+        ),
         Join::Existing => "etcd data exists: starting k3s as it was".into(),
         Join::Server { ip, port } => {
             format!("joining through https://{ip}:{port} (pinned CA, answers /ping)")

@@ -16,14 +16,29 @@ pub const IMAGES_DIR: &str = "/var/lib/rancher/k3s/agent/images";
 /// Where the agent keeps the install script it runs.
 pub const INSTALL_SCRIPT: &str = "/var/lib/piimg/k3s-install.sh";
 
-/// `config_yaml` plus `token:` and `cluster-init: true` or `server: <url>`.
-pub fn render_config(base: &str, token: &str, join: &Join) -> Result<String, String> {
+/// `config_yaml` plus `token:`, on servers with an agent token `agent-token:`, and
+/// `cluster-init: true` or `server: <url>`.
+pub fn render_config(
+    base: &str,
+    token: &str,
+    agent_token: Option<&str>,
+    join: &Join,
+) -> Result<String, String> {
     for l in base.lines() {
         if l.starts_with([' ', '\t', '#', '-']) {
             continue;
         }
         let key = l.split(':').next().unwrap_or("").trim();
-        if ["token", "token-file", "server", "cluster-init"].contains(&key) {
+        if [
+            "token",
+            "token-file",
+            "agent-token",
+            "agent-token-file",
+            "server",
+            "cluster-init",
+        ]
+        .contains(&key)
+        {
             return Err(format!(
                 "{NODE_CONFIG_FILE}: k3s.config_yaml sets `{key}:`, which the agent owns; remove it from the template"
             ));
@@ -36,6 +51,11 @@ pub fn render_config(base: &str, token: &str, join: &Join) -> Result<String, Str
     }
     out.push_str("# added by piimg-firstboot\n");
     out.push_str(&format!("token: {}\n", quote(token)));
+    if let Some(agent) = agent_token {
+        // k3s's `agent-token` (docs/cli/server.md): the `node` user's password, the
+        // same on every server; agents present it instead of the server token.
+        out.push_str(&format!("agent-token: {}\n", quote(agent)));
+    }
     match (join, join.url()) {
         (Join::ClusterInit, _) => out.push_str("cluster-init: true\n"),
         (_, Some(url)) => out.push_str(&format!("server: {}\n", quote(&url))),
@@ -49,12 +69,18 @@ pub fn config(ctx: &mut Ctx) -> Result<String, Error> {
     let join = ctx.state.join.clone().ok_or_else(|| {
         Error::failed("no join decision recorded; the `join` step must run first")
     })?;
-    let token = secrets::load(ctx)?.token;
+    let secrets = secrets::load(ctx)?;
+    let token = secrets.token;
     if token.trim().is_empty() {
         return Err(Error::failed("secrets.json: token is empty"));
     }
-    let text =
-        render_config(&ctx.cfg.k3s.config_yaml, token.trim(), &join).map_err(Error::failed)?;
+    let agent_token = match (ctx.cfg.role, secrets.agent_token.as_deref().map(str::trim)) {
+        (_, Some("")) => return Err(Error::failed("secrets.json: agent_token is empty")),
+        (Role::Server, a) => a,
+        (Role::Agent, _) => None,
+    };
+    let text = render_config(&ctx.cfg.k3s.config_yaml, token.trim(), agent_token, &join)
+        .map_err(Error::failed)?;
     ctx.mkdir("/etc/rancher/k3s", 0o755, Some((0, 0)))?;
     ctx.put(K3S_CONFIG, 0o600, text.as_bytes(), Some((0, 0)))?;
     Ok(format!(

@@ -176,6 +176,7 @@ impl Fixture {
         let secrets = CardSecrets {
             contract_version: CONTRACT_VERSION,
             token: TOKEN.into(),
+            agent_token: None,
             node_password: Some("0123456789abcdef".into()),
             files: vec![],
         };

@@ -6,19 +6,25 @@ decision talks to, with the real CA files the card laid down:
 
   serve  --root R --ip IP --port P --cluster DIR --node NAME --role server|agent [--pidfile F]
       server: reads R/etc/rancher/k3s/config.yaml like k3s would (cluster-init /
-      server / token), registers this node in the shared cluster state DIR/state.json
+      server / token / agent-token: the `node` user's password is agent-token, else
+      the server token's), registers this node in the shared cluster state DIR/state.json
       (refusing a duplicate etcd member name, a node password that does not match,
       a token whose CA hash does not match the server's /cacerts), then serves HTTPS
       with a serving certificate signed by server-ca:
         GET  /ping                  "pong"
         GET  /cacerts               server/tls/server-ca.crt, byte for byte
         GET  /db/info               etcd members; basic auth server:<token password>
-        *    /api/v1/...            client certificates verified against client-ca;
+        GET  /v1-k3s/server-bootstrap  the cluster's CA files, keys included; basic
+                                    auth server:<token password> only
+        *    /api/v1/...            first the status codes listed in the state's
+                                    "faults" (an API still starting), then:
+                                    client certificates verified against client-ca;
                                     authorised by evaluating the RBAC manifests in
                                     R/var/lib/rancher/k3s/server/manifests; deleting a
                                     Node removes its etcd member shortly after (like
                                     k3s's member controller)
-      agent: registers the node (token hash, node password) and exits.
+      agent: registers the node (token hash, the `node` user's password, node
+      password) and exits.
   ready  --root R --cluster DIR --node NAME
       prints True if this node's k3s registered it (what kubectl get node shows).
 """
@@ -36,7 +42,7 @@ def cluster_state(d):
         p = os.path.join(d, "state.json")
         st = json.load(open(p)) if os.path.exists(p) else {
             "inits": [], "members": [], "nodes": {}, "events": [], "token_password": None,
-            "tls_dir": None}
+            "agent_password": None, "tls_dir": None}
         yield st
         tmp = p + ".tmp"
         with open(tmp, "w") as f:
@@ -70,6 +76,11 @@ def token_parts(token):
         return "", token
     h, creds = token[3:].split("::", 1)
     return h, creds.split(":", 1)[1]
+
+
+def plain_password(token):
+    """What k3s keeps of a token given to a server (passwd.EnsureUser strips K10...::user:)."""
+    return token_parts(token)[1] if token else None
 
 
 def pem_certs(text):
@@ -140,6 +151,8 @@ def register(a, cfg):
             st["inits"].append(a.node)
             st["events"].append(f"init {a.node}")
             st["token_password"] = token_pw
+            # k3s: the `node` user's password is agent-token, else the server token's.
+            st["agent_password"] = plain_password(cfg.get("agent-token")) or token_pw
             st["tls_dir"] = data
             st["members"].append({"ID": len(st["members"]) + 1, "name": f"{a.node}-{secrets.token_hex(4)}"})
             st["nodes"][a.node] = {"password": password, "role": a.role}
@@ -159,8 +172,12 @@ def register(a, cfg):
     if want_hash and k3s_hash(served) != want_hash:
         refuse(a, "token CA hash does not match the Cluster CA certificate hash")
     with cluster_state(a.cluster) as st:
-        if token_pw != st["token_password"]:
+        # Agents authenticate as node:<password>, servers as server:<password>.
+        want_pw = st["token_password"] if a.role == "server" else st["agent_password"]
+        if token_pw != want_pw:
             refuse_msg = "token password wrong"
+        elif a.role == "server" and (plain_password(cfg.get("agent-token")) or token_pw) != st["agent_password"]:
+            refuse_msg = "agent-token does not match the cluster's"
         elif a.role == "server" and any(m["name"].rsplit("-", 1)[0] == a.node for m in st["members"]):
             refuse_msg = "duplicate node name found, please use a unique name for this node"
         elif a.node in st["nodes"] and st["nodes"][a.node]["password"] != password:
@@ -261,6 +278,19 @@ def serve(a):
                 return self.reply(200, "pong")
             if path == "/cacerts" and method == "GET":
                 return self.reply(200, cacerts)
+            if path == "/v1-k3s/server-bootstrap" and method == "GET":
+                # k3s: only the `server` user (role k3s:server) gets the bootstrap
+                # data, CA keys included (pkg/server/router.go serverAuthed).
+                with cluster_state(cluster) as st:
+                    want = "Basic " + base64.b64encode(f"server:{st['token_password']}".encode()).decode()
+                    data_dir = st["tls_dir"]
+                auth = self.headers.get("Authorization", "")
+                if auth != want:
+                    event(cluster, "server-bootstrap refused")
+                    return self.reply(401, "Unauthorized")
+                body = {rel: open(os.path.join(data_dir, rel)).read()
+                        for rel in ["server-ca.crt", "server-ca.key", "client-ca.crt", "client-ca.key"]}
+                return self.reply(200, json.dumps(body), "application/json")
             if path == "/db/info" and method == "GET":
                 with cluster_state(cluster) as st:
                     want = "Basic " + base64.b64encode(f"server:{st['token_password']}".encode()).decode()
@@ -269,6 +299,16 @@ def serve(a):
                     return self.reply(401, "Unauthorized")
                 return self.reply(200, json.dumps({"header": {}, "members": members}), "application/json")
             if path.startswith("/api/") or path.startswith("/apis/"):
+                # Tests make the API answer like one still starting: FAULTS holds
+                # status codes served, in order, before the real answer.
+                with cluster_state(cluster) as st:
+                    faults = st.get("faults") or []
+                    code = faults.pop(0) if faults else None
+                    st["faults"] = faults
+                    if code:
+                        st["events"].append(f"fault {code} {method} {path}")
+                if code:
+                    return self.reply(code, {503: "apiserver not ready", 403: "forbidden: RBAC not applied yet"}.get(code, "fault"))
                 cert = self.connection.getpeercert()
                 if not cert:
                     return self.reply(401, "Unauthorized")
