@@ -524,13 +524,21 @@ name = "pi5-master-1"
 ip = "192.168.86.31"
 role = "server"
 hardware = "pi5-8gb"
+
+[[nodes]]
+name = "pi4-worker-1"
+ip = "192.168.86.41"
+role = "agent"
+hardware = "pi4-4gb"
 "#
         ),
     )
     .unwrap();
 }
 
-/// `piimg build --node pi5-master-1 --base BASE --out OUT`; returns the image path.
+/// `piimg build --node pi4-worker-1 --base BASE --out OUT`; returns the image path.
+/// A worker: its card is byte-reproducible (a server's carries a node-cleaner
+/// certificate signed afresh by each build).
 fn build(env: &Path, base: &Path, out: &Path) -> PathBuf {
     run(Command::new(env!("CARGO_BIN_EXE_piimg"))
         .current_dir(env)
@@ -538,11 +546,11 @@ fn build(env: &Path, base: &Path, out: &Path) -> PathBuf {
         .env("PIIMG_CACHE", env.join("cache"))
         .env_remove("PIIMG_PROFILE")
         .args(["--quiet", "build", "--profile", "lab.toml", "--offline"])
-        .args(["--node", "pi5-master-1", "--base"])
+        .args(["--node", "pi4-worker-1", "--base"])
         .arg(base)
         .arg("--out")
         .arg(out));
-    out.join("pi5-master-1.img")
+    out.join("pi4-worker-1.img")
 }
 
 #[test]
