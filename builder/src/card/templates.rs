@@ -398,6 +398,9 @@ mod tests {
             assert!(ud.get(key).is_none(), "user-data sets {key}: {ud:?}");
         }
         assert_eq!(ud["ssh_pwauth"], serde_yaml_ng::Value::Bool(false));
+        // The agent may rename the default user before cloud-final's fingerprint
+        // module runs, which would fail on the old name.
+        assert_eq!(ud["no_ssh_fingerprints"], serde_yaml_ng::Value::Bool(true));
         // The wizard is stopped before multi-user.target (bootcmd), and the agent
         // runs from runcmd.
         let bootcmd = serde_yaml_ng::to_string(&ud["bootcmd"]).unwrap();
