@@ -48,10 +48,19 @@ pub struct Vintage {
     pub first_user: String,
     /// The first user's login shell.
     pub first_user_shell: String,
+    /// The first user's supplementary groups.
+    pub first_user_groups: Vec<String>,
     /// Whether `/etc/sudoers.d/010_pi-nopasswd` ships.
     pub nopasswd_sudo: bool,
     /// Whether `userconfig.service` is enabled.
     pub userconfig_service: bool,
+    /// How cloud-init finds its NoCloud seed: empty (no cloud-init), `seedfrom`
+    /// (`file:///boot/firmware`) or `fs_label` (`bootfs`).
+    pub cloud_init_datasource: String,
+    /// Whether template `user-data`/`meta-data`/`network-config` are on the boot partition.
+    pub cloud_init_seed_on_bootfs: bool,
+    /// Lines of config.txt's `[pi5]` section; empty when the release has none.
+    pub config_txt_pi5: Vec<String>,
 }
 
 /// One of Imager's OS-list `init_format`s.
@@ -88,8 +97,6 @@ pub struct FirstBootFacts {
     pub sudoers_nopasswd: String,
     /// The link that enables `userconfig.service`.
     pub userconfig_service: String,
-    /// The systemd major version each Debian release ships.
-    pub debian_systemd: BTreeMap<String, u32>,
 }
 
 /// FAT rules of the file-system block map.
@@ -209,5 +216,33 @@ mod tests {
         assert!(!f.first_boot.source.is_empty());
         assert!(!f.blockmap.fat.source.is_empty());
         assert!(!f.blockmap.ext4.source.is_empty());
+    }
+
+    #[test]
+    fn vintages_are_consistent() {
+        let f = super::facts();
+        for name in ["bookworm", "trixie-2025-10", "trixie-2026"] {
+            let v = &f.vintages[name];
+            assert!(
+                [1, 2, 4, 8].contains(&v.bootfs_sectors_per_cluster),
+                "{name}"
+            );
+            assert!(v.first_user_shell.starts_with('/'), "{name}");
+            assert!(v.first_user_groups.iter().any(|g| g == "sudo"), "{name}");
+            // cloud-init is Trixie's; its datasource style says how the seed is found.
+            let cloud = v.codename == "trixie";
+            assert_eq!(!v.cloud_init_datasource.is_empty(), cloud, "{name}");
+            assert!(
+                ["", "seedfrom", "fs_label"].contains(&v.cloud_init_datasource.as_str()),
+                "{name}"
+            );
+            assert!(!v.cloud_init_seed_on_bootfs || cloud, "{name}");
+        }
+        // The case users hit: the current Trixie first user cannot log in as shipped.
+        assert_eq!(
+            f.vintages["trixie-2026"].first_user_shell,
+            "/usr/sbin/nologin"
+        );
+        assert!(!f.vintages["trixie-2026"].nopasswd_sudo);
     }
 }

@@ -359,4 +359,56 @@ mod tests {
             .to_string();
         assert!(err.contains("/nonexistent/overlay"), "{err}");
     }
+
+    /// The built-in Trixie user-data, rendered for the reference test plan.
+    fn trixie_user_data() -> serde_yaml_ng::Value {
+        let card = crate::card::render(
+            &crate::card::tests::plan(),
+            &crate::card::NodeSecrets::default(),
+            &crate::card::Os {
+                codename: "trixie".into(),
+                first_boot: crate::card::FirstBoot::CloudInit,
+            },
+            &Templates::builtin(),
+            b"agent",
+            crate::card::RenderOptions { build_time: 1 },
+        )
+        .unwrap();
+        let crate::card::Content::Bytes(b) = &card.files["user-data"] else {
+            panic!("user-data is not rendered text")
+        };
+        let text = String::from_utf8(b.clone()).unwrap();
+        assert!(text.starts_with("#cloud-config\n"), "{text}");
+        serde_yaml_ng::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn trixie_user_data_leaves_accounts_to_the_agent() {
+        // cloud-init skips an existing user and never fixes its shell: the user-data
+        // must not create or change accounts (the agent's user step does).
+        let ud = trixie_user_data();
+        for key in [
+            "user",
+            "users",
+            "groups",
+            "chpasswd",
+            "ssh_authorized_keys",
+            "system_info",
+        ] {
+            assert!(ud.get(key).is_none(), "user-data sets {key}: {ud:?}");
+        }
+        assert_eq!(ud["ssh_pwauth"], serde_yaml_ng::Value::Bool(false));
+        // The agent may rename the default user before cloud-final's fingerprint
+        // module runs, which would fail on the old name.
+        assert_eq!(ud["no_ssh_fingerprints"], serde_yaml_ng::Value::Bool(true));
+        // The wizard is stopped before multi-user.target (bootcmd), and the agent
+        // runs from runcmd.
+        let bootcmd = serde_yaml_ng::to_string(&ud["bootcmd"]).unwrap();
+        assert!(
+            bootcmd.contains("systemctl --no-block stop userconfig.service"),
+            "{bootcmd}"
+        );
+        let runcmd = serde_yaml_ng::to_string(&ud["runcmd"]).unwrap();
+        assert!(runcmd.contains("piimg-firstboot"), "{runcmd}");
+    }
 }

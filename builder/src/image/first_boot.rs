@@ -113,7 +113,7 @@ pub(super) fn support(
     // systemd.run=: systemd new enough, and on Bookworm raspberrypi-sys-mods' firstboot.
     let mut evidence = Vec::new();
     let mut ok = true;
-    match systemd_version(root, codename, facts)? {
+    match systemd_version(root, facts)? {
         SystemdVersion::Found(v, how) if v >= fb.systemd_run_min_systemd => {
             evidence.push(format!("systemd {v} ({how})"));
         }
@@ -213,15 +213,7 @@ enum SystemdVersion {
     Missing(String),
 }
 
-/// Packages a real Debian root's dpkg status lists at least (a Lite image lists
-/// hundreds); fewer means the status is a stub and says nothing about systemd.
-const DPKG_FULL_STATUS: usize = 50;
-
-fn systemd_version(
-    root: &RootFs,
-    codename: &str,
-    facts: &Facts,
-) -> Result<SystemdVersion, ImageError> {
+fn systemd_version(root: &RootFs, facts: &Facts) -> Result<SystemdVersion, ImageError> {
     let fb = &facts.first_boot;
     let status = root.read_text("/var/lib/dpkg/status")?.unwrap_or_default();
     if let Some(v) = dpkg_version(&status, "systemd") {
@@ -235,23 +227,10 @@ fn systemd_version(
     if root.exists(&fb.systemd_run_generator)? {
         return Ok(SystemdVersion::Generator);
     }
-    let packages = status.matches("Package: ").count();
-    if packages >= DPKG_FULL_STATUS {
-        return Ok(SystemdVersion::Missing(format!(
-            "no systemd: dpkg lists {packages} packages, none of them systemd, and there is no {}",
-            fb.systemd_run_generator
-        )));
-    }
-    Ok(match fb.debian_systemd.get(codename) {
-        Some(&v) => SystemdVersion::Found(
-            v,
-            format!("the version Debian {codename} ships; this root has no dpkg record of it"),
-        ),
-        None => SystemdVersion::Missing(format!(
-            "no dpkg record of systemd, no {}, and {codename} is not a release piimg knows",
-            fb.systemd_run_generator
-        )),
-    })
+    Ok(SystemdVersion::Missing(format!(
+        "dpkg records no systemd and there is no {}",
+        fb.systemd_run_generator
+    )))
 }
 
 /// The leading number of a Debian version (`252.38-1~deb12u1` -> 252).

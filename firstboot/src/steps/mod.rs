@@ -12,7 +12,9 @@ pub mod network;
 pub mod secrets;
 pub mod self_install;
 pub mod ssh;
+pub mod sudoers;
 pub mod user;
+pub mod userconfig;
 
 use crate::ctx::{Ctx, Phase};
 use crate::error::Error;

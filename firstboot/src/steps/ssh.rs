@@ -19,6 +19,7 @@ pub fn authorized_keys(ctx: &mut Ctx) -> Result<String, Error> {
             uid: 1000,
             gid: 1000,
             home: format!("/home/{name}"),
+            shell: user::LOGIN_SHELL.into(),
         },
         None => {
             return Err(Error::failed(format!(

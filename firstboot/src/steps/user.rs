@@ -1,11 +1,27 @@
-//! Step `user`: the admin account. Renames the first user (uid 1000) the way
-//! userconf-pi does on Bookworm, or creates the user; locks its password when
-//! password login is off; gives it password-less sudo like Raspberry Pi OS's first
-//! user. Edits /etc/passwd, shadow, group and gshadow directly (so it works under
+//! Step `user`: the admin account, made able to log in on every Raspberry Pi OS
+//! vintage. Renames the first user (uid 1000) the way userconf-pi's `userconf` does
+//! (RPi-Distro/userconf-pi: userconf), or creates the user; gives it a login shell;
+//! locks its password when password login is off; installs piimg's sudo drop-in
+//! ([`super::sudoers`]); cancels the userconfig wizard ([`super::userconfig`]).
+//!
+//! The first user is not what it was: pi-gen creates it with
+//! `adduser --disabled-login` since 2026-02 (RPi-Distro/pi-gen 4b9cd15c,
+//! stage1/01-sys-tweaks/00-run.sh), i.e. shell /usr/sbin/nologin, and only a password
+//! given at image build (FIRST_USER_PASS) gives it /bin/bash. cloud-init skips an
+//! existing user and never changes its shell (canonical/cloud-init
+//! cloudinit/distros/__init__.py, `add_user`: "already exists, skipping"), so this
+//! step, not cloud-init, makes the account right on Bookworm and Trixie alike.
+//!
+//! Edits /etc/passwd, shadow, group and gshadow directly (so it works under
 //! `--root`), writing /etc/passwd last: it decides whether the rename happened.
 
+use super::{sudoers, userconfig};
 use crate::ctx::Ctx;
 use crate::error::Error;
+
+/// The shell the admin gets when its own cannot log in (pi-gen's `usermod -s
+/// /bin/bash` when the image has a first-user password).
+pub const LOGIN_SHELL: &str = "/bin/bash";
 
 /// Supplementary groups Raspberry Pi OS gives its first user (those that exist).
 const GROUPS: &[&str] = &[
@@ -24,6 +40,8 @@ pub struct Account {
     pub gid: u32,
     /// Home directory (node path).
     pub home: String,
+    /// Login shell.
+    pub shell: String,
 }
 
 /// Parses /etc/passwd lines into accounts (malformed lines are skipped).
@@ -38,6 +56,7 @@ pub fn accounts(passwd: &str) -> Vec<Account> {
                 uid: f[2].parse().ok()?,
                 gid: f[3].parse().ok()?,
                 home: f[5].to_string(),
+                shell: f[6].to_string(),
             })
         })
         .collect()
@@ -52,14 +71,7 @@ pub fn lookup(ctx: &Ctx, name: &str) -> Result<Option<Account>, Error> {
 /// Applies the admin account.
 pub fn apply(ctx: &mut Ctx) -> Result<String, Error> {
     let user = ctx.cfg.admin.user.clone();
-    if user.is_empty()
-        || user == "root"
-        || user.len() > 32
-        || !user
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-        || user.starts_with('-')
-    {
+    if !sudoers::valid_login(&user) {
         return Err(Error::failed(format!(
             "node.json: admin.user {user:?} is not a usable login name (lowercase letters, digits, '-', '_'; not root)"
         )));
@@ -84,6 +96,7 @@ pub fn apply(ctx: &mut Ctx) -> Result<String, Error> {
             uid: 1000,
             gid: 1000,
             home: format!("/home/{user}"),
+            shell: LOGIN_SHELL.into(),
         })
     });
     let acct = acct.ok_or_else(|| {
@@ -92,13 +105,56 @@ pub fn apply(ctx: &mut Ctx) -> Result<String, Error> {
         ))
     })?;
     ctx.mkdir(&acct.home, 0o700, Some((acct.uid, acct.gid)))?;
+    if !can_log_in(&acct.shell) {
+        set_shell(ctx, &user, LOGIN_SHELL)?;
+        summary.push_str(&format!("; shell {} -> {LOGIN_SHELL}", acct.shell));
+    }
+    ensure_shadow_entry(ctx, &user)?;
     if !ctx.cfg.admin.password_login {
         lock_password(ctx, &user)?;
         summary.push_str("; password locked");
     }
-    ensure_sudo(ctx, &user)?;
-    cancel_userconfig(ctx)?;
+    summary.push_str("; ");
+    summary.push_str(&sudoers::install(ctx, &user)?);
+    summary.push_str("; ");
+    summary.push_str(&userconfig::cancel(ctx)?);
     Ok(summary)
+}
+
+/// Whether `shell` lets the account log in: not empty, not nologin or false (the
+/// shells adduser's --disabled-login and system accounts get).
+pub fn can_log_in(shell: &str) -> bool {
+    let name = shell.rsplit('/').next().unwrap_or("");
+    !shell.trim().is_empty() && name != "nologin" && name != "false"
+}
+
+fn set_shell(ctx: &Ctx, user: &str, shell: &str) -> Result<(), Error> {
+    let passwd = ctx
+        .read("/etc/passwd")?
+        .ok_or_else(|| Error::failed("/etc/passwd disappeared while the user step ran"))?;
+    let edited = map_lines(&passwd, |mut f| {
+        if f[0] == user && f.len() >= 7 {
+            f[6] = shell.to_string();
+        }
+        f
+    });
+    ctx.put_like("/etc/passwd", edited.as_bytes(), 0o644)?;
+    Ok(())
+}
+
+/// An account without a shadow line cannot pass PAM's account check: add a locked
+/// one (as useradd writes it) when /etc/shadow exists and lacks the user.
+fn ensure_shadow_entry(ctx: &Ctx, user: &str) -> Result<(), Error> {
+    let Some(shadow) = ctx.read("/etc/shadow")? else {
+        return Ok(());
+    };
+    if shadow.lines().any(|l| l.split(':').next() == Some(user)) {
+        return Ok(());
+    }
+    let days = crate::time::now() / 86_400;
+    let line = format!("{user}:!:{days}:0:99999:7:::");
+    ctx.put_like("/etc/shadow", append_line(&shadow, &line).as_bytes(), 0o640)?;
+    Ok(())
 }
 
 fn map_lines(text: &str, f: impl Fn(Vec<String>) -> Vec<String>) -> String {
@@ -284,53 +340,5 @@ fn lock_password(ctx: &Ctx, user: &str) -> Result<(), Error> {
         f
     });
     ctx.put_like("/etc/shadow", edited.as_bytes(), 0o640)?;
-    Ok(())
-}
-
-fn ensure_sudo(ctx: &Ctx, user: &str) -> Result<(), Error> {
-    let prefix = format!("{user} ");
-    if let Ok(entries) = std::fs::read_dir(ctx.host("/etc/sudoers.d")) {
-        for e in entries.flatten() {
-            if std::fs::read_to_string(e.path())
-                .is_ok_and(|t| t.lines().any(|l| l.starts_with(&prefix)))
-            {
-                return Ok(());
-            }
-        }
-    }
-    ctx.put(
-        "/etc/sudoers.d/010_piimg-nopasswd",
-        0o440,
-        format!("{user} ALL=(ALL) NOPASSWD: ALL\n").as_bytes(),
-        Some((0, 0)),
-    )?;
-    Ok(())
-}
-
-/// Does what userconf-pi's cancel-rename does once a user is named: no rename
-/// banner, no interactive `userconfig` dialog, a normal getty on tty1.
-fn cancel_userconfig(ctx: &Ctx) -> Result<(), Error> {
-    ctx.rm("/etc/ssh/sshd_config.d/rename_user.conf")?;
-    ctx.rm("/etc/systemd/system/multi-user.target.wants/userconfig.service")?;
-    let userconf_pi = [
-        "/lib/systemd/system/userconfig.service",
-        "/usr/lib/systemd/system/userconfig.service",
-    ]
-    .iter()
-    .any(|p| ctx.host(p).exists());
-    if userconf_pi {
-        for lib in [
-            "/lib/systemd/system/getty@.service",
-            "/usr/lib/systemd/system/getty@.service",
-        ] {
-            if ctx.host(lib).exists() {
-                ctx.link(
-                    lib,
-                    "/etc/systemd/system/getty.target.wants/getty@tty1.service",
-                )?;
-                break;
-            }
-        }
-    }
     Ok(())
 }
