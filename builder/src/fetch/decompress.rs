@@ -135,8 +135,9 @@ impl Drop for Decoder {
 }
 
 /// liblzma's multi-threaded decoder: blocks of a multi-block .xz (as `xz -T0`
-/// writes them) are decoded in parallel, one thread per core.
-fn new_stream(url: &str) -> Result<Stream, FetchError> {
+/// writes them) are decoded in parallel, one thread per core. Shared by `fetch` and
+/// `flash`.
+pub(crate) fn mt_xz_decoder() -> Result<Stream, liblzma::stream::Error> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
     MtStreamBuilder::new()
         .threads(threads)
@@ -146,10 +147,13 @@ fn new_stream(url: &str) -> Result<Stream, FetchError> {
         .memlimit_stop(u64::MAX)
         .timeout_ms(0)
         .decoder()
-        .map_err(|e| FetchError::Xz {
-            url: url.to_string(),
-            reason: format!("cannot start the xz decoder: {e}"),
-        })
+}
+
+fn new_stream(url: &str) -> Result<Stream, FetchError> {
+    mt_xz_decoder().map_err(|e| FetchError::Xz {
+        url: url.to_string(),
+        reason: format!("cannot start the xz decoder: {e}"),
+    })
 }
 
 fn run(

@@ -9,7 +9,7 @@
 //! image stays dense (zero blocks may matter). See [`fetch`] and [`ensure_base`].
 
 mod cache;
-mod decompress;
+pub(crate) mod decompress;
 mod download;
 mod error;
 mod holes;

@@ -31,18 +31,11 @@ pub fn decoder<'a>(
 }
 
 fn xz_stream(streams: u32) -> io::Result<liblzma::stream::Stream> {
-    use liblzma::stream::{CONCATENATED, MtStreamBuilder, Stream};
+    use liblzma::stream::{CONCATENATED, Stream};
     if streams > 1 {
         Stream::new_stream_decoder(u64::MAX, CONCATENATED)
     } else {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-        MtStreamBuilder::new()
-            .threads(threads)
-            // As `piimg fetch`: threads while they need at most 1 GiB, never refuse.
-            .memlimit_threading(1 << 30)
-            .memlimit_stop(u64::MAX)
-            .timeout_ms(0)
-            .decoder()
+        crate::fetch::decompress::mt_xz_decoder()
     }
     .map_err(|e| io::Error::other(format!("cannot start the xz decoder: {e}")))
 }
