@@ -24,7 +24,7 @@ pub trait Probe {
 }
 
 /// Plain HTTP built in; HTTPS through `curl -sk` (k3s serves a self-signed CA; the CA
-/// pinning of issue 7 replaces `-k` with a check of `/cacerts` against the token hash).
+/// pinning replaces `-k` with a check of `/cacerts` against the token hash).
 pub struct DefaultProbe<'a> {
     /// Runs curl.
     pub runner: &'a dyn Runner,

@@ -1,4 +1,4 @@
-//! How this node joins the cluster (the join decision of issue 7).
+//! How this node joins the cluster: the join decision.
 //!
 //! [`JoinPolicy::decide`] returns a [`Join`]; the agent persists it in the state file
 //! and the `k3s-config` step turns it into `cluster-init: true`, `server: <url>`, or

@@ -48,7 +48,7 @@ const fn agent(name: &'static str, ip: &'static str) -> Spec {
     }
 }
 
-/// The reference cluster of issue 3, on loopback.
+/// The reference cluster (3 servers, 5 agents), on loopback.
 const REFERENCE: [Spec; 8] = [
     server("pi5-master-1", "127.0.0.11", true),
     server("pi5-master-2", "127.0.0.12", false),
