@@ -24,11 +24,14 @@ impl AtomicFile {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        remove_stale(dir, &name);
         let tmp = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .suffix(".partial")
             .permissions(std::fs::Permissions::from_mode(mode))
             .tempfile_in(dir)?;
+        // Held while the temp file is open: it tells a later run this file is in use.
+        flock(tmp.as_file(), libc::LOCK_EX | libc::LOCK_NB)?;
         // tempfile applies the umask-free mode only on some platforms: make sure.
         tmp.as_file()
             .set_permissions(std::fs::Permissions::from_mode(mode))?;
@@ -81,6 +84,47 @@ pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     sync_dir(parent_dir(path))
 }
 
+/// Removes temp files of earlier runs for the destination `name` in `dir` (this
+/// module's `.NAME.XXXXXX.partial` pattern) that no process holds: what a killed
+/// run (SIGKILL, power cut) left behind. Best effort: a file that cannot be checked
+/// or removed stays.
+fn remove_stale(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file_name = e.file_name().to_string_lossy().into_owned();
+        let Some(middle) = file_name
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(".partial"))
+        else {
+            continue;
+        };
+        // tempfile's random part: letters and digits only, so `.a.img.x.partial` of
+        // a destination `a.img.x` is never taken for one of `a.img`'s.
+        if middle.is_empty() || !middle.chars().all(|c| c.is_ascii_alphanumeric()) {
+            continue;
+        }
+        let path = e.path();
+        if let Ok(f) = File::open(&path)
+            && flock(&f, libc::LOCK_EX | libc::LOCK_NB).is_ok()
+        {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor we own; no memory is passed.
+    if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// fsyncs a directory so a rename or create in it survives a crash.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -120,6 +164,29 @@ mod tests {
         }
         assert_eq!(std::fs::read(&dest).unwrap(), b"old");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_killed_run_s_temp_file_is_removed_one_in_use_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("node.img");
+        // What a SIGKILLed build leaves: a temp file nobody holds.
+        let stale = dir.path().join(".node.img.Ab12Cd.partial");
+        std::fs::write(&stale, b"half an image").unwrap();
+        // Another destination's temp file, and an unrelated file.
+        let other = dir.path().join(".node.img.bmap.Xy34Zw.partial");
+        std::fs::write(&other, b"x").unwrap();
+        let mine = dir.path().join("notes.partial");
+        std::fs::write(&mine, b"x").unwrap();
+        let live = AtomicFile::create(&dest, 0o600).unwrap();
+        assert!(!stale.exists(), "the stale temp file is still there");
+        assert!(other.exists() && mine.exists());
+        // A second run while the first is writing keeps the first's temp file.
+        let second = AtomicFile::create(&dest, 0o600).unwrap();
+        assert!(live.temp_path().exists());
+        drop(second);
+        live.commit().unwrap();
+        assert!(dest.exists());
     }
 
     #[test]
