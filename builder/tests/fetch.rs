@@ -247,6 +247,33 @@ fn server_ignoring_range_restarts_cleanly() {
 }
 
 #[test]
+fn a_server_ignoring_range_and_dropping_every_connection_is_given_up_on() {
+    let server = Server::start();
+    let list = standard(&server);
+    let dir = tempfile::tempdir().unwrap();
+    // Every request: the whole file from byte 0, cut after 300 kB. Progress within
+    // one attempt never gets past the last one, so it must not renew the budget.
+    for _ in 0..200 {
+        server.fault(TRIXIE_PATH, Fault::IgnoreRangeCloseAfter(300_000));
+    }
+    let o = opts(&list, dir.path());
+    let retries = o.net.retries;
+    let e = fetch::fetch(&o, &quiet()).unwrap_err().to_string();
+    assert!(
+        e.contains("the server ignores Range requests and closed the connection")
+            && e.contains(
+                "try another mirror, or download the file another way and use `piimg fetch --file`"
+            ),
+        "{e}"
+    );
+    let reqs = server.requests(TRIXIE_PATH).len();
+    assert!(
+        reqs <= retries as usize + 2,
+        "{reqs} requests for a retry budget of {retries}"
+    );
+}
+
+#[test]
 fn mismatched_content_range_starts_over() {
     let server = Server::start();
     let list = standard(&server);

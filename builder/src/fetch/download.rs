@@ -94,14 +94,28 @@ pub(crate) fn download(job: &Job) -> Result<Downloaded, FetchError> {
     }
     let mut pass = Pass::new(job.spec)?;
     let mut resumed_from = 0;
+    // The retry budget: `failures` counts attempts that got no further than any
+    // before them, so only real progress (bytes past the furthest point reached)
+    // renews it. A server that ignores Range and drops every connection restarts
+    // at byte 0 each time and never renews it: the budget ends the loop.
     let mut failures: u32 = 0;
-    let fail = |failures: &mut u32, last: String| -> Result<(), FetchError> {
+    let mut furthest: u64 = 0;
+    let mut range_ignored: u32 = 0;
+    let fail = |failures: &mut u32, range_ignored: u32, furthest: u64, last: String| {
         *failures += 1;
         if *failures > job.http.net.retries {
-            return Err(FetchError::RetriesExhausted {
-                url: job.url.to_string(),
-                attempts: *failures,
-                last,
+            return Err(if range_ignored > 0 {
+                FetchError::RangeIgnored {
+                    url: job.url.to_string(),
+                    drops: range_ignored,
+                    furthest,
+                }
+            } else {
+                FetchError::RetriesExhausted {
+                    url: job.url.to_string(),
+                    attempts: *failures,
+                    last,
+                }
             });
         }
         job.out.warn(format!("{}: {last}; retrying", job.url));
@@ -120,6 +134,9 @@ pub(crate) fn download(job: &Job) -> Result<Downloaded, FetchError> {
         }
         let resp = match job.http.get(job.url, on_disk, job.expected_size) {
             Ok(Answer::Full(resp)) => {
+                if on_disk > 0 || pass.fed > 0 {
+                    range_ignored += 1;
+                }
                 if on_disk > 0 {
                     job.out.info(format!(
                         "{}: server ignored the Range request; starting over",
@@ -151,21 +168,24 @@ pub(crate) fn download(job: &Job) -> Result<Downloaded, FetchError> {
                 if pass.fed > 0 {
                     pass.reset(job.spec)?;
                 }
-                fail(&mut failures, why)?;
+                fail(&mut failures, range_ignored, furthest, why)?;
                 continue;
             }
             Err(Failure::Fatal(e)) => return Err(e),
             Err(Failure::Transient(last)) => {
-                fail(&mut failures, last)?;
+                fail(&mut failures, range_ignored, furthest, last)?;
                 continue;
             }
         };
         match stream_body(resp, &mut file, &mut on_disk, &mut pass, job)? {
             BodyEnd::Complete => break,
-            BodyEnd::Dropped(last) => fail(&mut failures, last)?,
+            BodyEnd::Dropped(last) => fail(&mut failures, range_ignored, furthest, last)?,
             BodyEnd::Progress(last) => {
-                failures = 0;
-                fail(&mut failures, last)?;
+                if pass.fed > furthest {
+                    furthest = pass.fed;
+                    failures = 0;
+                }
+                fail(&mut failures, range_ignored, furthest, last)?;
             }
         }
     }

@@ -35,6 +35,19 @@ pub enum FetchError {
         /// The last failure.
         last: String,
     },
+    /// The server answers every resumed request with the whole file and drops the
+    /// connection before the end, so no attempt can get further than the last.
+    #[error(
+        "{url}: the server ignores Range requests and closed the connection {drops} times without getting further than {furthest} bytes; try another mirror, or download the file another way and use `piimg fetch --file`"
+    )]
+    RangeIgnored {
+        /// The URL requested.
+        url: String,
+        /// Connections dropped after the server restarted from byte 0.
+        drops: u32,
+        /// The most bytes any attempt got.
+        furthest: u64,
+    },
     /// The OS list could not be parsed or an entry in it is unusable.
     #[error("OS list {url}: {reason}")]
     OsList {

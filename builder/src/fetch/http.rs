@@ -18,7 +18,7 @@ pub struct NetOptions {
     /// Limit for each read (a stalled transfer fails after this long without data).
     pub read_timeout: Duration,
     /// How many times a transient failure is retried before giving up
-    /// (the count restarts whenever data arrives).
+    /// (the count restarts only when an attempt gets further than any before it).
     pub retries: u32,
     /// Wait before the first retry; doubles each time up to 30 s.
     pub backoff: Duration,

@@ -19,6 +19,9 @@ pub enum Fault {
     IgnoreRange,
     /// Answer a Range request with 206 but a Content-Range starting at 0.
     WrongContentRange,
+    /// Answer 200 with the whole file even if a Range was asked for, and close the
+    /// connection after this many body bytes.
+    IgnoreRangeCloseAfter(usize),
 }
 
 /// One request as the server saw it.
@@ -126,7 +129,7 @@ fn serve(conn: TcpStream, st: &Mutex<State>) -> std::io::Result<()> {
         .and_then(|n| n.parse::<usize>().ok());
     let len = data.len();
     let close_after = match fault {
-        Some(Fault::CloseAfter(n)) => Some(n),
+        Some(Fault::CloseAfter(n) | Fault::IgnoreRangeCloseAfter(n)) => Some(n),
         _ => None,
     };
     match (start, &fault) {
