@@ -354,6 +354,22 @@ hardware = "pi4-2gb"
                 .unwrap()
         }
 
+        /// `piimg --json plan --profile lab.toml`, which must succeed: its JSON and
+        /// its whole output (stderr holds the warnings).
+        pub fn plan_json(&self) -> (serde_json::Value, Output) {
+            let out = self
+                .piimg()
+                .args(["--json", "plan", "--profile", "lab.toml"])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (serde_json::from_slice(&out.stdout).unwrap(), out)
+        }
+
         pub fn build_ok(&self, base: &Path, args: &[&str]) {
             let out = self.build(base, args);
             assert!(
@@ -1023,17 +1039,7 @@ fn a_rebuilt_bootstrap_card_waits_for_a_peer_and_only_the_first_carries_the_ca()
     );
 
     // `piimg plan` tells the same story from the same record.
-    let out = env
-        .piimg()
-        .args(["--json", "plan", "--profile", "lab.toml"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (v, _) = env.plan_json();
     assert_eq!(v["bootstrap_issued"], true);
     let n = v["nodes"]
         .as_array()
@@ -1127,17 +1133,7 @@ fn worker_cards_carry_the_derived_node_password_and_nothing_of_the_ca() {
         !env.path("lab.secrets/k3s-agent-token").exists(),
         "never added to a running cluster"
     );
-    let out = env
-        .piimg()
-        .args(["--json", "plan", "--profile", "lab.toml"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (v, out) = env.plan_json();
     assert_eq!(v["worker_token"], "server");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
