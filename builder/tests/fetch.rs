@@ -541,9 +541,34 @@ fn disk_full_while_decompressing_is_clear_and_leaves_nothing() {
         "{msg}"
     );
     assert!(
-        msg.contains(&fs.0.path().display().to_string()) && msg.contains("MiB free"),
+        msg.contains(&fs.0.path().display().to_string())
+            && msg.contains("MiB download and a 8 MiB image)"),
         "{msg}"
     );
+    assert_nothing_cached(fs.0.path());
+}
+
+#[test]
+fn disk_full_with_a_direct_url_counts_the_download_the_server_announced() {
+    let server = Server::start();
+    let fs = Tmpfs::mount("3m");
+    let mut o = opts("unused", fs.0.path());
+    o.source = Source::Direct {
+        url: server.url(TRIXIE_PATH),
+        sha256: sha(&trixie().xz),
+    };
+    standard(&server);
+    let err = fetch::fetch(&o, &quiet()).unwrap_err();
+    assert!(matches!(err, FetchError::DiskFull { .. }), "{err:?}");
+    let msg = err.to_string();
+    let mib = (trixie().xz.len() as u64).div_ceil(1 << 20);
+    assert!(
+        msg.contains(&format!(
+            "needs more than {mib} MiB free (the {mib} MiB download, plus the decompressed image"
+        )),
+        "{msg}"
+    );
+    assert!(!msg.contains(" 0 MiB"), "{msg}");
     assert_nothing_cached(fs.0.path());
 }
 

@@ -224,7 +224,7 @@ impl Cache {
                     what: "committing",
                     path: dest.clone(),
                     cache: self.dir.clone(),
-                    need_mib: img.size >> 20,
+                    need: format!("about {} MiB free", img.size.div_ceil(1 << 20)),
                 }
             } else {
                 FetchError::io("committing", &dest, e)

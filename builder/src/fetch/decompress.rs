@@ -58,13 +58,70 @@ pub(crate) struct DecoderSpec {
     pub dest: PathBuf,
     /// URL, for messages.
     pub url: String,
-    /// Cache directory and rough space need, for the disk-full message.
+    /// Cache directory and space need, for the disk-full message.
     pub cache: PathBuf,
-    pub need_mib: u64,
+    /// What the fetch needs in the cache, as far as it is known.
+    pub need: SpaceNeed,
     /// Progress bar of decompressed bytes.
     pub bar: ProgressBar,
     /// The image's block map, whose range hashes are checked while decoding.
     pub bmap: Option<Arc<Bmap>>,
+}
+
+/// The space a fetch needs in the cache: the download plus the decompressed image.
+/// The OS list gives both sizes; a direct URL gives the download's size only with
+/// its response (`Content-Length`), recorded here when it arrives.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SpaceNeed {
+    download: Arc<std::sync::atomic::AtomicU64>,
+    extract: Option<u64>,
+}
+
+impl SpaceNeed {
+    /// A need of `download` and `extract` bytes (each `None` when not known yet).
+    pub fn new(download: Option<u64>, extract: Option<u64>) -> Self {
+        Self {
+            download: Arc::new(std::sync::atomic::AtomicU64::new(download.unwrap_or(0))),
+            extract,
+        }
+    }
+
+    /// Records the download's size once the server said it.
+    pub fn set_download(&self, bytes: u64) {
+        self.download
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The need in words, e.g. "about 2969 MiB free (a 431 MiB download and a 2538
+    /// MiB image)".
+    pub fn describe(&self) -> String {
+        let mib = |b: u64| b.div_ceil(1 << 20);
+        let dl = self.download.load(std::sync::atomic::Ordering::Relaxed);
+        match (dl, self.extract) {
+            (0, Some(x)) => format!(
+                "more than {} MiB free (the {} MiB image, plus the download, whose size \
+                 the server did not give)",
+                mib(x),
+                mib(x)
+            ),
+            (d, Some(x)) => format!(
+                "about {} MiB free (a {} MiB download and a {} MiB image)",
+                mib(d + x),
+                mib(d),
+                mib(x)
+            ),
+            (0, None) => "room for the download and the decompressed image (the server \
+                          gave neither size; a Raspberry Pi OS Lite image needs about 3 GiB)"
+                .to_string(),
+            (d, None) => format!(
+                "more than {} MiB free (the {} MiB download, plus the decompressed image, \
+                 whose size only the end of the .xz says; Raspberry Pi OS Lite needs about \
+                 3 GiB)",
+                mib(d),
+                mib(d)
+            ),
+        }
+    }
 }
 
 impl Decoder {
@@ -365,7 +422,7 @@ fn io_err(spec: &DecoderSpec, e: std::io::Error) -> FetchError {
             what: "writing the decompressed image",
             path: spec.dest.clone(),
             cache: spec.cache.clone(),
-            need_mib: spec.need_mib,
+            need: spec.need.describe(),
         }
     } else {
         FetchError::io("writing the decompressed image", &spec.dest, e)

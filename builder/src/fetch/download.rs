@@ -219,6 +219,7 @@ fn stream_body(
         && let Some(n) = resp.content_length()
     {
         job.bar.set_length(start + n);
+        job.spec.need.set_download(start + n);
     }
     loop {
         let mut buf = vec![0u8; CHUNK];
@@ -331,7 +332,7 @@ fn partial_err(job: &Job, what: &'static str, e: std::io::Error) -> FetchError {
             what: "writing the download",
             path: job.partial.to_path_buf(),
             cache: job.spec.cache.clone(),
-            need_mib: job.spec.need_mib,
+            need: job.spec.need.describe(),
         }
     } else {
         FetchError::io(what, job.partial, e)

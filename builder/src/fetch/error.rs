@@ -118,9 +118,9 @@ pub enum FetchError {
     },
     /// The cache's file system filled up.
     #[error(
-        "no space left on device while {what} {path}: the cache in {cache} needs about \
-         {need_mib} MiB free (nothing was cached; partial files removed; free space or set \
-         PIIMG_CACHE to a larger disk)"
+        "no space left on device while {what} {path}: the cache in {cache} needs {need} \
+         (nothing was cached; partial files removed; free space or set PIIMG_CACHE to a \
+         larger disk)"
     )]
     DiskFull {
         /// What was being done.
@@ -129,8 +129,8 @@ pub enum FetchError {
         path: PathBuf,
         /// The cache directory.
         cache: PathBuf,
-        /// Roughly how much space the fetch needs.
-        need_mib: u64,
+        /// How much space the fetch needs, in words, from what is known of the sizes.
+        need: String,
     },
     /// Some other I/O error on a local file.
     #[error("{what} {path}: {source}")]

@@ -242,7 +242,6 @@ fn download_and_cache(
     }
     let dl_bar = multi.add(out.bytes(entry.download_size.unwrap_or(0), "download"));
     let xz_bar = multi.add(out.bytes(entry.extract_size.unwrap_or(0), "decompress"));
-    let need = entry.download_size.unwrap_or(0) + entry.extract_size.unwrap_or(0);
     let bmap = match &entry.bmap_url {
         Some(u) => Some(fetch_bmap(http, u, entry.extract_size)?),
         None => {
@@ -258,7 +257,7 @@ fn download_and_cache(
         dest: cache.image_path(&entry.download_sha256),
         url: entry.url.clone(),
         cache: cache.dir().to_path_buf(),
-        need_mib: need.div_ceil(1 << 20),
+        need: decompress::SpaceNeed::new(entry.download_size, entry.extract_size),
         bar: xz_bar.clone(),
         bmap: bmap.as_ref().map(|(b, _)| Arc::clone(b)),
     };
