@@ -35,6 +35,7 @@ fn opts(list_url: &str, cache: &Path) -> FetchOptions {
             read_timeout: Duration::from_secs(10),
             retries: 3,
             backoff: Duration::from_millis(10),
+            stall_window: Duration::from_secs(60),
         },
         bmap_url: None,
     }
@@ -271,6 +272,23 @@ fn a_server_ignoring_range_and_dropping_every_connection_is_given_up_on() {
         reqs <= retries as usize + 2,
         "{reqs} requests for a retry budget of {retries}"
     );
+}
+
+#[test]
+fn failures_without_progress_end_at_the_stall_window_whatever_the_retry_count() {
+    let server = Server::start();
+    let list = standard(&server);
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..500 {
+        server.fault(TRIXIE_PATH, Fault::Status(503));
+    }
+    let mut o = opts(&list, dir.path());
+    o.net.retries = 400;
+    o.net.stall_window = Duration::from_secs(1);
+    let e = fetch::fetch(&o, &quiet()).unwrap_err().to_string();
+    assert!(e.contains("giving up after") && e.contains("503"), "{e}");
+    let reqs = server.requests(TRIXIE_PATH).len();
+    assert!(reqs < 20, "{reqs} requests within a 1 s stall window");
 }
 
 #[test]

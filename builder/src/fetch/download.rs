@@ -94,34 +94,7 @@ pub(crate) fn download(job: &Job) -> Result<Downloaded, FetchError> {
     }
     let mut pass = Pass::new(job.spec)?;
     let mut resumed_from = 0;
-    // The retry budget: `failures` counts attempts that got no further than any
-    // before them, so only real progress (bytes past the furthest point reached)
-    // renews it. A server that ignores Range and drops every connection restarts
-    // at byte 0 each time and never renews it: the budget ends the loop.
-    let mut failures: u32 = 0;
-    let mut furthest: u64 = 0;
-    let mut range_ignored: u32 = 0;
-    let fail = |failures: &mut u32, range_ignored: u32, furthest: u64, last: String| {
-        *failures += 1;
-        if *failures > job.http.net.retries {
-            return Err(if range_ignored > 0 {
-                FetchError::RangeIgnored {
-                    url: job.url.to_string(),
-                    drops: range_ignored,
-                    furthest,
-                }
-            } else {
-                FetchError::RetriesExhausted {
-                    url: job.url.to_string(),
-                    attempts: *failures,
-                    last,
-                }
-            });
-        }
-        job.out.warn(format!("{}: {last}; retrying", job.url));
-        std::thread::sleep(job.http.net.backoff_for(*failures));
-        Ok(())
-    };
+    let mut budget = RetryBudget::new();
     loop {
         // A complete partial from an earlier run: nothing left to request.
         if on_disk > 0 && pass.fed == 0 && job.expected_size == Some(on_disk) {
@@ -135,7 +108,7 @@ pub(crate) fn download(job: &Job) -> Result<Downloaded, FetchError> {
         let resp = match job.http.get(job.url, on_disk, job.expected_size) {
             Ok(Answer::Full(resp)) => {
                 if on_disk > 0 || pass.fed > 0 {
-                    range_ignored += 1;
+                    budget.range_ignored += 1;
                 }
                 if on_disk > 0 {
                     job.out.info(format!(
@@ -168,24 +141,21 @@ pub(crate) fn download(job: &Job) -> Result<Downloaded, FetchError> {
                 if pass.fed > 0 {
                     pass.reset(job.spec)?;
                 }
-                fail(&mut failures, range_ignored, furthest, why)?;
+                budget.fail(job, why)?;
                 continue;
             }
             Err(Failure::Fatal(e)) => return Err(e),
             Err(Failure::Transient(last)) => {
-                fail(&mut failures, range_ignored, furthest, last)?;
+                budget.fail(job, last)?;
                 continue;
             }
         };
         match stream_body(resp, &mut file, &mut on_disk, &mut pass, job)? {
             BodyEnd::Complete => break,
-            BodyEnd::Dropped(last) => fail(&mut failures, range_ignored, furthest, last)?,
+            BodyEnd::Dropped(last) => budget.fail(job, last)?,
             BodyEnd::Progress(last) => {
-                if pass.fed > furthest {
-                    furthest = pass.fed;
-                    failures = 0;
-                }
-                fail(&mut failures, range_ignored, furthest, last)?;
+                budget.progress(pass.fed);
+                budget.fail(job, last)?;
             }
         }
     }
@@ -196,6 +166,62 @@ pub(crate) fn download(job: &Job) -> Result<Downloaded, FetchError> {
         resumed_from,
         decoder: pass.decoder,
     })
+}
+
+/// The retry budget of one download: `failures` counts attempts that got no further
+/// than any before them, so only real progress (bytes past the furthest point
+/// reached) renews it, and failures may go on for at most the stall window since
+/// that progress. A server that ignores Range and drops every connection restarts
+/// at byte 0 each time and never renews it: the budget ends the loop.
+struct RetryBudget {
+    failures: u32,
+    furthest: u64,
+    range_ignored: u32,
+    window: std::time::Instant,
+}
+
+impl RetryBudget {
+    fn new() -> Self {
+        Self {
+            failures: 0,
+            furthest: 0,
+            range_ignored: 0,
+            window: std::time::Instant::now(),
+        }
+    }
+
+    /// An attempt ended having fed `fed` bytes in all.
+    fn progress(&mut self, fed: u64) {
+        if fed > self.furthest {
+            self.furthest = fed;
+            self.failures = 0;
+            self.window = std::time::Instant::now();
+        }
+    }
+
+    /// Counts a failure: waits before the next attempt, or gives up naming why.
+    fn fail(&mut self, job: &Job, last: String) -> Result<(), FetchError> {
+        self.failures += 1;
+        let net = &job.http.net;
+        if self.failures > net.retries || self.window.elapsed() > net.stall_window {
+            return Err(if self.range_ignored > 0 {
+                FetchError::RangeIgnored {
+                    url: job.url.to_string(),
+                    drops: self.range_ignored,
+                    furthest: self.furthest,
+                }
+            } else {
+                FetchError::RetriesExhausted {
+                    url: job.url.to_string(),
+                    attempts: self.failures,
+                    last,
+                }
+            });
+        }
+        job.out.warn(format!("{}: {last}; retrying", job.url));
+        std::thread::sleep(net.backoff_for(self.failures));
+        Ok(())
+    }
 }
 
 enum BodyEnd {

@@ -22,6 +22,11 @@ pub struct NetOptions {
     pub retries: u32,
     /// Wait before the first retry; doubles each time up to 30 s.
     pub backoff: Duration,
+    /// How long failures may go on without the download getting further than it
+    /// ever got: past it the next failure ends the download, whatever `retries`
+    /// says. Real progress opens a new window (bounded: progress is bounded by the
+    /// file's size).
+    pub stall_window: Duration,
 }
 
 impl Default for NetOptions {
@@ -31,6 +36,7 @@ impl Default for NetOptions {
             read_timeout: Duration::from_secs(60),
             retries: 6,
             backoff: Duration::from_millis(500),
+            stall_window: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -128,6 +134,7 @@ impl Http {
     /// GETs a small document (the OS list) with retries, at most `limit` bytes.
     pub(crate) fn get_small(&self, url: &str, limit: u64) -> Result<Vec<u8>, FetchError> {
         let mut attempt = 0;
+        let started = std::time::Instant::now();
         loop {
             attempt += 1;
             let result = match self.get(url, 0, None) {
@@ -149,7 +156,9 @@ impl Http {
             };
             match result {
                 Failure::Fatal(e) => return Err(e),
-                Failure::Transient(last) if attempt > self.net.retries => {
+                Failure::Transient(last)
+                    if attempt > self.net.retries || started.elapsed() > self.net.stall_window =>
+                {
                     return Err(FetchError::RetriesExhausted {
                         url: url.to_string(),
                         attempts: attempt,
