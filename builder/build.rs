@@ -15,6 +15,8 @@ const AGENT_TARGET: &str = "aarch64-unknown-linux-musl";
 fn main() {
     println!("cargo:rerun-if-changed=../firstboot/src");
     println!("cargo:rerun-if-changed=../firstboot/Cargo.toml");
+    println!("cargo:rerun-if-changed=../contract/src");
+    println!("cargo:rerun-if-changed=../contract/Cargo.toml");
     println!("cargo:rerun-if-changed=../Cargo.lock");
     println!("cargo:rerun-if-env-changed=PIIMG_AGENT_BIN");
 

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::profile::Profile;
 use crate::profile::secrets::ClusterState;
-use piimg_firstboot::contract::Role;
+use piimg_contract::Role;
 
 /// Digests of everything a card was built from, one per kind of input, so a
 /// difference can say which kind changed.

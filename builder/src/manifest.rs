@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use piimg_firstboot::contract::MANIFEST_FILE;
+use piimg_contract::MANIFEST_FILE;
 use serde::{Deserialize, Serialize};
 
 use crate::image::{BootFs, ImageError};

@@ -9,7 +9,7 @@ use crate::profile::hardware;
 use crate::profile::keys::{self, KeyError, KeySources};
 use crate::profile::secrets::{ClusterSecrets, ClusterState};
 use crate::profile::{Findings, Profile, validate};
-use piimg_firstboot::contract::Role;
+use piimg_contract::Role;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};

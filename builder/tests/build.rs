@@ -4,7 +4,7 @@
 
 use piimg::card::{self, Card, Content, FirstBoot, NodeSecrets, Os, RenderOptions, Templates};
 use piimg::plan::{Access, FirstBootAction, Hardware, NodeK3s, NodeNetwork, NodePlan};
-use piimg_firstboot::contract::{self, Role};
+use piimg_contract::Role;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -236,7 +236,9 @@ fn bookworm_keyfile_matches_what_cloud_init_would_render() {
 #[test]
 fn node_json_on_the_card_is_what_the_agent_parses() {
     let c = render(&plan(), FirstBoot::SystemdRun);
-    let cfg = contract::NodeConfig::from_json(&file_text(&c, contract::NODE_CONFIG_FILE)).unwrap();
+    let cfg =
+        piimg_contract::NodeConfig::from_json(&file_text(&c, piimg_contract::NODE_CONFIG_FILE))
+            .unwrap();
     assert_eq!(cfg.node_name, "pi5-master-1");
     assert_eq!(cfg.network.address.to_string(), "192.168.86.31");
 }
@@ -481,12 +483,10 @@ fn bookworm_image_is_clean_and_only_the_boot_partition_changed() {
     let config = mtype(&img, "config.txt");
     assert!(config.contains("[pi5]\n"), "{config}");
     assert_eq!(config.matches("kernel=kernel8.img").count(), 1, "{config}");
-    let node =
-        piimg_firstboot::contract::NodeConfig::from_json(&mtype(&img, "piimg/node.json")).unwrap();
+    let node = piimg_contract::NodeConfig::from_json(&mtype(&img, "piimg/node.json")).unwrap();
     assert_eq!(node.node_name, "pi5-master-1");
     let secrets =
-        piimg_firstboot::contract::CardSecrets::from_json(&mtype(&img, "piimg/secrets.json"))
-            .unwrap();
+        piimg_contract::CardSecrets::from_json(&mtype(&img, "piimg/secrets.json")).unwrap();
     assert!(!secrets.token.is_empty());
     // The manifest is the one `piimg inspect` reads.
     let manifest =
@@ -843,16 +843,16 @@ fn ha_env() -> Env {
 }
 
 /// The card's node.json and secrets.json, read back from the image with mtools.
-fn card_of(env: &Env, node: &str) -> (contract::NodeConfig, contract::CardSecrets) {
+fn card_of(env: &Env, node: &str) -> (piimg_contract::NodeConfig, piimg_contract::CardSecrets) {
     let img = env.path(&format!("out/{node}.img"));
-    let cfg: contract::NodeConfig =
-        serde_json::from_str(&mtype(&img, contract::NODE_CONFIG_FILE)).unwrap();
-    let sec: contract::CardSecrets =
-        serde_json::from_str(&mtype(&img, contract::SECRETS_FILE)).unwrap();
+    let cfg: piimg_contract::NodeConfig =
+        serde_json::from_str(&mtype(&img, piimg_contract::NODE_CONFIG_FILE)).unwrap();
+    let sec: piimg_contract::CardSecrets =
+        serde_json::from_str(&mtype(&img, piimg_contract::SECRETS_FILE)).unwrap();
     (cfg, sec)
 }
 
-fn tls_files(sec: &contract::CardSecrets) -> Vec<&str> {
+fn tls_files(sec: &piimg_contract::CardSecrets) -> Vec<&str> {
     sec.files
         .iter()
         .map(|f| f.path.as_str())
@@ -1024,7 +1024,7 @@ fn a_rebuilt_bootstrap_card_waits_for_a_peer_and_only_the_first_carries_the_ca()
     assert_eq!(sec2.token, first.token);
     assert!(tls_files(&sec2).is_empty());
     assert!(cfg2.ha.node_cleaner.is_some());
-    let manifests = |c: &contract::NodeConfig| -> Vec<(String, String)> {
+    let manifests = |c: &piimg_contract::NodeConfig| -> Vec<(String, String)> {
         c.files
             .iter()
             .filter(|f| f.path.starts_with("/var/lib/rancher/k3s/server/manifests/"))
@@ -1199,7 +1199,7 @@ fn the_phase2_unit_retries_on_failure_and_systemd_accepts_it() {
         .node_config
         .files
         .iter()
-        .find(|f| f.path == format!("/etc/systemd/system/{}", contract::AGENT_UNIT))
+        .find(|f| f.path == format!("/etc/systemd/system/{}", piimg_contract::AGENT_UNIT))
         .unwrap()
         .content
         .clone();
@@ -1220,7 +1220,7 @@ fn the_phase2_unit_retries_on_failure_and_systemd_accepts_it() {
         .find_map(|l| l.strip_prefix("ExecStart="))
         .unwrap()
         .to_string();
-    let path = dir.path().join(contract::AGENT_UNIT);
+    let path = dir.path().join(piimg_contract::AGENT_UNIT);
     std::fs::write(&path, unit.replace(&exec, "/bin/true")).unwrap();
     let out = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])

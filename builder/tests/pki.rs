@@ -6,7 +6,7 @@ use piimg::pki::manifests::Addons;
 use piimg::pki::token::secure_agent_token;
 use piimg::pki::{HaOptions, PkiError, ca_hash, files_for_node, node_password, secure_token};
 use piimg::plan::*;
-use piimg_firstboot::contract::{NODE_CLEANER_CERT, Role};
+use piimg_contract::{NODE_CLEANER_CERT, Role};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs;
@@ -464,9 +464,8 @@ fn each_card_gets_what_its_role_needs() {
         &opts,
     )
     .unwrap();
-    let paths = |v: &[piimg_firstboot::contract::RootFile]| {
-        v.iter().map(|f| f.path.clone()).collect::<Vec<_>>()
-    };
+    let paths =
+        |v: &[piimg_contract::RootFile]| v.iter().map(|f| f.path.clone()).collect::<Vec<_>>();
     let sp = paths(&boot.secret_files);
     for f in [
         "server-ca.crt",

@@ -3,7 +3,7 @@
 use piimg::plan::{self, FirstBootAction};
 use piimg::profile::secrets::{ClusterSecrets, SecretsError, SecretsOptions};
 use piimg::profile::{self, Profile};
-use piimg_firstboot::contract::Role;
+use piimg_contract::Role;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

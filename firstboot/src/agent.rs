@@ -1,10 +1,6 @@
 //! The run loop: load the card, lock, resume the state machine at the first unfinished
 //! step of the current phase, persist state and write the card status after every step.
 
-use crate::contract::{
-    AgentStatus, CONTRACT_VERSION, NODE_CONFIG_FILE, NodeConfig, STATE_FILE, STATUS_FILE,
-    StepRecord, StepResult,
-};
 use crate::ctx::{Ctx, Options, Phase};
 use crate::error::{Error, io};
 use crate::fsx;
@@ -14,6 +10,10 @@ use crate::runner::Runner;
 use crate::state::{STATE_VERSION, State};
 use crate::steps::{self, STEPS};
 use crate::time::{now, rfc3339};
+use piimg_contract::{
+    AgentStatus, CONTRACT_VERSION, NODE_CONFIG_FILE, NodeConfig, STATE_FILE, STATUS_FILE,
+    StepRecord, StepResult,
+};
 
 /// How a run ended (when it did not fail).
 #[derive(Debug, Clone, PartialEq, Eq)]

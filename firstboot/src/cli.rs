@@ -98,7 +98,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             .map_err(|e| format!("--root: {e}"))?
             .join(root);
     }
-    o.boot = boot.unwrap_or_else(|| root.join(crate::contract::BOOT_MOUNT.trim_start_matches('/')));
+    o.boot = boot.unwrap_or_else(|| root.join(piimg_contract::BOOT_MOUNT.trim_start_matches('/')));
     o.root = root;
     Ok(if status {
         Command::Status(o)

@@ -1,13 +1,13 @@
 //! What every step gets: options, the card's config, the runner, and file helpers that
 //! resolve node paths under `--root` and print instead of acting under `--dry-run`.
 
-use crate::contract::NodeConfig;
 use crate::error::{Error, io};
 use crate::fsx;
 use crate::http::Probe;
 use crate::join::JoinPolicy;
 use crate::runner::{Cmd, Output, Runner};
 use crate::state::State;
+use piimg_contract::NodeConfig;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -53,7 +53,7 @@ pub struct Options {
 impl Options {
     /// Defaults for a real node: `/`, `/boot/firmware`, generous bounds.
     pub fn for_root(root: PathBuf) -> Self {
-        let boot = root.join(crate::contract::BOOT_MOUNT.trim_start_matches('/'));
+        let boot = root.join(piimg_contract::BOOT_MOUNT.trim_start_matches('/'));
         Options {
             root,
             boot,
@@ -113,7 +113,7 @@ impl Ctx<'_> {
     /// card's status, so a pulled card says what the node was waiting for and why.
     pub fn progress(&self, step: &str, msg: &str) {
         crate::log::info(&format!("step {step}: {msg}"));
-        crate::agent::write_status(self, step, crate::contract::StepResult::Running, msg);
+        crate::agent::write_status(self, step, piimg_contract::StepResult::Running, msg);
     }
 
     /// Prints an action under `--dry-run`.

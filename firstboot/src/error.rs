@@ -1,6 +1,6 @@
 //! The agent's error type: every message names the file, address or step involved.
 
-use crate::contract::ContractError;
+use piimg_contract::ContractError;
 use std::fmt::Display;
 
 /// Why a step (or the agent) failed.

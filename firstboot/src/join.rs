@@ -22,10 +22,10 @@
 //! - a server that serves another CA is never joined, and the status says so.
 
 use crate::api_retry::{self, Transient};
-use crate::contract::{NODE_CONFIG_FILE, NodeConfig, PINNED_CA_FILE, Role};
 use crate::ctx::{Ctx, human};
 use crate::error::Error;
 use crate::peer::{self, Auth, Health, Peer, Pin};
+use piimg_contract::{NODE_CONFIG_FILE, NodeConfig, PINNED_CA_FILE, Role};
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};

@@ -1,10 +1,9 @@
-//! piimg's first-boot agent as a library: the card contract shared with the builder,
-//! and the steps the agent runs on the Pi (see `agent::run`).
+//! piimg's first-boot agent as a library: the steps the agent runs on the Pi (see
+//! `agent::run`); the card contract it reads is the `piimg-contract` crate.
 
 pub mod agent;
 pub mod api_retry;
 pub mod cli;
-pub mod contract;
 pub mod ctx;
 pub mod error;
 pub mod fsx;

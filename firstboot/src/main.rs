@@ -1,8 +1,8 @@
 //! `piimg-firstboot`: the on-card agent. Thin: parse, run, report.
 
+use piimg_contract::STATUS_FILE;
 use piimg_firstboot::agent::{self, Outcome};
 use piimg_firstboot::cli::{self, Command};
-use piimg_firstboot::contract::STATUS_FILE;
 use piimg_firstboot::http::DefaultProbe;
 use piimg_firstboot::join::HaJoin;
 use piimg_firstboot::log;

@@ -1,8 +1,8 @@
-//! The persisted state machine ([`STATE_FILE`](crate::contract::STATE_FILE)): which
+//! The persisted state machine ([`STATE_FILE`](piimg_contract::STATE_FILE)): which
 //! steps are done, what was decided, and each step's latest outcome.
 
-use crate::contract::StepRecord;
 use crate::join::Join;
+use piimg_contract::StepRecord;
 use serde::{Deserialize, Serialize};
 
 /// Version of the state file layout.

@@ -3,7 +3,7 @@
 
 mod support;
 
-use piimg_firstboot::contract::Role;
+use piimg_contract::Role;
 use std::path::PathBuf;
 use std::process::Command;
 use support::*;

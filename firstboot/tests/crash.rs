@@ -3,8 +3,8 @@
 
 mod support;
 
+use piimg_contract::Role;
 use piimg_firstboot::agent::{CRASH_ENV, CRASH_EXIT};
-use piimg_firstboot::contract::Role;
 use piimg_firstboot::steps::STEPS;
 use support::*;
 

@@ -10,7 +10,7 @@ mod support;
 use piimg::pki::manifests::Addons;
 use piimg::pki::{ClusterCa, HaOptions, files_for_node, node_password};
 use piimg::plan::*;
-use piimg_firstboot::contract::*;
+use piimg_contract::*;
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

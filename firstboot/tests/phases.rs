@@ -3,7 +3,7 @@
 
 mod support;
 
-use piimg_firstboot::contract::*;
+use piimg_contract::*;
 use std::fs;
 use support::*;
 

@@ -7,7 +7,7 @@
 
 mod support;
 
-use piimg_firstboot::contract::*;
+use piimg_contract::*;
 use piimg_firstboot::steps::sudoers;
 use std::fs;
 use std::path::Path;

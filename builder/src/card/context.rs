@@ -2,7 +2,7 @@
 //! (values derived from it that templates should not have to compute).
 
 use crate::plan::NodePlan;
-use piimg_firstboot::contract::{AGENT_FILE, AGENT_INSTALL_PATH, AGENT_UNIT, BOOT_MOUNT, Role};
+use piimg_contract::{AGENT_FILE, AGENT_INSTALL_PATH, AGENT_UNIT, BOOT_MOUNT, Role};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;

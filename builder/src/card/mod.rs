@@ -14,9 +14,9 @@ pub use templates::Templates;
 
 use crate::plan::NodePlan;
 use context::{CardValues, TemplateData};
-use piimg_firstboot::contract::{
-    self, AGENT_FILE, AGENT_UNIT, AIRGAP_DIR, Admin, Airgap, BootHook, CONTRACT_VERSION,
-    CardSecrets, Ha, K3s, Network, NodeConfig, RootFile, ServerRef,
+use piimg_contract::{
+    AGENT_FILE, AGENT_UNIT, AIRGAP_DIR, Admin, Airgap, BootHook, CONTRACT_VERSION, CardSecrets, Ha,
+    K3s, Network, NodeConfig, RootFile, ServerRef,
 };
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -340,11 +340,11 @@ pub fn render(
         files: secrets.files.clone(),
     };
     files.insert(
-        contract::NODE_CONFIG_FILE.into(),
+        piimg_contract::NODE_CONFIG_FILE.into(),
         bytes(node_config.to_json() + "\n"),
     );
     files.insert(
-        contract::SECRETS_FILE.into(),
+        piimg_contract::SECRETS_FILE.into(),
         bytes(card_secrets.to_json() + "\n"),
     );
     files.insert(AGENT_FILE.into(), Content::Bytes(agent.to_vec()));

@@ -1,6 +1,6 @@
 use super::*;
 use crate::plan::{Access, FirstBootAction, Hardware, NodeK3s, NodeNetwork};
-use piimg_firstboot::contract::Role;
+use piimg_contract::Role;
 
 pub(crate) fn plan() -> NodePlan {
     NodePlan {
@@ -214,9 +214,9 @@ fn instance_id_is_reproducible_and_changes_with_the_build_time() {
 #[test]
 fn contract_files_parse_back_with_the_agents_parser() {
     let c = card(FirstBoot::SystemdRun, 1);
-    let cfg = NodeConfig::from_json(&text(&c, contract::NODE_CONFIG_FILE)).unwrap();
+    let cfg = NodeConfig::from_json(&text(&c, piimg_contract::NODE_CONFIG_FILE)).unwrap();
     assert_eq!(cfg, c.node_config);
-    let s = CardSecrets::from_json(&text(&c, contract::SECRETS_FILE)).unwrap();
+    let s = CardSecrets::from_json(&text(&c, piimg_contract::SECRETS_FILE)).unwrap();
     assert_eq!(s.token, "K10abc::server:s3cret");
     assert_eq!(c.files[AGENT_FILE], Content::Bytes(b"agent".to_vec()));
     // The agent accepts the rendered k3s config (no keys it owns).

@@ -341,10 +341,7 @@ fn build_all(
                         bar
                     };
                     let mut extra = BTreeMap::new();
-                    extra.insert(
-                        piimg_firstboot::contract::MANIFEST_FILE.to_string(),
-                        manifest,
-                    );
+                    extra.insert(piimg_contract::MANIFEST_FILE.to_string(), manifest);
                     let r = write::write_image(
                         base,
                         &card,

@@ -12,7 +12,7 @@ use piimg::image::{
 };
 use piimg::manifest::Manifest;
 use piimg::progress::{OutputMode, Reporter};
-use piimg_firstboot::contract::{AgentStatus, STATUS_FILE};
+use piimg_contract::{AgentStatus, STATUS_FILE};
 use serde::Serialize;
 
 /// Arguments of `piimg inspect`.

@@ -10,7 +10,7 @@ use piimg::plan::{self, FirstBootAction, NodePlan};
 use piimg::profile::keys::{self, KeySources};
 use piimg::profile::{self, secrets};
 use piimg::progress::{OutputMode, Reporter};
-use piimg_firstboot::contract::Role;
+use piimg_contract::Role;
 use serde::Serialize;
 use std::net::Ipv4Addr;
 

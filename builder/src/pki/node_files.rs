@@ -11,9 +11,7 @@ use super::ca::ClusterCa;
 use super::manifests::{Addons, MANIFESTS_DIR, ManifestInputs, server_manifests};
 use super::{PkiError, node_password, token};
 use crate::plan::NodePlan;
-use piimg_firstboot::contract::{
-    Ha, NODE_CLEANER_CERT, NODE_CLEANER_KEY, NodeCleaner, Role, RootFile,
-};
+use piimg_contract::{Ha, NODE_CLEANER_CERT, NODE_CLEANER_KEY, NodeCleaner, Role, RootFile};
 
 /// Where k3s looks for (custom) CA files before its first start.
 pub const K3S_TLS_DIR: &str = "/var/lib/rancher/k3s/server/tls";

@@ -5,7 +5,7 @@
 //! here; cross-field rules live in [`super::validate`].
 
 use super::net::Ipv4Cidr;
-use piimg_firstboot::contract::Role;
+use piimg_contract::Role;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};

@@ -7,7 +7,7 @@ use super::hardware::{self, AGENT_WARN_RAM_MB, SERVER_MIN_RAM_MB};
 use super::keys::{self, KeyError};
 use super::model::{Node, Profile, Storage};
 use super::suggest;
-use piimg_firstboot::contract::Role;
+use piimg_contract::Role;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt;

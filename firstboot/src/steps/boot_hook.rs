@@ -1,10 +1,10 @@
 //! Steps `unhook` (remove exactly the first-boot arguments from cmdline.txt) and
 //! `handoff` (end of phase 1: reboot on Bookworm, start the phase-2 unit on Trixie).
 
-use crate::contract::{AGENT_UNIT, BootHook};
 use crate::ctx::Ctx;
 use crate::error::Error;
 use crate::runner::Cmd;
+use piimg_contract::{AGENT_UNIT, BootHook};
 
 /// cmdline.txt on the boot partition.
 pub const CMDLINE: &str = "cmdline.txt";

@@ -1,8 +1,8 @@
 //! Step `files`: lay down the files the builder rendered into `NodeConfig.files`.
 
-use crate::contract::NODE_CONFIG_FILE;
 use crate::ctx::Ctx;
 use crate::error::Error;
+use piimg_contract::NODE_CONFIG_FILE;
 
 /// Refuses relative paths and `..` components (a card must not write outside `/`).
 pub fn check_path(path: &str, what: &str) -> Result<(), Error> {

@@ -1,11 +1,11 @@
 //! Steps `k3s-config`, `k3s-install`, `k3s-start` and `k3s-ready`.
 
 use super::secrets;
-use crate::contract::{NODE_CONFIG_FILE, Role};
 use crate::ctx::{Ctx, human, wait_for};
 use crate::error::{Error, io};
 use crate::join::Join;
 use crate::runner::Cmd;
+use piimg_contract::{NODE_CONFIG_FILE, Role};
 
 /// k3s's configuration file (0600: it carries the token).
 pub const K3S_CONFIG: &str = "/etc/rancher/k3s/config.yaml";

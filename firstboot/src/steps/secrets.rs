@@ -1,10 +1,10 @@
 //! Moving the card's secrets into the root filesystem (phase 1, first) and scrubbing
 //! them once the node is Ready.
 
-use crate::contract::{CardSecrets, SECRETS_FILE};
 use crate::ctx::Ctx;
 use crate::error::{Error, io};
 use crate::fsx;
+use piimg_contract::{CardSecrets, SECRETS_FILE};
 
 /// Where the secrets live on the node until the node is Ready (0600, dir 0700).
 pub const ROOT_SECRETS: &str = "/var/lib/piimg/secrets.json";

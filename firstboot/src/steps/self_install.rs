@@ -1,9 +1,9 @@
 //! Steps `install-agent` (copy the agent to the root fs and enable its phase-2 unit)
 //! and `disable` (the end: the unit no longer starts).
 
-use crate::contract::{AGENT_INSTALL_PATH, AGENT_UNIT};
 use crate::ctx::Ctx;
 use crate::error::{Error, io};
+use piimg_contract::{AGENT_INSTALL_PATH, AGENT_UNIT};
 
 /// Where the builder's rendered unit is laid down (from `NodeConfig.files`).
 pub fn unit_path() -> String {

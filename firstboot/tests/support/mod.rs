@@ -3,7 +3,7 @@
 //! record how they were called); no test here runs real k3s.
 #![allow(dead_code)]
 
-use piimg_firstboot::contract::*;
+use piimg_contract::*;
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -1,6 +1,6 @@
 //! The card contract: what `piimg build` writes onto a boot partition for the agent.
 //!
-//! This module is the ONE definition both crates use. The builder serialises
+//! This crate is the ONE definition the builder and the agent use. The builder serialises
 //! [`NodeConfig`] and [`CardSecrets`] to JSON on the boot partition; the agent
 //! deserialises them. Every struct rejects unknown fields and carries
 //! [`CONTRACT_VERSION`], so a builder and an agent that disagree fail loudly
