@@ -764,3 +764,74 @@ fn both_refuse_clearly_without_the_secrets() {
     );
     assert!(!fresh.path().join("new.secrets").exists());
 }
+
+#[test]
+fn watch_redraws_during_a_bring_up_until_it_matches() {
+    let mut lab = Lab::new(false);
+    lab.serve(&all_hosts(false));
+    let healthy = lab.healthy_world();
+    // The worker's card is still booting.
+    let mut booting = healthy.clone();
+    booting.nodes.truncate(3);
+    lab.set_world(booting);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_piimg"));
+    cmd.env("PIIMG_API_PORT", lab.port().to_string())
+        .args([
+            "--json",
+            "status",
+            "--watch",
+            "--interval",
+            "1",
+            "--timeout",
+            "2",
+        ])
+        .arg("--profile")
+        .arg(&lab.profile)
+        .stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    // Never let a watch that does not end hang the test run.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pid = child.id() as libc::pid_t;
+    let watchdog = done.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(60));
+        if !watchdog.load(Ordering::SeqCst) {
+            // SAFETY: kill(2) on our own child's pid, which has not been waited for.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    });
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let first: Value =
+        serde_json::from_str(&lines.next().expect("a round").expect("read")).expect("JSON line");
+    assert_eq!(first["matches"], json!(false));
+    assert_eq!(problems(&first), ["w1: has not joined the cluster"]);
+    // The worker joins: the next rounds see it and the watch ends with 0.
+    lab.set_world(healthy);
+    let mut last = first;
+    for line in lines {
+        last = serde_json::from_str(&line.expect("read")).expect("JSON line");
+    }
+    let status = child.wait().expect("wait");
+    done.store(true, Ordering::SeqCst);
+    assert!(status.success(), "{status}: {last}");
+    assert_eq!(last["matches"], json!(true));
+}
+
+#[test]
+fn the_kubeconfig_can_go_to_standard_output() {
+    let mut lab = Lab::new(false);
+    lab.serve(&all_hosts(false));
+    let out = lab.piimg(&["kubeconfig", "--out", "-"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kc: Value = serde_yaml_ng::from_slice(&out.stdout).expect("stdout is the kubeconfig");
+    assert_eq!(kc["kind"], json!("Config"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("valid until"));
+    assert!(!lab.root.join("lab.secrets/kubeconfig").exists());
+    let out = lab.piimg(&["--json", "kubeconfig", "--out", "-"]);
+    assert!(!out.status.success());
+}
