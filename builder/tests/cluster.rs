@@ -221,6 +221,27 @@ fn a_cluster_as_planned_matches_with_exit_0() {
         text.contains("VIP 127.0.") && text.contains("held by s1"),
         "{text}"
     );
+    // The VIP held by a worker, or by nobody (no lease object): both named.
+    for (holder, expected) in [
+        (
+            Some("w1"),
+            "held by w1, which the profile does not plan as a server",
+        ),
+        (None, "no node holds kube-vip's lease"),
+    ] {
+        let mut w = lab.healthy_world();
+        w.lease_holder = holder.map(str::to_string);
+        lab.set_world(w);
+        let (code, doc, _) = lab.status_json(&[]);
+        let found = problems(&doc);
+        assert_eq!(code, 1, "{found:?}");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with(&format!("VIP {}: ", lab.ip(VIP))) && found[0].contains(expected),
+            "{found:?}"
+        );
+    }
+    lab.set_world(lab.healthy_world());
     // --quiet: nothing but the exit code.
     let out = lab.piimg(&["--quiet", "status", "--timeout", "2"]);
     assert!(out.status.success() && out.stdout.is_empty());

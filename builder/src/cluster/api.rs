@@ -34,8 +34,23 @@ pub struct ApiClient {
 
 /// Why one request failed, in one line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ApiError(pub String);
+#[error("{message}")]
+pub struct ApiError {
+    /// What went wrong.
+    pub message: String,
+    /// The HTTP status, when the server answered with an error.
+    pub status: Option<u16>,
+}
+
+impl ApiError {
+    /// A failure without an HTTP status.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            status: None,
+        }
+    }
+}
 
 impl ApiClient {
     /// A client trusting `ca`'s server CA bundle, presenting `identity` to the API,
@@ -90,9 +105,8 @@ impl ApiClient {
     /// k3s's etcd member list from `ep`'s `/db/info` (server credentials).
     pub fn db_info(&self, ep: &Endpoint) -> Result<k8s::Members, ApiError> {
         let Some(secret) = &self.token_secret else {
-            return Err(ApiError(
-                "the secrets directory has no k3s-token, and /db/info needs the server token"
-                    .into(),
+            return Err(ApiError::new(
+                "the secrets directory has no k3s-token, and /db/info needs the server token",
             ));
         };
         let path = &crate::upstream::facts().k3s.db_info_path;
@@ -120,25 +134,29 @@ impl ApiClient {
                 403 => " (authenticated, but not allowed)",
                 _ => "",
             };
-            return Err(ApiError(format!("{path}: HTTP {status}{hint}: {detail}")));
+            return Err(ApiError {
+                message: format!("{path}: HTTP {status}{hint}: {detail}"),
+                status: Some(status.as_u16()),
+            });
         }
-        serde_json::from_str(&body)
-            .map_err(|e| ApiError(format!("{path}: the answer is not the JSON expected ({e})")))
+        serde_json::from_str(&body).map_err(|e| {
+            ApiError::new(format!("{path}: the answer is not the JSON expected ({e})"))
+        })
     }
 
     fn reason(&self, e: &reqwest::Error) -> ApiError {
         if e.is_timeout() {
-            return ApiError(format!("no answer within {} s", self.timeout.as_secs_f64()));
+            return ApiError::new(format!("no answer within {} s", self.timeout.as_secs_f64()));
         }
         let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
         while let Some(s) = src {
             if let Some(io) = s.downcast_ref::<std::io::Error>() {
                 match io.kind() {
                     std::io::ErrorKind::ConnectionRefused => {
-                        return ApiError("connection refused (k3s not running there?)".into());
+                        return ApiError::new("connection refused (k3s not running there?)");
                     }
                     std::io::ErrorKind::TimedOut => {
-                        return ApiError(format!(
+                        return ApiError::new(format!(
                             "no answer within {} s",
                             self.timeout.as_secs_f64()
                         ));
@@ -148,7 +166,7 @@ impl ApiClient {
             }
             src = s.source();
         }
-        ApiError(chain(e))
+        ApiError::new(chain(e))
     }
 }
 

@@ -8,8 +8,12 @@ use super::endpoints::Endpoint;
 use super::k8s;
 
 /// kube-vip's leader-election lease in `kube-system`: piimg's manifest sets
-/// `vip_leasename` to it (overlays/manifests/kube-vip.yaml), and kube-vip's holder
-/// identity is the node name it runs on.
+/// `vip_leasename` to it (overlays/manifests/kube-vip.yaml). Its holder is kube-vip's
+/// node name (`vip_nodename`, kube-vip pkg/kubevip/config_environment.go); piimg's
+/// manifest does not set it, and which default kube-vip then uses (its host name,
+/// which on a piimg card is the node name) was not verified against kube-vip's
+/// source, so status shows the holder as reported and judges it only when it names
+/// a node that is not a planned server.
 pub const VIP_LEASE: &str = "plndr-cp-lock";
 
 /// One endpoint's answer to `/version`.
@@ -60,7 +64,7 @@ pub fn probe(client: &ApiClient, endpoints: &[Endpoint]) -> Vec<Probe> {
             .map(|(h, ep)| {
                 h.join().unwrap_or_else(|_| Probe {
                     endpoint: ep.clone(),
-                    result: Err(ApiError("the probe thread failed".into())),
+                    result: Err(ApiError::new("the probe thread failed")),
                 })
             })
             .collect()
@@ -80,7 +84,7 @@ pub fn gather(client: &ApiClient, vip: Option<&Endpoint>, servers: &[Endpoint]) 
         .filter(|p| p.result.is_ok())
         .map(|p| &p.endpoint)
         .collect();
-    let none = || ApiError("no server answered".into());
+    let none = || ApiError::new("no server answered");
     let (api_via, nodes) = match answering.first() {
         Some(ep) => (
             Some((*ep).clone()),
@@ -96,7 +100,12 @@ pub fn gather(client: &ApiClient, vip: Option<&Endpoint>, servers: &[Endpoint]) 
                 ep,
                 &format!("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{VIP_LEASE}"),
             )
-            .map(|l| l.spec.holder_identity.filter(|h| !h.is_empty())),
+            .map(|l| l.spec.holder_identity.filter(|h| !h.is_empty()))
+            .or_else(|e| match e.status {
+                // No lease object: kube-vip never took the lead.
+                Some(404) => Ok(None),
+                _ => Err(e),
+            }),
         None => Err(none()),
     });
     // /db/info is each server's own supervisor: ask the answering servers in turn.
@@ -109,7 +118,7 @@ pub fn gather(client: &ApiClient, vip: Option<&Endpoint>, servers: &[Endpoint]) 
                 members = Ok(m.members);
                 break;
             }
-            Err(e) => members = Err(ApiError(format!("{}: {e}", p.endpoint.name))),
+            Err(e) => members = Err(ApiError::new(format!("{}: {e}", p.endpoint.name))),
         }
     }
     Live {

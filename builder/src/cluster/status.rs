@@ -214,10 +214,18 @@ pub fn compare(cluster: &str, plans: &[NodePlan], live: &Live, vip: Option<Ipv4A
             None if live.vip_holder.as_ref().is_some_and(Result::is_ok) => problems.push(format!(
                 "VIP {ip}: no node holds kube-vip's lease (kube-vip not running?)"
             )),
-            Some(h) if !plans.iter().any(|p| p.name == *h && p.role == Role::Server) => problems
-                .push(format!(
+            // The holder is kube-vip's identity, which is not necessarily a node
+            // name: only a node known not to be a planned server is wrong for sure.
+            Some(h)
+                if live_nodes
+                    .as_ref()
+                    .is_some_and(|l| l.contains_key(h.as_str()))
+                    && !plans.iter().any(|p| p.name == *h && p.role == Role::Server) =>
+            {
+                problems.push(format!(
                     "VIP {ip}: held by {h}, which the profile does not plan as a server"
-                )),
+                ))
+            }
             _ => {}
         }
         VipRow {
