@@ -120,7 +120,21 @@ pub fn run(args: KubeconfigArgs, out: Reporter) -> anyhow::Result<()> {
                 "--server".to_string(),
             )
         }
-        (None, Some(vip)) => (vip.url(), "vip".to_string()),
+        (None, Some(vip)) => {
+            // The VIP is the stable address even while it is down; say so, though.
+            let client = ApiClient::new(&access.ca, &cert.identity, None, args.access.timeout())?;
+            if let Some(Err(e)) = live::probe(&client, std::slice::from_ref(&vip))
+                .into_iter()
+                .next()
+                .map(|pr| pr.result)
+            {
+                out.warn(format!(
+                    "the VIP {} does not answer yet ({e}); the kubeconfig points at it anyway (kube-vip runs once the servers are up)",
+                    vip.url()
+                ));
+            }
+            (vip.url(), "vip".to_string())
+        }
         (None, None) => {
             let client = ApiClient::new(&access.ca, &cert.identity, None, args.access.timeout())?;
             let probes = live::probe(&client, &endpoints::servers(&p, port));
