@@ -298,6 +298,19 @@ fn every_difference_from_the_plan_is_reported_with_exit_1() {
             "etcd member s2-1a2b3c01 (8e9e05c52164694e): stale: node s2 now runs member s2-feedbeef",
         ),
         (
+            "two members for one server whose Node names neither",
+            Box::new(|w: &mut World| {
+                let ip = w.nodes[0]["status"]["addresses"][0]["address"].clone();
+                w.nodes[0]["metadata"]["annotations"]
+                    .as_object_mut()
+                    .expect("annotations")
+                    .remove("etcd.k3s.cattle.io/node-name");
+                w.members
+                    .push(member(0x78, "s1-deadbeef", ip.as_str().expect("ip")));
+            }),
+            "s1: 2 etcd members (s1-1a2b3c00, s1-deadbeef); all but the one it runs are stale",
+        ),
+        (
             "an unexpected node",
             Box::new(|w: &mut World| {
                 w.nodes.push(node(
@@ -611,6 +624,34 @@ fn the_kubeconfig_chains_to_the_cluster_ca_for_the_days_asked_and_works() {
     assert_eq!(doc["valid_days"], json!(1));
     assert_eq!(doc["server_from"], json!("s2"));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("PRIVATE KEY"));
+    // --server is written as given; TLS only.
+    let out = lab.piimg(&[
+        "kubeconfig",
+        "--out",
+        file.to_str().expect("utf-8"),
+        "--server",
+        "https://k3s.lab.example:6443/",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        read_kubeconfig(&file)["clusters"][0]["cluster"]["server"],
+        json!("https://k3s.lab.example:6443")
+    );
+    let out = lab.piimg(&[
+        "kubeconfig",
+        "--out",
+        file.to_str().expect("utf-8"),
+        "--server",
+        "http://k3s.lab.example:6443",
+    ]);
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("expected an https:// URL")
+    );
     // Validity is bounded.
     let out = lab.piimg(&[
         "kubeconfig",

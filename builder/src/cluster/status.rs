@@ -466,9 +466,23 @@ fn etcd_report(
     }
     for plan in plans.iter().filter(|p| p.role == Role::Server) {
         let joined = live_nodes.is_some_and(|l| l.contains_key(plan.name.as_str()));
-        let has = rows.iter().any(|r| r.node == plan.name && !r.stale);
-        if joined && !has {
+        let current: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.node == plan.name && !r.stale)
+            .map(|r| r.name.as_str())
+            .collect();
+        if joined && current.is_empty() {
             problems.push(format!("{}: has no etcd member", plan.name));
+        }
+        // Without the Node's annotation naming its member, two members of one node
+        // cannot be told apart: all but one are stale, which one is not known.
+        if current.len() > 1 {
+            problems.push(format!(
+                "{}: {} etcd members ({}); all but the one it runs are stale",
+                plan.name,
+                current.len(),
+                current.join(", ")
+            ));
         }
     }
     EtcdReport {
