@@ -7,6 +7,7 @@ pub mod agent;
 pub mod atomic;
 pub mod bmap;
 pub mod card;
+pub mod cluster;
 pub mod fetch;
 pub mod flash;
 pub mod image;

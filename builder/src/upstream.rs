@@ -157,6 +157,37 @@ pub struct Facts {
     pub flash_erase: FlashErase,
     /// Where a `.bmap` is looked for.
     pub bmap_lookup: BmapLookup,
+    /// k3s behaviour piimg relies on (`[k3s]`).
+    pub k3s: K3sFacts,
+}
+
+/// k3s behaviour piimg relies on (`[k3s]`); only what the code reads is typed here.
+#[derive(Debug, Clone, Deserialize)]
+pub struct K3sFacts {
+    /// Where the token/RBAC facts come from.
+    pub source: String,
+    /// Where the cluster-access facts below come from.
+    pub cluster_access_source: String,
+    /// The role `/db/info` (and the bootstrap data) requires.
+    pub bootstrap_data_role: String,
+    /// The port the supervisor and the proxied Kubernetes API listen on by default.
+    pub api_port: u16,
+    /// The `config.yaml` key that moves that port.
+    pub api_port_arg: String,
+    /// CN of k3s's own admin client certificate.
+    pub admin_user: String,
+    /// Organization (Kubernetes group) of k3s's own admin client certificate.
+    pub admin_group: String,
+    /// Path of the etcd member list on the supervisor port.
+    pub db_info_path: String,
+    /// Length of the random suffix after `<node name>-` in an etcd member's name.
+    pub etcd_member_suffix_len: usize,
+    /// Node annotation naming the etcd member the node runs.
+    pub etcd_node_name_annotation: String,
+    /// Node annotation giving that member's address.
+    pub etcd_node_address_annotation: String,
+    /// Label k3s puts on every server's Node.
+    pub control_plane_label: String,
 }
 
 /// The partition structures `flash` erases before writing (`[flash_erase]`).
@@ -216,6 +247,10 @@ mod tests {
         assert!(!f.first_boot.source.is_empty());
         assert!(!f.blockmap.fat.source.is_empty());
         assert!(!f.blockmap.ext4.source.is_empty());
+        assert!(!f.k3s.source.is_empty() && !f.k3s.cluster_access_source.is_empty());
+        assert_eq!(f.k3s.api_port, 6443);
+        assert_eq!(f.k3s.admin_group, "system:masters");
+        assert!(f.k3s.db_info_path.starts_with('/'));
     }
 
     #[test]

@@ -9,8 +9,10 @@ mod fetch;
 mod flash;
 mod init;
 mod inspect;
+mod kubeconfig;
 mod plan;
 mod stale;
+mod status;
 mod validate;
 
 /// Ready-to-flash Raspberry Pi OS images for a k3s cluster.
@@ -68,6 +70,10 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Write an image to a card, verified.
     Flash(flash::FlashArgs),
+    /// Write an admin kubeconfig for the running cluster.
+    Kubeconfig(kubeconfig::KubeconfigArgs),
+    /// Compare the running cluster with the profile.
+    Status(status::StatusArgs),
 }
 
 /// Runs the parsed command line.
@@ -82,6 +88,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Build(a) => build::run(a, out),
         Command::Inspect(a) => inspect::run(a, out),
         Command::Flash(a) => flash::run(a, out),
+        Command::Kubeconfig(a) => kubeconfig::run(a, out),
+        Command::Status(a) => status::run(a, out),
     }
 }
 

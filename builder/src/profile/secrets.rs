@@ -318,7 +318,7 @@ pub fn fingerprint(token: &str) -> String {
 
 /// The secret part of a token file: the bare secret, or the part after
 /// `::server:` of a full `K10<hash>::server:<secret>` token. `(secret, was_full)`.
-fn parse_token(text: &str) -> Option<(String, bool)> {
+pub(crate) fn parse_token(text: &str) -> Option<(String, bool)> {
     let t = text.trim();
     let (secret, full) = match t.split_once("::") {
         Some((_, rest)) => (rest.split_once(':').map(|(_, s)| s)?, true),
