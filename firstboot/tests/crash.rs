@@ -1,17 +1,18 @@
 //! Power cuts and failures at every step: inject one, rerun until done, and the node
 //! ends up exactly like an uninterrupted run, with no duplicated lines anywhere.
 
-mod support;
-
 use piimg_contract::Role;
 use piimg_firstboot::agent::{CRASH_ENV, CRASH_EXIT};
 use piimg_firstboot::step_id::StepId;
-use support::*;
+use piimg_test_support::*;
+
+/// The agent binary under test.
+const AGENT: &str = env!("CARGO_BIN_EXE_piimg-firstboot");
 
 #[test]
 fn every_step_survives_a_crash_or_failure_and_converges() {
     let cfg = node_config(Role::Server, true, bookworm_hook());
-    let reference = Fixture::new(&cfg);
+    let reference = Fixture::new(AGENT.as_ref(), &cfg);
     reference.run_to_completion(2);
     let want = reference.snapshot();
     let rootless =
@@ -24,7 +25,7 @@ fn every_step_survives_a_crash_or_failure_and_converges() {
     let want = rootless(&want, &reference);
     for step in StepId::ALL {
         for when in ["fail", "unsaved", "after"] {
-            let f = Fixture::new(&cfg);
+            let f = Fixture::new(AGENT.as_ref(), &cfg);
             let mut injected = false;
             for _ in 0..3 {
                 let out = f
