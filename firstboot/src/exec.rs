@@ -80,3 +80,33 @@ impl<'a> Exec<'a> {
         self.runner.run(cmd)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::RecordingRunner;
+
+    #[test]
+    fn dry_runs_never_reach_the_runner_and_root_runs_skip_live_only_commands() {
+        let r = RecordingRunner::new(|_| Output::ok("out"));
+        let cmd = Cmd::new("systemctl", &["reboot"]);
+        let dry = Exec::new(&r, true, false);
+        assert_eq!(dry.run_ok(&cmd).unwrap().stdout, "");
+        assert!(dry.run_ok_live(&cmd).unwrap());
+        assert_eq!(dry.poll(&cmd).unwrap().stdout, "");
+        assert!(r.calls().is_empty());
+        let under_root = Exec::new(&r, false, false);
+        assert!(!under_root.run_ok_live(&cmd).unwrap());
+        assert!(r.calls().is_empty());
+        assert_eq!(under_root.run_ok(&cmd).unwrap().stdout, "out");
+        assert!(Exec::new(&r, false, true).run_ok_live(&cmd).unwrap());
+        assert_eq!(r.calls(), ["systemctl reboot", "systemctl reboot"]);
+        let failing = RecordingRunner::new(|_| Output {
+            code: Some(3),
+            stdout: String::new(),
+            stderr: "boom\n".into(),
+        });
+        let e = Exec::new(&failing, false, true).run_ok(&cmd).unwrap_err();
+        assert_eq!(e.to_string(), "`systemctl reboot` exited with 3: boom");
+    }
+}

@@ -188,3 +188,40 @@ fn read_opt(path: &Path, shown: &str) -> Result<Option<String>, Error> {
         Err(e) => Err(io(shown)(e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_dry_run_changes_nothing_and_a_real_one_writes_under_root_and_boot() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let boot = root.join("boot/firmware");
+        let dry = NodeFs::new(root.clone(), boot.clone(), true);
+        assert!(dry.put("/etc/hostname", 0o644, b"pi\n", None).unwrap());
+        dry.mkdir("/var/lib/piimg", 0o700, None).unwrap();
+        dry.put_card("cmdline.txt", b"quiet\n").unwrap();
+        dry.link("/lib/x", "/etc/y").unwrap();
+        assert!(!root.exists());
+
+        let fs = NodeFs::new(root.clone(), boot.clone(), false);
+        assert!(fs.put("/etc/hostname", 0o640, b"pi\n", None).unwrap());
+        assert!(!fs.put("/etc/hostname", 0o640, b"pi\n", None).unwrap());
+        let meta = std::fs::metadata(root.join("etc/hostname")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o640);
+        assert_eq!(fs.read("/etc/hostname").unwrap().as_deref(), Some("pi\n"));
+        assert_eq!(fs.read("/etc/missing").unwrap(), None);
+        assert!(fs.put_card("piimg/secrets.json", b"token").unwrap());
+        assert_eq!(
+            std::fs::read(boot.join("piimg/secrets.json")).unwrap(),
+            b"token"
+        );
+        assert!(fs.scrub_card("piimg/secrets.json").unwrap());
+        assert!(!boot.join("piimg/secrets.json").exists());
+        assert!(!fs.scrub_card("piimg/secrets.json").unwrap());
+        let e = fs.read_bytes("/etc/missing").unwrap_err().to_string();
+        assert!(e.starts_with("/etc/missing: "), "{e}");
+    }
+}
