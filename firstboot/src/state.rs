@@ -144,13 +144,12 @@ fn state_dir() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn the_store_round_trips_and_refuses_a_second_holder_of_the_lock() {
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("var/lib/piimg/state.json");
-        let store = StateStore::new(file.clone());
+        let store = StateStore::new(dir.path().join("var/lib/piimg/state.json"));
         let mut st = store.load(42).unwrap();
         assert_eq!(st, State::new(42));
         st.mark_done(StepId::Secrets);
@@ -160,8 +159,10 @@ mod tests {
         assert_eq!(st.done, ["secrets"]);
         assert!(st.is_done(StepId::Secrets) && !st.is_done(StepId::Files));
         assert_eq!(store.load(0).unwrap(), st);
-        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o7777;
-        assert_eq!(mode, 0o600);
+        assert_eq!(
+            std::fs::metadata(&store.file).unwrap().mode() & 0o7777,
+            0o600
+        );
 
         let held = store.lock().unwrap();
         let e = store.lock().unwrap_err().to_string();
@@ -172,7 +173,7 @@ mod tests {
         drop(held);
         store.lock().unwrap();
 
-        std::fs::write(&file, "{").unwrap();
+        std::fs::write(&store.file, "{").unwrap();
         let e = store.load(0).unwrap_err().to_string();
         assert!(e.contains("delete it to start provisioning over"), "{e}");
     }
