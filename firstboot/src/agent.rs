@@ -1,19 +1,20 @@
 //! The run loop: load the card, lock, resume the state machine at the first unfinished
 //! step of the current phase, persist state and write the card status after every step.
 
-use crate::ctx::{Ctx, Options, Phase};
-use crate::error::{Error, io};
-use crate::fsx;
+use crate::error::Error;
+use crate::exec::Exec;
 use crate::http::Probe;
-use crate::join::JoinPolicy;
+use crate::join_policy::JoinPolicy;
+use crate::node_fs::NodeFs;
+use crate::options::Options;
 use crate::runner::Runner;
-use crate::state::{STATE_VERSION, State};
-use crate::steps::{self, STEPS};
+use crate::state::{State, StateStore};
+use crate::status::{StatusCard, write_status};
+use crate::step_id::{Phase, StepId};
+use crate::steps::{self, StepEnv};
 use crate::time::{now, rfc3339};
-use piimg_contract::{
-    AgentStatus, CONTRACT_VERSION, NODE_CONFIG_FILE, NodeConfig, STATE_FILE, STATUS_FILE,
-    StepRecord, StepResult,
-};
+use piimg_contract::{NODE_CONFIG_FILE, NodeConfig, STATE_FILE, StepRecord, StepResult};
+use std::path::Path;
 
 /// How a run ended (when it did not fail).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,65 +37,18 @@ pub const CRASH_ENV: &str = "PIIMG_FIRSTBOOT_CRASH";
 /// Exit code of a simulated power cut.
 pub const CRASH_EXIT: i32 = 137;
 
-fn crash_point(step: &str, when: &str) -> bool {
+fn crash_point(step: StepId, when: &str) -> bool {
     std::env::var(CRASH_ENV).is_ok_and(|v| v == format!("{step}:{when}"))
+}
+
+/// The node's state file under `--root`.
+pub fn state_store(opts: &Options) -> StateStore {
+    StateStore::new(opts.root.join(STATE_FILE.trim_start_matches('/')))
 }
 
 /// Loads the state file; a missing file is a fresh start.
 pub fn load_state(opts: &Options) -> Result<State, Error> {
-    let path = opts.root.join(STATE_FILE.trim_start_matches('/'));
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let st: State = serde_json::from_str(&text).map_err(|e| {
-                Error::failed(format!(
-                    "{STATE_FILE}: unreadable ({e}); delete it to start provisioning over"
-                ))
-            })?;
-            if st.version != STATE_VERSION {
-                return Err(Error::failed(format!(
-                    "{STATE_FILE}: state version {} but this agent writes {STATE_VERSION}",
-                    st.version
-                )));
-            }
-            Ok(st)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::new(now())),
-        Err(e) => Err(io(STATE_FILE)(e)),
-    }
-}
-
-fn save_state(ctx: &Ctx) -> Result<(), Error> {
-    if ctx.dry() {
-        return Ok(());
-    }
-    let text = serde_json::to_string_pretty(&ctx.state).unwrap_or_default() + "\n";
-    fsx::ensure_dir(&ctx.host("/var/lib/piimg"), 0o700, None).map_err(io("/var/lib/piimg"))?;
-    fsx::write_atomic(&ctx.host(STATE_FILE), text.as_bytes(), 0o600, None)
-        .map_err(io(STATE_FILE))?;
-    Ok(())
-}
-
-/// Writes the card status (not under `--dry-run`; a card that cannot be written only warns).
-pub(crate) fn write_status(ctx: &Ctx, step: &str, result: StepResult, message: &str) {
-    if ctx.dry() {
-        return;
-    }
-    let status = AgentStatus {
-        contract_version: CONTRACT_VERSION,
-        node_name: ctx.cfg.node_name.clone(),
-        agent_version: env!("CARGO_PKG_VERSION").into(),
-        step: step.into(),
-        result,
-        message: message.into(),
-        complete: ctx.state.complete,
-        started_at: rfc3339(ctx.state.started_at),
-        updated_at: rfc3339(now()),
-        steps: ctx.state.records.clone(),
-    };
-    // The card may be missing or read-only; the journal still has everything.
-    if let Err(e) = fsx::write_card(&ctx.card(STATUS_FILE), (status.to_json() + "\n").as_bytes()) {
-        crate::log::warn(&format!("cannot write card {STATUS_FILE}: {e}"));
-    }
+    state_store(opts).load(now())
 }
 
 /// Reads and checks the card's node.json.
@@ -118,126 +72,109 @@ pub fn run(
     join_policy: &dyn JoinPolicy,
 ) -> Result<Outcome, Error> {
     let cfg = load_config(opts)?;
+    let store = state_store(opts);
     let _lock = if opts.dry_run {
         None
     } else {
-        Some(lock(opts)?)
+        Some(store.lock()?)
     };
-    let state = load_state(opts)?;
-    let mut ctx = Ctx {
+    let mut state = store.load(now())?;
+    let fs = NodeFs::new(opts.root.clone(), opts.boot.clone(), opts.dry_run);
+    let exec = Exec::new(runner, opts.dry_run, opts.root == Path::new("/"));
+    let card = StatusCard {
+        boot: &opts.boot,
+        node_name: &cfg.node_name,
+        dry: opts.dry_run,
+    };
+    let env = StepEnv {
         opts,
-        cfg,
-        runner,
+        cfg: &cfg,
+        fs: &fs,
+        exec: &exec,
         probe,
         join_policy,
-        state,
+        status: card,
     };
-    if ctx.state.complete {
+    if state.complete {
         crate::log::info("provisioning already complete; nothing to do");
         return Ok(Outcome::AlreadyComplete);
     }
-    let phase = opts.phase.unwrap_or(if ctx.state.is_done("handoff") {
+    let phase = opts.phase.unwrap_or(if state.is_done(StepId::Handoff) {
         Phase::Cluster
     } else {
         Phase::Local
     });
     if phase == Phase::Cluster && !opts.dry_run {
-        if let Some(s) = STEPS
-            .iter()
-            .find(|s| s.phase == Phase::Local && s.name != "handoff" && !ctx.state.is_done(s.name))
+        if let Some(s) = StepId::ALL
+            .into_iter()
+            .find(|&s| s.phase() == Phase::Local && s != StepId::Handoff && !state.is_done(s))
         {
             return Err(Error::failed(format!(
-                "phase 1 step `{}` has not finished; run without --phase to finish phase 1 first",
-                s.name
+                "phase 1 step `{s}` has not finished; run without --phase to finish phase 1 first"
             )));
         }
     }
-    for step in STEPS.iter().filter(|s| s.phase == phase) {
-        if ctx.state.is_done(step.name) {
+    for step in StepId::ALL.into_iter().filter(|s| s.phase() == phase) {
+        if state.is_done(step) {
             continue;
         }
         if opts.dry_run {
-            println!("step {}:", step.name);
+            println!("step {step}:");
         }
-        crate::log::info(&format!("step {}: starting", step.name));
-        write_status(&ctx, step.name, StepResult::Running, "running");
-        let result = if crash_point(step.name, "fail") {
+        crate::log::info(&format!("step {step}: starting"));
+        write_status(&card, &state, step.name(), StepResult::Running, "running");
+        let result = if crash_point(step, "fail") {
             Err(Error::failed(format!("injected failure ({CRASH_ENV})")))
         } else {
-            (step.run)(&mut ctx)
+            steps::run(step, &env, &mut state)
         };
-        if crash_point(step.name, "unsaved") {
+        if crash_point(step, "unsaved") {
             std::process::exit(CRASH_EXIT);
         }
         let (res, msg) = match &result {
             Ok(m) => (StepResult::Ok, m.clone()),
             Err(e) => (StepResult::Error, e.to_string()),
         };
-        ctx.state.record(StepRecord {
-            name: step.name.into(),
+        state.record(StepRecord {
+            name: step.name().into(),
             result: res,
             message: msg.clone(),
             at: rfc3339(now()),
         });
         if result.is_ok() && !opts.dry_run {
-            ctx.state.mark_done(step.name);
+            state.mark_done(step);
+            if step.is_last() {
+                state.complete = true;
+            }
         }
-        let last = STEPS.last().is_some_and(|s| s.name == step.name);
-        if last && result.is_ok() && !opts.dry_run {
-            ctx.state.complete = true;
+        if !opts.dry_run {
+            store.save(&state)?;
         }
-        save_state(&ctx)?;
-        let shown = if ctx.state.complete {
+        let shown = if state.complete {
             "complete"
         } else {
-            step.name
+            step.name()
         };
-        write_status(&ctx, shown, res, &msg);
+        write_status(&card, &state, shown, res, &msg);
         match result {
-            Ok(m) => crate::log::info(&format!("step {}: ok: {m}", step.name)),
+            Ok(m) => crate::log::info(&format!("step {step}: ok: {m}")),
             Err(e) => {
-                crate::log::error(&format!("step {}: {e}", step.name));
+                crate::log::error(&format!("step {step}: {e}"));
                 return Err(e);
             }
         }
-        if crash_point(step.name, "after") {
+        if crash_point(step, "after") {
             std::process::exit(CRASH_EXIT);
         }
     }
-    if opts.dry_run {
-        if phase == Phase::Local {
-            steps::boot_hook::after_handoff(&ctx)?;
-        }
-        return Ok(Outcome::DryRun);
-    }
     if phase == Phase::Local {
-        steps::boot_hook::after_handoff(&ctx)?;
-        Ok(Outcome::HandedOff)
+        steps::boot_hook::after_handoff(&cfg.boot, &exec)?;
+    }
+    Ok(if opts.dry_run {
+        Outcome::DryRun
+    } else if phase == Phase::Local {
+        Outcome::HandedOff
     } else {
-        Ok(Outcome::Complete)
-    }
-}
-
-fn lock(opts: &Options) -> Result<std::fs::File, Error> {
-    let dir = opts.root.join("var/lib/piimg");
-    fsx::ensure_dir(&dir, 0o700, None).map_err(io("/var/lib/piimg"))?;
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("lock"))
-        .map_err(io("/var/lib/piimg/lock"))?;
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock on a file descriptor we own; no memory is shared.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        return Ok(f);
-    }
-    let e = std::io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Err(Error::failed(
-            "another piimg-firstboot holds /var/lib/piimg/lock; not running twice",
-        ))
-    } else {
-        Err(io("/var/lib/piimg/lock")(e))
-    }
+        Outcome::Complete
+    })
 }

@@ -7,11 +7,13 @@
 //! exist. Those answers are transient: [`request`] retries them with backoff, bounded
 //! by the agent's join timeout, and its final error names every answer it met.
 
-use crate::ctx::{Ctx, human};
 use crate::error::Error;
 use crate::http::Reply;
+use crate::join_policy::JoinEnv;
 use crate::peer::{self, Auth};
-use std::time::{Duration, Instant};
+use crate::retry::{Attempt, retry};
+use crate::time::human;
+use std::time::Duration;
 
 /// Which HTTP answers are worth waiting out for one kind of request.
 #[derive(Debug, Clone, Copy)]
@@ -44,22 +46,20 @@ const MAX_DELAY: Duration = Duration::from_secs(5);
 /// failures: a server that does not verify against the pinned CA will not start to)
 /// and transient statuses with backoff, for at most the join timeout.
 pub fn request(
-    ctx: &Ctx,
+    env: &JoinEnv,
     method: &str,
     url: &str,
     auth: Auth,
     transient: Transient,
 ) -> Result<Reply, Error> {
-    let limit = ctx.opts.join_timeout;
-    let start = Instant::now();
-    let mut delay = Duration::from_millis(250);
+    let limit = env.join_timeout;
     let mut tried: Vec<(String, u32)> = Vec::new();
-    loop {
-        let answer = match peer::request(ctx.runner, method, url, auth, REQUEST_TIMEOUT) {
-            Ok(r) if !transient.retries(r.status) => return Ok(r),
+    retry(|b| {
+        let answer = match peer::request(env.exec, method, url, auth, REQUEST_TIMEOUT) {
+            Ok(r) if !transient.retries(r.status) => return Attempt::Done(r),
             Ok(r) => format!("HTTP {} {}", r.status, first_line(&r.body)),
             Err(e) if e.is_tls_trust() => {
-                return Err(Error::failed(format!("{method} {url}: {e}")));
+                return Attempt::Stop(Error::failed(format!("{method} {url}: {e}")));
             }
             Err(e) => e.message.replace(&format!("{url}: "), ""),
         };
@@ -67,7 +67,7 @@ pub fn request(
             Some((last, n)) if *last == answer => *n += 1,
             _ => tried.push((answer.clone(), 1)),
         }
-        let elapsed = start.elapsed();
+        let elapsed = b.elapsed();
         if elapsed >= limit {
             let attempts: u32 = tried.iter().map(|(_, n)| n).sum();
             let list: Vec<String> = tried
@@ -80,23 +80,22 @@ pub fn request(
                     }
                 })
                 .collect();
-            return Err(Error::failed(format!(
+            return Attempt::Stop(Error::failed(format!(
                 "{method} {url}: no usable answer after {} and {attempts} attempt(s); tried: {}",
                 human(limit),
                 list.join(", then ")
             )));
         }
-        ctx.progress(
-            "join",
-            &format!(
-                "{method} {url}: {answer}; retrying ({} of {})",
-                human(elapsed),
-                human(limit)
-            ),
-        );
-        std::thread::sleep(delay.min(limit - elapsed));
-        delay = (delay * 2).min(MAX_DELAY);
-    }
+        env.progress.report(&format!(
+            "{method} {url}: {answer}; retrying ({} of {})",
+            human(elapsed),
+            human(limit)
+        ));
+        Attempt::Again {
+            deadline: limit,
+            cap: MAX_DELAY,
+        }
+    })
 }
 
 fn first_line(body: &str) -> String {

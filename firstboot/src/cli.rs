@@ -1,6 +1,7 @@
 //! Command-line parsing (by hand: the binary must stay small).
 
-use crate::ctx::{Options, Phase};
+use crate::options::Options;
+use crate::step_id::Phase;
 use std::path::PathBuf;
 use std::time::Duration;
 

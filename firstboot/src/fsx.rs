@@ -65,6 +65,18 @@ fn write_tmp_and_rename(
     mode: Option<u32>,
     owner: Option<(u32, u32)>,
 ) -> io::Result<()> {
+    replace_with(path, mode, owner, |f| f.write_all(data))
+}
+
+/// Replaces `path` by a temp file in its directory that `fill` writes, given `owner`
+/// and `mode`, fsynced, renamed over it; the directory is fsynced after. The temp
+/// file is removed on failure.
+fn replace_with(
+    path: &Path,
+    mode: Option<u32>,
+    owner: Option<(u32, u32)>,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = parent(path)?;
     fs::create_dir_all(dir)?;
     let name = path
@@ -78,7 +90,7 @@ fn write_tmp_and_rename(
             .truncate(true)
             .mode(0o600)
             .open(&tmp)?;
-        f.write_all(data)?;
+        fill(&mut f)?;
         if let Some((uid, gid)) = owner {
             std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
         }
@@ -177,30 +189,8 @@ fn parent(path: &Path) -> io::Result<&Path> {
 
 /// Copies `src` to `dest` atomically (streaming) with `mode`, owned by root.
 pub fn copy_atomic(src: &Path, dest: &Path, mode: u32) -> io::Result<()> {
-    let dir = parent(dest)?;
-    fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.piimg-tmp",
-        dest.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    let result = (|| {
-        let mut input = File::open(src)?;
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        io::copy(&mut input, &mut out)?;
-        out.set_permissions(fs::Permissions::from_mode(mode))?;
-        out.sync_all()?;
-        drop(out);
-        fs::rename(&tmp, dest)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result?;
-    sync_dir(dir);
-    Ok(())
+    let mut input = File::open(src)?;
+    replace_with(dest, Some(mode), None, |out| {
+        io::copy(&mut input, out).map(drop)
+    })
 }

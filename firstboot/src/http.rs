@@ -1,7 +1,8 @@
 //! HTTP probes: a tiny HTTP/1.1 client over `TcpStream` for plain `http://`, and
-//! `curl` (through the [`Runner`]) for `https://` until the agent pins CAs itself.
+//! `curl` (through [`Exec`]) for `https://` until the agent pins CAs itself.
 
-use crate::runner::{Cmd, Runner};
+use crate::exec::Exec;
+use crate::runner::Cmd;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
@@ -19,27 +20,24 @@ pub struct Reply {
 
 /// Fetches URLs (`/ping`, `/cacerts`, a server's `Date`).
 pub trait Probe {
-    /// GETs `url`, giving up after `timeout`.
-    fn get(&self, url: &str, timeout: Duration) -> Result<Reply, String>;
+    /// GETs `url`, giving up after `timeout`; programs run through `exec`.
+    fn get(&self, exec: &Exec, url: &str, timeout: Duration) -> Result<Reply, String>;
 }
 
 /// Plain HTTP built in; HTTPS through `curl -sk` (k3s serves a self-signed CA; the CA
 /// pinning replaces `-k` with a check of `/cacerts` against the token hash).
-pub struct DefaultProbe<'a> {
-    /// Runs curl.
-    pub runner: &'a dyn Runner,
-}
+#[derive(Debug, Default)]
+pub struct DefaultProbe;
 
-impl Probe for DefaultProbe<'_> {
-    fn get(&self, url: &str, timeout: Duration) -> Result<Reply, String> {
+impl Probe for DefaultProbe {
+    fn get(&self, exec: &Exec, url: &str, timeout: Duration) -> Result<Reply, String> {
         if url.starts_with("http://") {
             return get_plain(url, timeout);
         }
         let secs = timeout.as_secs().max(1).to_string();
         let cmd = Cmd::new("curl", &["-sSk", "-i", "--max-time", &secs, url]);
-        let out = self
-            .runner
-            .run(&cmd)
+        let out = exec
+            .poll(&cmd)
             .map_err(|e| format!("cannot run curl: {e}"))?;
         if !out.success() {
             return Err(out.last_words());

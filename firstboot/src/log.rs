@@ -31,3 +31,8 @@ pub fn warn(msg: &str) {
 pub fn error(msg: &str) {
     emit(3, "error: ", msg);
 }
+
+/// Prints an action under `--dry-run` (`would …` on stdout, where a dry run's plan goes).
+pub fn would(what: &str) {
+    println!("would {what}");
+}

@@ -3,8 +3,8 @@
 use piimg_contract::STATUS_FILE;
 use piimg_firstboot::agent::{self, Outcome};
 use piimg_firstboot::cli::{self, Command};
+use piimg_firstboot::ha_join::HaJoin;
 use piimg_firstboot::http::DefaultProbe;
-use piimg_firstboot::join::HaJoin;
 use piimg_firstboot::log;
 use piimg_firstboot::runner::SystemRunner;
 
@@ -39,8 +39,7 @@ fn main() {
         }
         Command::Run(opts) => {
             let runner = SystemRunner;
-            let probe = DefaultProbe { runner: &runner };
-            match agent::run(&opts, &runner, &probe, &HaJoin) {
+            match agent::run(&opts, &runner, &DefaultProbe, &HaJoin) {
                 Ok(Outcome::Complete) => {
                     log::info("provisioning complete");
                     0

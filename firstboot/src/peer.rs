@@ -1,11 +1,12 @@
-//! Talking to the cluster's servers over HTTPS through `curl` (via the [`Runner`]):
+//! Talking to the cluster's servers over HTTPS through `curl` (via [`Exec`]):
 //! the CA-pinned health probe, and the node-cleaner / server-auth requests a
 //! re-imaged server makes before it joins. No TLS code in the agent: curl does it,
 //! with `--cacert` (the card's pinned CA bundle), `--cert/--key` (the limited client
 //! identity) and a 0600 config file for basic auth (never on the command line).
 
+use crate::exec::Exec;
 use crate::http::{Reply, parse_response};
-use crate::runner::{Cmd, Runner};
+use crate::runner::Cmd;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
@@ -68,7 +69,7 @@ impl std::fmt::Display for CurlError {
 
 /// Runs one HTTPS request with curl and parses the answer.
 pub fn request(
-    runner: &dyn Runner,
+    exec: &Exec,
     method: &str,
     url: &str,
     auth: Auth,
@@ -106,7 +107,7 @@ pub fn request(
         args,
         ..Cmd::default()
     };
-    let out = runner.run(&cmd).map_err(|e| CurlError {
+    let out = exec.poll(&cmd).map_err(|e| CurlError {
         code: None,
         message: format!("cannot run curl: {e}"),
     })?;
@@ -146,14 +147,14 @@ pub struct Pin<'a> {
 
 /// Probes `peer`: `/cacerts` must be exactly the pinned bundle, and `/ping` must
 /// answer `pong` over TLS verified against it. Without a pin, only `/ping` (`-k`).
-pub fn probe(runner: &dyn Runner, peer: &Peer, pin: Option<Pin>, timeout: Duration) -> Health {
+pub fn probe(exec: &Exec, peer: &Peer, pin: Option<Pin>, timeout: Duration) -> Health {
     let trust = Auth {
         ca_file: pin.map(|p| p.file),
         ..Auth::default()
     };
     if let Some(pin) = pin {
         let url = peer.url("/cacerts");
-        match request(runner, "GET", &url, Auth::default(), timeout) {
+        match request(exec, "GET", &url, Auth::default(), timeout) {
             Err(e) => return Health::Down(e.to_string()),
             Ok(r) if r.status != 200 => {
                 return Health::Down(format!("{url} answered HTTP {}", r.status));
@@ -169,7 +170,7 @@ pub fn probe(runner: &dyn Runner, peer: &Peer, pin: Option<Pin>, timeout: Durati
         }
     }
     let url = peer.url("/ping");
-    match request(runner, "GET", &url, trust, timeout) {
+    match request(exec, "GET", &url, trust, timeout) {
         Ok(r) if r.status == 200 && r.body.trim() == "pong" => Health::Healthy,
         Ok(r) => Health::Down(format!(
             "{url} answered HTTP {} {:?}",

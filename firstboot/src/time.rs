@@ -1,6 +1,7 @@
-//! Wall-clock helpers without a date crate: RFC 3339 formatting and HTTP `Date` parsing.
+//! Wall-clock helpers without a date crate: RFC 3339 formatting, HTTP `Date` parsing,
+//! and durations as messages show them.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// No sane clock is earlier than this (2025-01-01T00:00:00Z): the agent did not exist.
 pub const CLOCK_FLOOR: u64 = 1_735_689_600;
@@ -56,6 +57,16 @@ pub fn parse_http_date(text: &str) -> Option<u64> {
     u64::try_from(days)
         .ok()
         .map(|d| d * 86_400 + h * 3600 + mi * 60 + s)
+}
+
+/// Human duration for messages: `90 s`, `10 min`.
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 120 && s % 60 == 0 {
+        format!("{} min", s / 60)
+    } else {
+        format!("{s} s")
+    }
 }
 
 // Howard Hinnant's civil-calendar algorithms.

@@ -1,12 +1,13 @@
 //! The shipped build (static aarch64 musl, `--profile agent`) runs under qemu-user
 //! (binfmt) against a temp root: `--dry-run`, then a real phase 1.
 
-mod support;
-
 use piimg_contract::Role;
+use piimg_test_support::*;
 use std::path::PathBuf;
 use std::process::Command;
-use support::*;
+
+/// The agent binary under test.
+const AGENT: &str = env!("CARGO_BIN_EXE_piimg-firstboot");
 
 fn agent_binary() -> PathBuf {
     let ws = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -54,7 +55,10 @@ fn aarch64_musl_build_runs_under_qemu_user() {
             "{file}"
         );
     }
-    let f = Fixture::new(&node_config(Role::Server, true, bookworm_hook()));
+    let f = Fixture::new(
+        AGENT.as_ref(),
+        &node_config(Role::Server, true, bookworm_hook()),
+    );
     let before = f.snapshot();
     let run = |extra: &[&str]| {
         Command::new(&bin)

@@ -1,17 +1,18 @@
 //! Power cuts and failures at every step: inject one, rerun until done, and the node
 //! ends up exactly like an uninterrupted run, with no duplicated lines anywhere.
 
-mod support;
-
 use piimg_contract::Role;
 use piimg_firstboot::agent::{CRASH_ENV, CRASH_EXIT};
-use piimg_firstboot::steps::STEPS;
-use support::*;
+use piimg_firstboot::step_id::StepId;
+use piimg_test_support::*;
+
+/// The agent binary under test.
+const AGENT: &str = env!("CARGO_BIN_EXE_piimg-firstboot");
 
 #[test]
 fn every_step_survives_a_crash_or_failure_and_converges() {
     let cfg = node_config(Role::Server, true, bookworm_hook());
-    let reference = Fixture::new(&cfg);
+    let reference = Fixture::new(AGENT.as_ref(), &cfg);
     reference.run_to_completion(2);
     let want = reference.snapshot();
     let rootless =
@@ -22,14 +23,14 @@ fn every_step_survives_a_crash_or_failure_and_converges() {
                 .collect()
         };
     let want = rootless(&want, &reference);
-    for step in STEPS {
+    for step in StepId::ALL {
         for when in ["fail", "unsaved", "after"] {
-            let f = Fixture::new(&cfg);
+            let f = Fixture::new(AGENT.as_ref(), &cfg);
             let mut injected = false;
             for _ in 0..3 {
                 let out = f
                     .cmd()
-                    .env(CRASH_ENV, format!("{}:{when}", step.name))
+                    .env(CRASH_ENV, format!("{}:{when}", step.name()))
                     .output()
                     .unwrap();
                 let code = out.status.code();
@@ -40,11 +41,11 @@ fn every_step_survives_a_crash_or_failure_and_converges() {
                 assert!(
                     out.status.success(),
                     "{}:{when}: {}",
-                    step.name,
+                    step.name(),
                     String::from_utf8_lossy(&out.stderr)
                 );
             }
-            assert!(injected, "{}:{when} never hit", step.name);
+            assert!(injected, "{}:{when} never hit", step.name());
             f.run_to_completion(3);
             let got = rootless(&f.snapshot(), &f);
             let diff: Vec<_> = got
@@ -55,7 +56,7 @@ fn every_step_survives_a_crash_or_failure_and_converges() {
             assert!(
                 diff.is_empty(),
                 "{}:{when}: final tree differs: {diff:?}",
-                step.name
+                step.name()
             );
             for (path, content) in &got {
                 // Line-oriented files the agent edits or writes.
@@ -74,7 +75,7 @@ fn every_step_survives_a_crash_or_failure_and_converges() {
                     assert!(
                         seen.insert(l),
                         "{}:{when}: duplicated line in {path}: {l}",
-                        step.name
+                        step.name()
                     );
                 }
             }
@@ -82,15 +83,16 @@ fn every_step_survives_a_crash_or_failure_and_converges() {
             // step was saved (re-running install.sh is what a real resume does).
             let log = std::fs::read_to_string(&f.log).unwrap();
             let runs = log.matches("installer args").count();
-            let allowed = if step.name == "k3s-install" && when == "unsaved" {
+            let allowed = if step.name() == "k3s-install" && when == "unsaved" {
                 2
             } else {
                 1
             };
             assert_eq!(
-                runs, allowed,
+                runs,
+                allowed,
                 "{}:{when}: installer ran {runs} times",
-                step.name
+                step.name()
             );
         }
     }

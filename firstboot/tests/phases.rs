@@ -1,19 +1,19 @@
 //! The agent binary against a temp root tree and boot dir: phase 1, phase 2, reruns,
-//! dry runs and bad input. k3s and its installer are stand-ins (see support).
-
-mod support;
+//! dry runs and bad input. k3s and its installer are stand-ins (see piimg-test-support).
 
 use piimg_contract::*;
+use piimg_test_support::*;
 use std::fs;
-use support::*;
 
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+/// The agent binary under test.
+const AGENT: &str = env!("CARGO_BIN_EXE_piimg-firstboot");
 
 #[test]
 fn phase1_lays_down_identity_and_hands_off() {
-    let f = Fixture::new(&node_config(Role::Server, true, bookworm_hook()));
+    let f = Fixture::new(
+        AGENT.as_ref(),
+        &node_config(Role::Server, true, bookworm_hook()),
+    );
     let out = f.run(&[]);
     assert!(out.status.success(), "{}", stderr(&out));
 
@@ -130,7 +130,10 @@ fn phase1_lays_down_identity_and_hands_off() {
 
 #[test]
 fn phase2_installs_k3s_from_the_card_and_disables_itself() {
-    let f = Fixture::new(&node_config(Role::Server, true, bookworm_hook()));
+    let f = Fixture::new(
+        AGENT.as_ref(),
+        &node_config(Role::Server, true, bookworm_hook()),
+    );
     assert!(f.run(&[]).status.success());
     // A K3S_ variable in the environment must not reach the installer.
     let out = f.cmd().env("K3S_TOKEN", "leaked").output().unwrap();
@@ -195,60 +198,17 @@ fn phase2_installs_k3s_from_the_card_and_disables_itself() {
 
 #[test]
 fn agent_role_joins_the_bootstrap_server_and_checks_with_the_kubelet_kubeconfig() {
-    let f = Fixture::new(&node_config(Role::Agent, false, bookworm_hook()));
+    let f = Fixture::new(
+        AGENT.as_ref(),
+        &node_config(Role::Agent, false, bookworm_hook()),
+    );
     // Stand-in for the bootstrap server's https://IP:6443/ping: openssl s_server -WWW
     // serving a file named `ping` on loopback with a throwaway self-signed cert.
-    let srv = f.dir.path().join("srv");
-    fs::create_dir_all(&srv).unwrap();
-    fs::write(srv.join("ping"), "pong").unwrap();
-    let certs = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=stand-in",
-            "-keyout",
-            "k.pem",
-            "-out",
-            "c.pem",
-        ])
-        .current_dir(&srv)
-        .output()
-        .unwrap();
-    assert!(certs.status.success());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = std::process::Command::new("openssl")
-        .args([
-            "s_server",
-            "-quiet",
-            "-WWW",
-            "-cert",
-            "c.pem",
-            "-key",
-            "k.pem",
-            "-accept",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .current_dir(&srv)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let server = standin::PingServer::start(&f.dir.path().join("srv"));
+    let port = server.port;
     assert!(f.run(&[]).status.success());
     let out = f.run(&["--api-port", &port.to_string(), "--join-timeout", "20"]);
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     assert!(out.status.success(), "{}", stderr(&out));
     let cfg = f.read("/etc/rancher/k3s/config.yaml");
     assert!(
@@ -267,13 +227,12 @@ fn agent_role_joins_the_bootstrap_server_and_checks_with_the_kubelet_kubeconfig(
 
 #[test]
 fn unreachable_join_target_is_named_in_the_error_and_the_status() {
-    let f = Fixture::new(&node_config(Role::Agent, false, bookworm_hook()));
+    let f = Fixture::new(
+        AGENT.as_ref(),
+        &node_config(Role::Agent, false, bookworm_hook()),
+    );
     assert!(f.run(&[]).status.success());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = net::free_port(&["127.0.0.1"]);
     let out = f.run(&["--api-port", &port.to_string(), "--join-timeout", "1"]);
     assert_eq!(out.status.code(), Some(1));
     let want = [
@@ -290,7 +249,10 @@ fn unreachable_join_target_is_named_in_the_error_and_the_status() {
 
 #[test]
 fn missing_memory_cgroup_fails_with_the_k3s_hint_then_resumes() {
-    let f = Fixture::new(&node_config(Role::Server, true, bookworm_hook()));
+    let f = Fixture::new(
+        AGENT.as_ref(),
+        &node_config(Role::Server, true, bookworm_hook()),
+    );
     fs::write(
         f.path("/sys/fs/cgroup/cgroup.controllers"),
         "cpuset cpu io pids\n",
@@ -318,13 +280,10 @@ fn missing_memory_cgroup_fails_with_the_k3s_hint_then_resumes() {
 
 #[test]
 fn trixie_cloud_init_card_keeps_cmdline_and_does_not_reboot() {
-    let f = Fixture::new(&node_config(
-        Role::Server,
-        true,
-        BootHook::CloudInit {
-            instance_id: "piimg-1".into(),
-        },
-    ));
+    let f = Fixture::new(
+        AGENT.as_ref(),
+        &node_config(Role::Server, true, cloud_init_hook()),
+    );
     let cmdline = fs::read_to_string(f.boot.join("cmdline.txt")).unwrap();
     f.run_to_completion(2);
     assert_eq!(
@@ -341,7 +300,10 @@ fn trixie_cloud_init_card_keeps_cmdline_and_does_not_reboot() {
 
 #[test]
 fn dry_run_prints_actions_and_changes_nothing() {
-    let f = Fixture::new(&node_config(Role::Server, true, bookworm_hook()));
+    let f = Fixture::new(
+        AGENT.as_ref(),
+        &node_config(Role::Server, true, bookworm_hook()),
+    );
     let before = f.snapshot();
     let out = f.run(&["--dry-run"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -368,7 +330,7 @@ fn dry_run_prints_actions_and_changes_nothing() {
 fn a_newer_contract_is_refused_with_a_clear_error() {
     let mut cfg = node_config(Role::Server, true, bookworm_hook());
     cfg.contract_version = CONTRACT_VERSION + 1;
-    let f = Fixture::new(&cfg);
+    let f = Fixture::new(AGENT.as_ref(), &cfg);
     let out = f.run(&[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -386,7 +348,10 @@ fn a_newer_contract_is_refused_with_a_clear_error() {
 
 #[test]
 fn a_fresh_root_without_uid_1000_gets_a_new_admin_user() {
-    let f = Fixture::new(&node_config(Role::Server, true, bookworm_hook()));
+    let f = Fixture::new(
+        AGENT.as_ref(),
+        &node_config(Role::Server, true, bookworm_hook()),
+    );
     fs::write(f.path("/etc/passwd"), "root:x:0:0:root:/root:/bin/bash\n").unwrap();
     fs::write(f.path("/etc/group"), "root:x:0:\nsudo:x:27:\n").unwrap();
     fs::create_dir_all(f.path("/etc/skel")).unwrap();

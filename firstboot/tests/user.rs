@@ -5,29 +5,21 @@
 //! checked with shadow-utils' own `pwck -r`/`grpck -r` (read-only, chrooted into the
 //! tree), besides the exact lines.
 
-mod support;
-
 use piimg_contract::*;
 use piimg_firstboot::steps::sudoers;
+use piimg_test_support::vintage::Vintage;
+use piimg_test_support::*;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
-use support::*;
 
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+/// The agent binary under test.
+const AGENT: &str = env!("CARGO_BIN_EXE_piimg-firstboot");
 
 fn cfg(admin: &str, boot: BootHook) -> NodeConfig {
     let mut c = node_config(Role::Server, true, boot);
     c.admin.user = admin.into();
     c
-}
-
-fn cloud_init() -> BootHook {
-    BootHook::CloudInit {
-        instance_id: "piimg-1".into(),
-    }
 }
 
 /// Runs phase 1 (which holds the user step) and checks it finished.
@@ -115,7 +107,7 @@ fn assert_admin_can_log_in(f: &Fixture, user: &str) {
 fn trixie_2026_pi_kept_gets_a_shell_and_sudo() {
     // The case users hit: admin_user = "pi" on an image whose pi has nologin and no
     // sudo rule. cloud-init would skip the existing user; the agent must fix it.
-    let f = Fixture::new(&cfg("pi", cloud_init()));
+    let f = Fixture::new(AGENT.as_ref(), &cfg("pi", cloud_init_hook()));
     f.lay_out_vintage(Vintage::Trixie2026);
     assert_eq!(f.passwd_entry("pi")[6], "/usr/sbin/nologin");
     provision(&f);
@@ -136,7 +128,7 @@ fn trixie_2026_pi_kept_gets_a_shell_and_sudo() {
 
 #[test]
 fn trixie_2026_first_user_renamed_gets_a_shell_and_sudo() {
-    let f = Fixture::new(&cfg("ops", cloud_init()));
+    let f = Fixture::new(AGENT.as_ref(), &cfg("ops", cloud_init_hook()));
     f.lay_out_vintage(Vintage::Trixie2026);
     provision(&f);
     assert_admin_can_log_in(&f, "ops");
@@ -150,7 +142,7 @@ fn trixie_2026_first_user_renamed_gets_a_shell_and_sudo() {
 fn trixie_2025_renamed_user_keeps_cloud_inits_rule_renamed() {
     // cloud-init's default user `pi` was handled before the agent ran: its rule in
     // 90-cloud-init-users follows the rename (as userconf does for 010_pi-nopasswd).
-    let f = Fixture::new(&cfg("ops", cloud_init()));
+    let f = Fixture::new(AGENT.as_ref(), &cfg("ops", cloud_init_hook()));
     f.lay_out_vintage(Vintage::Trixie2025);
     provision(&f);
     assert_admin_can_log_in(&f, "ops");
@@ -167,7 +159,7 @@ fn trixie_2025_renamed_user_keeps_cloud_inits_rule_renamed() {
 
 #[test]
 fn bookworm_renamed_user_can_log_in() {
-    let f = Fixture::new(&cfg("ops", bookworm_hook()));
+    let f = Fixture::new(AGENT.as_ref(), &cfg("ops", bookworm_hook()));
     f.lay_out_vintage(Vintage::Bookworm);
     provision(&f);
     assert_admin_can_log_in(&f, "ops");
@@ -176,7 +168,7 @@ fn bookworm_renamed_user_can_log_in() {
 #[test]
 fn a_new_admin_beside_the_first_user_can_log_in() {
     // No uid 1000 to rename: the admin is created with a shell, keys and sudo.
-    let f = Fixture::new(&cfg("ops", cloud_init()));
+    let f = Fixture::new(AGENT.as_ref(), &cfg("ops", cloud_init_hook()));
     f.lay_out_vintage(Vintage::Trixie2026);
     fs::write(
         f.path("/etc/passwd"),
@@ -199,7 +191,7 @@ fn a_new_admin_beside_the_first_user_can_log_in() {
 
 #[test]
 fn an_existing_admin_without_a_shadow_line_gets_a_locked_one() {
-    let f = Fixture::new(&cfg("pi", cloud_init()));
+    let f = Fixture::new(AGENT.as_ref(), &cfg("pi", cloud_init_hook()));
     f.lay_out_vintage(Vintage::Trixie2026);
     fs::write(
         f.path("/etc/shadow"),
@@ -212,10 +204,10 @@ fn an_existing_admin_without_a_shadow_line_gets_a_locked_one() {
 
 #[test]
 fn password_login_keeps_the_images_password() {
-    let mut c = cfg("pi", cloud_init());
+    let mut c = cfg("pi", cloud_init_hook());
     c.admin.password_login = true;
     c.files.retain(|r| !r.path.contains("sshd_config.d"));
-    let f = Fixture::new(&c);
+    let f = Fixture::new(AGENT.as_ref(), &c);
     f.lay_out_vintage(Vintage::Trixie2026);
     let hash = "$y$j9T$abc$def";
     fs::write(
@@ -231,7 +223,7 @@ fn password_login_keeps_the_images_password() {
 #[test]
 fn a_second_run_changes_nothing() {
     for v in [Vintage::Bookworm, Vintage::Trixie2025, Vintage::Trixie2026] {
-        let f = Fixture::new(&cfg("ops", cloud_init()));
+        let f = Fixture::new(AGENT.as_ref(), &cfg("ops", cloud_init_hook()));
         f.lay_out_vintage(v);
         provision(&f);
         let before = f.snapshot();
@@ -277,7 +269,7 @@ fn sudoers_check_refuses_what_sudo_would_not_read_or_parse() {
 
 #[test]
 fn an_unusable_admin_name_is_refused_before_anything_is_written() {
-    let f = Fixture::new(&cfg("Bad Name", cloud_init()));
+    let f = Fixture::new(AGENT.as_ref(), &cfg("Bad Name", cloud_init_hook()));
     f.lay_out_vintage(Vintage::Trixie2026);
     let before = f.read("/etc/passwd");
     let out = f.run(&[]);

@@ -1,8 +1,9 @@
 //! Steps `unhook` (remove exactly the first-boot arguments from cmdline.txt) and
 //! `handoff` (end of phase 1: reboot on Bookworm, start the phase-2 unit on Trixie).
 
-use crate::ctx::Ctx;
 use crate::error::Error;
+use crate::exec::Exec;
+use crate::node_fs::NodeFs;
 use crate::runner::Cmd;
 use piimg_contract::{AGENT_UNIT, BootHook};
 
@@ -19,21 +20,21 @@ pub fn strip_args(cmdline: &str, remove: &[String]) -> String {
 }
 
 /// Step `unhook`.
-pub fn unhook(ctx: &mut Ctx) -> Result<String, Error> {
-    let BootHook::SystemdRun { cmdline_args } = ctx.cfg.boot.clone() else {
+pub fn unhook(boot: &BootHook, fs: &NodeFs) -> Result<String, Error> {
+    let BootHook::SystemdRun { cmdline_args } = boot else {
         return Ok("cloud-init start: no cmdline.txt hook to remove".into());
     };
-    let text = ctx.read_card(CMDLINE)?.ok_or_else(|| {
+    let text = fs.read_card(CMDLINE)?.ok_or_else(|| {
         Error::failed(format!(
             "{CMDLINE} not found on the boot partition {}",
-            ctx.opts.boot.display()
+            fs.boot().display()
         ))
     })?;
     let present = text
         .split_whitespace()
-        .filter(|a| cmdline_args.contains(&a.to_string()))
+        .filter(|a| cmdline_args.iter().any(|c| c == a))
         .count();
-    let stripped = strip_args(&text, &cmdline_args);
+    let stripped = strip_args(&text, cmdline_args);
     if stripped.trim().is_empty() {
         return Err(Error::failed(format!(
             "{CMDLINE} would be empty after removing the hook; refusing"
@@ -42,23 +43,23 @@ pub fn unhook(ctx: &mut Ctx) -> Result<String, Error> {
     if present == 0 && text == stripped {
         return Ok(format!("{CMDLINE}: hook already removed"));
     }
-    ctx.put_card(CMDLINE, stripped.as_bytes())?;
+    fs.put_card(CMDLINE, stripped.as_bytes())?;
     Ok(format!("{CMDLINE}: removed {present} hook argument(s)"))
 }
 
 /// Step `handoff`: nothing to write; [`after_handoff`] acts once it is persisted.
-pub fn handoff(ctx: &mut Ctx) -> Result<String, Error> {
-    Ok(match &ctx.cfg.boot {
+pub fn handoff(boot: &BootHook) -> String {
+    match boot {
         BootHook::SystemdRun { .. } => "phase 1 done; rebooting into phase 2".into(),
         BootHook::CloudInit { .. } => format!("phase 1 done; starting {AGENT_UNIT}"),
-    })
+    }
 }
 
 /// Runs after `handoff` is persisted: Bookworm reboots (by `systemd.run_success_action`
 /// when the hook set it, else `systemctl reboot`); Trixie starts the phase-2 unit.
 /// Only on the live system; under `--root` it says what it would do.
-pub fn after_handoff(ctx: &Ctx) -> Result<(), Error> {
-    let cmds: Vec<Cmd> = match &ctx.cfg.boot {
+pub fn after_handoff(boot: &BootHook, exec: &Exec) -> Result<(), Error> {
+    let cmds: Vec<Cmd> = match boot {
         BootHook::SystemdRun { cmdline_args } => {
             if cmdline_args
                 .iter()
@@ -75,11 +76,7 @@ pub fn after_handoff(ctx: &Ctx) -> Result<(), Error> {
         ],
     };
     for c in cmds {
-        if ctx.live() || ctx.dry() {
-            ctx.run_ok(&c)?;
-        } else {
-            crate::log::info(&format!("not the live system (--root): skipped `{c}`"));
-        }
+        exec.run_ok_live(&c)?;
     }
     Ok(())
 }

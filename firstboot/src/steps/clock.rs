@@ -1,39 +1,53 @@
 //! Step `clock`: a Pi has no RTC. Wait (bounded) for systemd-timesyncd, else take
 //! the HTTP `Date` of a server (a k3s server's `/ping`, the gateway, or `--time-url`).
 
-use crate::ctx::{Ctx, human, wait_for};
 use crate::error::Error;
+use crate::exec::Exec;
+use crate::http::Probe;
+use crate::log::would;
+use crate::node_fs::NodeFs;
+use crate::retry::wait_for;
 use crate::runner::Cmd;
-use crate::time::{CLOCK_FLOOR, now, parse_http_date, rfc3339};
+use crate::time::{CLOCK_FLOOR, human, now, parse_http_date, rfc3339};
+use piimg_contract::NodeConfig;
 use std::time::Duration;
 
 /// systemd-timesyncd's flag file, present once the clock is synchronised.
 pub const SYNCED_FLAG: &str = "/run/systemd/timesync/synchronized";
 
-/// Where a `Date` header may come from, in order.
-pub fn time_sources(ctx: &Ctx) -> Vec<String> {
-    let mut urls = ctx.opts.time_urls.clone();
-    for s in &ctx.cfg.servers {
-        if s.name != ctx.cfg.node_name {
-            urls.push(format!("https://{}:{}/ping", s.ip, ctx.opts.api_port));
+/// Where a `Date` header may come from, in order: `--time-url`s, the other servers'
+/// `/ping`, the gateway.
+pub fn time_sources(time_urls: &[String], cfg: &NodeConfig, api_port: u16) -> Vec<String> {
+    let mut urls = time_urls.to_vec();
+    for s in &cfg.servers {
+        if s.name != cfg.node_name {
+            urls.push(format!("https://{}:{api_port}/ping", s.ip));
         }
     }
-    urls.push(format!("http://{}/", ctx.cfg.network.gateway));
+    urls.push(format!("http://{}/", cfg.network.gateway));
     urls
 }
 
 /// Step `clock`.
-pub fn sync(ctx: &mut Ctx) -> Result<String, Error> {
-    let limit = ctx.opts.clock_timeout;
-    if ctx.dry() {
-        ctx.would(&format!(
+///
+/// Waits up to `limit` for the flag, then asks `sources` in order; sets the clock
+/// through `exec` (live system only).
+pub fn sync(
+    sources: &[String],
+    limit: Duration,
+    fs: &NodeFs,
+    exec: &Exec,
+    probe: &dyn Probe,
+) -> Result<String, Error> {
+    if fs.dry() {
+        would(&format!(
             "wait up to {} for {SYNCED_FLAG}, else take the Date of {}",
             human(limit),
-            time_sources(ctx).join(", ")
+            sources.join(", ")
         ));
         return Ok("dry run".into());
     }
-    let flag = ctx.host(SYNCED_FLAG);
+    let flag = fs.path(SYNCED_FLAG);
     if wait_for(limit, || Ok(flag.exists().then_some(()))).is_ok() {
         return Ok(format!(
             "clock synchronised by systemd-timesyncd: {}",
@@ -41,8 +55,8 @@ pub fn sync(ctx: &mut Ctx) -> Result<String, Error> {
         ));
     }
     let mut tried = Vec::new();
-    for url in time_sources(ctx) {
-        let date = match ctx.probe.get(&url, Duration::from_secs(5)) {
+    for url in sources {
+        let date = match probe.get(exec, url, Duration::from_secs(5)) {
             Ok(reply) => reply.date.and_then(|d| parse_http_date(&d)),
             Err(e) => {
                 tried.push(format!("{url}: {e}"));
@@ -55,12 +69,7 @@ pub fn sync(ctx: &mut Ctx) -> Result<String, Error> {
         };
         let off = epoch as i64 - now() as i64;
         if off.abs() > 2 {
-            let cmd = Cmd::new("date", &["-u", "-s", &format!("@{epoch}")]);
-            if ctx.live() {
-                ctx.run_ok(&cmd)?;
-            } else {
-                crate::log::info(&format!("not the live system (--root): skipped `{cmd}`"));
-            }
+            exec.run_ok_live(&Cmd::new("date", &["-u", "-s", &format!("@{epoch}")]))?;
         }
         return Ok(format!(
             "clock not synchronised after {}; took the Date of {url}: {} (off by {off} s)",

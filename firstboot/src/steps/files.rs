@@ -1,8 +1,8 @@
 //! Step `files`: lay down the files the builder rendered into `NodeConfig.files`.
 
-use crate::ctx::Ctx;
 use crate::error::Error;
-use piimg_contract::NODE_CONFIG_FILE;
+use crate::node_fs::NodeFs;
+use piimg_contract::{NODE_CONFIG_FILE, RootFile};
 
 /// Refuses relative paths and `..` components (a card must not write outside `/`).
 pub fn check_path(path: &str, what: &str) -> Result<(), Error> {
@@ -15,9 +15,9 @@ pub fn check_path(path: &str, what: &str) -> Result<(), Error> {
 }
 
 /// Writes every `NodeConfig.files` entry (owner root, the given mode), atomically.
-pub fn lay_down(ctx: &mut Ctx) -> Result<String, Error> {
+pub fn lay_down(files: &[RootFile], fs: &NodeFs) -> Result<String, Error> {
     let mut changed = 0;
-    for (i, f) in ctx.cfg.files.iter().enumerate() {
+    for (i, f) in files.iter().enumerate() {
         check_path(&f.path, &format!("{NODE_CONFIG_FILE}: files[{i}]"))?;
         if f.mode > 0o7777 {
             return Err(Error::failed(format!(
@@ -25,12 +25,12 @@ pub fn lay_down(ctx: &mut Ctx) -> Result<String, Error> {
                 f.path, f.mode
             )));
         }
-        if ctx.put(&f.path, f.mode, f.content.as_bytes(), Some((0, 0)))? {
+        if fs.put(&f.path, f.mode, f.content.as_bytes(), Some((0, 0)))? {
             changed += 1;
         }
     }
     Ok(format!(
         "{} file(s) from the card, {changed} written",
-        ctx.cfg.files.len()
+        files.len()
     ))
 }

@@ -1,12 +1,12 @@
 //! Step `hostname`: /etc/hostname and the `127.0.1.1` line of /etc/hosts.
 
-use crate::ctx::Ctx;
 use crate::error::Error;
+use crate::exec::Exec;
+use crate::node_fs::NodeFs;
 use crate::runner::Cmd;
 
 /// Sets the hostname to the node name (and the running kernel's, when live).
-pub fn apply(ctx: &mut Ctx) -> Result<String, Error> {
-    let name = ctx.cfg.node_name.clone();
+pub fn apply(name: &str, domain: Option<&str>, fs: &NodeFs, exec: &Exec) -> Result<String, Error> {
     if name.is_empty()
         || name.len() > 63
         || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
@@ -16,19 +16,23 @@ pub fn apply(ctx: &mut Ctx) -> Result<String, Error> {
             "node.json: node_name {name:?} is not a valid hostname (letters, digits, '-', at most 63)"
         )));
     }
-    ctx.put("/etc/hostname", 0o644, format!("{name}\n").as_bytes(), None)?;
-    let names = match &ctx.cfg.domain {
+    fs.put("/etc/hostname", 0o644, format!("{name}\n").as_bytes(), None)?;
+    let names = match domain {
         Some(d) if !d.is_empty() => format!("{name}.{d} {name}"),
-        _ => name.clone(),
+        _ => name.to_string(),
     };
-    let hosts = ctx.read("/etc/hosts")?.unwrap_or_else(|| {
+    let hosts = fs.read("/etc/hosts")?.unwrap_or_else(|| {
         "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n".into()
     });
-    ctx.put_like("/etc/hosts", hosts_with(&hosts, &names).as_bytes(), 0o644)?;
-    if ctx.live() && !ctx.dry() {
-        let current = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    fs.put_like("/etc/hosts", hosts_with(&hosts, &names).as_bytes(), 0o644)?;
+    if exec.live() && !exec.dry() {
+        let current = fs
+            .read("/proc/sys/kernel/hostname")
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         if current.trim() != name {
-            ctx.run_ok(&Cmd::new("hostname", &[&name]))?;
+            exec.run_ok(&Cmd::new("hostname", &[name]))?;
         }
     }
     Ok(format!(

@@ -1,11 +1,17 @@
 //! Steps `k3s-config`, `k3s-install`, `k3s-start` and `k3s-ready`.
 
-use super::secrets;
-use crate::ctx::{Ctx, human, wait_for};
-use crate::error::{Error, io};
+use crate::error::Error;
+use crate::exec::Exec;
 use crate::join::Join;
+use crate::log::would;
+use crate::node_fs::NodeFs;
+use crate::retry::wait_for;
 use crate::runner::Cmd;
-use piimg_contract::{NODE_CONFIG_FILE, Role};
+use crate::secrets::SecretStore;
+use crate::time::human;
+use piimg_contract::{K3s, NODE_CONFIG_FILE, Role};
+use std::path::Path;
+use std::time::Duration;
 
 /// k3s's configuration file (0600: it carries the token).
 pub const K3S_CONFIG: &str = "/etc/rancher/k3s/config.yaml";
@@ -65,24 +71,33 @@ pub fn render_config(
 }
 
 /// Step `k3s-config`.
-pub fn config(ctx: &mut Ctx) -> Result<String, Error> {
-    let join = ctx.state.join.clone().ok_or_else(|| {
+///
+/// `join` is the decision the `join` step recorded; the token comes from `secrets`,
+/// the rest from the card's `config_yaml`.
+pub fn config(
+    join: Option<&Join>,
+    secrets: &SecretStore,
+    role: Role,
+    config_yaml: &str,
+    fs: &NodeFs,
+) -> Result<String, Error> {
+    let join = join.cloned().ok_or_else(|| {
         Error::failed("no join decision recorded; the `join` step must run first")
     })?;
-    let secrets = secrets::load(ctx)?;
+    let secrets = secrets.load()?;
     let token = secrets.token;
     if token.trim().is_empty() {
         return Err(Error::failed("secrets.json: token is empty"));
     }
-    let agent_token = match (ctx.cfg.role, secrets.agent_token.as_deref().map(str::trim)) {
+    let agent_token = match (role, secrets.agent_token.as_deref().map(str::trim)) {
         (_, Some("")) => return Err(Error::failed("secrets.json: agent_token is empty")),
         (Role::Server, a) => a,
         (Role::Agent, _) => None,
     };
-    let text = render_config(&ctx.cfg.k3s.config_yaml, token.trim(), agent_token, &join)
-        .map_err(Error::failed)?;
-    ctx.mkdir("/etc/rancher/k3s", 0o755, Some((0, 0)))?;
-    ctx.put(K3S_CONFIG, 0o600, text.as_bytes(), Some((0, 0)))?;
+    let text =
+        render_config(config_yaml, token.trim(), agent_token, &join).map_err(Error::failed)?;
+    fs.mkdir("/etc/rancher/k3s", 0o755, Some((0, 0)))?;
+    fs.put(K3S_CONFIG, 0o600, text.as_bytes(), Some((0, 0)))?;
     Ok(format!(
         "{K3S_CONFIG} (0600) written: {}",
         match (&join, join.url()) {
@@ -99,17 +114,6 @@ fn card_rel(rel: &str, field: &str) -> Result<(), Error> {
             "{NODE_CONFIG_FILE}: k3s.airgap.{field} {rel:?} must be a path relative to the boot partition"
         )));
     }
-    Ok(())
-}
-
-fn copy_from_card(ctx: &Ctx, rel: &str, dest: &str, mode: u32) -> Result<(), Error> {
-    let src = ctx.card(rel);
-    if ctx.dry() {
-        ctx.would(&format!("copy card {rel} to {dest} (mode {mode:04o})"));
-        return Ok(());
-    }
-    crate::fsx::copy_atomic(&src, &ctx.host(dest), mode)
-        .map_err(io(format!("copying card {rel} to {dest}")))?;
     Ok(())
 }
 
@@ -139,22 +143,22 @@ fn service(role: Role) -> (&'static str, &'static str) {
 /// pinned release tag; the script runs with `INSTALL_K3S_SKIP_START=true` (the
 /// `k3s-start` step starts it) and without inherited `K3S_*` variables (the script
 /// would persist them into the service's env file).
-pub fn install(ctx: &mut Ctx) -> Result<String, Error> {
-    let version = checked_version(&ctx.cfg.k3s.version)?.to_string();
-    let (exec, _) = service(ctx.cfg.role);
-    ctx.mkdir("/var/lib/piimg", 0o700, Some((0, 0)))?;
-    let mut cmd = Cmd::new("sh", &[&ctx.host(INSTALL_SCRIPT).to_string_lossy()]);
-    let how = if let Some(air) = ctx.cfg.k3s.airgap.clone() {
+pub fn install(k3s: &K3s, role: Role, fs: &NodeFs, exec: &Exec) -> Result<String, Error> {
+    let version = checked_version(&k3s.version)?.to_string();
+    let (server_or_agent, _) = service(role);
+    fs.mkdir("/var/lib/piimg", 0o700, Some((0, 0)))?;
+    let mut cmd = Cmd::new("sh", &[&fs.path(INSTALL_SCRIPT).to_string_lossy()]);
+    let how = if let Some(air) = &k3s.airgap {
         card_rel(&air.binary, "binary")?;
         card_rel(&air.install_script, "install_script")?;
-        copy_from_card(ctx, &air.binary, K3S_BIN, 0o755)?;
+        fs.copy_from_card(&air.binary, K3S_BIN, 0o755)?;
         if let Some(images) = &air.images {
             card_rel(images, "images")?;
             let name = images.rsplit('/').next().unwrap_or(images);
-            ctx.mkdir(IMAGES_DIR, 0o755, Some((0, 0)))?;
-            copy_from_card(ctx, images, &format!("{IMAGES_DIR}/{name}"), 0o644)?;
+            fs.mkdir(IMAGES_DIR, 0o755, Some((0, 0)))?;
+            fs.copy_from_card(images, &format!("{IMAGES_DIR}/{name}"), 0o644)?;
         }
-        copy_from_card(ctx, &air.install_script, INSTALL_SCRIPT, 0o755)?;
+        fs.copy_from_card(&air.install_script, INSTALL_SCRIPT, 0o755)?;
         cmd = cmd.env("INSTALL_K3S_SKIP_DOWNLOAD", "true");
         "airgap files from the card"
     } else {
@@ -162,8 +166,8 @@ pub fn install(ctx: &mut Ctx) -> Result<String, Error> {
             "https://raw.githubusercontent.com/k3s-io/k3s/{}/install.sh",
             version.replace('+', "%2B")
         );
-        let dest = ctx.host(INSTALL_SCRIPT).to_string_lossy().into_owned();
-        ctx.run_ok(&Cmd::new(
+        let dest = fs.path(INSTALL_SCRIPT).to_string_lossy().into_owned();
+        exec.run_ok(&Cmd::new(
             "curl",
             &[
                 "-sSfL",
@@ -180,24 +184,23 @@ pub fn install(ctx: &mut Ctx) -> Result<String, Error> {
     };
     cmd = cmd
         .env("INSTALL_K3S_VERSION", version.clone())
-        .env("INSTALL_K3S_EXEC", exec)
+        .env("INSTALL_K3S_EXEC", server_or_agent)
         .env("INSTALL_K3S_SKIP_START", "true");
     cmd.env_remove_prefixes = vec!["K3S_".into(), "CONTAINERD_".into()];
-    ctx.run_ok(&cmd)?;
-    Ok(format!("k3s {version} installed as {exec} from {how}"))
+    exec.run_ok(&cmd)?;
+    Ok(format!(
+        "k3s {version} installed as {server_or_agent} from {how}"
+    ))
 }
 
-/// Step `k3s-start`: `systemctl start --no-block` the k3s unit (live system only).
-pub fn start(ctx: &mut Ctx) -> Result<String, Error> {
-    let (_, unit) = service(ctx.cfg.role);
-    let program = ctx
-        .opts
-        .systemctl
-        .as_ref()
-        .map_or("systemctl".into(), |p| p.display().to_string());
+/// Step `k3s-start`: `systemctl start --no-block` the k3s unit (live system only,
+/// or with the `systemctl` given by `--systemctl`).
+pub fn start(role: Role, systemctl: Option<&Path>, exec: &Exec) -> Result<String, Error> {
+    let (_, unit) = service(role);
+    let program = systemctl.map_or("systemctl".into(), |p| p.display().to_string());
     let cmd = Cmd::new(program, &["start", "--no-block", unit]);
-    if ctx.live() || ctx.dry() || ctx.opts.systemctl.is_some() {
-        ctx.run_ok(&cmd)?;
+    if exec.live() || exec.dry() || systemctl.is_some() {
+        exec.run_ok(&cmd)?;
         Ok(format!("{unit} started"))
     } else {
         Ok(format!("not the live system (--root): skipped `{cmd}`"))
@@ -216,36 +219,37 @@ pub fn kubeconfig(role: Role) -> &'static str {
 
 /// Step `k3s-ready`: `k3s kubectl get node NAME` until its Ready condition is True,
 /// with backoff, bounded by `--ready-timeout`.
-pub fn ready(ctx: &mut Ctx) -> Result<String, Error> {
-    let name = ctx.cfg.node_name.clone();
-    let kc = ctx
-        .host(kubeconfig(ctx.cfg.role))
-        .to_string_lossy()
-        .into_owned();
+pub fn ready(
+    name: &str,
+    role: Role,
+    limit: Duration,
+    fs: &NodeFs,
+    exec: &Exec,
+) -> Result<String, Error> {
+    let kc = fs.path(kubeconfig(role)).to_string_lossy().into_owned();
     let cmd = Cmd::new(
-        ctx.host(K3S_BIN).to_string_lossy(),
+        fs.path(K3S_BIN).to_string_lossy(),
         &[
             "kubectl",
             "--kubeconfig",
             &kc,
             "get",
             "node",
-            &name,
+            name,
             "-o",
             r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#,
         ],
     );
-    if ctx.dry() {
-        ctx.would(&format!(
+    if exec.dry() {
+        would(&format!(
             "repeat until it prints True (up to {}): {cmd}",
-            human(ctx.opts.ready_timeout)
+            human(limit)
         ));
         return Ok("dry run".into());
     }
-    wait_for(ctx.opts.ready_timeout, || {
-        let out = ctx
-            .runner
-            .run(&cmd)
+    wait_for(limit, || {
+        let out = exec
+            .poll(&cmd)
             .map_err(|e| format!("cannot run {K3S_BIN}: {e}"))?;
         match out.stdout.trim() {
             "True" if out.success() => Ok(Some(())),
@@ -256,7 +260,7 @@ pub fn ready(ctx: &mut Ctx) -> Result<String, Error> {
     .map_err(|last| {
         Error::failed(format!(
             "node {name} not Ready after {}; last answer: {last}",
-            human(ctx.opts.ready_timeout)
+            human(limit)
         ))
     })?;
     Ok(format!("node {name} is Ready"))

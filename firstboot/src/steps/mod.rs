@@ -1,5 +1,10 @@
-//! The named steps, in order. Each is idempotent: rerunning a finished or half-done
-//! step converges to the same files without duplicating anything.
+//! The named steps. Each is idempotent: rerunning a finished or half-done step
+//! converges to the same files without duplicating anything.
+//!
+//! A step function takes only what it reads (parts of the card, settings), what it
+//! may write ([`NodeFs`]: node files under `--root`, card files under `--boot`) and,
+//! when it runs programs, [`Exec`] (the one logged, dry-run-aware door). [`run`] is
+//! the one place that hands each step its inputs.
 
 pub mod boot_hook;
 pub mod cgroup;
@@ -16,119 +21,102 @@ pub mod sudoers;
 pub mod user;
 pub mod userconfig;
 
-use crate::ctx::{Ctx, Phase};
 use crate::error::Error;
+use crate::exec::Exec;
+use crate::http::Probe;
+use crate::join_policy::{JoinEnv, JoinPolicy};
+use crate::node_fs::NodeFs;
+use crate::options::Options;
+use crate::progress::Progress;
+use crate::secrets::{ROOT_SECRETS, SecretStore};
+use crate::state::State;
+use crate::status::StatusCard;
+use crate::step_id::StepId;
+use piimg_contract::{NodeConfig, SECRETS_FILE};
 
-/// One step of the state machine.
-pub struct Step {
-    /// Name persisted in the state file and shown in the status.
-    pub name: &'static str,
-    /// The phase that runs it.
-    pub phase: Phase,
-    /// Does the work; returns a one-line summary.
-    pub run: fn(&mut Ctx) -> Result<String, Error>,
+/// Everything a run offers its steps; [`run`] hands each step its part.
+pub struct StepEnv<'a> {
+    /// Invocation options.
+    pub opts: &'a Options,
+    /// The card's node configuration.
+    pub cfg: &'a NodeConfig,
+    /// The node's files.
+    pub fs: &'a NodeFs,
+    /// Runs programs.
+    pub exec: &'a Exec<'a>,
+    /// Fetches a server's `Date`.
+    pub probe: &'a dyn Probe,
+    /// Decides how to join.
+    pub join_policy: &'a dyn JoinPolicy,
+    /// Where a long step reports its progress.
+    pub status: StatusCard<'a>,
 }
 
-/// Every step, in run order.
-pub const STEPS: &[Step] = &[
-    Step {
-        name: "secrets",
-        phase: Phase::Local,
-        run: secrets::take,
-    },
-    Step {
-        name: "files",
-        phase: Phase::Local,
-        run: files::lay_down,
-    },
-    Step {
-        name: "hostname",
-        phase: Phase::Local,
-        run: hostname::apply,
-    },
-    Step {
-        name: "user",
-        phase: Phase::Local,
-        run: user::apply,
-    },
-    Step {
-        name: "ssh-keys",
-        phase: Phase::Local,
-        run: ssh::authorized_keys,
-    },
-    Step {
-        name: "ssh",
-        phase: Phase::Local,
-        run: ssh::enable,
-    },
-    Step {
-        name: "install-agent",
-        phase: Phase::Local,
-        run: self_install::install,
-    },
-    Step {
-        name: "unhook",
-        phase: Phase::Local,
-        run: boot_hook::unhook,
-    },
-    Step {
-        name: "handoff",
-        phase: Phase::Local,
-        run: boot_hook::handoff,
-    },
-    Step {
-        name: "network",
-        phase: Phase::Cluster,
-        run: network::wait,
-    },
-    Step {
-        name: "clock",
-        phase: Phase::Cluster,
-        run: clock::sync,
-    },
-    Step {
-        name: "cgroup",
-        phase: Phase::Cluster,
-        run: cgroup::check,
-    },
-    Step {
-        name: "join",
-        phase: Phase::Cluster,
-        run: join::decide,
-    },
-    Step {
-        name: "k3s-config",
-        phase: Phase::Cluster,
-        run: k3s::config,
-    },
-    Step {
-        name: "k3s-install",
-        phase: Phase::Cluster,
-        run: k3s::install,
-    },
-    Step {
-        name: "k3s-start",
-        phase: Phase::Cluster,
-        run: k3s::start,
-    },
-    Step {
-        name: "k3s-ready",
-        phase: Phase::Cluster,
-        run: k3s::ready,
-    },
-    Step {
-        name: "scrub",
-        phase: Phase::Cluster,
-        run: secrets::scrub,
-    },
-    Step {
-        name: "disable",
-        phase: Phase::Cluster,
-        run: self_install::disable,
-    },
-];
+impl StepEnv<'_> {
+    fn secrets(&self) -> SecretStore<'_> {
+        SecretStore::new(self.fs, ROOT_SECRETS, SECRETS_FILE)
+    }
+}
 
-/// Looks a step up by name.
-pub fn by_name(name: &str) -> Option<&'static Step> {
-    STEPS.iter().find(|s| s.name == name)
+/// Runs step `id`; returns its one-line summary. Only the `join` step writes the
+/// state (its decision), only `k3s-config` reads it.
+pub fn run(id: StepId, env: &StepEnv, state: &mut State) -> Result<String, Error> {
+    let (cfg, opts, fs, exec) = (env.cfg, env.opts, env.fs, env.exec);
+    match id {
+        StepId::Secrets => secrets::take(&env.secrets(), fs),
+        StepId::Files => files::lay_down(&cfg.files, fs),
+        StepId::Hostname => hostname::apply(&cfg.node_name, cfg.domain.as_deref(), fs, exec),
+        StepId::User => user::apply(&cfg.admin, fs, exec),
+        StepId::SshKeys => ssh::authorized_keys(&cfg.admin, fs),
+        StepId::Ssh => ssh::enable(cfg.admin.password_login, fs),
+        StepId::InstallAgent => self_install::install(opts.self_exe.as_deref(), &cfg.files, fs),
+        StepId::Unhook => boot_hook::unhook(&cfg.boot, fs),
+        StepId::Handoff => Ok(boot_hook::handoff(&cfg.boot)),
+        StepId::Network => network::wait(&cfg.network, opts.network_timeout, fs),
+        StepId::Clock => clock::sync(
+            &clock::time_sources(&opts.time_urls, cfg, opts.api_port),
+            opts.clock_timeout,
+            fs,
+            exec,
+            env.probe,
+        ),
+        StepId::Cgroup => cgroup::check(fs),
+        StepId::Join => {
+            // The status the policy reports its waiting on: the state as the step starts.
+            let snapshot = state.clone();
+            let progress = Progress {
+                card: env.status,
+                state: &snapshot,
+                step: id,
+            };
+            let secrets = env.secrets();
+            let join_env = JoinEnv {
+                cfg,
+                api_port: opts.api_port,
+                join_timeout: opts.join_timeout,
+                fs,
+                exec,
+                secrets: &secrets,
+                progress: &progress,
+            };
+            join::decide(
+                env.join_policy,
+                &join_env,
+                cfg.ha.init_window_secs,
+                &mut state.join,
+            )
+        }
+        StepId::K3sConfig => k3s::config(
+            state.join.as_ref(),
+            &env.secrets(),
+            cfg.role,
+            &cfg.k3s.config_yaml,
+            fs,
+        ),
+        StepId::K3sInstall => k3s::install(&cfg.k3s, cfg.role, fs, exec),
+        StepId::K3sStart => k3s::start(cfg.role, opts.systemctl.as_deref(), exec),
+        StepId::K3sReady => k3s::ready(&cfg.node_name, cfg.role, opts.ready_timeout, fs, exec),
+        StepId::Scrub => secrets::scrub(&env.secrets(), cfg.ha.node_cleaner.as_ref(), fs),
+        StepId::Disable => self_install::disable(&cfg.files, fs),
+    }
 }

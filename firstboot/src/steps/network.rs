@@ -1,7 +1,12 @@
 //! Step `network`: wait (bounded) for a default route.
 
-use crate::ctx::{Ctx, human, wait_for};
 use crate::error::Error;
+use crate::log::would;
+use crate::node_fs::NodeFs;
+use crate::retry::wait_for;
+use crate::time::human;
+use piimg_contract::Network;
+use std::time::Duration;
 
 /// True if /proc/net/route (text) has a default IPv4 route that is up.
 pub fn has_default_route(route: &str) -> Option<String> {
@@ -13,18 +18,16 @@ pub fn has_default_route(route: &str) -> Option<String> {
 }
 
 /// Waits for a default route (the unit is ordered after network-online.target too).
-pub fn wait(ctx: &mut Ctx) -> Result<String, Error> {
-    if ctx.dry() {
-        ctx.would(&format!(
-            "wait up to {} for a default route",
-            human(ctx.opts.network_timeout)
-        ));
+/// `net` is the card's network (named in the error), `limit` the bound on waiting.
+pub fn wait(net: &Network, limit: Duration, fs: &NodeFs) -> Result<String, Error> {
+    if fs.dry() {
+        would(&format!("wait up to {} for a default route", human(limit)));
         return Ok("dry run".into());
     }
-    let path = ctx.host("/proc/net/route");
-    let gw = ctx.cfg.network.gateway;
-    let iface = ctx.cfg.network.interface.clone();
-    wait_for(ctx.opts.network_timeout, || {
+    let path = fs.path("/proc/net/route");
+    let gw = net.gateway;
+    let iface = &net.interface;
+    wait_for(limit, || {
         let text = std::fs::read_to_string(&path).map_err(|e| format!("/proc/net/route: {e}"))?;
         Ok(has_default_route(&text))
     })
@@ -32,7 +35,7 @@ pub fn wait(ctx: &mut Ctx) -> Result<String, Error> {
     .map_err(|last| {
         Error::failed(format!(
             "no default route after {} (expected via {gw} on {iface}; check the NetworkManager keyfile and the cable): {last}",
-            human(ctx.opts.network_timeout)
+            human(limit)
         ))
     })
 }

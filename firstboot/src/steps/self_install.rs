@@ -1,9 +1,10 @@
 //! Steps `install-agent` (copy the agent to the root fs and enable its phase-2 unit)
 //! and `disable` (the end: the unit no longer starts).
 
-use crate::ctx::Ctx;
 use crate::error::{Error, io};
-use piimg_contract::{AGENT_INSTALL_PATH, AGENT_UNIT};
+use crate::node_fs::NodeFs;
+use piimg_contract::{AGENT_INSTALL_PATH, AGENT_UNIT, RootFile};
+use std::path::Path;
 
 /// Where the builder's rendered unit is laid down (from `NodeConfig.files`).
 pub fn unit_path() -> String {
@@ -29,12 +30,12 @@ pub fn wanted_by(unit: &str) -> Vec<String> {
     targets
 }
 
-fn unit_text(ctx: &Ctx) -> Result<String, Error> {
+fn unit_text(files: &[RootFile], fs: &NodeFs) -> Result<String, Error> {
     let path = unit_path();
-    if let Some(t) = ctx.read(&path)? {
+    if let Some(t) = fs.read(&path)? {
         return Ok(t);
     }
-    if let Some(f) = ctx.cfg.files.iter().find(|f| f.path == path) {
+    if let Some(f) = files.iter().find(|f| f.path == path) {
         return Ok(f.content.clone());
     }
     Err(Error::failed(format!(
@@ -42,28 +43,29 @@ fn unit_text(ctx: &Ctx) -> Result<String, Error> {
     )))
 }
 
-/// Step `install-agent`.
-pub fn install(ctx: &mut Ctx) -> Result<String, Error> {
-    let exe = match &ctx.opts.self_exe {
-        Some(p) => p.clone(),
+/// Step `install-agent`: copies `self_exe` (default: the running executable) and
+/// enables the unit the card's `files` rendered.
+pub fn install(self_exe: Option<&Path>, files: &[RootFile], fs: &NodeFs) -> Result<String, Error> {
+    let exe = match self_exe {
+        Some(p) => p.to_path_buf(),
         None => std::env::current_exe().map_err(io("the running agent binary"))?,
     };
-    let unit = unit_text(ctx)?;
+    let unit = unit_text(files, fs)?;
     if !unit.contains(&format!("ExecStart={AGENT_INSTALL_PATH}")) {
         return Err(Error::failed(format!(
             "{}: ExecStart must run {AGENT_INSTALL_PATH} (without arguments)",
             unit_path()
         )));
     }
-    let dest = ctx.host(AGENT_INSTALL_PATH);
+    let dest = fs.path(AGENT_INSTALL_PATH);
     let same = std::fs::canonicalize(&exe).ok() == std::fs::canonicalize(&dest).ok();
     if !same {
         let data = std::fs::read(&exe).map_err(io(exe.display()))?;
-        ctx.put(AGENT_INSTALL_PATH, 0o755, &data, Some((0, 0)))?;
+        fs.put(AGENT_INSTALL_PATH, 0o755, &data, Some((0, 0)))?;
     }
     let targets = wanted_by(&unit);
     for t in &targets {
-        ctx.link(
+        fs.link(
             &unit_path(),
             &format!("/etc/systemd/system/{t}.wants/{AGENT_UNIT}"),
         )?;
@@ -75,10 +77,10 @@ pub fn install(ctx: &mut Ctx) -> Result<String, Error> {
 }
 
 /// Step `disable`: remove the unit's wants-symlinks so it never starts again.
-pub fn disable(ctx: &mut Ctx) -> Result<String, Error> {
-    let unit = unit_text(ctx).unwrap_or_default();
+pub fn disable(files: &[RootFile], fs: &NodeFs) -> Result<String, Error> {
+    let unit = unit_text(files, fs).unwrap_or_default();
     for t in wanted_by(&unit) {
-        ctx.rm(&format!("/etc/systemd/system/{t}.wants/{AGENT_UNIT}"))?;
+        fs.rm(&format!("/etc/systemd/system/{t}.wants/{AGENT_UNIT}"))?;
     }
     Ok(format!("{AGENT_UNIT} disabled; provisioning complete"))
 }

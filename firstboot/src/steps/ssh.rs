@@ -2,19 +2,20 @@
 //! builder's drop-in in place.
 
 use super::user;
-use crate::ctx::Ctx;
 use crate::error::Error;
+use crate::node_fs::NodeFs;
+use piimg_contract::Admin;
 
 /// The sshd drop-in the builder renders into `NodeConfig.files`.
 pub const SSHD_DROP_IN: &str = "/etc/ssh/sshd_config.d/50-piimg.conf";
 
 /// Step `ssh-keys`: every configured key exactly once in ~/.ssh/authorized_keys
 /// (existing lines kept), file 0600 and directory 0700, owned by the admin.
-pub fn authorized_keys(ctx: &mut Ctx) -> Result<String, Error> {
-    let name = ctx.cfg.admin.user.clone();
-    let acct = match user::lookup(ctx, &name)? {
+pub fn authorized_keys(admin: &Admin, fs: &NodeFs) -> Result<String, Error> {
+    let name = admin.user.clone();
+    let acct = match user::lookup(fs, &name)? {
         Some(a) => a,
-        None if ctx.dry() => user::Account {
+        None if fs.dry() => user::Account {
             name: name.clone(),
             uid: 1000,
             gid: 1000,
@@ -27,9 +28,7 @@ pub fn authorized_keys(ctx: &mut Ctx) -> Result<String, Error> {
             )));
         }
     };
-    let keys: Vec<String> = ctx
-        .cfg
-        .admin
+    let keys: Vec<String> = admin
         .ssh_authorized_keys
         .iter()
         .map(|k| k.trim().to_string())
@@ -40,7 +39,7 @@ pub fn authorized_keys(ctx: &mut Ctx) -> Result<String, Error> {
             "node.json: admin.ssh_authorized_keys has an entry that is not one OpenSSH public key line: {bad:?}"
         )));
     }
-    if keys.is_empty() && !ctx.cfg.admin.password_login {
+    if keys.is_empty() && !admin.password_login {
         return Err(Error::failed(
             "node.json: admin.ssh_authorized_keys is empty and password login is off: nobody could log in",
         ));
@@ -48,8 +47,8 @@ pub fn authorized_keys(ctx: &mut Ctx) -> Result<String, Error> {
     let dir = format!("{}/.ssh", acct.home);
     let path = format!("{dir}/authorized_keys");
     let owner = Some((acct.uid, acct.gid));
-    ctx.mkdir(&dir, 0o700, owner)?;
-    let existing = ctx.read(&path)?.unwrap_or_default();
+    fs.mkdir(&dir, 0o700, owner)?;
+    let existing = fs.read(&path)?.unwrap_or_default();
     let mut lines: Vec<String> = Vec::new();
     for l in existing
         .lines()
@@ -61,22 +60,23 @@ pub fn authorized_keys(ctx: &mut Ctx) -> Result<String, Error> {
         }
     }
     let text = lines.join("\n") + "\n";
-    ctx.put(&path, 0o600, text.as_bytes(), owner)?;
+    fs.put(&path, 0o600, text.as_bytes(), owner)?;
     Ok(format!("{} key(s) in {path}", keys.len()))
 }
 
 /// Step `ssh`: check the drop-in, then enable ssh.service the way `systemctl enable`
 /// does (wants-symlink plus the `sshd.service` alias), without running systemctl.
-pub fn enable(ctx: &mut Ctx) -> Result<String, Error> {
-    if !ctx.cfg.admin.password_login {
-        let dropin = ctx.read(SSHD_DROP_IN)?.unwrap_or_default();
+/// `password_login` is the card's `admin.password_login`.
+pub fn enable(password_login: bool, fs: &NodeFs) -> Result<String, Error> {
+    if !password_login {
+        let dropin = fs.read(SSHD_DROP_IN)?.unwrap_or_default();
         let off = dropin.lines().any(|l| {
             let mut w = l.split_whitespace();
             w.next()
                 .is_some_and(|k| k.eq_ignore_ascii_case("PasswordAuthentication"))
                 && w.next().is_some_and(|v| v.eq_ignore_ascii_case("no"))
         });
-        if !off && !ctx.dry() {
+        if !off && !fs.dry() {
             return Err(Error::failed(format!(
                 "{SSHD_DROP_IN} does not say `PasswordAuthentication no` but password login is off; the builder must put it in node.json files"
             )));
@@ -87,15 +87,15 @@ pub fn enable(ctx: &mut Ctx) -> Result<String, Error> {
         "/usr/lib/systemd/system/ssh.service",
     ]
     .into_iter()
-    .find(|p| ctx.host(p).exists())
+    .find(|p| fs.exists(p))
     .ok_or_else(|| {
         Error::failed("ssh.service not found in /lib/systemd/system: is openssh-server installed?")
     })?;
-    ctx.link(
+    fs.link(
         unit,
         "/etc/systemd/system/multi-user.target.wants/ssh.service",
     )?;
-    ctx.link(unit, "/etc/systemd/system/sshd.service")?;
+    fs.link(unit, "/etc/systemd/system/sshd.service")?;
     // Raspberry Pi OS's boot-partition convention: sshswitch enables ssh on an `ssh` file.
     Ok(format!("ssh.service enabled; {SSHD_DROP_IN} in place"))
 }

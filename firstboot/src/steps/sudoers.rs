@@ -11,8 +11,9 @@
 //! trailing `~`: sudoers(5)), one well-formed rule for a valid login name; on the
 //! live node `visudo -cf` itself checks it when installed.
 
-use crate::ctx::Ctx;
 use crate::error::Error;
+use crate::exec::Exec;
+use crate::node_fs::NodeFs;
 use crate::runner::Cmd;
 
 /// piimg's drop-in. Named to sort after the images' own `010_*` and cloud-init's
@@ -89,19 +90,19 @@ pub fn valid_login(name: &str) -> bool {
 
 /// Installs the drop-in for `user` (idempotent). On the live node, when `visudo`
 /// exists, a copy under a name sudo ignores is checked with `visudo -cf` first.
-pub fn install(ctx: &Ctx, user: &str) -> Result<String, Error> {
+pub fn install(user: &str, fs: &NodeFs, exec: &Exec) -> Result<String, Error> {
     let text = rule(user);
     check(DROP_IN, &text).map_err(Error::failed)?;
-    if ctx.live() && !ctx.dry() {
+    if exec.live() && !exec.dry() {
         if let Some(visudo) = ["/usr/sbin/visudo", "/sbin/visudo"]
             .into_iter()
-            .find(|p| ctx.host(p).exists())
+            .find(|p| fs.exists(p))
         {
             // A '.' in the name: sudo never reads this file, even if left behind.
             let probe = "/etc/sudoers.d/.piimg-admin.check";
-            ctx.put(probe, MODE, text.as_bytes(), Some((0, 0)))?;
-            let out = ctx.run(&Cmd::new(visudo, &["-c", "-q", "-f", probe]));
-            ctx.rm(probe)?;
+            fs.put(probe, MODE, text.as_bytes(), Some((0, 0)))?;
+            let out = exec.run(&Cmd::new(visudo, &["-c", "-q", "-f", probe]));
+            fs.rm(probe)?;
             let out = out?;
             if !out.success() {
                 return Err(Error::failed(format!(
@@ -111,6 +112,6 @@ pub fn install(ctx: &Ctx, user: &str) -> Result<String, Error> {
             }
         }
     }
-    ctx.put(DROP_IN, MODE, text.as_bytes(), Some((0, 0)))?;
+    fs.put(DROP_IN, MODE, text.as_bytes(), Some((0, 0)))?;
     Ok(format!("{DROP_IN}: {user} may sudo without a password"))
 }

@@ -16,8 +16,10 @@
 //! `--root`), writing /etc/passwd last: it decides whether the rename happened.
 
 use super::{sudoers, userconfig};
-use crate::ctx::Ctx;
 use crate::error::Error;
+use crate::exec::Exec;
+use crate::node_fs::NodeFs;
+use piimg_contract::Admin;
 
 /// The shell the admin gets when its own cannot log in (pi-gen's `usermod -s
 /// /bin/bash` when the image has a first-user password).
@@ -63,20 +65,20 @@ pub fn accounts(passwd: &str) -> Vec<Account> {
 }
 
 /// Looks up `name` in the node's /etc/passwd.
-pub fn lookup(ctx: &Ctx, name: &str) -> Result<Option<Account>, Error> {
-    let passwd = ctx.read("/etc/passwd")?.unwrap_or_default();
+pub fn lookup(fs: &NodeFs, name: &str) -> Result<Option<Account>, Error> {
+    let passwd = fs.read("/etc/passwd")?.unwrap_or_default();
     Ok(accounts(&passwd).into_iter().find(|a| a.name == name))
 }
 
-/// Applies the admin account.
-pub fn apply(ctx: &mut Ctx) -> Result<String, Error> {
-    let user = ctx.cfg.admin.user.clone();
+/// Applies the admin account; `exec` runs visudo and getty on the live system.
+pub fn apply(admin: &Admin, fs: &NodeFs, exec: &Exec) -> Result<String, Error> {
+    let user = admin.user.clone();
     if !sudoers::valid_login(&user) {
         return Err(Error::failed(format!(
             "node.json: admin.user {user:?} is not a usable login name (lowercase letters, digits, '-', '_'; not root)"
         )));
     }
-    let passwd = ctx.read("/etc/passwd")?.ok_or_else(|| {
+    let passwd = fs.read("/etc/passwd")?.ok_or_else(|| {
         Error::failed("/etc/passwd does not exist: is --root a Raspberry Pi OS root filesystem?")
     })?;
     let all = accounts(&passwd);
@@ -84,14 +86,14 @@ pub fn apply(ctx: &mut Ctx) -> Result<String, Error> {
         format!("user {user} exists")
     } else if let Some(first) = all.iter().find(|a| a.uid == 1000) {
         let old = first.name.clone();
-        rename(ctx, &passwd, &old, &user)?;
+        rename(fs, &passwd, &old, &user)?;
         format!("renamed first user {old} (uid 1000) to {user}")
     } else {
-        create(ctx, &passwd, &user)?
+        create(fs, &passwd, &user)?
     };
-    let acct = lookup(ctx, &user)?.or_else(|| {
+    let acct = lookup(fs, &user)?.or_else(|| {
         // Under --dry-run nothing was written: describe the account as it would be.
-        ctx.dry().then(|| Account {
+        fs.dry().then(|| Account {
             name: user.clone(),
             uid: 1000,
             gid: 1000,
@@ -104,20 +106,20 @@ pub fn apply(ctx: &mut Ctx) -> Result<String, Error> {
             "user {user} missing from /etc/passwd after creating it"
         ))
     })?;
-    ctx.mkdir(&acct.home, 0o700, Some((acct.uid, acct.gid)))?;
+    fs.mkdir(&acct.home, 0o700, Some((acct.uid, acct.gid)))?;
     if !can_log_in(&acct.shell) {
-        set_shell(ctx, &user, LOGIN_SHELL)?;
+        set_shell(fs, &user, LOGIN_SHELL)?;
         summary.push_str(&format!("; shell {} -> {LOGIN_SHELL}", acct.shell));
     }
-    ensure_shadow_entry(ctx, &user)?;
-    if !ctx.cfg.admin.password_login {
-        lock_password(ctx, &user)?;
+    ensure_shadow_entry(fs, &user)?;
+    if !admin.password_login {
+        lock_password(fs, &user)?;
         summary.push_str("; password locked");
     }
     summary.push_str("; ");
-    summary.push_str(&sudoers::install(ctx, &user)?);
+    summary.push_str(&sudoers::install(&user, fs, exec)?);
     summary.push_str("; ");
-    summary.push_str(&userconfig::cancel(ctx)?);
+    summary.push_str(&userconfig::cancel(fs, exec)?);
     Ok(summary)
 }
 
@@ -128,8 +130,8 @@ pub fn can_log_in(shell: &str) -> bool {
     !shell.trim().is_empty() && name != "nologin" && name != "false"
 }
 
-fn set_shell(ctx: &Ctx, user: &str, shell: &str) -> Result<(), Error> {
-    let passwd = ctx
+fn set_shell(fs: &NodeFs, user: &str, shell: &str) -> Result<(), Error> {
+    let passwd = fs
         .read("/etc/passwd")?
         .ok_or_else(|| Error::failed("/etc/passwd disappeared while the user step ran"))?;
     let edited = map_lines(&passwd, |mut f| {
@@ -138,14 +140,14 @@ fn set_shell(ctx: &Ctx, user: &str, shell: &str) -> Result<(), Error> {
         }
         f
     });
-    ctx.put_like("/etc/passwd", edited.as_bytes(), 0o644)?;
+    fs.put_like("/etc/passwd", edited.as_bytes(), 0o644)?;
     Ok(())
 }
 
 /// An account without a shadow line cannot pass PAM's account check: add a locked
 /// one (as useradd writes it) when /etc/shadow exists and lacks the user.
-fn ensure_shadow_entry(ctx: &Ctx, user: &str) -> Result<(), Error> {
-    let Some(shadow) = ctx.read("/etc/shadow")? else {
+fn ensure_shadow_entry(fs: &NodeFs, user: &str) -> Result<(), Error> {
+    let Some(shadow) = fs.read("/etc/shadow")? else {
         return Ok(());
     };
     if shadow.lines().any(|l| l.split(':').next() == Some(user)) {
@@ -153,7 +155,7 @@ fn ensure_shadow_entry(ctx: &Ctx, user: &str) -> Result<(), Error> {
     }
     let days = crate::time::now() / 86_400;
     let line = format!("{user}:!:{days}:0:99999:7:::");
-    ctx.put_like("/etc/shadow", append_line(&shadow, &line).as_bytes(), 0o640)?;
+    fs.put_like("/etc/shadow", append_line(&shadow, &line).as_bytes(), 0o640)?;
     Ok(())
 }
 
@@ -179,8 +181,8 @@ fn rename_members(list: &str, old: &str, new: &str) -> String {
         .join(",")
 }
 
-fn rename(ctx: &Ctx, passwd: &str, old: &str, new: &str) -> Result<(), Error> {
-    let group_taken = ctx
+fn rename(fs: &NodeFs, passwd: &str, old: &str, new: &str) -> Result<(), Error> {
+    let group_taken = fs
         .read("/etc/group")?
         .is_some_and(|g| g.lines().any(|l| l.split(':').next() == Some(new)));
     for (path, members) in [
@@ -188,7 +190,7 @@ fn rename(ctx: &Ctx, passwd: &str, old: &str, new: &str) -> Result<(), Error> {
         ("/etc/group", &[3][..]),
         ("/etc/gshadow", &[2, 3][..]),
     ] {
-        let Some(text) = ctx.read(path)? else {
+        let Some(text) = fs.read(path)? else {
             continue;
         };
         let is_group = path != "/etc/shadow";
@@ -203,24 +205,24 @@ fn rename(ctx: &Ctx, passwd: &str, old: &str, new: &str) -> Result<(), Error> {
             }
             f
         });
-        ctx.put_like(path, edited.as_bytes(), 0o640)?;
+        fs.put_like(path, edited.as_bytes(), 0o640)?;
     }
     for path in ["/etc/subuid", "/etc/subgid"] {
-        if let Some(text) = ctx.read(path)? {
+        if let Some(text) = fs.read(path)? {
             let edited = map_lines(&text, |mut f| {
                 if f[0] == old {
                     f[0] = new.to_string();
                 }
                 f
             });
-            ctx.put_like(path, edited.as_bytes(), 0o644)?;
+            fs.put_like(path, edited.as_bytes(), 0o644)?;
         }
     }
     for path in [
         "/etc/sudoers.d/010_pi-nopasswd",
         "/etc/sudoers.d/90-cloud-init-users",
     ] {
-        if let Some(text) = ctx.read(path)? {
+        if let Some(text) = fs.read(path)? {
             let prefix = format!("{old} ");
             let edited: String = text
                 .lines()
@@ -229,17 +231,12 @@ fn rename(ctx: &Ctx, passwd: &str, old: &str, new: &str) -> Result<(), Error> {
                     None => format!("{l}\n"),
                 })
                 .collect();
-            ctx.put_like(path, edited.as_bytes(), 0o440)?;
+            fs.put_like(path, edited.as_bytes(), 0o440)?;
         }
     }
     let (old_home, new_home) = (format!("/home/{old}"), format!("/home/{new}"));
-    if ctx.host(&old_home).is_dir() && !ctx.host(&new_home).exists() {
-        if ctx.dry() {
-            ctx.would(&format!("move {old_home} to {new_home}"));
-        } else {
-            std::fs::rename(ctx.host(&old_home), ctx.host(&new_home))
-                .map_err(crate::error::io(&old_home))?;
-        }
+    if fs.path(&old_home).is_dir() && !fs.exists(&new_home) {
+        fs.rename(&old_home, &new_home)?;
     }
     let edited = map_lines(passwd, |mut f| {
         if f[0] == old && f.len() >= 7 {
@@ -250,13 +247,13 @@ fn rename(ctx: &Ctx, passwd: &str, old: &str, new: &str) -> Result<(), Error> {
         }
         f
     });
-    ctx.put_like("/etc/passwd", edited.as_bytes(), 0o644)?;
+    fs.put_like("/etc/passwd", edited.as_bytes(), 0o644)?;
     Ok(())
 }
 
-fn create(ctx: &Ctx, passwd: &str, user: &str) -> Result<String, Error> {
+fn create(fs: &NodeFs, passwd: &str, user: &str) -> Result<String, Error> {
     let used: Vec<u32> = accounts(passwd).iter().map(|a| a.uid).collect();
-    let group = ctx.read("/etc/group")?.unwrap_or_default();
+    let group = fs.read("/etc/group")?.unwrap_or_default();
     let gids: Vec<u32> = group
         .lines()
         .filter_map(|l| l.split(':').nth(2)?.parse().ok())
@@ -287,35 +284,31 @@ fn create(ctx: &Ctx, passwd: &str, user: &str) -> Result<String, Error> {
         }
         f
     });
-    ctx.put_like("/etc/group", group_text.as_bytes(), 0o644)?;
-    let gshadow = ctx.read("/etc/gshadow")?;
+    fs.put_like("/etc/group", group_text.as_bytes(), 0o644)?;
+    let gshadow = fs.read("/etc/gshadow")?;
     if let Some(gs) = gshadow.filter(|gs| !gs.lines().any(|l| l.split(':').next() == Some(user))) {
-        ctx.put_like(
+        fs.put_like(
             "/etc/gshadow",
             append_line(&gs, &format!("{user}:!::")).as_bytes(),
             0o640,
         )?;
     }
-    let shadow = ctx.read("/etc/shadow")?;
+    let shadow = fs.read("/etc/shadow")?;
     if let Some(sh) = shadow.filter(|sh| !sh.lines().any(|l| l.split(':').next() == Some(user))) {
         let days = crate::time::now() / 86_400;
         let line = format!("{user}:!:{days}:0:99999:7:::");
-        ctx.put_like("/etc/shadow", append_line(&sh, &line).as_bytes(), 0o640)?;
+        fs.put_like("/etc/shadow", append_line(&sh, &line).as_bytes(), 0o640)?;
     }
-    ctx.mkdir(&home, 0o700, Some((uid, gid)))?;
-    if let Ok(entries) = std::fs::read_dir(ctx.host("/etc/skel")) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let dest = format!("{home}/{name}");
-            if e.file_type().is_ok_and(|t| t.is_file()) && !ctx.host(&dest).exists() {
-                let data = std::fs::read(e.path())
-                    .map_err(crate::error::io(format!("/etc/skel/{name}")))?;
-                ctx.put(&dest, 0o644, &data, Some((uid, gid)))?;
-            }
+    fs.mkdir(&home, 0o700, Some((uid, gid)))?;
+    for name in fs.files_in("/etc/skel") {
+        let dest = format!("{home}/{name}");
+        if !fs.exists(&dest) {
+            let data = fs.read_bytes(&format!("/etc/skel/{name}"))?;
+            fs.put(&dest, 0o644, &data, Some((uid, gid)))?;
         }
     }
     let line = format!("{user}:x:{uid}:{gid}:,,,:{home}:/bin/bash");
-    ctx.put_like("/etc/passwd", append_line(passwd, &line).as_bytes(), 0o644)?;
+    fs.put_like("/etc/passwd", append_line(passwd, &line).as_bytes(), 0o644)?;
     Ok(format!("created user {user} (uid {uid})"))
 }
 
@@ -329,8 +322,8 @@ fn append_line(text: &str, line: &str) -> String {
     t
 }
 
-fn lock_password(ctx: &Ctx, user: &str) -> Result<(), Error> {
-    let Some(shadow) = ctx.read("/etc/shadow")? else {
+fn lock_password(fs: &NodeFs, user: &str) -> Result<(), Error> {
+    let Some(shadow) = fs.read("/etc/shadow")? else {
         return Ok(());
     };
     let edited = map_lines(&shadow, |mut f| {
@@ -339,6 +332,6 @@ fn lock_password(ctx: &Ctx, user: &str) -> Result<(), Error> {
         }
         f
     });
-    ctx.put_like("/etc/shadow", edited.as_bytes(), 0o640)?;
+    fs.put_like("/etc/shadow", edited.as_bytes(), 0o640)?;
     Ok(())
 }

@@ -10,8 +10,9 @@
 //! On Trixie the running boot's wizard is stopped earlier by the card's user-data
 //! (`bootcmd`), since cloud-init runs the agent only after multi-user.target.
 
-use crate::ctx::Ctx;
 use crate::error::Error;
+use crate::exec::Exec;
+use crate::node_fs::NodeFs;
 use crate::runner::Cmd;
 
 /// Where `systemctl enable userconfig` puts its link (the unit says
@@ -29,17 +30,17 @@ pub const AUTOLOGIN_MARKER: &str = "/var/lib/userconf-pi/autologin";
 pub const GETTY_LINK: &str = "/etc/systemd/system/getty.target.wants/getty@tty1.service";
 
 /// Cancels the wizard; returns what it did, for the step summary.
-pub fn cancel(ctx: &Ctx) -> Result<String, Error> {
+pub fn cancel(fs: &NodeFs, exec: &Exec) -> Result<String, Error> {
     let unit = [
         "/usr/lib/systemd/system/userconfig.service",
         "/lib/systemd/system/userconfig.service",
     ]
     .into_iter()
-    .find(|p| ctx.host(p).exists());
-    let was_enabled = ctx.host(WANTS_LINK).symlink_metadata().is_ok();
-    ctx.rm(WANTS_LINK)?;
-    ctx.rm(SSHD_BANNER)?;
-    ctx.rm(AUTOLOGIN_MARKER)?;
+    .find(|p| fs.exists(p));
+    let was_enabled = fs.path(WANTS_LINK).symlink_metadata().is_ok();
+    fs.rm(WANTS_LINK)?;
+    fs.rm(SSHD_BANNER)?;
+    fs.rm(AUTOLOGIN_MARKER)?;
     if unit.is_none() {
         return Ok(if was_enabled {
             "userconfig wizard link removed (userconf-pi not installed)".into()
@@ -53,14 +54,14 @@ pub fn cancel(ctx: &Ctx) -> Result<String, Error> {
         "/usr/lib/systemd/system/getty@.service",
     ]
     .into_iter()
-    .find(|p| ctx.host(p).exists())
+    .find(|p| fs.exists(p))
     {
-        ctx.link(getty, GETTY_LINK)?;
-        if ctx.live() {
+        fs.link(getty, GETTY_LINK)?;
+        if exec.live() {
             // As cancel-rename does on a running system; a console is a convenience,
             // so a failure only warns.
             let start = Cmd::new("systemctl", &["--no-block", "start", "getty@tty1.service"]);
-            match ctx.run(&start) {
+            match exec.run(&start) {
                 Ok(o) if o.success() => {}
                 Ok(o) => crate::log::warn(&format!("`{start}`: {}", o.last_words())),
                 Err(e) => crate::log::warn(&e.to_string()),

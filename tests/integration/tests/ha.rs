@@ -1,23 +1,25 @@
 //! HA on loopback: every node is a real agent process with its own `--root` and its
 //! own 127.0.0.x address; cards carry the real CA, token, node password and
 //! node-cleaner identity made by the builder's pki. k3s is played by a STAND-IN
-//! (tests/support/standin_k3s.py, Python's ssl module): it serves /ping, /cacerts,
+//! (piimg-test-support's standin/standin_k3s.py, Python's ssl module): it serves /ping, /cacerts,
 //! /db/info behind server basic auth and Nodes behind client certificates on the
 //! node's address. Nothing here runs or claims to run real k3s.
-
-mod support;
 
 use piimg::pki::manifests::Addons;
 use piimg::pki::{ClusterCa, HaOptions, files_for_node, node_password};
 use piimg::plan::*;
 use piimg_contract::*;
+use piimg_test_support::files::put;
+use piimg_test_support::standin::{self, StandinNode};
+use piimg_test_support::*;
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::*;
+
+/// The agent binary under test (firstboot/src/main.rs, built in this package).
+const AGENT: &str = env!("CARGO_BIN_EXE_piimg-firstboot-host");
 
 const SECRET: &str = "4f6c2a9e1d7b3c58a0e2f4b6d8c1a3e5";
 const AGENT_SECRET: &str = "a9e1d7b3c58a0e2f4b6d8c1a3e54f6c2";
@@ -61,35 +63,13 @@ const REFERENCE: [Spec; 8] = [
 ];
 const SERVERS: [Spec; 3] = [REFERENCE[0], REFERENCE[1], REFERENCE[2]];
 
-fn standin_py() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/standin_k3s.py")
-}
-
 /// A port free on every address the tests use, never handed to two clusters of this
 /// test process (they run in parallel on the same 127.0.0.x addresses).
 fn free_port() -> u16 {
-    static TAKEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut taken = TAKEN.lock().unwrap();
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let free_everywhere = std::iter::once(VIP)
-            .chain(REFERENCE.iter().map(|s| s.ip))
-            .all(|ip| std::net::TcpListener::bind((ip, port)).is_ok());
-        if free_everywhere && !taken.contains(&port) {
-            taken.push(port);
-            return port;
-        }
-    }
-}
-
-fn put(path: &Path, text: &str, mode: u32) {
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(path, text).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    let addrs: Vec<&str> = std::iter::once(VIP)
+        .chain(REFERENCE.iter().map(|s| s.ip))
+        .collect();
+    net::free_port(&addrs)
 }
 
 struct Cluster {
@@ -184,19 +164,14 @@ impl Cluster {
         .unwrap();
         let mut cfg = node_config(s.role, s.bootstrap, bookworm_hook());
         cfg.node_name = s.name.into();
-        cfg.servers = SERVERS
-            .iter()
-            .map(|s| ServerRef {
-                name: s.name.into(),
-                ip: s.ip.parse().unwrap(),
-            })
-            .collect();
+        let servers: Vec<(&str, &str)> = SERVERS.iter().map(|s| (s.name, s.ip)).collect();
+        cfg.servers = server_refs(&servers);
         cfg.vip = Some(VIP.parse().unwrap());
         cfg.network.address = s.ip.parse().unwrap();
         cfg.k3s.config_yaml = format!("node-name: {}\nnode-ip: {}\n", s.name, s.ip);
         cfg.files.extend(nf.files.clone());
         cfg.ha = nf.ha.clone();
-        let fx = Fixture::new(&cfg);
+        let fx = Fixture::new(AGENT.as_ref(), &cfg);
         let secrets = CardSecrets {
             contract_version: CONTRACT_VERSION,
             token: nf.token.clone(),
@@ -205,28 +180,18 @@ impl Cluster {
             files: nf.secret_files.clone(),
         };
         put(&fx.boot.join(SECRETS_FILE), &secrets.to_json(), 0o755);
-        let root = fx.root.display().to_string();
-        let (py, state) = (standin_py(), self.state.display().to_string());
-        put(
-            &fx.boot.join("piimg/airgap/k3s-arm64"),
-            &format!(
-                "#!/bin/sh\n# STAND-IN for k3s (tests only; not k3s): `server`/`agent` start the Python stand-in,\n# `kubectl ... get node` asks it whether this node registered.\ncase \"$1\" in\n  kubectl) exec python3 '{py}' ready --root '{root}' --cluster '{state}' --node {name} ;;\n  server|agent) exec python3 '{py}' serve --role \"$1\" --root '{root}' --ip {ip} --port {port} --cluster '{state}' --node {name} ;;\n  *) echo \"stand-in k3s: unexpected $*\" >&2; exit 2 ;;\nesac\n",
-                py = py.display(),
-                name = s.name,
-                ip = s.ip,
-                port = self.port
-            ),
-            0o755,
+        standin::cluster_k3s(
+            &fx.boot,
+            StandinNode {
+                root: &fx.root,
+                name: s.name,
+                ip: s.ip,
+                port: self.port,
+                cluster: &self.state,
+            },
         );
         let systemctl = fx.dir.path().join("systemctl");
-        put(
-            &systemctl,
-            &format!(
-                "#!/bin/sh\n# STAND-IN for `systemctl start --no-block k3s.service|k3s-agent.service` (tests only)\ncase \"$3\" in k3s.service) role=server ;; k3s-agent.service) role=agent ;; *) echo \"unexpected: $*\" >&2; exit 1 ;; esac\necho \"systemctl $*\" >> '{log}'\nmkdir -p '{root}/var/log'\nsetsid '{root}/usr/local/bin/k3s' \"$role\" >> '{root}/var/log/standin-k3s.log' 2>&1 < /dev/null &\n",
-                log = fx.log.display()
-            ),
-            0o755,
-        );
+        standin::systemctl(&systemctl, &fx.root, &fx.log);
         let out = fx.run(&[]);
         assert!(
             out.status.success(),
@@ -995,7 +960,7 @@ struct Vip {
 impl Vip {
     fn up(c: &Cluster, holder: &Node) -> Vip {
         let child = Command::new("python3")
-            .arg(standin_py())
+            .arg(standin::standin_k3s_py())
             .args(["serve", "--role", "server", "--root"])
             .arg(&holder.fx.root)
             .args(["--ip", VIP, "--port", &c.port.to_string(), "--cluster"])
