@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 /// The status slots file, relative to the boot partition root.
 pub const STATUS_SLOTS_FILE: &str = "piimg/status.slots";
 /// Bytes per slot (a whole number of 512-byte sectors and of any FAT cluster size).
-pub const SLOT_SIZE: usize = 16 * 1024;
+pub const SLOT_SIZE: usize = 32 * 1024;
 /// Number of slots (A and B).
 pub const SLOT_COUNT: usize = 2;
 /// Size of [`STATUS_SLOTS_FILE`] as the builder preallocates it.
@@ -308,6 +308,17 @@ pub fn write(path: &Path, payload: &[u8]) -> Result<u64, SlotError> {
     Ok(sequence)
 }
 
+/// Writes `status` with [`write`]: pretty JSON, or compact JSON when the pretty form
+/// does not fit in a slot.
+pub fn write_status(path: &Path, status: &crate::AgentStatus) -> Result<u64, SlotError> {
+    let pretty = status.to_json() + "\n";
+    if pretty.len() <= MAX_PAYLOAD {
+        return write(path, pretty.as_bytes());
+    }
+    let compact = serde_json::to_string(status).unwrap_or_default();
+    write(path, compact.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,7 +402,7 @@ mod tests {
         assert_eq!(r.newest().unwrap().payload, b"five");
         let msg = r.problems[0].to_string();
         assert!(
-            msg.contains("slot B (bytes 16384..32768)") && msg.contains("write 6 is torn"),
+            msg.contains("slot B (bytes 32768..65536)") && msg.contains("write 6 is torn"),
             "{msg}"
         );
     }
@@ -407,6 +418,41 @@ mod tests {
         assert!(matches!(decode(&slot), Decoded::Invalid(r) if r.contains("slot format 9")));
         let short = &encode(1, &[1; 600]).unwrap()[..512];
         assert!(matches!(decode(short), Decoded::Invalid(r) if r.contains("file ends 512")));
+    }
+
+    #[test]
+    fn a_status_too_long_for_pretty_json_is_written_compact() {
+        let dir = tempfile_dir();
+        let path = dir.join("status.slots");
+        let step = crate::StepRecord {
+            name: "k3s-install".into(),
+            result: crate::StepResult::Error,
+            message: "m".into(),
+            at: "2026-11-24T10:00:00Z".into(),
+        };
+        let mut status = crate::AgentStatus {
+            contract_version: crate::CONTRACT_VERSION,
+            node_name: "cp-1".into(),
+            agent_version: "0.1.0".into(),
+            step: "k3s-install".into(),
+            result: crate::StepResult::Error,
+            message: "m".into(),
+            complete: false,
+            started_at: "2026-11-24T10:00:00Z".into(),
+            updated_at: "2026-11-24T10:05:00Z".into(),
+            steps: vec![step; 1],
+        };
+        // Grow the steps until the pretty form no longer fits but the compact one does.
+        while status.to_json().len() < MAX_PAYLOAD {
+            status.steps.push(status.steps[0].clone());
+        }
+        assert!(serde_json::to_string(&status).unwrap().len() < MAX_PAYLOAD);
+        write_status(&path, &status).unwrap();
+        let r = read(&std::fs::read(&path).unwrap());
+        let back: crate::AgentStatus =
+            serde_json::from_slice(&r.newest().unwrap().payload).unwrap();
+        assert_eq!(back, status);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn tempfile_dir() -> PathBuf {

@@ -10,9 +10,9 @@ use crate::runner::Runner;
 use crate::state::{STATE_VERSION, State};
 use crate::steps::{self, STEPS};
 use crate::time::{now, rfc3339};
+use piimg_contract::status_slots::{self, STATUS_SLOTS_FILE};
 use piimg_contract::{
-    AgentStatus, CONTRACT_VERSION, NODE_CONFIG_FILE, NodeConfig, STATE_FILE, STATUS_FILE,
-    StepRecord, StepResult,
+    AgentStatus, CONTRACT_VERSION, NODE_CONFIG_FILE, NodeConfig, STATE_FILE, StepRecord, StepResult,
 };
 
 /// How a run ended (when it did not fail).
@@ -92,8 +92,9 @@ pub(crate) fn write_status(ctx: &Ctx, step: &str, result: StepResult, message: &
         steps: ctx.state.records.clone(),
     };
     // The card may be missing or read-only; the journal still has everything.
-    if let Err(e) = fsx::write_card(&ctx.card(STATUS_FILE), (status.to_json() + "\n").as_bytes()) {
-        crate::log::warn(&format!("cannot write card {STATUS_FILE}: {e}"));
+    // In place into the slots the builder preallocated: a power cut cannot lose it.
+    if let Err(e) = status_slots::write_status(&ctx.card(STATUS_SLOTS_FILE), &status) {
+        crate::log::warn(&format!("cannot write card {STATUS_SLOTS_FILE}: {e}"));
     }
 }
 

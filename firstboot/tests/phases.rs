@@ -356,7 +356,7 @@ fn dry_run_prints_actions_and_changes_nothing() {
     );
     assert!(text.contains("would write card cmdline.txt"), "{text}");
     assert_eq!(f.snapshot(), before);
-    assert!(!f.boot.join(STATUS_FILE).exists());
+    assert!(support::card_status(&f.boot).is_none());
     let out = f.run(&["--dry-run", "--phase", "2"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);

@@ -181,6 +181,12 @@ impl Fixture {
             files: vec![],
         };
         put(&boot.join(SECRETS_FILE), &secrets.to_json(), 0o755);
+        // The status slots, preallocated as `piimg build` does.
+        fs::write(
+            boot.join(status_slots::STATUS_SLOTS_FILE),
+            vec![0u8; status_slots::SLOTS_FILE_SIZE],
+        )
+        .unwrap();
         let log_s = log.display();
         put(
             &boot.join("piimg/airgap/k3s-arm64"),
@@ -273,7 +279,7 @@ impl Fixture {
     }
 
     pub fn status(&self) -> AgentStatus {
-        AgentStatus::from_json(&fs::read_to_string(self.boot.join(STATUS_FILE)).unwrap()).unwrap()
+        card_status(&self.boot).expect("no valid status report on the card")
     }
 
     /// Every file, link and directory under the root (path → mode, owner, content or
@@ -282,9 +288,17 @@ impl Fixture {
         let mut out = BTreeMap::new();
         walk(&self.root, &self.root, &mut out);
         out.remove("/var/lib/piimg/state.json");
-        out.remove("/boot/firmware/piimg/status.json");
+        out.remove("/boot/firmware/piimg/status.slots");
         out
     }
+}
+
+/// The newest valid report in the card's status slots under `boot`, if any.
+pub fn card_status(boot: &Path) -> Option<AgentStatus> {
+    let bytes = fs::read(boot.join(status_slots::STATUS_SLOTS_FILE)).ok()?;
+    let slots = status_slots::read(&bytes);
+    let newest = slots.newest()?;
+    Some(AgentStatus::from_json(&String::from_utf8_lossy(&newest.payload)).unwrap())
 }
 
 fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
