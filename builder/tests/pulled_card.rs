@@ -219,6 +219,34 @@ fn a_block_revoked_by_a_later_transaction_is_not_replayed() {
     );
 }
 
+#[test]
+fn a_journal_that_cannot_be_replayed_is_read_as_it_is_with_one_warning() {
+    let img = image("trixie", &[]);
+    let work = tempfile::tempdir().unwrap();
+    journal_os_release(&img.path, work.path(), false);
+    // Damage the journal superblock's magic: no replay is possible any more.
+    let (start, _) = partition(&img.path, 2);
+    let jblock: u64 = debugfs(&img.path, false, "bmap <8> 0\n")
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .next()
+        .unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img.path)
+        .unwrap();
+    f.write_all_at(b"XXXX", start + jblock * 4096).unwrap();
+    drop(f);
+    let v = inspect_ok(&img.path);
+    // The block on the card, unreplayed.
+    assert!(pretty_name(&v).contains("Debian GNU/Linux"), "{v:#}");
+    assert_one_unclean_warning(
+        &v,
+        "partition 2",
+        "could not be replayed (the journal superblock has no JBD2 magic",
+    );
+}
+
 /// The kernel's crc32c(~0, data), as JBD2 stores its superblock checksum.
 fn crc32c_raw(data: &[u8]) -> u32 {
     let mut crc = !0u32;

@@ -184,7 +184,7 @@ fn extents(
                 return Err("the journal's extent tree is deeper than ext4 allows".into());
             }
             let child = (u64::from(le16(e, 8)) << 32) | u64::from(le32(e, 4));
-            let block = part.read(child * bs, bs as usize)?;
+            let block = part.read(child.saturating_mul(bs), bs as usize)?;
             out.extend(extents(part, bs, &block, depth_left - 1)?);
         }
     }
@@ -215,6 +215,9 @@ pub(crate) fn replay(part: &Part<'_>, sb: &[u8]) -> Result<Replay, String> {
     } else {
         u64::from(le16(sb, sb::INODE_SIZE))
     };
+    if inode_size < 128 || inode_size > bs {
+        return Err(format!("s_inode_size {inode_size} is out of range"));
+    }
     let desc_size = if is64 {
         u64::from(le16(sb, sb::DESC_SIZE)).max(32)
     } else {
@@ -223,14 +226,19 @@ pub(crate) fn replay(part: &Part<'_>, sb: &[u8]) -> Result<Replay, String> {
     // The journal inode's group descriptor and inode (the GDT follows the superblock's
     // block; fs/ext4/super.c ext4_group_desc_csum / ext4_get_group_desc).
     let group = (inum - 1) / ipg;
-    let gdt = (u64::from(le32(sb, sb::FIRST_DATA_BLOCK)) + 1) * bs;
-    let desc = part.read(gdt + group * desc_size, desc_size as usize)?;
+    let gdt = (u64::from(le32(sb, sb::FIRST_DATA_BLOCK)) + 1).saturating_mul(bs);
+    let desc = part.read(
+        gdt.saturating_add(group.saturating_mul(desc_size)),
+        desc_size as usize,
+    )?;
     let mut itable = u64::from(le32(&desc, 8));
     if desc_size >= 64 {
         itable |= u64::from(le32(&desc, 0x28)) << 32;
     }
     let inode = part.read(
-        itable * bs + ((inum - 1) % ipg) * inode_size,
+        itable
+            .saturating_mul(bs)
+            .saturating_add(((inum - 1) % ipg) * inode_size),
         inode_size.min(256) as usize,
     )?;
     const EXTENTS_FL: u32 = 0x80000;
@@ -241,12 +249,12 @@ pub(crate) fn replay(part: &Part<'_>, sb: &[u8]) -> Result<Replay, String> {
     map.sort_unstable();
     let physical = |logical: u64| -> Result<u64, String> {
         map.iter()
-            .find(|&&(l, _, n)| logical >= l && logical < l + n)
-            .map(|&(l, p, _)| p + (logical - l))
+            .find(|&&(l, _, n)| logical >= l && logical - l < n)
+            .map(|&(l, p, _)| p.saturating_add(logical - l))
             .ok_or_else(|| format!("journal block {logical} is not mapped by the journal inode"))
     };
     let read_log = |logical: u64| -> Result<Vec<u8>, String> {
-        part.read(physical(logical)? * bs, bs as usize)
+        part.read(physical(logical)?.saturating_mul(bs), bs as usize)
     };
 
     let jsb = read_log(0)?;
@@ -414,13 +422,14 @@ pub(crate) fn replay(part: &Part<'_>, sb: &[u8]) -> Result<Replay, String> {
                     t.seq
                 ));
             }
-            out.blocks.insert(
-                fs_block,
-                Copy {
-                    offset: physical(log_block)? * bs,
-                    escaped,
-                },
-            );
+            let offset = physical(log_block)?.saturating_mul(bs);
+            if offset.saturating_add(bs) > part.size {
+                return Err(format!(
+                    "transaction {}'s copy of block {fs_block} lies past the end of the partition",
+                    t.seq
+                ));
+            }
+            out.blocks.insert(fs_block, Copy { offset, escaped });
         }
     }
     out.transactions = committed.len() as u32;
@@ -457,6 +466,43 @@ pub(crate) fn without_recovery_flag(sb: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn garbage_never_panics() {
+        // A pseudo-random partition and superblocks: every outcome must be Ok or a
+        // reason, never a panic or an endless walk.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let bytes: Vec<u8> = (0..256 * 1024).map(|_| next() as u8).collect();
+        let dir = std::env::temp_dir().join(format!("piimg-journal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("part");
+        std::fs::write(&path, &bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        let part = Part {
+            file: &file,
+            start: 0,
+            size: bytes.len() as u64,
+        };
+        for round in 0..300 {
+            let mut sb: Vec<u8> = (0..1024).map(|_| next() as u8).collect();
+            if round % 2 == 0 {
+                // Plausible geometry so the walk gets deeper.
+                sb[sb::LOG_BLOCK_SIZE..][..4].copy_from_slice(&0u32.to_le_bytes());
+                sb[sb::INODES_PER_GROUP..][..4].copy_from_slice(&64u32.to_le_bytes());
+                sb[sb::JOURNAL_INUM..][..4].copy_from_slice(&8u32.to_le_bytes());
+                sb[sb::REV_LEVEL..][..4].copy_from_slice(&1u32.to_le_bytes());
+                sb[sb::INODE_SIZE..][..2].copy_from_slice(&256u16.to_le_bytes());
+            }
+            let _ = replay(&part, &sb);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn crc32c_matches_the_standard_check_value() {
