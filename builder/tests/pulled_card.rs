@@ -266,7 +266,8 @@ fn crc32c_raw(data: &[u8]) -> u32 {
 #[test]
 fn a_journal_with_checksum_v3_tags_is_replayed_too() {
     // The kernel turns on journal_checksum_v3 when it mounts a metadata_csum root (as
-    // Raspberry Pi OS's is), so a real pulled card's journal has 16-byte v3 tags.
+    // Raspberry Pi OS's is; torvalds/linux fs/ext4/super.c set_journal_csum_feature_set),
+    // so a real pulled card's journal has 16-byte v3 tags.
     let img = image("trixie", &[]);
     let work = tempfile::tempdir().unwrap();
     let (start, _) = partition(&img.path, 2);
