@@ -47,8 +47,9 @@ struct Inspection {
 struct StatusSource {
     /// The card file it was read from.
     file: &'static str,
-    /// Status slot (`A`/`B`) and its write sequence number, for the slots file.
+    /// Status slot (`A`/`B`), for the slots file.
     slot: Option<char>,
+    /// The write sequence number of that slot (1 for the agent's first report).
     sequence: Option<u64>,
     /// Seconds between its `updated_at` (the node's clock) and now (this machine's
     /// clock); negative when the node's clock was ahead. `None` if unparsable.

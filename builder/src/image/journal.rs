@@ -8,8 +8,9 @@
 //! (ext4-view 1.0.0 `src/journal/superblock.rs`, `REQUIRED_FEATURES`); Raspberry Pi
 //! OS's root is made `-O ^64bit` (`upstream.toml` `[layout] root_mkfs_features`, from
 //! pi-gen `export-image/prerun.sh`), and the kernel gives a journal `64bit` only on a
-//! 64bit file system (torvalds/linux `fs/ext4/super.c`, `ext4_fill_super`), so the
-//! crate refuses a real card's journal ("missing required journal features").
+//! 64bit file system (torvalds/linux `fs/ext4/super.c`, `ext4_load_and_init_journal`;
+//! `ext4_fill_super` in older kernels), so the crate refuses a real card's journal
+//! ("missing required journal features").
 //! This module follows the kernel's recovery instead:
 //! - format: torvalds/linux `include/linux/jbd2.h` (big-endian block header with magic
 //!   0xC03B3998, block types 1 descriptor / 2 commit / 3, 4 superblock v1, v2 /
