@@ -13,6 +13,8 @@
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr};
 
+pub mod status_slots;
+
 /// Version of the card contract; bump on any incompatible change.
 pub const CONTRACT_VERSION: u32 = 2;
 

@@ -1,6 +1,7 @@
 //! `piimg-firstboot`: the on-card agent. Thin: parse, run, report.
 
 use piimg_contract::STATUS_FILE;
+use piimg_contract::status_slots::{self, STATUS_SLOTS_FILE};
 use piimg_firstboot::agent::{self, Outcome};
 use piimg_firstboot::cli::{self, Command};
 use piimg_firstboot::ha_join::HaJoin;
@@ -31,9 +32,22 @@ fn main() {
                 Ok(st) => println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default()),
                 Err(e) => log::error(&e.to_string()),
             }
-            match std::fs::read_to_string(opts.boot.join(STATUS_FILE)) {
-                Ok(s) => print!("{s}"),
-                Err(e) => log::warn(&format!("card {STATUS_FILE}: {e}")),
+            match std::fs::read(opts.boot.join(STATUS_SLOTS_FILE)) {
+                Ok(bytes) => {
+                    let slots = status_slots::read(&bytes);
+                    for p in &slots.problems {
+                        log::warn(&format!("card {p}"));
+                    }
+                    match slots.newest() {
+                        Some(n) => print!("{}", String::from_utf8_lossy(&n.payload)),
+                        None => log::warn(&format!("card {STATUS_SLOTS_FILE}: no report yet")),
+                    }
+                }
+                // A card built before status slots.
+                Err(e) => match std::fs::read_to_string(opts.boot.join(STATUS_FILE)) {
+                    Ok(s) => print!("{s}"),
+                    Err(_) => log::warn(&format!("card {STATUS_SLOTS_FILE}: {e}")),
+                },
             }
             0
         }

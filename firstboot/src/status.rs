@@ -1,10 +1,10 @@
-//! The agent's progress report on the card ([`STATUS_FILE`]): [`write_status`] is the
-//! one function that puts it there.
+//! The agent's progress report on the card ([`STATUS_SLOTS_FILE`]): [`write_status`] is
+//! the one function that puts it there.
 
-use crate::fsx;
 use crate::state::State;
 use crate::time::{now, rfc3339};
-use piimg_contract::{AgentStatus, CONTRACT_VERSION, STATUS_FILE, StepResult};
+use piimg_contract::status_slots::{self, STATUS_SLOTS_FILE};
+use piimg_contract::{AgentStatus, CONTRACT_VERSION, StepResult};
 use std::path::Path;
 
 /// Where the status goes and whose it is.
@@ -42,10 +42,8 @@ pub fn write_status(
         steps: state.records.clone(),
     };
     // The card may be missing or read-only; the journal still has everything.
-    if let Err(e) = fsx::write_card(
-        &card.boot.join(STATUS_FILE),
-        (status.to_json() + "\n").as_bytes(),
-    ) {
-        crate::log::warn(&format!("cannot write card {STATUS_FILE}: {e}"));
+    // In place into the slots the builder preallocated: a power cut cannot lose it.
+    if let Err(e) = status_slots::write_status(&card.boot.join(STATUS_SLOTS_FILE), &status) {
+        crate::log::warn(&format!("cannot write card {STATUS_SLOTS_FILE}: {e}"));
     }
 }

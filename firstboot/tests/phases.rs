@@ -318,7 +318,7 @@ fn dry_run_prints_actions_and_changes_nothing() {
     );
     assert!(text.contains("would write card cmdline.txt"), "{text}");
     assert_eq!(f.snapshot(), before);
-    assert!(!f.boot.join(STATUS_FILE).exists());
+    assert!(card_status(&f.boot).is_none());
     let out = f.run(&["--dry-run", "--phase", "2"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -373,4 +373,51 @@ fn a_fresh_root_without_uid_1000_gets_a_new_admin_user() {
     );
     assert_eq!(f.read("/home/admin/.profile"), "# profile\n");
     assert_eq!(f.owner("/home/admin/.profile"), (1000, 1000));
+}
+
+#[test]
+fn the_status_command_shows_the_newest_valid_slot_and_names_a_torn_one() {
+    use piimg_contract::status_slots::{self, HEADER_SIZE, SLOT_SIZE, STATUS_SLOTS_FILE};
+    let f = Fixture::new(
+        AGENT.as_ref(),
+        &node_config(Role::Server, true, bookworm_hook()),
+    );
+    let out = f.run(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let path = f.boot.join(STATUS_SLOTS_FILE);
+    let bytes = fs::read(&path).unwrap();
+    assert_eq!(
+        bytes.len(),
+        status_slots::SLOTS_FILE_SIZE,
+        "written in place"
+    );
+    let slots = status_slots::read(&bytes);
+    assert!(slots.problems.is_empty(), "{:?}", slots.problems);
+    let (newest, older) = (&slots.valid[0], &slots.valid[1]);
+    assert_eq!(newest.sequence, older.sequence + 1);
+    let shown = f.run(&["status"]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.ends_with(&*String::from_utf8_lossy(&newest.payload)),
+        "{text}"
+    );
+
+    // A cut in the middle of the newest write: its payload is half old, half new.
+    let mut torn = bytes.clone();
+    let at = newest.slot * SLOT_SIZE + HEADER_SIZE + 10;
+    torn[at..at + 8].copy_from_slice(b"XXXXXXXX");
+    fs::write(&path, &torn).unwrap();
+    let shown = f.run(&["status"]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.ends_with(&*String::from_utf8_lossy(&older.payload)),
+        "{text}"
+    );
+    assert!(
+        stderr(&shown).contains(&format!("write {} is torn", newest.sequence)),
+        "{}",
+        stderr(&shown)
+    );
 }

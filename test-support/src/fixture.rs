@@ -118,6 +118,12 @@ impl Fixture {
         );
         put(&boot.join(NODE_CONFIG_FILE), &cfg.to_json(), 0o755);
         put(&boot.join(SECRETS_FILE), &card_secrets().to_json(), 0o755);
+        // The status slots, preallocated as `piimg build` does.
+        fs::write(
+            boot.join(status_slots::STATUS_SLOTS_FILE),
+            vec![0u8; status_slots::SLOTS_FILE_SIZE],
+        )
+        .unwrap();
         standin::airgap_k3s(&boot, &log);
         Fixture {
             dir,
@@ -204,7 +210,7 @@ impl Fixture {
 
     /// The card's status as the agent last wrote it.
     pub fn status(&self) -> AgentStatus {
-        AgentStatus::from_json(&fs::read_to_string(self.boot.join(STATUS_FILE)).unwrap()).unwrap()
+        card_status(&self.boot).expect("no valid status report on the card")
     }
 
     /// Every file, link and directory under the root (path → mode, owner, content or
@@ -213,12 +219,20 @@ impl Fixture {
         let mut out = BTreeMap::new();
         walk(&self.root, &self.root, &mut out);
         out.remove("/var/lib/piimg/state.json");
-        out.remove("/boot/firmware/piimg/status.json");
+        out.remove("/boot/firmware/piimg/status.slots");
         out
     }
 }
 
 /// Records every entry under `dir` (relative to `base`) into `out`.
+/// The newest valid status report in a card's status slots, if any.
+pub fn card_status(boot: &Path) -> Option<AgentStatus> {
+    let bytes = fs::read(boot.join(status_slots::STATUS_SLOTS_FILE)).ok()?;
+    let slots = status_slots::read(&bytes);
+    let newest = slots.newest()?;
+    Some(AgentStatus::from_json(&String::from_utf8_lossy(&newest.payload)).unwrap())
+}
+
 fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
     for e in fs::read_dir(dir).unwrap().flatten() {
         let p = e.path();

@@ -13,7 +13,7 @@ pub mod node;
 pub mod standin;
 pub mod vintage;
 
-pub use fixture::Fixture;
+pub use fixture::{Fixture, card_status};
 pub use node::*;
 
 /// A finished process's stderr as text (for assertion messages).

@@ -14,6 +14,7 @@ pub use templates::Templates;
 
 use crate::plan::NodePlan;
 use context::{CardValues, TemplateData};
+use piimg_contract::status_slots;
 use piimg_contract::{
     AGENT_FILE, AGENT_UNIT, AIRGAP_DIR, Admin, Airgap, BootHook, CONTRACT_VERSION, CardSecrets, Ha,
     K3s, Network, NodeConfig, RootFile, ServerRef,
@@ -348,6 +349,12 @@ pub fn render(
         bytes(card_secrets.to_json() + "\n"),
     );
     files.insert(AGENT_FILE.into(), Content::Bytes(agent.to_vec()));
+    // The agent's status slots, allocated now so the agent only ever overwrites them
+    // in place (no cluster allocation or rename on the node: power-cut safe).
+    files.insert(
+        status_slots::STATUS_SLOTS_FILE.into(),
+        Content::Bytes(vec![0; status_slots::SLOTS_FILE_SIZE]),
+    );
 
     for extra in templates.boot_extras() {
         check_extra_path(&extra.dest)?;

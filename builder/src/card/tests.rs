@@ -214,6 +214,16 @@ fn contract_files_parse_back_with_the_agents_parser() {
     let s = CardSecrets::from_json(&text(&c, piimg_contract::SECRETS_FILE)).unwrap();
     assert_eq!(s.token, "K10abc::server:s3cret");
     assert_eq!(c.files[AGENT_FILE], Content::Bytes(b"agent".to_vec()));
+    // The status slots are preallocated and hold no report: the agent's writer fills
+    // them in place.
+    let slots = c.files[piimg_contract::status_slots::STATUS_SLOTS_FILE]
+        .bytes()
+        .unwrap();
+    assert_eq!(slots.len(), piimg_contract::status_slots::SLOTS_FILE_SIZE);
+    assert_eq!(
+        piimg_contract::status_slots::read(&slots),
+        piimg_contract::status_slots::SlotsRead::default()
+    );
     // That the agent accepts the rendered k3s config: tests/integration (card_agent).
 }
 

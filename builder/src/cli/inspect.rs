@@ -12,7 +12,8 @@ use piimg::image::{
 };
 use piimg::manifest::Manifest;
 use piimg::progress::{OutputMode, Reporter};
-use piimg_contract::{AgentStatus, STATUS_FILE};
+use piimg_contract::status_slots::{self, STATUS_SLOTS_FILE};
+use piimg_contract::{AgentStatus, STATUS_FILE, StepRecord, StepResult};
 use serde::Serialize;
 
 /// Arguments of `piimg inspect`.
@@ -31,9 +32,28 @@ struct Inspection {
     boot: Option<BootInfo>,
     root: Option<RootInfo>,
     manifest: Option<Manifest>,
+    /// The newest valid report of the first-boot agent.
     agent_status: Option<AgentStatus>,
+    /// Where it came from and how old it is.
+    agent_status_source: Option<StatusSource>,
+    /// The last step that failed, with its message in full.
+    last_failure: Option<StepRecord>,
     warnings: Vec<String>,
     errors: Vec<String>,
+}
+
+/// Where the shown agent status was read and how old it is.
+#[derive(Debug, Serialize)]
+struct StatusSource {
+    /// The card file it was read from.
+    file: &'static str,
+    /// Status slot (`A`/`B`), for the slots file.
+    slot: Option<char>,
+    /// The write sequence number of that slot (1 for the agent's first report).
+    sequence: Option<u64>,
+    /// Seconds between its `updated_at` (the node's clock) and now (this machine's
+    /// clock); negative when the node's clock was ahead. `None` if unparsable.
+    age_secs: Option<i64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -73,6 +93,8 @@ pub fn run(args: InspectArgs, out: Reporter) -> anyhow::Result<()> {
         root: None,
         manifest: None,
         agent_status: None,
+        agent_status_source: None,
+        last_failure: None,
         warnings: image.warnings().to_vec(),
         errors: Vec::new(),
     };
@@ -88,6 +110,7 @@ pub fn run(args: InspectArgs, out: Reporter) -> anyhow::Result<()> {
     }
     match image.root() {
         Ok(root) => {
+            report.warnings.extend(root.warnings().iter().cloned());
             let release = match root.detect_release() {
                 Ok(r) => {
                     if let Err(e) = piimg::image::require_supported_arch(image.path(), &r) {
@@ -182,13 +205,156 @@ fn read_boot(boot: &BootFs, report: &mut Inspection) {
         Ok(m) => report.manifest = m,
         Err(e) => report.errors.push(e.to_string()),
     }
-    match boot.read(STATUS_FILE) {
-        Ok(Some(bytes)) => match AgentStatus::from_json(&String::from_utf8_lossy(&bytes)) {
-            Ok(s) => report.agent_status = Some(s),
-            Err(e) => report.errors.push(e.to_string()),
-        },
+    match boot.dirty_warning() {
+        Ok(Some(w)) => report.warnings.push(w),
         Ok(None) => {}
-        Err(e) => report.errors.push(e.to_string()),
+        Err(e) => report.warnings.push(e.to_string()),
+    }
+    read_agent_status(boot, report);
+}
+
+/// The agent's newest valid report: from the status slots, else (a card built before
+/// them) from `status.json`. A damaged report is a warning, never an unreadable part:
+/// it is exactly what a power cut leaves behind.
+fn read_agent_status(boot: &BootFs, report: &mut Inspection) {
+    let slots = match boot.read(STATUS_SLOTS_FILE) {
+        Ok(Some(bytes)) => status_slots::read(&bytes),
+        Ok(None) => return read_legacy_status(boot, report),
+        Err(e) => {
+            report.warnings.push(format!(
+                "the first-boot agent's status could not be read: {e}"
+            ));
+            return;
+        }
+    };
+    for p in &slots.problems {
+        report.warnings.push(format!(
+            "{p}; the other slot's report is shown if it is valid"
+        ));
+    }
+    for slot in &slots.valid {
+        match AgentStatus::from_json(&String::from_utf8_lossy(&slot.payload)) {
+            Ok(status) => {
+                report.agent_status_source = Some(StatusSource {
+                    file: STATUS_SLOTS_FILE,
+                    slot: Some(status_slots::slot_name(slot.slot)),
+                    sequence: Some(slot.sequence),
+                    age_secs: age_secs(&status.updated_at),
+                });
+                set_status(report, status);
+                return;
+            }
+            Err(e) => report.warnings.push(format!(
+                "{STATUS_SLOTS_FILE} slot {} (write {}): {e}",
+                status_slots::slot_name(slot.slot),
+                slot.sequence
+            )),
+        }
+    }
+    if !slots.problems.is_empty() {
+        report.warnings.push(format!(
+            "{STATUS_SLOTS_FILE} holds no valid report of the first-boot agent"
+        ));
+    }
+}
+
+fn read_legacy_status(boot: &BootFs, report: &mut Inspection) {
+    let bytes = match boot.read(STATUS_FILE) {
+        Ok(Some(b)) => b,
+        Ok(None) => return,
+        Err(e) => {
+            report.warnings.push(format!(
+                "{e} (a card built before power-cut-safe status slots; rebuild it with this piimg)"
+            ));
+            return;
+        }
+    };
+    match AgentStatus::from_json(&String::from_utf8_lossy(&bytes)) {
+        Ok(status) => {
+            report.agent_status_source = Some(StatusSource {
+                file: STATUS_FILE,
+                slot: None,
+                sequence: None,
+                age_secs: age_secs(&status.updated_at),
+            });
+            set_status(report, status);
+        }
+        Err(e) => report.warnings.push(format!(
+            "{e} (a card built before power-cut-safe status slots; rebuild it with this piimg)"
+        )),
+    }
+}
+
+fn set_status(report: &mut Inspection, status: AgentStatus) {
+    report.last_failure = status
+        .steps
+        .iter()
+        .rev()
+        .find(|s| s.result == StepResult::Error)
+        .cloned();
+    report.agent_status = Some(status);
+}
+
+/// Seconds from `rfc3339` (as the agent writes it: `2026-11-24T10:05:00Z`, optional
+/// fraction, `Z` or `+00:00`) to now.
+fn age_secs(rfc3339: &str) -> Option<i64> {
+    let then = parse_rfc3339_utc(rfc3339)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    Some(i64::try_from(now).ok()? - then)
+}
+
+/// Seconds since the epoch of a UTC RFC 3339 time.
+fn parse_rfc3339_utc(t: &str) -> Option<i64> {
+    let b = t.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut rest = &t[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        rest = frac.trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    if !matches!(rest, "Z" | "z" | "+00:00" | "-00:00")
+        || !(1..=12).contains(&mo)
+        || !(1..=31).contains(&d)
+        || h > 23
+        || mi > 59
+        || s > 60
+    {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm), the inverse of civil_from_days.
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + mi * 60 + s)
+}
+
+/// An age as a short human figure (`3 min`, `2 h 5 min`, `4 d 3 h`).
+fn human_age(secs: i64) -> String {
+    let a = secs.unsigned_abs();
+    let text = if a < 60 {
+        format!("{a} s")
+    } else if a < 3600 {
+        format!("{} min", a / 60)
+    } else if a < 86_400 {
+        format!("{} h {} min", a / 3600, a / 60 % 60)
+    } else {
+        format!("{} d {} h", a / 86_400, a / 3600 % 24)
+    };
+    if secs < 0 {
+        format!("{text} in the future: the node's clock was ahead of this machine's")
+    } else {
+        format!("{text} ago")
     }
 }
 
@@ -342,9 +508,15 @@ fn human(r: &Inspection) -> String {
         }
     }
     if let Some(a) = &r.agent_status {
+        let age = r
+            .agent_status_source
+            .as_ref()
+            .and_then(|src| src.age_secs)
+            .map(|secs| format!(", {} by the node's clock", human_age(secs)))
+            .unwrap_or_default();
         let _ = writeln!(
             s,
-            "first-boot agent on {}: step {} {:?}{}: {} (updated {})",
+            "first-boot agent on {}: step {} {:?}{}: {} (updated {}{age})",
             a.node_name,
             a.step,
             a.result,
@@ -352,6 +524,11 @@ fn human(r: &Inspection) -> String {
             a.message,
             a.updated_at
         );
+        if let Some(src) = &r.agent_status_source
+            && let (Some(slot), Some(seq)) = (src.slot, src.sequence)
+        {
+            let _ = writeln!(s, "  from {} slot {slot}, write {seq}", src.file);
+        }
         for st in &a.steps {
             let _ = writeln!(
                 s,
@@ -361,9 +538,48 @@ fn human(r: &Inspection) -> String {
                 st.message
             );
         }
+        if let Some(f) = &r.last_failure {
+            let _ = writeln!(s, "last failed step: {} (at {}):", f.name, f.at);
+            for line in f.message.lines() {
+                let _ = writeln!(s, "  {line}");
+            }
+        }
     }
     for w in &r.warnings {
         let _ = writeln!(s, "warning: {w}");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_parses_back_what_the_manifest_writes() {
+        for secs in [0, 951_782_400, 1_700_000_000, 1_795_000_123, 4_102_444_800] {
+            let text = piimg::manifest::rfc3339_utc(secs);
+            assert_eq!(parse_rfc3339_utc(&text), Some(secs), "{text}");
+        }
+        assert_eq!(
+            parse_rfc3339_utc("2023-11-14T22:13:20.123456+00:00"),
+            Some(1_700_000_000)
+        );
+        for bad in [
+            "",
+            "2023-11-14",
+            "2023-13-14T22:13:20Z",
+            "2023-11-14T22:13:20+02:00",
+        ] {
+            assert_eq!(parse_rfc3339_utc(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn ages_read_naturally() {
+        assert_eq!(human_age(42), "42 s ago");
+        assert_eq!(human_age(7_500), "2 h 5 min ago");
+        assert_eq!(human_age(3 * 86_400 + 7_200), "3 d 2 h ago");
+        assert!(human_age(-120).starts_with("2 min in the future"));
+    }
 }

@@ -96,6 +96,21 @@ pub enum ImageError {
         /// What the check found.
         reason: String,
     },
+    /// The root partition holds ext4 (its superblock magic is there) that could not be
+    /// opened.
+    #[error(
+        "{}: partition {index} (at byte {offset}) holds an ext4 file system piimg cannot \
+         read: {reason}; `e2fsck -fn` on the partition shows what is wrong with it", .path.display())]
+    Ext4Unreadable {
+        /// The image file.
+        path: PathBuf,
+        /// Partition number (1-based).
+        index: u32,
+        /// Byte offset of the partition in the image.
+        offset: u64,
+        /// What ext4-view reported.
+        reason: String,
+    },
     /// A FAT operation failed.
     #[error("{}: boot partition: {op} '{path}': {source}", .image.display())]
     Fat {

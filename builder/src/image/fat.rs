@@ -192,6 +192,29 @@ impl BootFs {
         })
     }
 
+    /// A warning when the volume is marked dirty, i.e. it was not cleanly unmounted (a
+    /// card pulled from a Pi that lost power): the boot sector's state byte bit 0 (as
+    /// Linux's vfat sets it) or, on FAT32, bit 0x08000000 of FAT[1] clear (Microsoft's
+    /// FAT specification, "FAT[1]" ClnShutBitMask); fatfs 0.3 reads both
+    /// (`FileSystem::read_status_flags`) and opens such a volume as it is.
+    pub fn dirty_warning(&self) -> Result<Option<String>, ImageError> {
+        self.guarded("read the volume's status flags", "/", || {
+            let flags = self
+                .fs()?
+                .read_status_flags()
+                .map_err(|e| self.fat_err("read the volume's status flags", "/", e))?;
+            Ok(flags.dirty().then(|| {
+                format!(
+                    "partition {} (the FAT boot partition) was not cleanly unmounted (its dirty \
+                     bit is set: the Pi was probably switched off without a shutdown); it was \
+                     read as it is: a file written just before the cut may be incomplete \
+                     (`fsck.vfat` on the partition repairs it)",
+                    self.partition.index
+                )
+            }))
+        })
+    }
+
     /// Free bytes (whole free clusters).
     pub fn free_bytes(&self) -> Result<u64, ImageError> {
         self.guarded("count free clusters", "/", || {

@@ -20,6 +20,7 @@ mod fat_raw;
 pub(crate) mod fat_time;
 mod first_boot;
 mod gpt;
+mod journal;
 mod mbr;
 mod release;
 mod rootfs;

@@ -1,6 +1,7 @@
 //! The ext4 root partition, read-only, through positioned reads at the partition's
 //! offset (`ext4-view`). Nothing here can write to the image.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
@@ -10,17 +11,73 @@ use std::sync::Arc;
 use ext4_view::{Ext4, Ext4Error, Ext4Read};
 
 use super::error::ImageError;
+use super::journal;
 use super::release::{self, Release};
 use super::table::Partition;
 
 /// ext4's superblock magic (0xEF53) sits 1080 bytes into the partition.
 const MAGIC_OFFSET: u64 = 1024 + 56;
 
-/// Positioned reads of one partition of the image file.
+/// Positioned reads of one partition of the image file, through the in-memory journal
+/// replay when the file system needs recovery.
 struct PartitionReader {
     file: Arc<File>,
     start: u64,
     size: u64,
+    recovery: Option<Recovery>,
+}
+
+/// What a file system that was not cleanly unmounted is read through.
+struct Recovery {
+    /// File-system block size.
+    block_size: u64,
+    /// Blocks whose newest committed copy is in the journal.
+    blocks: HashMap<u64, journal::Copy>,
+    /// The primary superblock (bytes 1024..2048) as read through the journal, with
+    /// `needs_recovery` cleared so ext4-view reads the replayed state as it is.
+    superblock: Option<Box<[u8; 1024]>>,
+}
+
+impl PartitionReader {
+    /// Reads `dst.len()` bytes at `start_byte`, block by block through the replay.
+    fn read_replayed(&self, start_byte: u64, dst: &mut [u8]) -> std::io::Result<()> {
+        let Some(r) = &self.recovery else {
+            return self.file.read_exact_at(dst, self.start + start_byte);
+        };
+        let end = start_byte + dst.len() as u64;
+        let mut pos = start_byte;
+        while pos < end {
+            let block = pos / r.block_size;
+            let within = pos % r.block_size;
+            let n = (r.block_size - within).min(end - pos) as usize;
+            let at = (pos - start_byte) as usize;
+            let out = &mut dst[at..at + n];
+            match r.blocks.get(&block) {
+                Some(copy) => {
+                    self.file
+                        .read_exact_at(out, self.start + copy.offset + within)?;
+                    if copy.escaped && within < 4 {
+                        // The journal stored this block with its magic escaped
+                        // (fs/jbd2/recovery.c: JBD2_FLAG_ESCAPE).
+                        let magic = 0xC03B_3998u32.to_be_bytes();
+                        for (i, b) in out.iter_mut().enumerate().take(4 - within as usize) {
+                            *b = magic[within as usize + i];
+                        }
+                    }
+                }
+                None => self.file.read_exact_at(out, self.start + pos)?,
+            }
+            pos += n as u64;
+        }
+        if let Some(sb) = &r.superblock {
+            let (lo, hi) = (start_byte.max(1024), end.min(2048));
+            if lo < hi {
+                dst[(lo - start_byte) as usize..(hi - start_byte) as usize]
+                    .copy_from_slice(&sb[(lo - 1024) as usize..(hi - 1024) as usize]);
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Ext4Read for PartitionReader {
@@ -41,7 +98,7 @@ impl Ext4Read for PartitionReader {
                 )
             })?;
         debug_assert!(end <= self.size);
-        self.file.read_exact_at(dst, self.start + start_byte)?;
+        self.read_replayed(start_byte, dst)?;
         Ok(())
     }
 }
@@ -51,6 +108,7 @@ pub struct RootFs {
     fs: Ext4,
     image: PathBuf,
     partition: Partition,
+    warnings: Vec<String>,
 }
 
 impl std::fmt::Debug for RootFs {
@@ -87,17 +145,57 @@ impl RootFs {
                 magic[1], magic[0]
             )));
         }
-        let reader = PartitionReader {
-            file,
+        let mut sb = vec![0u8; 1024];
+        if partition.size < 2048 {
+            return Err(not_ext4(
+                "the partition is too small for a superblock".into(),
+            ));
+        }
+        file.read_exact_at(&mut sb, partition.start + 1024)
+            .map_err(|e| ImageError::io(image, "reading the root superblock", e))?;
+        let needs_recovery = journal::le32(&sb, journal::sb::FEATURE_COMPAT)
+            & journal::sb::COMPAT_HAS_JOURNAL
+            != 0
+            && journal::le32(&sb, journal::sb::FEATURE_INCOMPAT) & journal::sb::INCOMPAT_RECOVER
+                != 0;
+        let mut warnings = Vec::new();
+        let mut reader = PartitionReader {
+            file: file.clone(),
             start: partition.start,
             size: partition.size,
+            recovery: None,
         };
-        let fs = Ext4::load(Box::new(reader)).map_err(|e| not_ext4(e.to_string()))?;
+        if needs_recovery {
+            let (recovery, warning) = recover(&file, partition, &sb);
+            reader.recovery = Some(recovery);
+            let mut patched = [0u8; 1024];
+            reader
+                .read_replayed(1024, &mut patched)
+                .map_err(|e| ImageError::io(image, "reading the root superblock", e))?;
+            journal::without_recovery_flag(&mut patched);
+            if let Some(r) = reader.recovery.as_mut() {
+                r.superblock = Some(Box::new(patched));
+            }
+            warnings.push(warning);
+        }
+        let fs = Ext4::load(Box::new(reader)).map_err(|e| ImageError::Ext4Unreadable {
+            path: image.to_path_buf(),
+            index: partition.index,
+            offset: partition.start,
+            reason: e.to_string(),
+        })?;
         Ok(Self {
             fs,
             image: image.to_path_buf(),
             partition: partition.clone(),
+            warnings,
         })
+    }
+
+    /// Things worth telling the user about how the file system was read (one line: it
+    /// was not cleanly unmounted and how its journal was used).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// The partition this file system lives in.
@@ -201,4 +299,55 @@ impl RootFs {
     pub fn detect_release(&self) -> Result<Release, ImageError> {
         release::detect(self)
     }
+}
+
+/// Replays the journal of a root that needs recovery, in memory; says how it went.
+fn recover(file: &File, partition: &Partition, sb: &[u8]) -> (Recovery, String) {
+    let block_size = 1024u64 << journal::le32(sb, journal::sb::LOG_BLOCK_SIZE).min(6);
+    let what = format!(
+        "partition {} (the ext4 root) was not cleanly unmounted (needs_recovery: the Pi \
+         was probably switched off without a shutdown)",
+        partition.index
+    );
+    let part = journal::Part {
+        file,
+        start: partition.start,
+        size: partition.size,
+    };
+    let (blocks, how) = match journal::replay(&part, sb) {
+        Ok(r) if r.transactions == 0 => (
+            r.blocks,
+            "its journal holds no committed transaction, so it was read as it is".to_string(),
+        ),
+        Ok(r) => {
+            let how = format!(
+                "its journal was replayed in memory, read-only ({} committed transaction(s), \
+                 {} block(s)); the card was not changed{}",
+                r.transactions,
+                r.blocks.len(),
+                if r.fast_commit {
+                    "; its fast-commit blocks were not replayed, so the last seconds before \
+                     the cut may be missing"
+                } else {
+                    ""
+                }
+            );
+            (r.blocks, how)
+        }
+        Err(reason) => (
+            HashMap::new(),
+            format!(
+                "its journal could not be replayed ({reason}), so it was read as it is, best \
+                 effort: the newest changes may be missing"
+            ),
+        ),
+    };
+    (
+        Recovery {
+            block_size,
+            blocks,
+            superblock: None,
+        },
+        format!("{what}; {how}"),
+    )
 }

@@ -501,8 +501,7 @@ fn bootstrap_rebuilt_while_all_others_are_down_waits_and_never_initialises() {
     let child = rebuilt.phase2(3);
     let t = Instant::now();
     let waiting = loop {
-        if let Ok(text) = fs::read_to_string(rebuilt.fx.boot.join(STATUS_FILE)) {
-            let st = AgentStatus::from_json(&text).unwrap();
+        if let Some(st) = card_status(&rebuilt.fx.boot) {
             if st.step == "join" && st.message.starts_with("waiting (") {
                 break st;
             }
@@ -1223,8 +1222,7 @@ fn a_first_bootstrap_card_whose_peers_come_up_two_minutes_late_joins_instead_of_
     let child = again.phase2(30);
     // While the window runs, the card's status says what it waits for.
     let waiting = loop {
-        if let Ok(text) = fs::read_to_string(again.fx.boot.join(STATUS_FILE)) {
-            let st = AgentStatus::from_json(&text).unwrap();
+        if let Some(st) = card_status(&again.fx.boot) {
             if st.step == "join" && st.message.starts_with("first bring-up: no server") {
                 break st;
             }
