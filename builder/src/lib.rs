@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod atomic;
 pub mod bmap;
+pub mod build;
 pub mod card;
 pub mod fetch;
 pub mod flash;

@@ -6,6 +6,8 @@
 //! the types are the interface between the profile and the card halves.
 
 use crate::profile::hardware;
+/// A node's hardware class with its defaults applied (the profile's type).
+pub use crate::profile::hardware::Hardware;
 use crate::profile::keys::{self, KeyError, KeySources};
 use crate::profile::secrets::{ClusterSecrets, ClusterState};
 use crate::profile::{Findings, Profile, validate};
@@ -80,23 +82,6 @@ pub struct NodeNetwork {
     pub dns: Vec<IpAddr>,
     /// DNS search domains.
     pub search: Vec<String>,
-}
-
-/// A node's hardware class with its defaults applied.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Hardware {
-    /// Class id, e.g. `pi5-8gb`.
-    pub class: String,
-    /// Board, e.g. `pi5` or `pi4` (also the config.txt section name).
-    pub board: String,
-    /// RAM in MiB.
-    pub ram_mb: u32,
-    /// config.txt lines for this board, placed under `[board]` (e.g. `kernel=kernel8.img`).
-    pub config_txt: Vec<String>,
-    /// config.txt lines for all boards, placed under `[all]` (e.g. `dtoverlay=disable-wifi`).
-    pub config_txt_all: Vec<String>,
-    /// Extra kubelet arguments (reservations, eviction thresholds) for small boards.
-    pub kubelet_args: Vec<String>,
 }
 
 /// Admin access to the node.
@@ -234,7 +219,7 @@ fn resolve(profile: &Profile, state: &ClusterState, ssh_keys: Vec<String>) -> Ve
             Role::Agent => FirstBootAction::JoinAgent {
                 via: via_except(""),
             },
-            Role::Server if is_bootstrap && (!state.bootstrap_issued || servers.len() == 1) => {
+            Role::Server if may_start_cluster(is_bootstrap, state, servers.len()) => {
                 FirstBootAction::InitCluster
             }
             Role::Server => FirstBootAction::JoinServers {
@@ -314,6 +299,23 @@ fn resolve(profile: &Profile, state: &ClusterState, ssh_keys: Vec<String>) -> Ve
         });
     }
     out
+}
+
+/// THE rule of who may start a new cluster (everything else asks
+/// [`NodePlan::starts_cluster`]): only the bootstrap server, and only while `state`
+/// (the one record of issued cards, `ClusterSecrets::bootstrap_issued`) says no
+/// bootstrap card was issued yet — or when it is the cluster's only server, which has
+/// no peer to join.
+fn may_start_cluster(is_bootstrap: bool, state: &ClusterState, server_count: usize) -> bool {
+    is_bootstrap && (!state.bootstrap_issued || server_count == 1)
+}
+
+impl NodePlan {
+    /// Whether this node's card may initialise a new cluster (`cluster-init`, the CA
+    /// files, a first bring-up): decided once, by the plan, in its `first_boot`.
+    pub fn starts_cluster(&self) -> bool {
+        self.role == Role::Server && matches!(self.first_boot, FirstBootAction::InitCluster)
+    }
 }
 
 fn hw_labels(class: &hardware::HardwareClass) -> BTreeMap<String, String> {

@@ -393,7 +393,12 @@ pub fn plan(name: &str, role: Role, bootstrap: bool, vip: Option<&str>) -> NodeP
         domain: None,
         role,
         bootstrap,
-        first_boot: FirstBootAction::InitCluster,
+        // As the plan decides for a cluster whose bootstrap card was never issued.
+        first_boot: match role {
+            Role::Server if bootstrap => FirstBootAction::InitCluster,
+            Role::Server => FirstBootAction::JoinServers { via: vec![] },
+            Role::Agent => FirstBootAction::JoinAgent { via: vec![] },
+        },
         network: NodeNetwork {
             interface: "eth0".into(),
             mac: None,
@@ -448,7 +453,6 @@ fn each_card_gets_what_its_role_needs() {
     let tmp = tempfile::tempdir().unwrap();
     let ca = ClusterCa::create(&tmp.path().join("s"), "homelab").unwrap();
     let opts = HaOptions {
-        first_bring_up: true,
         addons: Addons {
             cert_manager: true,
             monitoring: true,
@@ -504,17 +508,11 @@ fn each_card_gets_what_its_role_needs() {
         "K10{}::server:s3cret",
         boot.ha.cluster_ca_sha256.clone().unwrap()
     )));
-    // A rebuilt bootstrap card (bring-up already issued): no CA, may not initialise.
-    let rebuilt = files_for_node(
-        &plan("pi5-master-1", Role::Server, true, vip),
-        &ca,
-        "s3cret",
-        &HaOptions {
-            first_bring_up: false,
-            ..opts.clone()
-        },
-    )
-    .unwrap();
+    // A rebuilt bootstrap card (bring-up already issued, so the plan has it join):
+    // no CA, may not initialise.
+    let mut rebuilt_plan = plan("pi5-master-1", Role::Server, true, vip);
+    rebuilt_plan.first_boot = FirstBootAction::JoinServers { via: vec![] };
+    let rebuilt = files_for_node(&rebuilt_plan, &ca, "s3cret", &opts).unwrap();
     assert!(!rebuilt.ha.first_bring_up);
     assert_eq!(rebuilt.ha.init_window_secs, 0);
     // A single-server cluster's first card has no peer to wait for.
@@ -618,7 +616,6 @@ fn each_servers_node_cleaner_may_only_get_and_delete_its_own_node() {
     let tmp = tempfile::tempdir().unwrap();
     let ca = ClusterCa::create(&tmp.path().join("s"), "homelab").unwrap();
     let opts = HaOptions {
-        first_bring_up: true,
         addons: Addons {
             cert_manager: true,
             monitoring: true,

@@ -8,6 +8,8 @@ pub mod config_txt;
 pub mod context;
 pub mod templates;
 
+/// How the base image's OS runs first-boot code (detected from its root partition).
+pub use crate::image::FirstBoot;
 pub use cmdline::{CmdlineEdit, CmdlineError};
 pub use config_txt::{ConfigEdit, ConfigTxtError};
 pub use templates::Templates;
@@ -38,16 +40,6 @@ pub const AIRGAP_FILES: [(&str, bool); 3] = [
     ("install.sh", true),
     ("k3s-airgap-images-arm64.tar.zst", false),
 ];
-
-/// How the base image's OS runs first-boot code (detected from its root partition).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FirstBoot {
-    /// Bookworm: a `systemd.run=` hook on the kernel command line.
-    SystemdRun,
-    /// Trixie: cloud-init NoCloud files on the boot partition.
-    CloudInit,
-}
 
 /// What the card needs to know about the base image's OS.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

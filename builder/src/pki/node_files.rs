@@ -19,10 +19,6 @@ pub const K3S_TLS_DIR: &str = "/var/lib/rancher/k3s/server/tls";
 /// Cluster-wide HA choices that are not in the [`NodePlan`].
 #[derive(Debug, Clone)]
 pub struct HaOptions {
-    /// The bootstrap card being built is for a first-ever bring-up: no bootstrap card
-    /// was issued before (the one record is
-    /// [`crate::profile::secrets::ClusterSecrets::bootstrap_issued`]).
-    pub first_bring_up: bool,
     /// Add-ons laid on every server card.
     pub addons: Addons,
     /// The cluster's agent token secret (`None` for clusters created before piimg
@@ -37,7 +33,6 @@ pub struct HaOptions {
 impl Default for HaOptions {
     fn default() -> Self {
         HaOptions {
-            first_bring_up: false,
             addons: Addons::default(),
             agent_token_secret: None,
             init_window_secs: DEFAULT_INIT_WINDOW_SECS,
@@ -46,11 +41,9 @@ impl Default for HaOptions {
     }
 }
 
-/// Default of [`HaOptions::init_window_secs`]: five minutes, long enough for a
-/// switch port, a power cut or the other servers' k3s to come back.
-pub const DEFAULT_INIT_WINDOW_SECS: u64 = 300;
-/// Default of [`HaOptions::node_cleaner_days`]: one year.
-pub const DEFAULT_NODE_CLEANER_DAYS: u32 = 365;
+/// Defaults of [`HaOptions::init_window_secs`] and [`HaOptions::node_cleaner_days`]:
+/// the profile's.
+pub use crate::profile::model::{DEFAULT_INIT_WINDOW_SECS, DEFAULT_NODE_CLEANER_DAYS};
 
 /// The PKI/HA part of one card.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,7 +73,8 @@ pub fn files_for_node(
     let bundle = ca.server_ca_bundle();
     let hash = token::ca_hash(bundle.as_bytes())?;
     let server = plan.role == Role::Server;
-    let init = server && plan.bootstrap && opts.first_bring_up;
+    // Whether this card brings the cluster up is the plan's decision.
+    let init = plan.starts_cluster();
     let mut secret_files = Vec::new();
     let mut files = Vec::new();
     if init {
