@@ -21,6 +21,7 @@ pub(crate) mod fat_time;
 mod first_boot;
 mod gpt;
 mod mbr;
+mod problem;
 mod release;
 mod rootfs;
 pub mod sanity;
