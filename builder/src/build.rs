@@ -540,6 +540,7 @@ fn cards(
         }
         let ha = HaOptions {
             addons: addons.clone(),
+            templates: templates.clone(),
             agent_token_secret: cluster.agent_token_secret().map(str::to_string),
             init_window_secs: profile.k3s.init_window_seconds,
             node_cleaner_days: profile.k3s.node_cleaner_days,

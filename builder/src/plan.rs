@@ -11,10 +11,11 @@ pub use crate::profile::hardware::Hardware;
 use crate::profile::keys::{self, KeyError, KeySources};
 use crate::profile::secrets::{ClusterSecrets, ClusterState};
 use crate::profile::{Findings, Profile, validate};
-use piimg_contract::Role;
+use piimg_contract::join_order::join_order;
+use piimg_contract::{Network, Role};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 
 /// Everything one node's card needs, fully resolved.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -34,7 +35,7 @@ pub struct NodePlan {
     /// What this card does on first boot, in words (for `piimg plan`).
     pub first_boot: FirstBootAction,
     /// Static network of this node.
-    pub network: NodeNetwork,
+    pub network: Network,
     /// Hardware class, resolved with its defaults.
     pub hardware: Hardware,
     /// Admin user and keys (keys already resolved to OpenSSH public-key lines).
@@ -63,25 +64,6 @@ pub enum FirstBootAction {
         /// Server IPs tried in order (VIP first when there is one).
         via: Vec<Ipv4Addr>,
     },
-}
-
-/// Static IPv4 settings of the node's wired interface.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct NodeNetwork {
-    /// Interface name (e.g. `eth0`).
-    pub interface: String,
-    /// Optional MAC to bind the connection to.
-    pub mac: Option<String>,
-    /// Node address.
-    pub address: Ipv4Addr,
-    /// LAN prefix length.
-    pub prefix_len: u8,
-    /// Default gateway.
-    pub gateway: Ipv4Addr,
-    /// DNS resolvers in order.
-    pub dns: Vec<IpAddr>,
-    /// DNS search domains.
-    pub search: Vec<String>,
 }
 
 /// Admin access to the node.
@@ -197,11 +179,7 @@ fn resolve(profile: &Profile, state: &ClusterState, ssh_keys: Vec<String>) -> Ve
         profile.servers().map(|n| (n.name.clone(), n.ip)).collect();
     servers.sort_by_key(|(name, _)| *name != bootstrap);
     let vip = profile.k3s.vip;
-    let via_except = |me: &str| -> Vec<Ipv4Addr> {
-        vip.into_iter()
-            .chain(servers.iter().filter(|(n, _)| n != me).map(|(_, ip)| *ip))
-            .collect()
-    };
+    let via_except = |me: &str| via(vip, &servers, me);
     let access = Access {
         admin_user: profile.access.admin_user.clone(),
         ssh_authorized_keys: ssh_keys,
@@ -254,7 +232,7 @@ fn resolve(profile: &Profile, state: &ClusterState, ssh_keys: Vec<String>) -> Ve
             role: node.role,
             bootstrap: is_bootstrap,
             first_boot,
-            network: NodeNetwork {
+            network: Network {
                 interface: profile.network.interface.clone(),
                 mac: node.mac.clone(),
                 address: node.ip,
@@ -336,23 +314,22 @@ fn merge_args<'a>(lists: impl IntoIterator<Item = &'a Vec<String>>) -> Vec<Strin
     out
 }
 
+/// The IPs node `me` joins through, in order ([`piimg_contract::join_order`]: the VIP
+/// first, then the other servers).
+fn via(vip: Option<Ipv4Addr>, servers: &[(String, Ipv4Addr)], me: &str) -> Vec<Ipv4Addr> {
+    join_order(vip, servers.iter().map(|(n, ip)| (n.as_str(), *ip)), me)
+        .into_iter()
+        .map(|t| t.ip)
+        .collect()
+}
+
 /// What re-flashing this node's card would do once the cluster is up: the bootstrap
 /// server joins its peers instead of initialising (unless it is the only server);
 /// every other node does what its first boot does.
 pub fn reflash_action(plan: &NodePlan) -> FirstBootAction {
     match &plan.first_boot {
         FirstBootAction::InitCluster if plan.servers.len() > 1 => FirstBootAction::JoinServers {
-            via: plan
-                .k3s
-                .vip
-                .into_iter()
-                .chain(
-                    plan.servers
-                        .iter()
-                        .filter(|(n, _)| *n != plan.name)
-                        .map(|(_, ip)| *ip),
-                )
-                .collect(),
+            via: via(plan.k3s.vip, &plan.servers, &plan.name),
         },
         other => other.clone(),
     }

@@ -3,8 +3,8 @@
 //! OS-shaped bases checked with fsck.vfat, e2fsck, mtools and bmaptool.
 
 use piimg::card::{self, Card, Content, FirstBoot, NodeSecrets, Os, RenderOptions, Templates};
-use piimg::plan::{Access, FirstBootAction, Hardware, NodeK3s, NodeNetwork, NodePlan};
-use piimg_contract::Role;
+use piimg::plan::{Access, FirstBootAction, Hardware, NodeK3s, NodePlan};
+use piimg_contract::{Network, Role};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -17,7 +17,7 @@ fn plan() -> NodePlan {
         role: Role::Server,
         bootstrap: true,
         first_boot: FirstBootAction::InitCluster,
-        network: NodeNetwork {
+        network: Network {
             interface: "eth0".into(),
             mac: None,
             address: "192.168.86.31".parse().unwrap(),

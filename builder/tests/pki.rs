@@ -1,12 +1,13 @@
 //! The cluster PKI checked with independent tools: openssl verifies the chains and
 //! computes the DER/sha256 k3s's token hash must match; YAML of the RBAC is parsed.
 
+use piimg::card::Templates;
 use piimg::pki::ca::{ClusterCa, node_cleaner_user, required_files};
 use piimg::pki::manifests::Addons;
 use piimg::pki::token::secure_agent_token;
 use piimg::pki::{HaOptions, PkiError, ca_hash, files_for_node, node_password, secure_token};
 use piimg::plan::*;
-use piimg_contract::{NODE_CLEANER_CERT, Role};
+use piimg_contract::{NODE_CLEANER_CERT, Network, Role};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs;
@@ -399,7 +400,7 @@ pub fn plan(name: &str, role: Role, bootstrap: bool, vip: Option<&str>) -> NodeP
             Role::Server => FirstBootAction::JoinServers { via: vec![] },
             Role::Agent => FirstBootAction::JoinAgent { via: vec![] },
         },
-        network: NodeNetwork {
+        network: Network {
             interface: "eth0".into(),
             mac: None,
             address: "192.168.86.33".parse().unwrap(),
@@ -723,13 +724,19 @@ fn a_broken_overlay_manifest_is_named_in_the_error() {
         "name: {{no_such_value}}\n",
     )
     .unwrap();
-    let mut p = plan("pi5-master-1", Role::Server, true, None);
-    p.overlay_dir = Some(overlay.clone());
-    let err = files_for_node(&p, &ca, "x", &HaOptions::default())
+    // The manifests are card templates: the profile's overlay replaces them.
+    let with_overlay = || HaOptions {
+        templates: Templates::with_overlay(&overlay).unwrap(),
+        ..HaOptions::default()
+    };
+    let p = plan("pi5-master-1", Role::Server, true, None);
+    let err = files_for_node(&p, &ca, "x", &with_overlay())
         .unwrap_err()
         .to_string();
+    let file = overlay.join("manifests/node-cleaner-rbac.yaml");
     assert!(
-        err.starts_with("manifest node-cleaner-rbac.yaml: ") && err.contains("no_such_value"),
+        err.starts_with(&format!("server manifests: template {}: ", file.display()))
+            && err.contains("no_such_value"),
         "{err}"
     );
     // A valid override replaces the built-in template file by file.
@@ -738,7 +745,7 @@ fn a_broken_overlay_manifest_is_named_in_the_error() {
         "# mine: {{user_prefix}}{{#each servers}} {{this}}{{/each}}\n",
     )
     .unwrap();
-    let f = files_for_node(&p, &ca, "x", &HaOptions::default()).unwrap();
+    let f = files_for_node(&p, &ca, "x", &with_overlay()).unwrap();
     assert_eq!(
         f.files[0].content,
         "# mine: system:piimg:node-cleaner: pi5-master-1 pi5-master-2 pi5-master-3\n"

@@ -6,6 +6,7 @@
 pub mod cmdline;
 pub mod config_txt;
 pub mod context;
+pub mod manifests;
 pub mod templates;
 
 /// How the base image's OS runs first-boot code (detected from its root partition).
@@ -18,7 +19,7 @@ use crate::plan::NodePlan;
 use context::{CardValues, TemplateData};
 use piimg_contract::{
     AGENT_FILE, AGENT_UNIT, AIRGAP_DIR, Admin, Airgap, BootHook, CONTRACT_VERSION, CardSecrets, Ha,
-    K3s, Network, NodeConfig, RootFile, ServerRef,
+    K3s, NodeConfig, RootFile, ServerRef,
 };
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -298,15 +299,7 @@ pub fn render(
             })
             .collect(),
         vip: plan.k3s.vip,
-        network: Network {
-            interface: plan.network.interface.clone(),
-            mac: plan.network.mac.clone(),
-            address: plan.network.address,
-            prefix_len: plan.network.prefix_len,
-            gateway: plan.network.gateway,
-            dns: plan.network.dns.clone(),
-            search: plan.network.search.clone(),
-        },
+        network: plan.network.clone(),
         admin: Admin {
             user: plan.access.admin_user.clone(),
             ssh_authorized_keys: plan.access.ssh_authorized_keys.clone(),

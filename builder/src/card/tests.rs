@@ -1,5 +1,6 @@
 use super::*;
-use crate::plan::{Access, FirstBootAction, Hardware, NodeK3s, NodeNetwork};
+use crate::plan::{Access, FirstBootAction, Hardware, NodeK3s};
+use piimg_contract::Network;
 use piimg_contract::Role;
 
 pub(crate) fn plan() -> NodePlan {
@@ -11,7 +12,7 @@ pub(crate) fn plan() -> NodePlan {
         role: Role::Server,
         bootstrap: true,
         first_boot: FirstBootAction::InitCluster,
-        network: NodeNetwork {
+        network: Network {
             interface: "eth0".into(),
             mac: None,
             address: "192.168.86.31".parse().unwrap(),

@@ -44,7 +44,7 @@ pub enum BlockMapError {
 pub fn fs_blocks(path: &Path) -> Result<Vec<(u64, u64)>, BlockMapError> {
     let image = Image::open(path)?;
     let used = usage::used_ranges(&image)?;
-    Ok(super::extents::to_blocks(&used, BLOCK_SIZE))
+    Ok(crate::sparse::to_blocks(&used, BLOCK_SIZE))
 }
 
 /// Hashes the block ranges `mapped` of `file` into a [`Bmap`] whose ranges are also
@@ -171,15 +171,7 @@ mod tests {
 
     #[test]
     fn reused_checksums_equal_a_fresh_scan() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("x.img");
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&p)
-            .unwrap();
+        let f = tempfile::tempfile().unwrap();
         f.set_len(64 * 4096).unwrap();
         f.write_all_at(&[3u8; 40 * 4096], 4096).unwrap();
         let mapped = [(1, 40), (50, 51)];
@@ -192,16 +184,8 @@ mod tests {
             [(1, 15), (16, 31), (32, 40), (50, 51)]
         );
         // A copy whose "boot partition" [16, 32) changed.
-        let q = dir.path().join("y.img");
-        let g = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .read(true)
-            .open(&q)
-            .unwrap();
-        super::super::copy::copy_sparse(&File::open(&p).unwrap(), &g, false, false, &mut |_| {})
-            .unwrap();
+        let g = tempfile::tempfile().unwrap();
+        super::super::copy::copy_sparse(&f, &g, false, false, &mut |_| {}).unwrap();
         g.write_all_at(b"card", 20 * 4096).unwrap();
         let reused = scan_split(
             &g,

@@ -100,7 +100,7 @@ pub fn copy_sparse(
 
 /// Byte ranges `[start, end)` of `file` that hold written data (see [`super::extents`]).
 pub fn data_extents(file: &File, len: u64) -> io::Result<Vec<(u64, u64)>> {
-    super::extents::data_extents(file, len)
+    crate::sparse::data_extents(file, len)
 }
 
 /// Streams a file's freshly written ranges to disk, keeping at most [`WINDOW`] bytes

@@ -8,8 +8,10 @@
 //! | every agent | (node password, agent token only) | |
 
 use super::ca::ClusterCa;
-use super::manifests::{Addons, MANIFESTS_DIR, ManifestInputs, server_manifests};
+use super::ca::NODE_CLEANER_USER_PREFIX;
 use super::{PkiError, node_password, token};
+use crate::card::Templates;
+use crate::card::manifests::{Addons, MANIFESTS_DIR, ManifestInputs, server_manifests};
 use crate::plan::NodePlan;
 use piimg_contract::{Ha, NODE_CLEANER_CERT, NODE_CLEANER_KEY, NodeCleaner, Role, RootFile};
 
@@ -21,6 +23,8 @@ pub const K3S_TLS_DIR: &str = "/var/lib/rancher/k3s/server/tls";
 pub struct HaOptions {
     /// Add-ons laid on every server card.
     pub addons: Addons,
+    /// The card's templates, the server manifests among them.
+    pub templates: Templates,
     /// The cluster's agent token secret (`None` for clusters created before piimg
     /// made one: their agents keep the server token).
     pub agent_token_secret: Option<String>,
@@ -34,6 +38,7 @@ impl Default for HaOptions {
     fn default() -> Self {
         HaOptions {
             addons: Addons::default(),
+            templates: Templates::builtin(),
             agent_token_secret: None,
             init_window_secs: DEFAULT_INIT_WINDOW_SECS,
             node_cleaner_days: DEFAULT_NODE_CLEANER_DAYS,
@@ -106,10 +111,11 @@ pub fn files_for_node(
         });
         let manifests = server_manifests(&ManifestInputs {
             vip: plan.k3s.vip,
+            node_cleaner_user_prefix: NODE_CLEANER_USER_PREFIX,
             servers: &servers,
             interface: &plan.network.interface,
             addons: &opts.addons,
-            overlay_dir: plan.overlay_dir.as_deref(),
+            templates: &opts.templates,
         })?;
         for (name, content) in manifests {
             files.push(RootFile {

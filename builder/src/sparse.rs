@@ -1,4 +1,5 @@
-//! Which byte ranges of a file hold data, independent of the page cache.
+//! The one sparse-map module: which byte ranges of a file hold data, independent of
+//! the page cache (image copies, the `.bmap` of a file's holes).
 //!
 //! SEEK_DATA alone is not enough for reproducible output: on ext4 an *unwritten*
 //! (preallocated, reads-as-zero) extent counts as data wherever its pages happen to
