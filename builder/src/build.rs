@@ -15,7 +15,6 @@ use crate::card::{self, Card, FirstBoot, NodeSecrets, Os, RenderOptions, Templat
 use crate::image::{Image, ImageError, Release};
 use crate::inputs::{BaseId, Inputs};
 use crate::output::blockmap::{self, BlockMapError};
-use crate::output::copy::CopyMethod;
 use crate::output::{interrupt, write};
 use crate::pki::{ClusterCa, HaOptions, PkiError};
 use crate::plan::{NodePlan, PlanError};
@@ -82,28 +81,13 @@ impl BuildRequest {
 /// One image put in place (the `images` entries of `piimg build --json`).
 #[derive(Debug, Serialize)]
 pub struct BuiltImage {
-    /// Node name.
-    pub node: String,
-    /// `OUT/NAME.img`.
-    pub path: PathBuf,
-    /// `OUT/NAME.img.bmap`.
-    pub bmap: PathBuf,
-    /// `OUT/NAME.img.xz`, when asked for.
-    pub xz: Option<PathBuf>,
-    /// The whole image's SHA-256, when asked for.
-    pub sha256: Option<String>,
+    /// The files written and how.
+    #[serde(flatten)]
+    pub written: write::Written,
     /// The base's Debian codename.
     pub release: String,
     /// The first-boot mechanism the card uses.
     pub first_boot: FirstBoot,
-    /// Image size in bytes.
-    pub size: u64,
-    /// Bytes the `.bmap` maps.
-    pub mapped_bytes: u64,
-    /// How the base was copied.
-    pub copy: CopyMethod,
-    /// Seconds per phase.
-    pub seconds: write::Timings,
 }
 
 /// A node whose image could not be written.
@@ -478,18 +462,10 @@ pub fn build(req: &BuildRequest, out: &Reporter) -> Result<BuildReport, BuildErr
     };
     for r in results {
         match r {
-            Ok(w) => report.images.push(BuiltImage {
-                node: w.node,
-                path: w.path,
-                bmap: w.bmap,
-                xz: w.xz,
-                sha256: w.sha256,
+            Ok(written) => report.images.push(BuiltImage {
+                written,
                 release: release.codename.clone(),
                 first_boot: os.first_boot,
-                size: w.size,
-                mapped_bytes: w.mapped_bytes,
-                copy: w.copy,
-                seconds: w.timings,
             }),
             Err(f) => report.failures.push(f),
         }

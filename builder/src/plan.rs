@@ -6,9 +6,8 @@
 //! the types are the interface between the profile and the card halves.
 
 use crate::profile::hardware;
-/// A node's hardware class with its defaults applied (the profile's type).
-pub use crate::profile::hardware::Hardware;
 use crate::profile::keys::{self, KeyError, KeySources};
+use crate::profile::model::HardwareOptions;
 use crate::profile::secrets::{ClusterSecrets, ClusterState};
 use crate::profile::{Findings, Profile, validate};
 use piimg_contract::join_order::join_order;
@@ -64,6 +63,37 @@ pub enum FirstBootAction {
         /// Server IPs tried in order (VIP first when there is one).
         via: Vec<Ipv4Addr>,
     },
+}
+
+/// A node's hardware class with its defaults applied.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hardware {
+    /// Class id, e.g. `pi5-8gb`.
+    pub class: String,
+    /// Board, e.g. `pi5` or `pi4` (also the config.txt section name).
+    pub board: String,
+    /// RAM in MiB.
+    pub ram_mb: u32,
+    /// config.txt lines for this board, placed under `[board]` (e.g. `kernel=kernel8.img`).
+    pub config_txt: Vec<String>,
+    /// config.txt lines for all boards, placed under `[all]` (e.g. `dtoverlay=disable-wifi`).
+    pub config_txt_all: Vec<String>,
+    /// Extra kubelet arguments (reservations, eviction thresholds) for small boards.
+    pub kubelet_args: Vec<String>,
+}
+
+impl Hardware {
+    /// `class` with the profile's hardware options applied.
+    pub fn of(class: &hardware::HardwareClass, opts: &HardwareOptions) -> Self {
+        Hardware {
+            class: class.id.to_string(),
+            board: class.board.to_string(),
+            ram_mb: class.ram_mb,
+            config_txt: class.config_txt(opts),
+            config_txt_all: class.config_txt_all(opts),
+            kubelet_args: class.kubelet_args(),
+        }
+    }
 }
 
 /// Admin access to the node.
@@ -191,7 +221,7 @@ fn resolve(profile: &Profile, state: &ClusterState, ssh_keys: Vec<String>) -> Ve
         let Some(class) = hardware::class(&node.hardware) else {
             continue;
         };
-        let hw = class.resolve(&profile.hardware);
+        let hw = Hardware::of(class, &profile.hardware);
         let is_bootstrap = node.name == bootstrap;
         let first_boot = match node.role {
             Role::Agent => FirstBootAction::JoinAgent {

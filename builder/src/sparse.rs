@@ -165,15 +165,7 @@ mod tests {
 
     #[test]
     fn unwritten_extents_are_not_data_even_when_cached() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&p)
-            .unwrap();
+        let f = tempfile::tempfile().unwrap();
         f.set_len(16 << 20).unwrap();
         f.write_all_at(&[1u8; 8192], 1 << 20).unwrap();
         // Preallocate (unwritten) 4 MiB and read it so its pages are cached.

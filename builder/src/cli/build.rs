@@ -81,15 +81,15 @@ pub(super) fn print(report: &BuildReport, out: &Reporter) -> anyhow::Result<()> 
     match out.mode() {
         OutputMode::Json => out.json(&serde_json::json!({ "images": report.images }))?,
         OutputMode::Human => {
-            for s in &report.images {
+            for s in report.images.iter().map(|i| &i.written) {
                 println!(
                     "{:<16} {}  ({} MiB mapped, copy {:.1}s, card {:.2}s, bmap {:.1}s{})",
                     s.node,
                     s.path.display(),
                     s.mapped_bytes >> 20,
-                    s.seconds.copy,
-                    s.seconds.card,
-                    s.seconds.bmap,
+                    s.timings.copy,
+                    s.timings.card,
+                    s.timings.bmap,
                     s.xz.as_ref()
                         .map(|x| format!(", {}", x.display()))
                         .unwrap_or_default()

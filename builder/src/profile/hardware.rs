@@ -2,25 +2,7 @@
 //! lines, kubelet reservations for small boards, placement labels).
 
 use super::model::HardwareOptions;
-use serde::Serialize;
 use std::collections::BTreeMap;
-
-/// A node's hardware class with its defaults applied.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Hardware {
-    /// Class id, e.g. `pi5-8gb`.
-    pub class: String,
-    /// Board, e.g. `pi5` or `pi4` (also the config.txt section name).
-    pub board: String,
-    /// RAM in MiB.
-    pub ram_mb: u32,
-    /// config.txt lines for this board, placed under `[board]` (e.g. `kernel=kernel8.img`).
-    pub config_txt: Vec<String>,
-    /// config.txt lines for all boards, placed under `[all]` (e.g. `dtoverlay=disable-wifi`).
-    pub config_txt_all: Vec<String>,
-    /// Extra kubelet arguments (reservations, eviction thresholds) for small boards.
-    pub kubelet_args: Vec<String>,
-}
 
 /// A Raspberry Pi model piimg knows how to configure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,18 +136,6 @@ impl HardwareClass {
             (LABEL_CLASS.to_string(), self.id.to_string()),
             (LABEL_RAM.to_string(), self.ram_mb.to_string()),
         ])
-    }
-
-    /// The class with `opts` applied, as the plan carries it.
-    pub fn resolve(&self, opts: &HardwareOptions) -> Hardware {
-        Hardware {
-            class: self.id.to_string(),
-            board: self.board.to_string(),
-            ram_mb: self.ram_mb,
-            config_txt: self.config_txt(opts),
-            config_txt_all: self.config_txt_all(opts),
-            kubelet_args: self.kubelet_args(),
-        }
     }
 }
 
