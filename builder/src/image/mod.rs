@@ -12,6 +12,7 @@
 //! # let _ = release; Ok(()) }
 //! ```
 
+mod detect;
 mod elf;
 mod error;
 mod fat;
@@ -21,6 +22,7 @@ pub(crate) mod fat_time;
 mod first_boot;
 mod gpt;
 mod mbr;
+mod mechanism;
 mod problem;
 mod release;
 mod rootfs;
