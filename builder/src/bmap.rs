@@ -137,10 +137,10 @@ impl Bmap {
     /// writes the file-system map instead ([`crate::output::blockmap`]).
     pub fn scan(file: &File) -> io::Result<Bmap> {
         let image_size = file.metadata()?.len();
-        let blocks = sparse::to_blocks(&sparse::data_extents(file, image_size)?, BLOCK_SIZE);
+        let blocks = sparse::to_blocks(sparse::data_extents(file, image_size)?, BLOCK_SIZE);
         let mut ranges = Vec::with_capacity(blocks.len());
         let mut buf = vec![0u8; READ_CHUNK];
-        for (first, last) in blocks {
+        for sparse::BlockSpan { first, last } in blocks {
             let (offset, len) = byte_span(first, last, BLOCK_SIZE, image_size);
             let sha256 = hash_span(file, offset, len, &mut buf)?;
             ranges.push(BlockRange {

@@ -9,6 +9,7 @@
 
 use crate::bmap::{BLOCK_SIZE, BlockRange, Bmap, byte_span, hash_span};
 use crate::image::{Image, ImageError, usage};
+use crate::sparse::{ByteRange, to_blocks};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
@@ -44,7 +45,13 @@ pub enum BlockMapError {
 pub fn fs_blocks(path: &Path) -> Result<Vec<(u64, u64)>, BlockMapError> {
     let image = Image::open(path)?;
     let used = usage::used_ranges(&image)?;
-    Ok(crate::sparse::to_blocks(&used, BLOCK_SIZE))
+    let used = used
+        .into_iter()
+        .map(|(start, end)| ByteRange { start, end });
+    Ok(to_blocks(used, BLOCK_SIZE)
+        .into_iter()
+        .map(|b| (b.first, b.last))
+        .collect())
 }
 
 /// Hashes the block ranges `mapped` of `file` into a [`Bmap`] whose ranges are also
