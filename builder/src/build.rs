@@ -11,7 +11,7 @@
 // boxing every cause would only hide which one it is.
 #![allow(clippy::result_large_err)]
 
-use crate::card::{self, Card, FirstBoot, NodeSecrets, Os, RenderOptions, Templates};
+use crate::card::{self, Card, FirstBoot, NodeHa, NodeSecrets, Os, RenderOptions, Templates};
 use crate::image::{Image, ImageError, Release};
 use crate::inputs::{BaseId, Inputs};
 use crate::output::blockmap::{self, BlockMapError};
@@ -515,8 +515,8 @@ fn cards(
             ));
         }
         let ha = HaOptions {
+            first_bring_up: true,
             addons: addons.clone(),
-            templates: templates.clone(),
             agent_token_secret: cluster.agent_token_secret().map(str::to_string),
             init_window_secs: profile.k3s.init_window_seconds,
             node_cleaner_days: profile.k3s.node_cleaner_days,
@@ -532,12 +532,15 @@ fn cards(
             agent_token: nf.agent_token,
             node_password: Some(nf.node_password),
             files: nf.secret_files,
+        };
+        let node_ha = NodeHa {
             root_files: nf.files,
             ha: nf.ha,
         };
         let card = card::render(
             plan,
             &node_secrets,
+            &node_ha,
             os,
             &templates,
             crate::agent::AGENT_BINARY,

@@ -96,6 +96,9 @@ impl Hardware {
     }
 }
 
+/// The plan's network under its former name (it is the contract's [`Network`]).
+pub type NodeNetwork = Network;
+
 /// Admin access to the node.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Access {
@@ -322,7 +325,9 @@ impl NodePlan {
     /// Whether this node's card may initialise a new cluster (`cluster-init`, the CA
     /// files, a first bring-up): decided once, by the plan, in its `first_boot`.
     pub fn starts_cluster(&self) -> bool {
-        self.role == Role::Server && matches!(self.first_boot, FirstBootAction::InitCluster)
+        self.role == Role::Server
+            && self.bootstrap
+            && matches!(self.first_boot, FirstBootAction::InitCluster)
     }
 }
 

@@ -1,19 +1,20 @@
 //! The cluster PKI checked with independent tools: openssl verifies the chains and
 //! computes the DER/sha256 k3s's token hash must match; YAML of the RBAC is parsed.
 
-use piimg::card::Templates;
+mod support;
+
 use piimg::pki::ca::{ClusterCa, node_cleaner_user, required_files};
 use piimg::pki::manifests::Addons;
 use piimg::pki::token::secure_agent_token;
 use piimg::pki::{HaOptions, PkiError, ca_hash, files_for_node, node_password, secure_token};
 use piimg::plan::*;
-use piimg_contract::{NODE_CLEANER_CERT, Network, Role};
+use piimg_contract::{NODE_CLEANER_CERT, Role};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
+use support::plan::node_plan as plan;
 
 fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
     let out = Command::new("openssl")
@@ -386,69 +387,6 @@ fn node_passwords_are_deterministic_hmacs() {
     assert_eq!(text.split_whitespace().next(), Some(a.as_str()));
 }
 
-pub fn plan(name: &str, role: Role, bootstrap: bool, vip: Option<&str>) -> NodePlan {
-    NodePlan {
-        cluster: "homelab".into(),
-        profile: "homelab".into(),
-        name: name.into(),
-        domain: None,
-        role,
-        bootstrap,
-        // As the plan decides for a cluster whose bootstrap card was never issued.
-        first_boot: match role {
-            Role::Server if bootstrap => FirstBootAction::InitCluster,
-            Role::Server => FirstBootAction::JoinServers { via: vec![] },
-            Role::Agent => FirstBootAction::JoinAgent { via: vec![] },
-        },
-        network: Network {
-            interface: "eth0".into(),
-            mac: None,
-            address: "192.168.86.33".parse().unwrap(),
-            prefix_len: 24,
-            gateway: "192.168.86.1".parse().unwrap(),
-            dns: vec![],
-            search: vec![],
-        },
-        hardware: Hardware {
-            class: "pi5-8gb".into(),
-            board: "pi5".into(),
-            ram_mb: 8192,
-            config_txt: vec![],
-            config_txt_all: vec![],
-            kubelet_args: vec![],
-        },
-        access: Access {
-            admin_user: "admin".into(),
-            ssh_authorized_keys: vec![],
-            password_login: false,
-        },
-        k3s: NodeK3s {
-            version: "v1.31.4+k3s1".into(),
-            vip: vip.map(|v| v.parse().unwrap()),
-            tls_san: vec![],
-            disable: vec![],
-            etcd_snapshot_schedule: None,
-            etcd_snapshot_retention: None,
-            labels: BTreeMap::new(),
-            taints: vec![],
-            extra_args: vec![],
-            kubelet_args: vec![],
-            airgap_dir: None,
-        },
-        servers: ["pi5-master-1", "pi5-master-2", "pi5-master-3"]
-            .iter()
-            .enumerate()
-            .map(|(i, n)| {
-                (
-                    n.to_string(),
-                    format!("192.168.86.{}", 31 + i).parse().unwrap(),
-                )
-            })
-            .collect(),
-        overlay_dir: None,
-    }
-}
-
 #[test]
 fn each_card_gets_what_its_role_needs() {
     let tmp = tempfile::tempdir().unwrap();
@@ -725,12 +663,9 @@ fn a_broken_overlay_manifest_is_named_in_the_error() {
     )
     .unwrap();
     // The manifests are card templates: the profile's overlay replaces them.
-    let with_overlay = || HaOptions {
-        templates: Templates::with_overlay(&overlay).unwrap(),
-        ..HaOptions::default()
-    };
-    let p = plan("pi5-master-1", Role::Server, true, None);
-    let err = files_for_node(&p, &ca, "x", &with_overlay())
+    let mut p = plan("pi5-master-1", Role::Server, true, None);
+    p.overlay_dir = Some(overlay.clone());
+    let err = files_for_node(&p, &ca, "x", &HaOptions::default())
         .unwrap_err()
         .to_string();
     let file = overlay.join("manifests/node-cleaner-rbac.yaml");
@@ -745,7 +680,7 @@ fn a_broken_overlay_manifest_is_named_in_the_error() {
         "# mine: {{user_prefix}}{{#each servers}} {{this}}{{/each}}\n",
     )
     .unwrap();
-    let f = files_for_node(&p, &ca, "x", &with_overlay()).unwrap();
+    let f = files_for_node(&p, &ca, "x", &HaOptions::default()).unwrap();
     assert_eq!(
         f.files[0].content,
         "# mine: system:piimg:node-cleaner: pi5-master-1 pi5-master-2 pi5-master-3\n"

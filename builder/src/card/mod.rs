@@ -51,8 +51,9 @@ pub struct Os {
     pub first_boot: FirstBoot,
 }
 
-/// One node's secrets and what derives from them (the cluster PKI's HA part),
-/// resolved from the cluster secrets by the caller (see `piimg::pki::files_for_node`).
+/// One node's secrets, resolved from the cluster secrets by the caller (see
+/// `piimg::pki::files_for_node`): everything here ends up in `secrets.json`, which the
+/// agent moves into the root file system (0600) and scrubs from the boot partition.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct NodeSecrets {
     /// The k3s join token.
@@ -63,6 +64,12 @@ pub struct NodeSecrets {
     pub node_password: Option<String>,
     /// Secret files for the root filesystem (0600).
     pub files: Vec<RootFile>,
+}
+
+/// The non-secret part of what the cluster PKI gives a card (`node.json`): the HA
+/// settings and the root-filesystem files that come with them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NodeHa {
     /// Non-secret root-filesystem files added after the built-in ones
     /// (`NodeConfig.files`), e.g. the server manifests.
     pub root_files: Vec<RootFile>,
@@ -200,10 +207,11 @@ pub enum CardError {
 }
 
 /// Renders `plan`'s card for `os` with `templates`, embedding `agent` (the
-/// first-boot binary) and the node's `secrets`.
+/// first-boot binary), the node's `secrets` and its HA part (`ha`).
 pub fn render(
     plan: &NodePlan,
     secrets: &NodeSecrets,
+    ha: &NodeHa,
     os: &Os,
     templates: &Templates,
     agent: &[u8],
@@ -211,7 +219,7 @@ pub fn render(
 ) -> Result<Card, CardError> {
     let template_hashes = templates.hashes()?;
     let mut values = CardValues::new(plan);
-    let instance_id = instance_id(plan, secrets, &template_hashes, agent, opts.build_time);
+    let instance_id = instance_id(plan, secrets, ha, &template_hashes, agent, opts.build_time);
     if os.first_boot == FirstBoot::CloudInit {
         values.instance_id = instance_id.clone();
     }
@@ -313,9 +321,9 @@ pub fn render(
         boot,
         files: root_files
             .into_iter()
-            .chain(secrets.root_files.iter().cloned())
+            .chain(ha.root_files.iter().cloned())
             .collect(),
-        ha: secrets.ha.clone(),
+        ha: ha.ha.clone(),
     };
     let card_secrets = CardSecrets {
         contract_version: CONTRACT_VERSION,
@@ -454,6 +462,7 @@ fn airgap(
 pub fn instance_id(
     plan: &NodePlan,
     secrets: &NodeSecrets,
+    ha: &NodeHa,
     template_hashes: &BTreeMap<String, String>,
     agent: &[u8],
     build_time: u64,
@@ -471,15 +480,11 @@ pub fn instance_id(
         h.update(b"\0");
     }
     h.update(secrets.node_password.as_deref().unwrap_or("").as_bytes());
-    for f in secrets.files.iter().chain(&secrets.root_files) {
+    for f in secrets.files.iter().chain(&ha.root_files) {
         h.update(f.path.as_bytes());
         h.update(f.content.as_bytes());
     }
-    h.update(
-        serde_json::to_string(&secrets.ha)
-            .unwrap_or_default()
-            .as_bytes(),
-    );
+    h.update(serde_json::to_string(&ha.ha).unwrap_or_default().as_bytes());
     for (k, v) in template_hashes {
         h.update(k.as_bytes());
         h.update(v.as_bytes());

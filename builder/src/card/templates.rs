@@ -383,6 +383,7 @@ mod tests {
         let card = crate::card::render(
             &crate::card::tests::plan(),
             &crate::card::NodeSecrets::default(),
+            &crate::card::NodeHa::default(),
             &crate::card::Os {
                 codename: "trixie".into(),
                 first_boot: crate::card::FirstBoot::CloudInit,

@@ -83,6 +83,7 @@ fn card(fb: FirstBoot, t: u64) -> Card {
     render(
         &plan(),
         &secrets(),
+        &NodeHa::default(),
         &os(fb),
         &Templates::builtin(),
         b"agent",
@@ -274,6 +275,7 @@ fn missing_airgap_binary_is_named() {
     let err = render(
         &p,
         &secrets(),
+        &NodeHa::default(),
         &os(FirstBoot::SystemdRun),
         &Templates::builtin(),
         b"a",
@@ -296,6 +298,7 @@ fn airgap_files_go_to_the_card_and_into_the_contract() {
     let c = render(
         &p,
         &secrets(),
+        &NodeHa::default(),
         &os(FirstBoot::SystemdRun),
         &Templates::builtin(),
         b"a",
@@ -320,6 +323,7 @@ fn overlay_extra_may_not_replace_managed_files() {
     let err = render(
         &plan(),
         &secrets(),
+        &NodeHa::default(),
         &os(FirstBoot::CloudInit),
         &t,
         b"a",
@@ -344,6 +348,7 @@ fn overlay_override_changes_the_output_and_the_hash() {
     let c = render(
         &plan(),
         &secrets(),
+        &NodeHa::default(),
         &os(FirstBoot::SystemdRun),
         &t,
         b"a",

@@ -21,10 +21,12 @@ pub const K3S_TLS_DIR: &str = "/var/lib/rancher/k3s/server/tls";
 /// Cluster-wide HA choices that are not in the [`NodePlan`].
 #[derive(Debug, Clone)]
 pub struct HaOptions {
+    /// `false` forbids a first bring-up the plan allows (a card built for a test of a
+    /// re-flash); it can never allow one. Whether a card may start the cluster is the
+    /// plan's decision ([`NodePlan::starts_cluster`]); `true` (the default) leaves it.
+    pub first_bring_up: bool,
     /// Add-ons laid on every server card.
     pub addons: Addons,
-    /// The card's templates, the server manifests among them.
-    pub templates: Templates,
     /// The cluster's agent token secret (`None` for clusters created before piimg
     /// made one: their agents keep the server token).
     pub agent_token_secret: Option<String>,
@@ -37,8 +39,8 @@ pub struct HaOptions {
 impl Default for HaOptions {
     fn default() -> Self {
         HaOptions {
+            first_bring_up: true,
             addons: Addons::default(),
-            templates: Templates::builtin(),
             agent_token_secret: None,
             init_window_secs: DEFAULT_INIT_WINDOW_SECS,
             node_cleaner_days: DEFAULT_NODE_CLEANER_DAYS,
@@ -79,7 +81,7 @@ pub fn files_for_node(
     let hash = token::ca_hash(bundle.as_bytes())?;
     let server = plan.role == Role::Server;
     // Whether this card brings the cluster up is the plan's decision.
-    let init = plan.starts_cluster();
+    let init = plan.starts_cluster() && opts.first_bring_up;
     let mut secret_files = Vec::new();
     let mut files = Vec::new();
     if init {
@@ -109,13 +111,18 @@ pub fn files_for_node(
             cert: NODE_CLEANER_CERT.into(),
             key: NODE_CLEANER_KEY.into(),
         });
+        // The manifests are card templates: the profile's overlay replaces them.
+        let templates = match plan.overlay_dir.as_deref() {
+            Some(dir) => Templates::with_overlay(dir)?,
+            None => Templates::builtin(),
+        };
         let manifests = server_manifests(&ManifestInputs {
             vip: plan.k3s.vip,
             node_cleaner_user_prefix: NODE_CLEANER_USER_PREFIX,
             servers: &servers,
             interface: &plan.network.interface,
             addons: &opts.addons,
-            templates: &opts.templates,
+            templates: &templates,
         })?;
         for (name, content) in manifests {
             files.push(RootFile {
