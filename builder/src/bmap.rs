@@ -14,6 +14,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use crate::digest::Sha256Digest;
 use crate::sparse;
 
 /// Block size of the maps piimg writes (bmaptool uses the file system's, 4096 on ext4).
@@ -38,8 +39,8 @@ pub struct BlockRange {
     pub first: u64,
     /// Last mapped block (inclusive).
     pub last: u64,
-    /// Lower-case hex SHA256 of the range's bytes.
-    pub sha256: String,
+    /// SHA256 of the range's bytes.
+    pub sha256: Sha256Digest,
 }
 
 /// The block map of one image.
@@ -286,14 +287,13 @@ impl Bmap {
                     "block {last} is past the image's {blocks_count} blocks"
                 )));
             }
-            let sha256 = node
+            let text = node
                 .attribute("chksum")
                 .ok_or_else(|| bad("no chksum attribute".into()))?
                 .trim()
                 .to_ascii_lowercase();
-            if !is_sha256_hex(&sha256) {
-                return Err(bad(format!("chksum {sha256:?} is not a sha256 hex digest")));
-            }
+            let sha256 = Sha256Digest::parse_hex(&text)
+                .ok_or_else(|| bad(format!("chksum {text:?} is not a sha256 hex digest")))?;
             ranges.push(BlockRange {
                 first,
                 last,
@@ -385,8 +385,8 @@ pub fn byte_span(first: u64, last: u64, block_size: u64, image_size: u64) -> (u6
     (start, end.saturating_sub(start))
 }
 
-/// Hex SHA256 of `len` bytes of `file` at `offset`, read with `buf`-sized preads.
-pub fn hash_span(file: &File, offset: u64, len: u64, buf: &mut [u8]) -> io::Result<String> {
+/// SHA256 of `len` bytes of `file` at `offset`, read with `buf`-sized preads.
+pub fn hash_span(file: &File, offset: u64, len: u64, buf: &mut [u8]) -> io::Result<Sha256Digest> {
     let mut hasher = Sha256::new();
     let mut done = 0u64;
     while done < len {
@@ -401,7 +401,7 @@ pub fn hash_span(file: &File, offset: u64, len: u64, buf: &mut [u8]) -> io::Resu
         hasher.update(&buf[..n]);
         done += n as u64;
     }
-    Ok(hex::encode(hasher.finalize()))
+    Ok(Sha256Digest::finish(hasher))
 }
 
 fn verify_file_checksum(xml: &str, expected: &str) -> Result<(), BmapError> {
@@ -527,7 +527,7 @@ mod tests {
         assert_eq!(b.mapped_blocks, 3);
         let mut block0 = vec![0u8; 4096];
         block0[..3].copy_from_slice(b"mbr");
-        assert_eq!(b.ranges[0].sha256, hex::encode(Sha256::digest(&block0)));
+        assert_eq!(b.ranges[0].sha256, Sha256Digest::of(&block0));
     }
 
     #[test]
@@ -537,7 +537,7 @@ mod tests {
         let b = Bmap::scan(f.as_file()).unwrap();
         assert_eq!(b.blocks_count(), 2);
         assert_eq!(b.mapped_bytes(), 5000);
-        assert_eq!(b.ranges[0].sha256, hex::encode(Sha256::digest([7u8; 5000])));
+        assert_eq!(b.ranges[0].sha256, Sha256Digest::of(&[7u8; 5000]));
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod bmap;
 pub mod build;
 pub mod card;
 pub mod date;
+pub mod digest;
 pub mod fetch;
 pub mod flash;
 pub mod image;

@@ -8,8 +8,8 @@ pub struct SourceRange {
     pub offset: u64,
     /// Length in bytes.
     pub len: u64,
-    /// Expected SHA256 (hex) from the `.bmap`, for the `.bmap`'s ranges.
-    pub sha256: Option<String>,
+    /// Expected SHA256 from the `.bmap`, for the `.bmap`'s ranges.
+    pub sha256: Option<crate::digest::Sha256Digest>,
 }
 
 /// `checked` (sorted, disjoint, each with its checksum) plus the parts of `used`
@@ -51,7 +51,7 @@ mod tests {
         SourceRange {
             offset,
             len,
-            sha256: sum.map(str::to_string),
+            sha256: sum.map(|s| crate::digest::Sha256Digest::of(s.as_bytes())),
         }
     }
 

@@ -386,7 +386,7 @@ fn bmap_ranges(b: &Bmap) -> Vec<SourceRange> {
             SourceRange {
                 offset,
                 len,
-                sha256: Some(r.sha256.clone()),
+                sha256: Some(r.sha256),
             }
         })
         .filter(|r| r.len > 0)

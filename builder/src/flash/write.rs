@@ -22,6 +22,7 @@ use super::verify::Retained;
 use super::verify::{self, Verified};
 use super::window::{self, Budget, Tracker};
 use super::{FaultInjection, FlashError, StopCause};
+use crate::digest::Sha256Digest;
 
 /// What writing everything past the first MiB did.
 #[derive(Debug)]
@@ -56,7 +57,7 @@ pub fn write_body(
     let tracker = Tracker::new(&windows);
     let retained = Retained::new(plan.len());
     let verifying = verify_bar.is_some();
-    let sums: Mutex<Vec<Option<String>>> = Mutex::new(vec![None; src.ranges.len()]);
+    let sums: Mutex<Vec<Option<Sha256Digest>>> = Mutex::new(vec![None; src.ranges.len()]);
     let held: Mutex<Vec<(u64, Vec<u8>)>> = Mutex::new(Vec::new());
     let written = AtomicU64::new(0);
     let failed = AtomicBool::new(false);
@@ -190,7 +191,7 @@ pub fn write_body(
             }
             range_hash.update(&*data);
             if c.last {
-                let sum = hex::encode(range_hash.finalize_reset());
+                let sum = Sha256Digest::finish_reset(&mut range_hash);
                 let range = &src.ranges[c.range];
                 // The ranges always include what the card needs (the file systems'
                 // map, or every byte): a stale or foreign `.bmap` costs nothing.

@@ -8,6 +8,7 @@
 //! identity.
 
 use crate::bmap::{BLOCK_SIZE, BlockRange, Bmap, byte_span, hash_span};
+use crate::digest::Sha256Digest;
 use crate::image::{Image, ImageError, usage};
 use crate::sparse::{ByteRange, to_blocks};
 use std::collections::HashMap;
@@ -66,12 +67,12 @@ pub fn scan_split(
     changed: Option<(u64, u64)>,
 ) -> io::Result<Bmap> {
     let image_size = file.metadata()?.len();
-    let reuse: HashMap<(u64, u64), &str> = known
+    let reuse: HashMap<(u64, u64), Sha256Digest> = known
         .filter(|k| k.image_size == image_size && k.block_size == BLOCK_SIZE)
         .map(|k| {
             k.ranges
                 .iter()
-                .map(|r| ((r.first, r.last), r.sha256.as_str()))
+                .map(|r| ((r.first, r.last), r.sha256))
                 .collect()
         })
         .unwrap_or_default();
@@ -82,7 +83,7 @@ pub fn scan_split(
         let (offset, len) = byte_span(first, last, BLOCK_SIZE, image_size);
         let outside = changed.is_none_or(|(s, e)| offset + len <= s || offset >= e);
         let sha256 = match reuse.get(&(first, last)) {
-            Some(h) if outside => h.to_string(),
+            Some(h) if outside => *h,
             _ => hash_span(file, offset, len, &mut buf)?,
         };
         ranges.push(BlockRange {
@@ -207,9 +208,6 @@ mod tests {
         assert_ne!(reused.ranges[1].sha256, base.ranges[1].sha256);
         assert_eq!(reused.ranges[2].sha256, base.ranges[2].sha256);
         // The hole at blocks 50-51 is mapped and hashed as zeros.
-        assert_eq!(
-            reused.ranges[3].sha256,
-            hex::encode(<sha2::Sha256 as sha2::Digest>::digest([0u8; 2 * 4096]))
-        );
+        assert_eq!(reused.ranges[3].sha256, Sha256Digest::of(&[0u8; 2 * 4096]));
     }
 }
