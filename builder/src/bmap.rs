@@ -10,10 +10,12 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
+
+use crate::digest::Sha256Digest;
+use crate::sparse;
 
 /// Block size of the maps piimg writes (bmaptool uses the file system's, 4096 on ext4).
 pub const BLOCK_SIZE: u64 = 4096;
@@ -37,8 +39,8 @@ pub struct BlockRange {
     pub first: u64,
     /// Last mapped block (inclusive).
     pub last: u64,
-    /// Lower-case hex SHA256 of the range's bytes.
-    pub sha256: String,
+    /// SHA256 of the range's bytes.
+    pub sha256: Sha256Digest,
 }
 
 /// The block map of one image.
@@ -129,16 +131,17 @@ impl BlockRange {
 }
 
 impl Bmap {
-    /// Maps `file`'s data with SEEK_DATA/SEEK_HOLE in [`BLOCK_SIZE`] blocks and hashes
+    /// Maps `file`'s written data ([`crate::sparse::data_extents`]: FIEMAP, else
+    /// SEEK_DATA/SEEK_HOLE) in [`BLOCK_SIZE`] blocks and hashes
     /// every mapped range. This is the file's hole map, which depends on how the file
     /// was copied and may leave out zero-filled metadata a card needs; `piimg build`
     /// writes the file-system map instead ([`crate::output::blockmap`]).
     pub fn scan(file: &File) -> io::Result<Bmap> {
         let image_size = file.metadata()?.len();
-        let blocks = mapped_block_ranges(file, BLOCK_SIZE)?;
+        let blocks = sparse::to_blocks(sparse::data_extents(file, image_size)?, BLOCK_SIZE);
         let mut ranges = Vec::with_capacity(blocks.len());
         let mut buf = vec![0u8; READ_CHUNK];
-        for (first, last) in blocks {
+        for sparse::BlockSpan { first, last } in blocks {
             let (offset, len) = byte_span(first, last, BLOCK_SIZE, image_size);
             let sha256 = hash_span(file, offset, len, &mut buf)?;
             ranges.push(BlockRange {
@@ -284,14 +287,13 @@ impl Bmap {
                     "block {last} is past the image's {blocks_count} blocks"
                 )));
             }
-            let sha256 = node
+            let text = node
                 .attribute("chksum")
                 .ok_or_else(|| bad("no chksum attribute".into()))?
                 .trim()
                 .to_ascii_lowercase();
-            if !is_sha256_hex(&sha256) {
-                return Err(bad(format!("chksum {sha256:?} is not a sha256 hex digest")));
-            }
+            let sha256 = Sha256Digest::parse_hex(&text)
+                .ok_or_else(|| bad(format!("chksum {text:?} is not a sha256 hex digest")))?;
             ranges.push(BlockRange {
                 first,
                 last,
@@ -376,43 +378,6 @@ impl Bmap {
     }
 }
 
-/// The mapped blocks of `file` as inclusive `(first, last)` block numbers, found with
-/// SEEK_DATA/SEEK_HOLE; a file system without them reports the whole file as data.
-/// Adjacent or overlapping runs are merged.
-pub fn mapped_block_ranges(file: &File, block_size: u64) -> io::Result<Vec<(u64, u64)>> {
-    let size = file.metadata()?.len();
-    let mut out: Vec<(u64, u64)> = Vec::new();
-    if size == 0 {
-        return Ok(out);
-    }
-    let fd = file.as_raw_fd();
-    let mut pos: u64 = 0;
-    while pos < size {
-        let data = match lseek(fd, pos, libc::SEEK_DATA) {
-            Ok(Some(d)) => d,
-            Ok(None) => break,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && out.is_empty() && pos == 0 => {
-                // No SEEK_DATA support: everything is data.
-                out.push((0, (size - 1) / block_size));
-                return Ok(out);
-            }
-            Err(e) => return Err(e),
-        };
-        if data >= size {
-            break;
-        }
-        let hole = lseek(fd, data, libc::SEEK_HOLE)?.unwrap_or(size).min(size);
-        let first = data / block_size;
-        let last = (hole.div_ceil(block_size)).saturating_sub(1);
-        match out.last_mut() {
-            Some(prev) if first <= prev.1 + 1 => prev.1 = prev.1.max(last),
-            _ => out.push((first, last)),
-        }
-        pos = hole.max(data + 1);
-    }
-    Ok(out)
-}
-
 /// `(byte offset, byte length)` of blocks `first..=last`, clamped to `image_size`.
 pub fn byte_span(first: u64, last: u64, block_size: u64, image_size: u64) -> (u64, u64) {
     let start = first * block_size;
@@ -420,8 +385,8 @@ pub fn byte_span(first: u64, last: u64, block_size: u64, image_size: u64) -> (u6
     (start, end.saturating_sub(start))
 }
 
-/// Hex SHA256 of `len` bytes of `file` at `offset`, read with `buf`-sized preads.
-pub fn hash_span(file: &File, offset: u64, len: u64, buf: &mut [u8]) -> io::Result<String> {
+/// SHA256 of `len` bytes of `file` at `offset`, read with `buf`-sized preads.
+pub fn hash_span(file: &File, offset: u64, len: u64, buf: &mut [u8]) -> io::Result<Sha256Digest> {
     let mut hasher = Sha256::new();
     let mut done = 0u64;
     while done < len {
@@ -436,21 +401,7 @@ pub fn hash_span(file: &File, offset: u64, len: u64, buf: &mut [u8]) -> io::Resu
         hasher.update(&buf[..n]);
         done += n as u64;
     }
-    Ok(hex::encode(hasher.finalize()))
-}
-
-fn lseek(fd: i32, offset: u64, whence: i32) -> io::Result<Option<u64>> {
-    let off = i64::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: lseek on a borrowed, open descriptor has no memory effects.
-    let r = unsafe { libc::lseek(fd, off, whence) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ENXIO) {
-            return Ok(None);
-        }
-        return Err(e);
-    }
-    Ok(Some(r as u64))
+    Ok(Sha256Digest::finish(hasher))
 }
 
 fn verify_file_checksum(xml: &str, expected: &str) -> Result<(), BmapError> {
@@ -576,7 +527,7 @@ mod tests {
         assert_eq!(b.mapped_blocks, 3);
         let mut block0 = vec![0u8; 4096];
         block0[..3].copy_from_slice(b"mbr");
-        assert_eq!(b.ranges[0].sha256, hex::encode(Sha256::digest(&block0)));
+        assert_eq!(b.ranges[0].sha256, Sha256Digest::of(&block0));
     }
 
     #[test]
@@ -586,7 +537,7 @@ mod tests {
         let b = Bmap::scan(f.as_file()).unwrap();
         assert_eq!(b.blocks_count(), 2);
         assert_eq!(b.mapped_bytes(), 5000);
-        assert_eq!(b.ranges[0].sha256, hex::encode(Sha256::digest([7u8; 5000])));
+        assert_eq!(b.ranges[0].sha256, Sha256Digest::of(&[7u8; 5000]));
     }
 
     #[test]
@@ -688,7 +639,7 @@ mod tests {
     #[test]
     fn empty_and_fully_sparse_files_map_nothing() {
         let f = sparse(0, &[]);
-        assert!(mapped_block_ranges(f.as_file(), 4096).unwrap().is_empty());
+        assert!(Bmap::scan(f.as_file()).unwrap().ranges.is_empty());
         let f = sparse(8 << 20, &[]);
         let b = Bmap::scan(f.as_file()).unwrap();
         assert_eq!(b.mapped_blocks, 0);

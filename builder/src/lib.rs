@@ -6,8 +6,11 @@
 pub mod agent;
 pub mod atomic;
 pub mod bmap;
+pub mod build;
 pub mod card;
 pub mod cluster;
+pub mod date;
+pub mod digest;
 pub mod fetch;
 pub mod flash;
 pub mod image;
@@ -18,4 +21,5 @@ pub mod pki;
 pub mod plan;
 pub mod profile;
 pub mod progress;
+pub mod sparse;
 pub mod upstream;

@@ -91,18 +91,8 @@ impl Manifest {
     }
 }
 
-/// `secs` since the Unix epoch as RFC 3339 UTC (`2023-11-14T22:13:20Z`).
-pub fn rfc3339_utc(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = crate::image::fat_time::civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
+/// `secs` since the Unix epoch as RFC 3339 UTC (the one formatter: [`crate::date`]).
+pub use crate::date::rfc3339_utc;
 
 #[cfg(test)]
 mod tests {

@@ -7,12 +7,14 @@
 
 use crate::profile::hardware;
 use crate::profile::keys::{self, KeyError, KeySources};
+use crate::profile::model::HardwareOptions;
 use crate::profile::secrets::{ClusterSecrets, ClusterState};
 use crate::profile::{Findings, Profile, validate};
-use piimg_contract::Role;
+use piimg_contract::join_order::join_order;
+use piimg_contract::{Network, Role};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 
 /// Everything one node's card needs, fully resolved.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -32,7 +34,7 @@ pub struct NodePlan {
     /// What this card does on first boot, in words (for `piimg plan`).
     pub first_boot: FirstBootAction,
     /// Static network of this node.
-    pub network: NodeNetwork,
+    pub network: Network,
     /// Hardware class, resolved with its defaults.
     pub hardware: Hardware,
     /// Admin user and keys (keys already resolved to OpenSSH public-key lines).
@@ -63,25 +65,6 @@ pub enum FirstBootAction {
     },
 }
 
-/// Static IPv4 settings of the node's wired interface.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct NodeNetwork {
-    /// Interface name (e.g. `eth0`).
-    pub interface: String,
-    /// Optional MAC to bind the connection to.
-    pub mac: Option<String>,
-    /// Node address.
-    pub address: Ipv4Addr,
-    /// LAN prefix length.
-    pub prefix_len: u8,
-    /// Default gateway.
-    pub gateway: Ipv4Addr,
-    /// DNS resolvers in order.
-    pub dns: Vec<IpAddr>,
-    /// DNS search domains.
-    pub search: Vec<String>,
-}
-
 /// A node's hardware class with its defaults applied.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Hardware {
@@ -97,6 +80,20 @@ pub struct Hardware {
     pub config_txt_all: Vec<String>,
     /// Extra kubelet arguments (reservations, eviction thresholds) for small boards.
     pub kubelet_args: Vec<String>,
+}
+
+impl Hardware {
+    /// `class` with the profile's hardware options applied.
+    pub fn of(class: &hardware::HardwareClass, opts: &HardwareOptions) -> Self {
+        Hardware {
+            class: class.id.to_string(),
+            board: class.board.to_string(),
+            ram_mb: class.ram_mb,
+            config_txt: class.config_txt(opts),
+            config_txt_all: class.config_txt_all(opts),
+            kubelet_args: class.kubelet_args(),
+        }
+    }
 }
 
 /// Admin access to the node.
@@ -212,11 +209,7 @@ fn resolve(profile: &Profile, state: &ClusterState, ssh_keys: Vec<String>) -> Ve
         profile.servers().map(|n| (n.name.clone(), n.ip)).collect();
     servers.sort_by_key(|(name, _)| *name != bootstrap);
     let vip = profile.k3s.vip;
-    let via_except = |me: &str| -> Vec<Ipv4Addr> {
-        vip.into_iter()
-            .chain(servers.iter().filter(|(n, _)| n != me).map(|(_, ip)| *ip))
-            .collect()
-    };
+    let via_except = |me: &str| via(vip, &servers, me);
     let access = Access {
         admin_user: profile.access.admin_user.clone(),
         ssh_authorized_keys: ssh_keys,
@@ -228,13 +221,13 @@ fn resolve(profile: &Profile, state: &ClusterState, ssh_keys: Vec<String>) -> Ve
         let Some(class) = hardware::class(&node.hardware) else {
             continue;
         };
-        let hw = class.resolve(&profile.hardware);
+        let hw = Hardware::of(class, &profile.hardware);
         let is_bootstrap = node.name == bootstrap;
         let first_boot = match node.role {
             Role::Agent => FirstBootAction::JoinAgent {
                 via: via_except(""),
             },
-            Role::Server if is_bootstrap && (!state.bootstrap_issued || servers.len() == 1) => {
+            Role::Server if may_start_cluster(is_bootstrap, state, servers.len()) => {
                 FirstBootAction::InitCluster
             }
             Role::Server => FirstBootAction::JoinServers {
@@ -269,7 +262,7 @@ fn resolve(profile: &Profile, state: &ClusterState, ssh_keys: Vec<String>) -> Ve
             role: node.role,
             bootstrap: is_bootstrap,
             first_boot,
-            network: NodeNetwork {
+            network: Network {
                 interface: profile.network.interface.clone(),
                 mac: node.mac.clone(),
                 address: node.ip,
@@ -316,6 +309,25 @@ fn resolve(profile: &Profile, state: &ClusterState, ssh_keys: Vec<String>) -> Ve
     out
 }
 
+/// THE rule of who may start a new cluster (everything else asks
+/// [`NodePlan::starts_cluster`]): only the bootstrap server, and only while `state`
+/// (the one record of issued cards, `ClusterSecrets::bootstrap_issued`) says no
+/// bootstrap card was issued yet — or when it is the cluster's only server, which has
+/// no peer to join.
+fn may_start_cluster(is_bootstrap: bool, state: &ClusterState, server_count: usize) -> bool {
+    is_bootstrap && (!state.bootstrap_issued || server_count == 1)
+}
+
+impl NodePlan {
+    /// Whether this node's card may initialise a new cluster (`cluster-init`, the CA
+    /// files, a first bring-up): decided once, by the plan, in its `first_boot`.
+    pub fn starts_cluster(&self) -> bool {
+        self.role == Role::Server
+            && self.bootstrap
+            && matches!(self.first_boot, FirstBootAction::InitCluster)
+    }
+}
+
 fn hw_labels(class: &hardware::HardwareClass) -> BTreeMap<String, String> {
     class.labels()
 }
@@ -334,23 +346,22 @@ fn merge_args<'a>(lists: impl IntoIterator<Item = &'a Vec<String>>) -> Vec<Strin
     out
 }
 
+/// The IPs node `me` joins through, in order ([`piimg_contract::join_order`]: the VIP
+/// first, then the other servers).
+fn via(vip: Option<Ipv4Addr>, servers: &[(String, Ipv4Addr)], me: &str) -> Vec<Ipv4Addr> {
+    join_order(vip, servers.iter().map(|(n, ip)| (n.as_str(), *ip)), me)
+        .into_iter()
+        .map(|t| t.ip)
+        .collect()
+}
+
 /// What re-flashing this node's card would do once the cluster is up: the bootstrap
 /// server joins its peers instead of initialising (unless it is the only server);
 /// every other node does what its first boot does.
 pub fn reflash_action(plan: &NodePlan) -> FirstBootAction {
     match &plan.first_boot {
         FirstBootAction::InitCluster if plan.servers.len() > 1 => FirstBootAction::JoinServers {
-            via: plan
-                .k3s
-                .vip
-                .into_iter()
-                .chain(
-                    plan.servers
-                        .iter()
-                        .filter(|(n, _)| *n != plan.name)
-                        .map(|(_, ip)| *ip),
-                )
-                .collect(),
+            via: via(plan.k3s.vip, &plan.servers, &plan.name),
         },
         other => other.clone(),
     }

@@ -457,9 +457,6 @@ fn unknown_or_damaged_file_systems_are_mapped_whole() {
 
 // ------------------------------------------------ build's .bmap, however laid out
 
-const KEY: &str =
-    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDaZHaCdoVEb1zwLI5CNGewvIXbUN372synbuJpT30X8 test@piimg";
-
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
@@ -505,36 +502,7 @@ impl Drop for Tmpfs {
 fn write_profile(dir: &Path) {
     std::fs::write(
         dir.join("lab.toml"),
-        format!(
-            r#"[cluster]
-name = "lab"
-domain = "lan"
-
-[network]
-cidr = "192.168.86.0/24"
-gateway = "192.168.86.1"
-dns = ["192.168.86.1"]
-
-[k3s]
-version = "v1.31.4+k3s1"
-
-[access]
-admin_user = "admin"
-ssh_keys = ["{KEY}"]
-
-[[nodes]]
-name = "pi5-master-1"
-ip = "192.168.86.31"
-role = "server"
-hardware = "pi5-8gb"
-
-[[nodes]]
-name = "pi4-worker-1"
-ip = "192.168.86.41"
-role = "agent"
-hardware = "pi4-4gb"
-"#
-        ),
+        support::lab_profile(&["192.168.86.1"], "pi4-4gb"),
     )
     .unwrap();
 }
@@ -700,7 +668,7 @@ fn the_base_map_is_the_file_system_map_and_is_cached_by_file_identity() {
     let size = std::fs::metadata(&disk).unwrap().len();
     for r in map.ranges.iter().take(5) {
         let (off, len) = piimg::bmap::byte_span(r.first, r.last, BLOCK_SIZE, size);
-        assert_eq!(r.sha256, support::sha256_range(&disk, off, len));
+        assert_eq!(r.sha256.to_string(), support::sha256_range(&disk, off, len));
     }
     // A changed base is mapped again, not served from the cache.
     std::thread::sleep(std::time::Duration::from_millis(20));

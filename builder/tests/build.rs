@@ -2,64 +2,34 @@
 //! Python's configparser), and whole images built from generated Raspberry Pi
 //! OS-shaped bases checked with fsck.vfat, e2fsck, mtools and bmaptool.
 
-use piimg::card::{self, Card, Content, FirstBoot, NodeSecrets, Os, RenderOptions, Templates};
-use piimg::plan::{Access, FirstBootAction, Hardware, NodeK3s, NodeNetwork, NodePlan};
+mod support;
+
+use piimg::card::{
+    self, Card, Content, FirstBoot, NodeHa, NodeSecrets, Os, RenderOptions, Templates,
+};
+use piimg::plan::NodePlan;
 use piimg_contract::Role;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The reference cluster's bootstrap server alone (a single-server cluster), with
+/// the resolvers, SANs, config.txt and key the card checks look for.
 fn plan() -> NodePlan {
-    NodePlan {
-        cluster: "homelab".into(),
-        profile: "homelab".into(),
-        name: "pi5-master-1".into(),
-        domain: Some("lan".into()),
-        role: Role::Server,
-        bootstrap: true,
-        first_boot: FirstBootAction::InitCluster,
-        network: NodeNetwork {
-            interface: "eth0".into(),
-            mac: None,
-            address: "192.168.86.31".parse().unwrap(),
-            prefix_len: 24,
-            gateway: "192.168.86.1".parse().unwrap(),
-            dns: vec!["192.168.86.1".parse().unwrap(), "9.9.9.9".parse().unwrap()],
-            search: vec!["lan".into()],
-        },
-        hardware: Hardware {
-            class: "pi5-8gb".into(),
-            board: "pi5".into(),
-            ram_mb: 8192,
-            config_txt: vec!["kernel=kernel8.img".into()],
-            config_txt_all: vec![
-                "dtoverlay=disable-wifi".into(),
-                "dtoverlay=disable-bt".into(),
-            ],
-            kubelet_args: vec![],
-        },
-        access: Access {
-            admin_user: "admin".into(),
-            ssh_authorized_keys: vec![
-                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTestsOnly admin@laptop".into(),
-            ],
-            password_login: false,
-        },
-        k3s: NodeK3s {
-            version: "v1.31.4+k3s1".into(),
-            vip: None,
-            tls_san: vec![],
-            disable: vec!["servicelb".into()],
-            etcd_snapshot_schedule: None,
-            etcd_snapshot_retention: None,
-            labels: Default::default(),
-            taints: vec![],
-            extra_args: vec![],
-            kubelet_args: vec![],
-            airgap_dir: None,
-        },
-        servers: vec![("pi5-master-1".into(), "192.168.86.31".parse().unwrap())],
-        overlay_dir: None,
-    }
+    let mut p = support::plan::node_plan("pi5-master-1", Role::Server, true, None);
+    p.domain = Some("lan".into());
+    p.network.address = "192.168.86.31".parse().unwrap();
+    p.network.dns = vec!["192.168.86.1".parse().unwrap(), "9.9.9.9".parse().unwrap()];
+    p.network.search = vec!["lan".into()];
+    p.hardware.config_txt = vec!["kernel=kernel8.img".into()];
+    p.hardware.config_txt_all = vec![
+        "dtoverlay=disable-wifi".into(),
+        "dtoverlay=disable-bt".into(),
+    ];
+    p.access.ssh_authorized_keys =
+        vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTestsOnly admin@laptop".into()];
+    p.k3s.disable = vec!["servicelb".into()];
+    p.servers.truncate(1);
+    p
 }
 
 fn os(fb: FirstBoot) -> Os {
@@ -82,6 +52,7 @@ fn render(p: &NodePlan, fb: FirstBoot) -> Card {
             node_password: None,
             ..Default::default()
         },
+        &NodeHa::default(),
         &os(fb),
         &Templates::builtin(),
         b"agent",
@@ -171,6 +142,7 @@ fn cloud_init_schema_catches_a_broken_user_data_overlay() {
     let c = card::render(
         &plan(),
         &NodeSecrets::default(),
+        &NodeHa::default(),
         &os(FirstBoot::CloudInit),
         &t,
         b"a",
@@ -254,7 +226,6 @@ mod images {
     use std::sync::OnceLock;
 
     const EPOCH: &str = "1700000000";
-    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDaZHaCdoVEb1zwLI5CNGewvIXbUN372synbuJpT30X8 test@piimg";
 
     fn repo() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -288,39 +259,7 @@ mod images {
             let dir = tempfile::tempdir().unwrap();
             std::fs::write(
                 dir.path().join("lab.toml"),
-                format!(
-                    r#"[cluster]
-name = "lab"
-domain = "lan"
-
-[network]
-cidr = "192.168.86.0/24"
-gateway = "192.168.86.1"
-dns = ["192.168.86.1", "9.9.9.9"]
-
-[k3s]
-version = "v1.31.4+k3s1"
-
-[access]
-admin_user = "admin"
-ssh_keys = ["{KEY}"]
-
-[hardware]
-pi5_4k_pages = true
-
-[[nodes]]
-name = "pi5-master-1"
-ip = "192.168.86.31"
-role = "server"
-hardware = "pi5-8gb"
-
-[[nodes]]
-name = "pi4-worker-1"
-ip = "192.168.86.41"
-role = "agent"
-hardware = "pi4-2gb"
-"#
-                ),
+                crate::support::lab_profile(&["192.168.86.1", "9.9.9.9"], "pi4-2gb"),
             )
             .unwrap();
             Env { dir }

@@ -1770,37 +1770,7 @@ fn piimg_build_xz_output_with_its_bmap_flashes_to_a_working_card() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(
         dir.path().join("lab.toml"),
-        r#"[cluster]
-name = "lab"
-domain = "lan"
-
-[network]
-cidr = "192.168.86.0/24"
-gateway = "192.168.86.1"
-dns = ["192.168.86.1"]
-
-[k3s]
-version = "v1.31.4+k3s1"
-
-[access]
-admin_user = "admin"
-ssh_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDaZHaCdoVEb1zwLI5CNGewvIXbUN372synbuJpT30X8 test@piimg"]
-
-[hardware]
-pi5_4k_pages = true
-
-[[nodes]]
-name = "pi5-master-1"
-ip = "192.168.86.31"
-role = "server"
-hardware = "pi5-8gb"
-
-[[nodes]]
-name = "pi4-worker-1"
-ip = "192.168.86.41"
-role = "agent"
-hardware = "pi4-2gb"
-"#,
+        support::lab_profile(&["192.168.86.1"], "pi4-2gb"),
     )
     .unwrap();
     let o = piimg()

@@ -1,6 +1,8 @@
 //! The cluster PKI checked with independent tools: openssl verifies the chains and
 //! computes the DER/sha256 k3s's token hash must match; YAML of the RBAC is parsed.
 
+mod support;
+
 use piimg::pki::ca::{ClusterCa, node_cleaner_user, required_files};
 use piimg::pki::manifests::Addons;
 use piimg::pki::token::secure_agent_token;
@@ -8,11 +10,11 @@ use piimg::pki::{HaOptions, PkiError, ca_hash, files_for_node, node_password, se
 use piimg::plan::*;
 use piimg_contract::{NODE_CLEANER_CERT, Role};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
+use support::plan::node_plan as plan;
 
 fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
     let out = Command::new("openssl")
@@ -385,70 +387,11 @@ fn node_passwords_are_deterministic_hmacs() {
     assert_eq!(text.split_whitespace().next(), Some(a.as_str()));
 }
 
-pub fn plan(name: &str, role: Role, bootstrap: bool, vip: Option<&str>) -> NodePlan {
-    NodePlan {
-        cluster: "homelab".into(),
-        profile: "homelab".into(),
-        name: name.into(),
-        domain: None,
-        role,
-        bootstrap,
-        first_boot: FirstBootAction::InitCluster,
-        network: NodeNetwork {
-            interface: "eth0".into(),
-            mac: None,
-            address: "192.168.86.33".parse().unwrap(),
-            prefix_len: 24,
-            gateway: "192.168.86.1".parse().unwrap(),
-            dns: vec![],
-            search: vec![],
-        },
-        hardware: Hardware {
-            class: "pi5-8gb".into(),
-            board: "pi5".into(),
-            ram_mb: 8192,
-            config_txt: vec![],
-            config_txt_all: vec![],
-            kubelet_args: vec![],
-        },
-        access: Access {
-            admin_user: "admin".into(),
-            ssh_authorized_keys: vec![],
-            password_login: false,
-        },
-        k3s: NodeK3s {
-            version: "v1.31.4+k3s1".into(),
-            vip: vip.map(|v| v.parse().unwrap()),
-            tls_san: vec![],
-            disable: vec![],
-            etcd_snapshot_schedule: None,
-            etcd_snapshot_retention: None,
-            labels: BTreeMap::new(),
-            taints: vec![],
-            extra_args: vec![],
-            kubelet_args: vec![],
-            airgap_dir: None,
-        },
-        servers: ["pi5-master-1", "pi5-master-2", "pi5-master-3"]
-            .iter()
-            .enumerate()
-            .map(|(i, n)| {
-                (
-                    n.to_string(),
-                    format!("192.168.86.{}", 31 + i).parse().unwrap(),
-                )
-            })
-            .collect(),
-        overlay_dir: None,
-    }
-}
-
 #[test]
 fn each_card_gets_what_its_role_needs() {
     let tmp = tempfile::tempdir().unwrap();
     let ca = ClusterCa::create(&tmp.path().join("s"), "homelab").unwrap();
     let opts = HaOptions {
-        first_bring_up: true,
         addons: Addons {
             cert_manager: true,
             monitoring: true,
@@ -504,17 +447,11 @@ fn each_card_gets_what_its_role_needs() {
         "K10{}::server:s3cret",
         boot.ha.cluster_ca_sha256.clone().unwrap()
     )));
-    // A rebuilt bootstrap card (bring-up already issued): no CA, may not initialise.
-    let rebuilt = files_for_node(
-        &plan("pi5-master-1", Role::Server, true, vip),
-        &ca,
-        "s3cret",
-        &HaOptions {
-            first_bring_up: false,
-            ..opts.clone()
-        },
-    )
-    .unwrap();
+    // A rebuilt bootstrap card (bring-up already issued, so the plan has it join):
+    // no CA, may not initialise.
+    let mut rebuilt_plan = plan("pi5-master-1", Role::Server, true, vip);
+    rebuilt_plan.first_boot = FirstBootAction::JoinServers { via: vec![] };
+    let rebuilt = files_for_node(&rebuilt_plan, &ca, "s3cret", &opts).unwrap();
     assert!(!rebuilt.ha.first_bring_up);
     assert_eq!(rebuilt.ha.init_window_secs, 0);
     // A single-server cluster's first card has no peer to wait for.
@@ -618,7 +555,6 @@ fn each_servers_node_cleaner_may_only_get_and_delete_its_own_node() {
     let tmp = tempfile::tempdir().unwrap();
     let ca = ClusterCa::create(&tmp.path().join("s"), "homelab").unwrap();
     let opts = HaOptions {
-        first_bring_up: true,
         addons: Addons {
             cert_manager: true,
             monitoring: true,
@@ -726,13 +662,16 @@ fn a_broken_overlay_manifest_is_named_in_the_error() {
         "name: {{no_such_value}}\n",
     )
     .unwrap();
+    // The manifests are card templates: the profile's overlay replaces them.
     let mut p = plan("pi5-master-1", Role::Server, true, None);
     p.overlay_dir = Some(overlay.clone());
     let err = files_for_node(&p, &ca, "x", &HaOptions::default())
         .unwrap_err()
         .to_string();
+    let file = overlay.join("manifests/node-cleaner-rbac.yaml");
     assert!(
-        err.starts_with("manifest node-cleaner-rbac.yaml: ") && err.contains("no_such_value"),
+        err.starts_with(&format!("server manifests: template {}: ", file.display()))
+            && err.contains("no_such_value"),
         "{err}"
     );
     // A valid override replaces the built-in template file by file.

@@ -10,6 +10,9 @@
 //! from the (world-readable, FAT) boot partition as soon as it has moved them into
 //! the root filesystem, while the non-secret [`NodeConfig`] stays for `piimg inspect`.
 
+pub mod join_order;
+pub mod rfc3339;
+
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr};
 

@@ -10,6 +10,7 @@ use crate::peer::Peer;
 use crate::progress::Progress;
 use crate::secrets::SecretStore;
 use piimg_contract::NodeConfig;
+use piimg_contract::join_order::join_order;
 use std::time::Duration;
 
 /// What a join policy works with: the card (read), the node's files (the pinned CA
@@ -42,22 +43,18 @@ pub trait JoinPolicy {
 
 /// The join targets in order: the VIP first, then every server but this node.
 pub fn peers(cfg: &NodeConfig, port: u16) -> Vec<Peer> {
-    let mut v = Vec::new();
-    if let Some(vip) = cfg.vip {
-        v.push(Peer {
-            label: "VIP".into(),
-            ip: vip,
+    // A server listed under this node's own address is this node, whatever its name.
+    let others = cfg
+        .servers
+        .iter()
+        .filter(|s| s.ip != cfg.network.address)
+        .map(|s| (s.name.as_str(), s.ip));
+    join_order(cfg.vip, others, &cfg.node_name)
+        .into_iter()
+        .map(|t| Peer {
+            label: t.name.map_or_else(|| "VIP".to_string(), str::to_string),
+            ip: t.ip,
             port,
-        });
-    }
-    for s in &cfg.servers {
-        if s.name != cfg.node_name && s.ip != cfg.network.address {
-            v.push(Peer {
-                label: s.name.clone(),
-                ip: s.ip,
-                port,
-            });
-        }
-    }
-    v
+        })
+        .collect()
 }

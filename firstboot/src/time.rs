@@ -1,6 +1,7 @@
 //! Wall-clock helpers without a date crate: RFC 3339 formatting, HTTP `Date` parsing,
 //! and durations as messages show them.
 
+use piimg_contract::rfc3339::rfc3339_utc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// No sane clock is earlier than this (2025-01-01T00:00:00Z): the agent did not exist.
@@ -14,17 +15,9 @@ pub fn now() -> u64 {
         .unwrap_or(0)
 }
 
-/// `2025-06-01T12:00:00Z` for a Unix time.
+/// `2025-06-01T12:00:00Z` for a Unix time (the contract's one formatter).
 pub fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    rfc3339_utc(i64::try_from(secs).unwrap_or(i64::MAX))
 }
 
 /// Parses an HTTP `Date` (IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`) to Unix time.
@@ -77,18 +70,6 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 #[cfg(test)]

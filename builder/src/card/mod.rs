@@ -6,8 +6,11 @@
 pub mod cmdline;
 pub mod config_txt;
 pub mod context;
+pub mod manifests;
 pub mod templates;
 
+/// How the base image's OS runs first-boot code (detected from its root partition).
+pub use crate::image::FirstBoot;
 pub use cmdline::{CmdlineEdit, CmdlineError};
 pub use config_txt::{ConfigEdit, ConfigTxtError};
 pub use templates::Templates;
@@ -17,7 +20,7 @@ use context::{CardValues, TemplateData};
 use piimg_contract::status_slots;
 use piimg_contract::{
     AGENT_FILE, AGENT_UNIT, AIRGAP_DIR, Admin, Airgap, BootHook, CONTRACT_VERSION, CardSecrets, Ha,
-    K3s, Network, NodeConfig, RootFile, ServerRef,
+    K3s, NodeConfig, RootFile, ServerRef,
 };
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -40,16 +43,6 @@ pub const AIRGAP_FILES: [(&str, bool); 3] = [
     ("k3s-airgap-images-arm64.tar.zst", false),
 ];
 
-/// How the base image's OS runs first-boot code (detected from its root partition).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FirstBoot {
-    /// Bookworm: a `systemd.run=` hook on the kernel command line.
-    SystemdRun,
-    /// Trixie: cloud-init NoCloud files on the boot partition.
-    CloudInit,
-}
-
 /// What the card needs to know about the base image's OS.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Os {
@@ -59,8 +52,9 @@ pub struct Os {
     pub first_boot: FirstBoot,
 }
 
-/// One node's secrets and what derives from them (the cluster PKI's HA part),
-/// resolved from the cluster secrets by the caller (see `piimg::pki::files_for_node`).
+/// One node's secrets, resolved from the cluster secrets by the caller (see
+/// `piimg::pki::files_for_node`): everything here ends up in `secrets.json`, which the
+/// agent moves into the root file system (0600) and scrubs from the boot partition.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct NodeSecrets {
     /// The k3s join token.
@@ -71,6 +65,12 @@ pub struct NodeSecrets {
     pub node_password: Option<String>,
     /// Secret files for the root filesystem (0600).
     pub files: Vec<RootFile>,
+}
+
+/// The non-secret part of what the cluster PKI gives a card (`node.json`): the HA
+/// settings and the root-filesystem files that come with them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NodeHa {
     /// Non-secret root-filesystem files added after the built-in ones
     /// (`NodeConfig.files`), e.g. the server manifests.
     pub root_files: Vec<RootFile>,
@@ -208,10 +208,11 @@ pub enum CardError {
 }
 
 /// Renders `plan`'s card for `os` with `templates`, embedding `agent` (the
-/// first-boot binary) and the node's `secrets`.
+/// first-boot binary), the node's `secrets` and its HA part (`ha`).
 pub fn render(
     plan: &NodePlan,
     secrets: &NodeSecrets,
+    ha: &NodeHa,
     os: &Os,
     templates: &Templates,
     agent: &[u8],
@@ -219,7 +220,7 @@ pub fn render(
 ) -> Result<Card, CardError> {
     let template_hashes = templates.hashes()?;
     let mut values = CardValues::new(plan);
-    let instance_id = instance_id(plan, secrets, &template_hashes, agent, opts.build_time);
+    let instance_id = instance_id(plan, secrets, ha, &template_hashes, agent, opts.build_time);
     if os.first_boot == FirstBoot::CloudInit {
         values.instance_id = instance_id.clone();
     }
@@ -307,15 +308,7 @@ pub fn render(
             })
             .collect(),
         vip: plan.k3s.vip,
-        network: Network {
-            interface: plan.network.interface.clone(),
-            mac: plan.network.mac.clone(),
-            address: plan.network.address,
-            prefix_len: plan.network.prefix_len,
-            gateway: plan.network.gateway,
-            dns: plan.network.dns.clone(),
-            search: plan.network.search.clone(),
-        },
+        network: plan.network.clone(),
         admin: Admin {
             user: plan.access.admin_user.clone(),
             ssh_authorized_keys: plan.access.ssh_authorized_keys.clone(),
@@ -329,9 +322,9 @@ pub fn render(
         boot,
         files: root_files
             .into_iter()
-            .chain(secrets.root_files.iter().cloned())
+            .chain(ha.root_files.iter().cloned())
             .collect(),
-        ha: secrets.ha.clone(),
+        ha: ha.ha.clone(),
     };
     let card_secrets = CardSecrets {
         contract_version: CONTRACT_VERSION,
@@ -476,6 +469,7 @@ fn airgap(
 pub fn instance_id(
     plan: &NodePlan,
     secrets: &NodeSecrets,
+    ha: &NodeHa,
     template_hashes: &BTreeMap<String, String>,
     agent: &[u8],
     build_time: u64,
@@ -493,15 +487,11 @@ pub fn instance_id(
         h.update(b"\0");
     }
     h.update(secrets.node_password.as_deref().unwrap_or("").as_bytes());
-    for f in secrets.files.iter().chain(&secrets.root_files) {
+    for f in secrets.files.iter().chain(&ha.root_files) {
         h.update(f.path.as_bytes());
         h.update(f.content.as_bytes());
     }
-    h.update(
-        serde_json::to_string(&secrets.ha)
-            .unwrap_or_default()
-            .as_bytes(),
-    );
+    h.update(serde_json::to_string(&ha.ha).unwrap_or_default().as_bytes());
     for (k, v) in template_hashes {
         h.update(k.as_bytes());
         h.update(v.as_bytes());

@@ -29,6 +29,13 @@ pub const BUILTIN: &[(&str, &str)] = builtin!(
     "trixie/user-data.hbs",
     "trixie/meta-data.hbs",
     "trixie/network-config.hbs",
+    "manifests/node-cleaner-rbac.yaml",
+    "manifests/kube-vip-rbac.yaml",
+    "manifests/kube-vip.yaml",
+    "manifests/cert-manager.yaml",
+    "manifests/kube-prometheus-stack.yaml",
+    "manifests/values/cert-manager.yaml",
+    "manifests/values/kube-prometheus-stack.yaml",
 );
 
 /// Directory of an overlay that holds extra files for the boot partition.
@@ -178,6 +185,17 @@ impl Templates {
             );
         }
         Ok(out)
+    }
+
+    /// Template `name`'s text as it is (not rendered), e.g. a values file.
+    pub fn text(&self, name: &str) -> Result<&str, CardError> {
+        self.sources
+            .get(name)
+            .map(|s| s.text.as_str())
+            .ok_or_else(|| CardError::Template {
+                name: name.to_string(),
+                message: "no such template".into(),
+            })
     }
 
     /// Renders template `name` with `data`.
@@ -365,6 +383,7 @@ mod tests {
         let card = crate::card::render(
             &crate::card::tests::plan(),
             &crate::card::NodeSecrets::default(),
+            &crate::card::NodeHa::default(),
             &crate::card::Os {
                 codename: "trixie".into(),
                 first_boot: crate::card::FirstBoot::CloudInit,

@@ -1,5 +1,6 @@
 use super::*;
-use crate::plan::{Access, FirstBootAction, Hardware, NodeK3s, NodeNetwork};
+use crate::plan::{Access, FirstBootAction, Hardware, NodeK3s};
+use piimg_contract::Network;
 use piimg_contract::Role;
 
 pub(crate) fn plan() -> NodePlan {
@@ -11,7 +12,7 @@ pub(crate) fn plan() -> NodePlan {
         role: Role::Server,
         bootstrap: true,
         first_boot: FirstBootAction::InitCluster,
-        network: NodeNetwork {
+        network: Network {
             interface: "eth0".into(),
             mac: None,
             address: "192.168.86.31".parse().unwrap(),
@@ -82,6 +83,7 @@ fn card(fb: FirstBoot, t: u64) -> Card {
     render(
         &plan(),
         &secrets(),
+        &NodeHa::default(),
         &os(fb),
         &Templates::builtin(),
         b"agent",
@@ -271,6 +273,7 @@ fn missing_airgap_binary_is_named() {
     let err = render(
         &p,
         &secrets(),
+        &NodeHa::default(),
         &os(FirstBoot::SystemdRun),
         &Templates::builtin(),
         b"a",
@@ -293,6 +296,7 @@ fn airgap_files_go_to_the_card_and_into_the_contract() {
     let c = render(
         &p,
         &secrets(),
+        &NodeHa::default(),
         &os(FirstBoot::SystemdRun),
         &Templates::builtin(),
         b"a",
@@ -317,6 +321,7 @@ fn overlay_extra_may_not_replace_managed_files() {
     let err = render(
         &plan(),
         &secrets(),
+        &NodeHa::default(),
         &os(FirstBoot::CloudInit),
         &t,
         b"a",
@@ -341,6 +346,7 @@ fn overlay_override_changes_the_output_and_the_hash() {
     let c = render(
         &plan(),
         &secrets(),
+        &NodeHa::default(),
         &os(FirstBoot::SystemdRun),
         &t,
         b"a",

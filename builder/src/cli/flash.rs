@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
+use piimg::build::{self, BuildRequest, Nodes};
 use piimg::flash::{self, FaultInjection, FlashOptions, MapOrigin, Source, SystemView, TargetKind};
 use piimg::output::interrupt;
 use piimg::progress::Reporter;
@@ -160,17 +161,14 @@ fn resolve_paths(args: &FlashArgs) -> anyhow::Result<(PathBuf, PathBuf)> {
 /// `--node NAME` with no or a stale OUT/NAME.img: build it, as `piimg build --node
 /// NAME` would.
 fn build_first(args: &FlashArgs, node: &str, image: &Path, out: Reporter) -> anyhow::Result<()> {
-    let build = super::build::BuildArgs {
-        profile: args.profile.clone(),
-        nodes: vec![node.to_string()],
-        all: false,
+    let req = BuildRequest {
         base: args.base.clone(),
-        out: args.out.clone(),
-        xz: false,
+        out_dir: args.out.clone(),
         offline: args.offline,
-        new_cluster: false,
-        sha256: false,
-        jobs: None,
+        ..BuildRequest::new(
+            super::build::profile_path(args.profile.as_deref()),
+            Nodes::Named(vec![node.to_string()]),
+        )
     };
     // One JSON document on stdout (flash's): the build talks like --quiet then.
     let build_out = if out.is_json() {
@@ -178,8 +176,10 @@ fn build_first(args: &FlashArgs, node: &str, image: &Path, out: Reporter) -> any
     } else {
         out
     };
-    super::build::run(build, build_out)
-        .with_context(|| format!("building {node}'s image before flashing it"))?;
+    let context = || format!("building {node}'s image before flashing it");
+    let report = build::build(&req, &build_out).with_context(context)?;
+    super::build::print(&report, &build_out)?;
+    report.check().with_context(context)?;
     if !image.is_file() {
         bail!(
             "building node {node} did not produce {}; run `piimg build --node {node}` and check its output",

@@ -4,6 +4,7 @@
 //! image may matter, e.g. a free FAT entry) to the cache's temp file. When a bmap is
 //! known, the sha256 of each of its mapped ranges is computed as the data streams past.
 
+use crate::digest::Sha256Digest;
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
@@ -308,7 +309,7 @@ impl Sink<'_> {
 /// Hashes the bmap's mapped ranges (sorted, disjoint) as the image streams past.
 struct RangeHasher {
     /// `(first, last, offset, end, expected)` of each range, in order.
-    spans: Vec<(u64, u64, u64, u64, String)>,
+    spans: Vec<(u64, u64, u64, u64, Sha256Digest)>,
     /// Index of the range being hashed.
     next: usize,
     hasher: Sha256,
@@ -322,13 +323,7 @@ impl RangeHasher {
             .iter()
             .map(|r| {
                 let (off, len) = byte_span(r.first, r.last, bmap.block_size, bmap.image_size);
-                (
-                    r.first,
-                    r.last,
-                    off,
-                    off + len,
-                    r.sha256.to_ascii_lowercase(),
-                )
+                (r.first, r.last, off, off + len, r.sha256)
             })
             .collect();
         Self {
@@ -364,16 +359,16 @@ impl RangeHasher {
 
     /// Finishes the current range and compares it with the bmap.
     fn close(&mut self) {
-        let (first, last, offset, end, expected) = self.spans[self.next].clone();
-        let actual = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        let (first, last, offset, end, expected) = self.spans[self.next];
+        let actual = Sha256Digest::finish(std::mem::take(&mut self.hasher));
         if actual != expected {
             self.mismatch = Some(RangeMismatch {
                 first,
                 last,
                 offset,
                 end,
-                expected,
-                actual,
+                expected: expected.to_string(),
+                actual: actual.to_string(),
             });
         }
         self.next += 1;
@@ -389,7 +384,7 @@ impl RangeHasher {
                     last: s.1,
                     offset: s.2,
                     end: s.3,
-                    expected: s.4.clone(),
+                    expected: s.4.to_string(),
                     actual: "(image ended inside the range)".into(),
                 });
             }

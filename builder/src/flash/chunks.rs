@@ -1,6 +1,6 @@
 //! Splitting mapped ranges into large aligned I/O chunks.
 
-use super::source::SourceRange;
+use super::ranges::SourceRange;
 
 /// Size of one I/O (and of each pool buffer).
 pub const CHUNK: u64 = 4 << 20;

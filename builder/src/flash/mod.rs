@@ -20,6 +20,8 @@ mod chunks;
 pub mod content;
 mod decode;
 mod device;
+mod error;
+mod faults;
 mod ranges;
 mod source;
 pub mod target;
@@ -36,34 +38,10 @@ use crate::progress::Reporter;
 
 pub use content::Compression;
 pub use device::Device;
+pub use error::{CardState, FlashError, FlashFailure, StopCause};
+pub use faults::FaultInjection;
 pub use source::{MapOrigin, Source, SourceRange, bmap_candidates};
 pub use target::{Refusal, SystemView, Target, TargetKind, TargetPolicy};
-
-/// Test seam: faults to inject into a flash. All `None` in normal use.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct FaultInjection {
-    /// Invert the byte at this offset of the target after writing, before verifying.
-    pub flip_byte_at: Option<u64>,
-    /// Stop with [`FlashError::Interrupted`] at the first chunk past the first MiB that
-    /// starts after this many bytes were handed to the writers; chunks already handed
-    /// out are written, the held-back first MiB is not (the card is left erased).
-    pub stop_after_bytes: Option<u64>,
-}
-
-impl FaultInjection {
-    /// Faults from `PIIMG_FLASH_TEST_FLIP_OFFSET` / `PIIMG_FLASH_TEST_STOP_AFTER`, read
-    /// only in debug builds so a release binary can never be told to corrupt a card.
-    pub fn from_env() -> Self {
-        if !cfg!(debug_assertions) {
-            return Self::default();
-        }
-        let var = |k: &str| std::env::var(k).ok().and_then(|v| v.trim().parse().ok());
-        Self {
-            flip_byte_at: var("PIIMG_FLASH_TEST_FLIP_OFFSET"),
-            stop_after_bytes: var("PIIMG_FLASH_TEST_STOP_AFTER"),
-        }
-    }
-}
 
 /// How to flash.
 #[derive(Debug, Clone, Copy)]
@@ -120,186 +98,6 @@ pub struct FlashReport {
     /// Things the user should know that did not stop the flash (e.g. a `.bmap` whose
     /// checksums do not match the image).
     pub warnings: Vec<String>,
-}
-
-/// The state a failed flash left the card in; its `Display` is the sentence the user
-/// reads after the error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CardState {
-    /// Nothing was written to it.
-    Untouched,
-    /// Its partition table was erased and the new one not written: it boots nothing
-    /// and no system mounts anything from it.
-    NoTable,
-    /// Erasing its partition table failed: it may hold part of the image under a
-    /// partition table.
-    Unknown,
-}
-
-impl std::fmt::Display for CardState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            CardState::Untouched => "nothing was written to the card",
-            CardState::NoTable => {
-                "the card has no partition table now (it was erased before writing); run the same command again"
-            }
-            CardState::Unknown => {
-                "the card's partition table could not be erased either: it may hold a partly written image; do not boot it, run the same command again or wipe it (`wipefs -a`)"
-            }
-        })
-    }
-}
-
-/// A failed flash: why, and the state of the card.
-#[derive(Debug, thiserror::Error)]
-#[error("{error}; {card}")]
-pub struct FlashFailure {
-    /// What went wrong.
-    pub error: FlashError,
-    /// What the card holds now.
-    pub card: CardState,
-}
-
-impl FlashFailure {
-    /// True when the flash stopped on SIGINT/SIGTERM.
-    pub fn by_signal(&self) -> bool {
-        matches!(
-            self.error,
-            FlashError::Interrupted {
-                cause: StopCause::Signal,
-                ..
-            }
-        )
-    }
-}
-
-/// What stopped a flash before its end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopCause {
-    /// SIGINT or SIGTERM.
-    Signal,
-    /// [`FaultInjection::stop_after_bytes`].
-    Injected,
-}
-
-impl std::fmt::Display for StopCause {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            StopCause::Signal => "a signal (Ctrl-C or SIGTERM)",
-            StopCause::Injected => "the injected test fault",
-        })
-    }
-}
-
-/// Why a flash failed.
-#[derive(Debug, thiserror::Error)]
-pub enum FlashError {
-    /// The target failed a safety check.
-    #[error("refusing to flash {0}")]
-    Refused(Refusal),
-    /// The input is not a disk image.
-    #[error(
-        "{path}: not a disk image: {what} (hint: flash takes a disk image with a partition table: `piimg build` output, .img or .img.xz)"
-    )]
-    NotAnImage {
-        /// The input path.
-        path: PathBuf,
-        /// What it is instead.
-        what: String,
-    },
-    /// The image's file systems could not be mapped.
-    #[error("{path}: cannot map the image's file systems: {reason}")]
-    Map {
-        /// Image path.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
-    /// The image cannot be opened or inspected.
-    #[error("cannot read image {path}: {source}")]
-    Image {
-        /// Image path.
-        path: PathBuf,
-        /// OS error.
-        source: std::io::Error,
-    },
-    /// Reading the image failed mid-way.
-    #[error("cannot read image {path} at byte {offset}: {source}")]
-    ImageRead {
-        /// Image path.
-        path: PathBuf,
-        /// Where.
-        offset: u64,
-        /// OS error.
-        source: std::io::Error,
-    },
-    /// The target cannot be opened.
-    #[error("cannot open {path} for writing: {source} (busy means mounted or in use)")]
-    Open {
-        /// Target path.
-        path: PathBuf,
-        /// OS error.
-        source: std::io::Error,
-    },
-    /// A write failed.
-    #[error("write to {path} failed at byte {offset}: {source}")]
-    Write {
-        /// Target path.
-        path: PathBuf,
-        /// Where.
-        offset: u64,
-        /// OS error.
-        source: std::io::Error,
-    },
-    /// A read-back failed.
-    #[error("reading {path} back failed at byte {offset}: {source}")]
-    Read {
-        /// Target path.
-        path: PathBuf,
-        /// Where.
-        offset: u64,
-        /// OS error.
-        source: std::io::Error,
-    },
-    /// The read-back differs from the image.
-    #[error(
-        "verify failed: {path} differs from the image at byte {offset} (in the range at {range_offset}, {range_len} bytes); the card may be failing or counterfeit"
-    )]
-    VerifyMismatch {
-        /// Target path.
-        path: PathBuf,
-        /// First differing byte.
-        offset: u64,
-        /// Start of the range holding it.
-        range_offset: u64,
-        /// Length of that range.
-        range_len: u64,
-    },
-    /// Stopped by a signal or [`FaultInjection::stop_after_bytes`].
-    #[error("flash stopped by {cause} after {bytes} bytes were written")]
-    Interrupted {
-        /// Bytes written before stopping.
-        bytes: u64,
-        /// What stopped it.
-        cause: StopCause,
-    },
-    /// Erasing the card's old partition structures failed.
-    #[error("erasing the old partition table of {path} failed at byte {offset}: {source}")]
-    Erase {
-        /// Target path.
-        path: PathBuf,
-        /// Where.
-        offset: u64,
-        /// OS error.
-        source: std::io::Error,
-    },
-}
-
-impl From<Refusal> for FlashError {
-    fn from(r: Refusal) -> Self {
-        FlashError::Refused(r)
-    }
 }
 
 /// Writes `src` to the checked `target` and (unless disabled) verifies it: the card's

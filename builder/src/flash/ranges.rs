@@ -1,6 +1,16 @@
-//! Uniting a `.bmap`'s ranges (which carry checksums) with the file systems' block map.
+//! The byte ranges a flash writes, and uniting a `.bmap`'s ranges (which carry
+//! checksums) with the file systems' block map.
 
-use super::source::SourceRange;
+/// One byte range of the image to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRange {
+    /// Byte offset in the image (and on the target).
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// Expected SHA256 from the `.bmap`, for the `.bmap`'s ranges.
+    pub sha256: Option<crate::digest::Sha256Digest>,
+}
 
 /// `checked` (sorted, disjoint, each with its checksum) plus the parts of `used`
 /// (`[start, end)`, sorted) that no range of `checked` covers, without checksums;
@@ -41,7 +51,7 @@ mod tests {
         SourceRange {
             offset,
             len,
-            sha256: sum.map(str::to_string),
+            sha256: sum.map(|s| crate::digest::Sha256Digest::of(s.as_bytes())),
         }
     }
 

@@ -26,19 +26,9 @@ use super::FlashError;
 use super::content::{self, Compression};
 use super::decode;
 use super::ranges;
+pub use super::ranges::SourceRange;
 use super::unpack::{self, UnpackError};
 use super::xz_size::xz_size;
-
-/// One byte range of the image to write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceRange {
-    /// Byte offset in the image (and on the target).
-    pub offset: u64,
-    /// Length in bytes.
-    pub len: u64,
-    /// Expected SHA256 (hex) from the `.bmap`, for the `.bmap`'s ranges.
-    pub sha256: Option<String>,
-}
 
 /// Where the ranges to write came from.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -396,7 +386,7 @@ fn bmap_ranges(b: &Bmap) -> Vec<SourceRange> {
             SourceRange {
                 offset,
                 len,
-                sha256: Some(r.sha256.clone()),
+                sha256: Some(r.sha256),
             }
         })
         .filter(|r| r.len > 0)

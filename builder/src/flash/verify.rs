@@ -19,9 +19,9 @@ use super::FlashError;
 use super::buffer::AlignedBuf;
 use super::chunks::{CHUNK, Chunk, HEAD};
 use super::device::Device;
+use super::error::write_err;
 use super::source::Source;
 use super::window::{Tracker, Window};
-use super::write::write_err;
 
 /// What the overlapped read-back checked.
 #[derive(Debug, Clone, Copy)]
@@ -134,7 +134,7 @@ impl Verifier<'_> {
             started.get_or_insert_with(Instant::now);
             // On the medium (and out of the drive's cache) before it is read back.
             if let Err(source) = dev.sync_data() {
-                fail(write_err(dev, win.start, source));
+                fail(write_err(&dev.path, win.start, source));
                 return None;
             }
             if let Some(f) = self
@@ -142,7 +142,7 @@ impl Verifier<'_> {
                 .filter(|f| (win.start..win.stop).contains(f))
             {
                 if let Err(source) = dev.flip_byte(f) {
-                    fail(write_err(dev, f, source));
+                    fail(write_err(&dev.path, f, source));
                     return None;
                 }
                 flipped = true;

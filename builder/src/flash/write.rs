@@ -16,11 +16,13 @@ use sha2::{Digest, Sha256};
 use super::buffer::AlignedBuf;
 use super::chunks::{self, CHUNK, HEAD, WORKERS};
 use super::device::Device;
+use super::error::write_err;
 use super::source::Source;
 use super::verify::Retained;
 use super::verify::{self, Verified};
 use super::window::{self, Budget, Tracker};
 use super::{FaultInjection, FlashError, StopCause};
+use crate::digest::Sha256Digest;
 
 /// What writing everything past the first MiB did.
 #[derive(Debug)]
@@ -55,7 +57,7 @@ pub fn write_body(
     let tracker = Tracker::new(&windows);
     let retained = Retained::new(plan.len());
     let verifying = verify_bar.is_some();
-    let sums: Mutex<Vec<Option<String>>> = Mutex::new(vec![None; src.ranges.len()]);
+    let sums: Mutex<Vec<Option<Sha256Digest>>> = Mutex::new(vec![None; src.ranges.len()]);
     let held: Mutex<Vec<(u64, Vec<u8>)>> = Mutex::new(Vec::new());
     let written = AtomicU64::new(0);
     let failed = AtomicBool::new(false);
@@ -110,7 +112,7 @@ pub fn write_body(
                                 back
                             }
                             Err(source) => {
-                                fail(write_err(dev, c.offset, source));
+                                fail(write_err(&dev.path, c.offset, source));
                                 Some(buf)
                             }
                         }
@@ -189,7 +191,7 @@ pub fn write_body(
             }
             range_hash.update(&*data);
             if c.last {
-                let sum = hex::encode(range_hash.finalize_reset());
+                let sum = Sha256Digest::finish_reset(&mut range_hash);
                 let range = &src.ranges[c.range];
                 // The ranges always include what the card needs (the file systems'
                 // map, or every byte): a stale or foreign `.bmap` costs nothing.
@@ -263,18 +265,20 @@ pub fn write_head(
     held: &[(u64, Vec<u8>)],
     bar: &ProgressBar,
 ) -> Result<u64, FlashError> {
-    dev.sync().map_err(|source| write_err(dev, 0, source))?;
+    dev.sync()
+        .map_err(|source| write_err(&dev.path, 0, source))?;
     let mut buf = AlignedBuf::new(HEAD as usize);
     let mut bytes = 0;
     for (offset, data) in held {
         let b = &mut buf.as_mut_slice()[..data.len()];
         b.copy_from_slice(data);
         dev.write_at(b, *offset)
-            .map_err(|source| write_err(dev, *offset, source))?;
+            .map_err(|source| write_err(&dev.path, *offset, source))?;
         bytes += data.len() as u64;
         bar.inc(data.len() as u64);
     }
-    dev.sync().map_err(|source| write_err(dev, 0, source))?;
+    dev.sync()
+        .map_err(|source| write_err(&dev.path, 0, source))?;
     Ok(bytes)
 }
 
@@ -282,14 +286,5 @@ fn stopped_early(src: &Source) -> FlashError {
     FlashError::Image {
         path: src.path.clone(),
         source: std::io::Error::other("the write pass stopped before the end"),
-    }
-}
-
-/// A write (or fsync) error at `offset`.
-pub fn write_err(dev: &Device, offset: u64, source: std::io::Error) -> FlashError {
-    FlashError::Write {
-        path: dev.path.clone(),
-        offset,
-        source,
     }
 }

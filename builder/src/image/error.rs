@@ -238,7 +238,7 @@ pub enum ImageError {
         /// The image file.
         image: PathBuf,
         /// The problem, where and the fix.
-        problem: super::sanity::Problem,
+        problem: super::problem::Problem,
     },
 }
 

@@ -39,7 +39,7 @@ impl Timestamp {
     pub fn to_fat(self) -> DateTime {
         let days = self.unix.div_euclid(86_400);
         let secs = self.unix.rem_euclid(86_400);
-        let (year, month, day) = civil_from_days(days);
+        let (year, month, day) = crate::date::civil_from_days(days);
         DateTime {
             date: Date {
                 year: year as u16,
@@ -89,21 +89,6 @@ impl TimeProvider for FixedTime {
     fn get_current_date_time(&self) -> DateTime {
         self.0
     }
-}
-
-/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar
-/// (Howard Hinnant's algorithm).
-pub(crate) fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //! # let _ = release; Ok(()) }
 //! ```
 
+mod detect;
 mod elf;
 mod error;
 mod fat;
@@ -22,6 +23,8 @@ mod first_boot;
 mod gpt;
 mod journal;
 mod mbr;
+mod mechanism;
+mod problem;
 mod release;
 mod rootfs;
 pub mod sanity;

@@ -12,7 +12,6 @@ use ext4_view::{Ext4, Ext4Error, Ext4Read};
 
 use super::error::ImageError;
 use super::journal;
-use super::release::{self, Release};
 use super::table::Partition;
 
 /// ext4's superblock magic (0xEF53) sits 1080 bytes into the partition.
@@ -286,18 +285,6 @@ impl RootFs {
         }
         out.sort();
         Ok(Some(out))
-    }
-
-    /// What OS this root holds, refusing anything but arm64 (see [`Release`]).
-    pub fn release(&self) -> Result<Release, ImageError> {
-        let r = self.detect_release()?;
-        release::require_supported_arch(&self.image, &r)?;
-        Ok(r)
-    }
-
-    /// What OS this root holds, whatever its architecture (for `inspect`).
-    pub fn detect_release(&self) -> Result<Release, ImageError> {
-        release::detect(self)
     }
 }
 

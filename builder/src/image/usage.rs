@@ -5,17 +5,15 @@
 //! metadata (free parts of a FAT, a journal superblock, zeroed inode tables) must
 //! still reach a card that held something else before.
 
+mod disk;
 mod ext4;
 mod fat;
 mod ranges;
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-use std::path::Path;
-
 use serde::Serialize;
 
 use super::{Image, ImageError, PartitionKind};
+use disk::{Disk, Verdict};
 use ranges::Ranges;
 
 /// Byte ranges `[start, end)` of `image` whose contents a card must hold for every
@@ -145,41 +143,5 @@ fn sniff_and_map(disk: &Disk<'_>, start: u64, size: u64) -> Result<Verdict, Imag
         Ok(Verdict::Whole(
             "no FAT or ext4 file system recognised".into(),
         ))
-    }
-}
-
-/// What a file-system reader decided about one partition.
-enum Verdict {
-    /// A FAT file system and the bytes it needs.
-    Fat { bits: u8, ranges: Ranges },
-    /// An ext2/3/4 file system and the bytes it needs.
-    Ext4 { ranges: Ranges },
-    /// Not understood: map the whole partition.
-    Whole(String),
-}
-
-/// Positioned reads of the image that fail with a named error, never short.
-struct Disk<'a> {
-    file: &'a File,
-    path: &'a Path,
-    size: u64,
-}
-
-impl Disk<'_> {
-    fn read(&self, offset: u64, buf: &mut [u8], what: &str) -> Result<(), ImageError> {
-        let end = offset.saturating_add(buf.len() as u64);
-        if end > self.size {
-            return Err(ImageError::io(
-                self.path,
-                format!("{what} at byte {offset}"),
-                std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!("the image ends at byte {}", self.size),
-                ),
-            ));
-        }
-        self.file
-            .read_exact_at(buf, offset)
-            .map_err(|e| ImageError::io(self.path, format!("{what} at byte {offset}"), e))
     }
 }

@@ -107,7 +107,7 @@ pub fn apply_card<B: BootPartition>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::card::{FirstBoot, NodeSecrets, Os, RenderOptions, Templates, render};
+    use crate::card::{FirstBoot, NodeHa, NodeSecrets, Os, RenderOptions, Templates, render};
 
     #[derive(Default)]
     struct Mem(BTreeMap<String, Vec<u8>>);
@@ -146,6 +146,7 @@ mod tests {
                 token: "t".into(),
                 ..Default::default()
             },
+            &NodeHa::default(),
             &Os {
                 codename: "bookworm".into(),
                 first_boot: FirstBoot::SystemdRun,

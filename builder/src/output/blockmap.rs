@@ -8,7 +8,9 @@
 //! identity.
 
 use crate::bmap::{BLOCK_SIZE, BlockRange, Bmap, byte_span, hash_span};
+use crate::digest::Sha256Digest;
 use crate::image::{Image, ImageError, usage};
+use crate::sparse::{ByteRange, to_blocks};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
@@ -44,7 +46,13 @@ pub enum BlockMapError {
 pub fn fs_blocks(path: &Path) -> Result<Vec<(u64, u64)>, BlockMapError> {
     let image = Image::open(path)?;
     let used = usage::used_ranges(&image)?;
-    Ok(super::extents::to_blocks(&used, BLOCK_SIZE))
+    let used = used
+        .into_iter()
+        .map(|(start, end)| ByteRange { start, end });
+    Ok(to_blocks(used, BLOCK_SIZE)
+        .into_iter()
+        .map(|b| (b.first, b.last))
+        .collect())
 }
 
 /// Hashes the block ranges `mapped` of `file` into a [`Bmap`] whose ranges are also
@@ -59,12 +67,12 @@ pub fn scan_split(
     changed: Option<(u64, u64)>,
 ) -> io::Result<Bmap> {
     let image_size = file.metadata()?.len();
-    let reuse: HashMap<(u64, u64), &str> = known
+    let reuse: HashMap<(u64, u64), Sha256Digest> = known
         .filter(|k| k.image_size == image_size && k.block_size == BLOCK_SIZE)
         .map(|k| {
             k.ranges
                 .iter()
-                .map(|r| ((r.first, r.last), r.sha256.as_str()))
+                .map(|r| ((r.first, r.last), r.sha256))
                 .collect()
         })
         .unwrap_or_default();
@@ -75,7 +83,7 @@ pub fn scan_split(
         let (offset, len) = byte_span(first, last, BLOCK_SIZE, image_size);
         let outside = changed.is_none_or(|(s, e)| offset + len <= s || offset >= e);
         let sha256 = match reuse.get(&(first, last)) {
-            Some(h) if outside => h.to_string(),
+            Some(h) if outside => *h,
             _ => hash_span(file, offset, len, &mut buf)?,
         };
         ranges.push(BlockRange {
@@ -171,15 +179,7 @@ mod tests {
 
     #[test]
     fn reused_checksums_equal_a_fresh_scan() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("x.img");
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&p)
-            .unwrap();
+        let f = tempfile::tempfile().unwrap();
         f.set_len(64 * 4096).unwrap();
         f.write_all_at(&[3u8; 40 * 4096], 4096).unwrap();
         let mapped = [(1, 40), (50, 51)];
@@ -192,16 +192,8 @@ mod tests {
             [(1, 15), (16, 31), (32, 40), (50, 51)]
         );
         // A copy whose "boot partition" [16, 32) changed.
-        let q = dir.path().join("y.img");
-        let g = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .read(true)
-            .open(&q)
-            .unwrap();
-        super::super::copy::copy_sparse(&File::open(&p).unwrap(), &g, false, false, &mut |_| {})
-            .unwrap();
+        let g = tempfile::tempfile().unwrap();
+        super::super::copy::copy_sparse(&f, &g, false, false, &mut |_| {}).unwrap();
         g.write_all_at(b"card", 20 * 4096).unwrap();
         let reused = scan_split(
             &g,
@@ -216,9 +208,6 @@ mod tests {
         assert_ne!(reused.ranges[1].sha256, base.ranges[1].sha256);
         assert_eq!(reused.ranges[2].sha256, base.ranges[2].sha256);
         // The hole at blocks 50-51 is mapped and hashed as zeros.
-        assert_eq!(
-            reused.ranges[3].sha256,
-            hex::encode(<sha2::Sha256 as sha2::Digest>::digest([0u8; 2 * 4096]))
-        );
+        assert_eq!(reused.ranges[3].sha256, Sha256Digest::of(&[0u8; 2 * 4096]));
     }
 }

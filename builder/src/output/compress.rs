@@ -32,7 +32,7 @@ pub fn xz(
         .map_err(|e| io::Error::other(format!("xz encoder: {e}")))?;
     let mut enc = XzEncoder::new_stream(&mut *dst, stream);
     let len = src.metadata()?.len();
-    let extents = super::copy::data_extents(src, len)?;
+    let extents = crate::sparse::data_extents(src, len)?;
     let mut buf = vec![0u8; CHUNK];
     let zeros = vec![0u8; CHUNK];
     let mut pos = 0u64;
@@ -45,7 +45,7 @@ pub fn xz(
         }
         Ok(())
     };
-    for (start, end) in extents {
+    for crate::sparse::ByteRange { start, end } in extents {
         feed_zeros(&mut enc, start - pos)?;
         let mut off = start;
         while off < end {

@@ -55,12 +55,12 @@ pub fn copy_sparse(
         }
     }
     dst.set_len(len)?;
-    let extents = data_extents(src, len)?;
+    let extents = crate::sparse::data_extents(src, len)?;
     let mut method = CopyMethod::CopyFileRange;
     let mut done = 0u64;
     let mut buf: Vec<u8> = Vec::new();
     let mut stream = Writeback::new(dst, !keep_cached);
-    for (start, end) in extents {
+    for crate::sparse::ByteRange { start, end } in extents {
         let mut off = start;
         while off < end {
             super::interrupt::check()?;
@@ -96,11 +96,6 @@ pub fn copy_sparse(
         }
     }
     Ok(method)
-}
-
-/// Byte ranges `[start, end)` of `file` that hold written data (see [`super::extents`]).
-pub fn data_extents(file: &File, len: u64) -> io::Result<Vec<(u64, u64)>> {
-    super::extents::data_extents(file, len)
 }
 
 /// Streams a file's freshly written ranges to disk, keeping at most [`WINDOW`] bytes

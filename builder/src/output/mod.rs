@@ -5,6 +5,5 @@ pub mod apply;
 pub mod blockmap;
 pub mod compress;
 pub mod copy;
-pub mod extents;
 pub mod interrupt;
 pub mod write;

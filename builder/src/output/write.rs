@@ -57,6 +57,7 @@ pub struct Written {
     /// How the base was copied.
     pub copy: CopyMethod,
     /// Seconds per phase.
+    #[serde(rename = "seconds")]
     pub timings: Timings,
 }
 

@@ -6,15 +6,16 @@
 //! - [`token`]: the secure join token `K10<ca-hash>::server:<secret>`, hashed exactly
 //!   like k3s's `hashCA`.
 //! - [`node_password`]: deterministic `/etc/rancher/node/password` per node.
-//! - [`manifests`]: auto-deployed server manifests (kube-vip, RBAC, HelmChart add-ons).
+//! - [`manifests`]: auto-deployed server manifests (kube-vip, RBAC, HelmChart add-ons),
+//!   card templates rendered by `card::manifests`.
 //! - [`node_files`]: what each card gets of all this.
 
 pub mod ca;
-pub mod manifests;
 pub mod node_files;
 pub mod node_password;
 pub mod token;
 
+pub use crate::card::manifests;
 pub use ca::ClusterCa;
 pub use node_files::{HaOptions, NodeFiles, files_for_node};
 pub use node_password::node_password;
@@ -82,13 +83,8 @@ pub enum PkiError {
         source: rcgen::Error,
     },
     /// A manifest template did not render.
-    #[error("manifest {name}: {what}")]
-    Template {
-        /// Template file name.
-        name: String,
-        /// What went wrong.
-        what: String,
-    },
+    #[error("server manifests: {0}")]
+    Manifests(#[from] crate::card::CardError),
 }
 
 pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> PkiError {

@@ -8,8 +8,10 @@
 //! | every agent | (node password, agent token only) | |
 
 use super::ca::ClusterCa;
-use super::manifests::{Addons, MANIFESTS_DIR, ManifestInputs, server_manifests};
+use super::ca::NODE_CLEANER_USER_PREFIX;
 use super::{PkiError, node_password, token};
+use crate::card::Templates;
+use crate::card::manifests::{Addons, MANIFESTS_DIR, ManifestInputs, server_manifests};
 use crate::plan::NodePlan;
 use piimg_contract::{Ha, NODE_CLEANER_CERT, NODE_CLEANER_KEY, NodeCleaner, Role, RootFile};
 
@@ -19,9 +21,9 @@ pub const K3S_TLS_DIR: &str = "/var/lib/rancher/k3s/server/tls";
 /// Cluster-wide HA choices that are not in the [`NodePlan`].
 #[derive(Debug, Clone)]
 pub struct HaOptions {
-    /// The bootstrap card being built is for a first-ever bring-up: no bootstrap card
-    /// was issued before (the one record is
-    /// [`crate::profile::secrets::ClusterSecrets::bootstrap_issued`]).
+    /// `false` forbids a first bring-up the plan allows (a card built for a test of a
+    /// re-flash); it can never allow one. Whether a card may start the cluster is the
+    /// plan's decision ([`NodePlan::starts_cluster`]); `true` (the default) leaves it.
     pub first_bring_up: bool,
     /// Add-ons laid on every server card.
     pub addons: Addons,
@@ -37,7 +39,7 @@ pub struct HaOptions {
 impl Default for HaOptions {
     fn default() -> Self {
         HaOptions {
-            first_bring_up: false,
+            first_bring_up: true,
             addons: Addons::default(),
             agent_token_secret: None,
             init_window_secs: DEFAULT_INIT_WINDOW_SECS,
@@ -46,11 +48,9 @@ impl Default for HaOptions {
     }
 }
 
-/// Default of [`HaOptions::init_window_secs`]: five minutes, long enough for a
-/// switch port, a power cut or the other servers' k3s to come back.
-pub const DEFAULT_INIT_WINDOW_SECS: u64 = 300;
-/// Default of [`HaOptions::node_cleaner_days`]: one year.
-pub const DEFAULT_NODE_CLEANER_DAYS: u32 = 365;
+/// Defaults of [`HaOptions::init_window_secs`] and [`HaOptions::node_cleaner_days`]:
+/// the profile's.
+pub use crate::profile::model::{DEFAULT_INIT_WINDOW_SECS, DEFAULT_NODE_CLEANER_DAYS};
 
 /// The PKI/HA part of one card.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,7 +80,8 @@ pub fn files_for_node(
     let bundle = ca.server_ca_bundle();
     let hash = token::ca_hash(bundle.as_bytes())?;
     let server = plan.role == Role::Server;
-    let init = server && plan.bootstrap && opts.first_bring_up;
+    // Whether this card brings the cluster up is the plan's decision.
+    let init = plan.starts_cluster() && opts.first_bring_up;
     let mut secret_files = Vec::new();
     let mut files = Vec::new();
     if init {
@@ -110,12 +111,18 @@ pub fn files_for_node(
             cert: NODE_CLEANER_CERT.into(),
             key: NODE_CLEANER_KEY.into(),
         });
+        // The manifests are card templates: the profile's overlay replaces them.
+        let templates = match plan.overlay_dir.as_deref() {
+            Some(dir) => Templates::with_overlay(dir)?,
+            None => Templates::builtin(),
+        };
         let manifests = server_manifests(&ManifestInputs {
             vip: plan.k3s.vip,
+            node_cleaner_user_prefix: NODE_CLEANER_USER_PREFIX,
             servers: &servers,
             interface: &plan.network.interface,
             addons: &opts.addons,
-            overlay_dir: plan.overlay_dir.as_deref(),
+            templates: &templates,
         })?;
         for (name, content) in manifests {
             files.push(RootFile {

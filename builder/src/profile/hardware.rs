@@ -2,7 +2,6 @@
 //! lines, kubelet reservations for small boards, placement labels).
 
 use super::model::HardwareOptions;
-use crate::plan::Hardware;
 use std::collections::BTreeMap;
 
 /// A Raspberry Pi model piimg knows how to configure.
@@ -137,18 +136,6 @@ impl HardwareClass {
             (LABEL_CLASS.to_string(), self.id.to_string()),
             (LABEL_RAM.to_string(), self.ram_mb.to_string()),
         ])
-    }
-
-    /// The class with `opts` applied, as the plan carries it.
-    pub fn resolve(&self, opts: &HardwareOptions) -> Hardware {
-        Hardware {
-            class: self.id.to_string(),
-            board: self.board.to_string(),
-            ram_mb: self.ram_mb,
-            config_txt: self.config_txt(opts),
-            config_txt_all: self.config_txt_all(opts),
-            kubelet_args: self.kubelet_args(),
-        }
     }
 }
 

@@ -129,12 +129,18 @@ pub struct K3s {
     pub node_cleaner_days: u32,
 }
 
+/// Default of `k3s.init_window_seconds`: five minutes, long enough for a switch port,
+/// a power cut or the other servers' k3s to come back.
+pub const DEFAULT_INIT_WINDOW_SECS: u64 = 300;
+/// Default of `k3s.node_cleaner_days`: one year.
+pub const DEFAULT_NODE_CLEANER_DAYS: u32 = 365;
+
 fn default_init_window() -> u64 {
-    crate::pki::node_files::DEFAULT_INIT_WINDOW_SECS
+    DEFAULT_INIT_WINDOW_SECS
 }
 
 fn default_node_cleaner_days() -> u32 {
-    crate::pki::node_files::DEFAULT_NODE_CLEANER_DAYS
+    DEFAULT_NODE_CLEANER_DAYS
 }
 
 fn default_schedule() -> String {

@@ -593,7 +593,7 @@ impl ClusterSecrets {
             | (bootstrap && !self.state.bootstrap_issued);
         self.state.bootstrap_issued |= bootstrap;
         if bootstrap && self.state.bootstrap_issued_at.is_none() {
-            self.state.bootstrap_issued_at = Some(rfc3339_now());
+            self.state.bootstrap_issued_at = Some(crate::date::rfc3339_now());
         }
         if changed {
             let _held = lock(&self.profile_path, |_| {})?;
@@ -645,14 +645,6 @@ impl ClusterSecrets {
         atomic::write_atomic(&self.state_path, text.as_bytes(), 0o644)
             .map_err(io_err(&self.state_path))
     }
-}
-
-/// Now as RFC 3339 UTC (seconds), for the issuance record.
-fn rfc3339_now() -> String {
-    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0);
-    now.unwrap_or_else(|_| time::OffsetDateTime::now_utc())
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 /// Seconds since the epoch (for naming moved-aside secrets).

@@ -5,6 +5,8 @@
 //! Use from a test file with `mod support;`.
 #![allow(dead_code)]
 
+pub mod plan;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -318,4 +320,51 @@ pub fn mcopy_zeros(image: &Path, n: usize, dest: &str, len: u64) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// An SSH public key for test profiles (no one holds its private key).
+pub const TEST_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDaZHaCdoVEb1zwLI5CNGewvIXbUN372synbuJpT30X8 test@piimg";
+
+/// The two-node test cluster `lab` (server pi5-master-1 .31, agent pi4-worker-1 .41 of
+/// `worker_hardware`) with these DNS resolvers, as profile TOML.
+pub fn lab_profile(dns: &[&str], worker_hardware: &str) -> String {
+    let dns = dns
+        .iter()
+        .map(|d| format!("{d:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"[cluster]
+name = "lab"
+domain = "lan"
+
+[network]
+cidr = "192.168.86.0/24"
+gateway = "192.168.86.1"
+dns = [{dns}]
+
+[k3s]
+version = "v1.31.4+k3s1"
+
+[access]
+admin_user = "admin"
+ssh_keys = ["{TEST_KEY}"]
+
+[hardware]
+pi5_4k_pages = true
+
+[[nodes]]
+name = "pi5-master-1"
+ip = "192.168.86.31"
+role = "server"
+hardware = "pi5-8gb"
+
+[[nodes]]
+name = "pi4-worker-1"
+ip = "192.168.86.41"
+role = "agent"
+hardware = "{worker_hardware}"
+"#
+    )
 }

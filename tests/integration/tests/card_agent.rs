@@ -2,7 +2,9 @@
 //! build` writes for the reference cluster (profiles/homelab.toml) is what the agent
 //! expects to undo and to extend.
 
-use piimg::card::{Card, Content, FirstBoot, NodeSecrets, Os, RenderOptions, Templates, render};
+use piimg::card::{
+    Card, Content, FirstBoot, NodeHa, NodeSecrets, Os, RenderOptions, Templates, render,
+};
 use piimg::profile::secrets::ClusterState;
 use piimg_contract::{BootHook, NODE_CONFIG_FILE, NodeConfig};
 use piimg_firstboot::join::Join;
@@ -41,6 +43,7 @@ fn card(first_boot: FirstBoot) -> Card {
     render(
         &reference_plan(),
         &secrets,
+        &NodeHa::default(),
         &os,
         &Templates::builtin(),
         b"agent",

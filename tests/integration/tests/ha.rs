@@ -104,7 +104,7 @@ impl Cluster {
             role: s.role,
             bootstrap: s.bootstrap,
             first_boot: FirstBootAction::InitCluster,
-            network: NodeNetwork {
+            network: Network {
                 interface: "eth0".into(),
                 mac: None,
                 address: s.ip.parse().unwrap(),

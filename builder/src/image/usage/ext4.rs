@@ -23,8 +23,8 @@
 //! exclude bitmap) or that piimg does not know are not guessed at: the caller maps
 //! the whole partition.
 
+use super::disk::{Disk, Verdict};
 use super::ranges::Ranges;
-use super::{Disk, Verdict};
 use crate::image::ImageError;
 
 const MAGIC: u16 = 0xEF53;

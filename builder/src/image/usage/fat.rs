@@ -7,8 +7,8 @@
 //! On-Disk Format" (the rules dosfstools' `fsck.fat` and Linux `fs/fat/inode.c`
 //! `fat_fill_super` apply: the type is decided by the cluster count alone).
 
+use super::disk::{Disk, Verdict};
 use super::ranges::Ranges;
-use super::{Disk, Verdict};
 use crate::image::ImageError;
 
 /// A FAT larger than this is not a boot partition piimg maps: take it whole.

@@ -1,4 +1,5 @@
-//! Which byte ranges of a file hold data, independent of the page cache.
+//! The one sparse-map module: which byte ranges of a file hold data, independent of
+//! the page cache (image copies, the `.bmap` of a file's holes).
 //!
 //! SEEK_DATA alone is not enough for reproducible output: on ext4 an *unwritten*
 //! (preallocated, reads-as-zero) extent counts as data wherever its pages happen to
@@ -40,9 +41,27 @@ struct Fiemap {
     extents: [FiemapExtent; BATCH],
 }
 
-/// Byte ranges `[start, end)` of the first `len` bytes of `file` that hold written
-/// data, sorted and merged.
-pub fn data_extents(file: &File, len: u64) -> io::Result<Vec<(u64, u64)>> {
+/// Bytes `[start, end)` of a file: `end` is not included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    /// The first byte.
+    pub start: u64,
+    /// The byte after the last.
+    pub end: u64,
+}
+
+/// Blocks `first..=last` of a file: both are included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockSpan {
+    /// The first block.
+    pub first: u64,
+    /// The last block.
+    pub last: u64,
+}
+
+/// Byte ranges of the first `len` bytes of `file` that hold written data, sorted and
+/// merged.
+pub fn data_extents(file: &File, len: u64) -> io::Result<Vec<ByteRange>> {
     match fiemap(file, len) {
         Ok(v) => Ok(v),
         Err(e)
@@ -55,17 +74,17 @@ pub fn data_extents(file: &File, len: u64) -> io::Result<Vec<(u64, u64)>> {
     }
 }
 
-fn push(out: &mut Vec<(u64, u64)>, start: u64, end: u64) {
+fn push(out: &mut Vec<ByteRange>, start: u64, end: u64) {
     if start >= end {
         return;
     }
     match out.last_mut() {
-        Some(last) if start <= last.1 => last.1 = last.1.max(end),
-        _ => out.push((start, end)),
+        Some(last) if start <= last.end => last.end = last.end.max(end),
+        _ => out.push(ByteRange { start, end }),
     }
 }
 
-fn fiemap(file: &File, len: u64) -> io::Result<Vec<(u64, u64)>> {
+fn fiemap(file: &File, len: u64) -> io::Result<Vec<ByteRange>> {
     let mut out = Vec::new();
     let mut pos = 0u64;
     let mut flags = FIEMAP_FLAG_SYNC;
@@ -105,7 +124,7 @@ fn fiemap(file: &File, len: u64) -> io::Result<Vec<(u64, u64)>> {
     Ok(out)
 }
 
-fn seek_extents(file: &File, len: u64) -> io::Result<Vec<(u64, u64)>> {
+fn seek_extents(file: &File, len: u64) -> io::Result<Vec<ByteRange>> {
     let fd = file.as_raw_fd();
     let mut out = Vec::new();
     let mut pos = 0u64;
@@ -114,7 +133,7 @@ fn seek_extents(file: &File, len: u64) -> io::Result<Vec<(u64, u64)>> {
             Ok(Some(d)) => d,
             Ok(None) => break,
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) && pos == 0 => {
-                return Ok(vec![(0, len)]);
+                return Ok(vec![ByteRange { start: 0, end: len }]);
             }
             Err(e) => return Err(e),
         };
@@ -143,15 +162,15 @@ fn seek(fd: i32, pos: u64, whence: i32) -> io::Result<Option<u64>> {
     Ok(Some(r as u64))
 }
 
-/// Inclusive block ranges `(first, last)` of `block_size` blocks covering `extents`.
-pub fn to_blocks(extents: &[(u64, u64)], block_size: u64) -> Vec<(u64, u64)> {
-    let mut out: Vec<(u64, u64)> = Vec::new();
-    for &(s, e) in extents {
-        let first = s / block_size;
-        let last = e.div_ceil(block_size).saturating_sub(1);
+/// The `block_size` blocks covering `extents` (sorted), rounded outwards and merged.
+pub fn to_blocks(extents: impl IntoIterator<Item = ByteRange>, block_size: u64) -> Vec<BlockSpan> {
+    let mut out: Vec<BlockSpan> = Vec::new();
+    for ByteRange { start, end } in extents {
+        let first = start / block_size;
+        let last = end.div_ceil(block_size).saturating_sub(1);
         match out.last_mut() {
-            Some(prev) if first <= prev.1 + 1 => prev.1 = prev.1.max(last),
-            _ => out.push((first, last)),
+            Some(prev) if first <= prev.last + 1 => prev.last = prev.last.max(last),
+            _ => out.push(BlockSpan { first, last }),
         }
     }
     out
@@ -164,15 +183,7 @@ mod tests {
 
     #[test]
     fn unwritten_extents_are_not_data_even_when_cached() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&p)
-            .unwrap();
+        let f = tempfile::tempfile().unwrap();
         f.set_len(16 << 20).unwrap();
         f.write_all_at(&[1u8; 8192], 1 << 20).unwrap();
         // Preallocate (unwritten) 4 MiB and read it so its pages are cached.
@@ -184,22 +195,28 @@ mod tests {
             f.read_exact_at(&mut buf, 4 << 20).unwrap();
         }
         f.sync_all().unwrap();
-        assert_eq!(
-            data_extents(&f, 16 << 20).unwrap(),
-            [((1 << 20), (1 << 20) + 8192)]
-        );
-        assert_eq!(
-            seek_extents(&f, 16 << 20).unwrap()[0],
-            ((1 << 20), (1 << 20) + 8192)
-        );
+        let written = ByteRange {
+            start: 1 << 20,
+            end: (1 << 20) + 8192,
+        };
+        assert_eq!(data_extents(&f, 16 << 20).unwrap(), [written]);
+        assert_eq!(seek_extents(&f, 16 << 20).unwrap()[0], written);
     }
 
     #[test]
     fn blocks_round_outwards_and_merge() {
+        let bytes = |v: &[(u64, u64)]| -> Vec<ByteRange> {
+            v.iter()
+                .map(|&(start, end)| ByteRange { start, end })
+                .collect()
+        };
         assert_eq!(
-            to_blocks(&[(0, 1), (4096, 8193), (3 * 4096, 4 * 4096)], 4096),
-            [(0, 3)]
+            to_blocks(bytes(&[(0, 1), (4096, 8193), (3 * 4096, 4 * 4096)]), 4096),
+            [BlockSpan { first: 0, last: 3 }]
         );
-        assert_eq!(to_blocks(&[(8192, 12288)], 4096), [(2, 2)]);
+        assert_eq!(
+            to_blocks(bytes(&[(8192, 12288)]), 4096),
+            [BlockSpan { first: 2, last: 2 }]
+        );
     }
 }

@@ -3,15 +3,16 @@
 //! servers, so every server card carries the same set): the node-cleaner RBAC, the
 //! kube-vip RBAC and DaemonSet when the profile has a VIP, and the HelmChart add-ons.
 //!
-//! Templates live in `overlays/manifests/` (embedded at build time); a profile's
-//! overlay directory may replace any of them file by file (`<overlay>/manifests/…`).
+//! They are card templates like any other ([`Templates`]): `overlays/manifests/`
+//! (built in), replaced file by file by a profile's overlay (`<overlay>/manifests/…`).
 
-use super::PkiError;
-use super::ca::NODE_CLEANER_USER_PREFIX;
-use handlebars::Handlebars;
+use super::CardError;
+use super::templates::Templates;
 use serde_json::json;
 use std::net::Ipv4Addr;
-use std::path::Path;
+
+/// Where the manifest templates are, among the card's templates.
+pub const MANIFESTS_TEMPLATES: &str = "manifests";
 
 /// Where k3s picks up auto-deploy manifests.
 pub const MANIFESTS_DIR: &str = "/var/lib/rancher/k3s/server/manifests";
@@ -22,37 +23,6 @@ pub const KUBE_VIP_VERSION: &str = "v0.8.7";
 pub const CERT_MANAGER_VERSION: &str = "v1.16.2";
 /// kube-prometheus-stack chart version (pinned).
 pub const KUBE_PROMETHEUS_STACK_VERSION: &str = "66.3.1";
-
-const EMBEDDED: &[(&str, &str)] = &[
-    (
-        "node-cleaner-rbac.yaml",
-        include_str!("../../../overlays/manifests/node-cleaner-rbac.yaml"),
-    ),
-    (
-        "kube-vip-rbac.yaml",
-        include_str!("../../../overlays/manifests/kube-vip-rbac.yaml"),
-    ),
-    (
-        "kube-vip.yaml",
-        include_str!("../../../overlays/manifests/kube-vip.yaml"),
-    ),
-    (
-        "cert-manager.yaml",
-        include_str!("../../../overlays/manifests/cert-manager.yaml"),
-    ),
-    (
-        "kube-prometheus-stack.yaml",
-        include_str!("../../../overlays/manifests/kube-prometheus-stack.yaml"),
-    ),
-    (
-        "values/cert-manager.yaml",
-        include_str!("../../../overlays/manifests/values/cert-manager.yaml"),
-    ),
-    (
-        "values/kube-prometheus-stack.yaml",
-        include_str!("../../../overlays/manifests/values/kube-prometheus-stack.yaml"),
-    ),
-];
 
 /// Optional add-ons laid on every server card.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -68,49 +38,26 @@ pub struct Addons {
 pub struct ManifestInputs<'a> {
     /// Control-plane VIP (kube-vip is deployed only with one).
     pub vip: Option<Ipv4Addr>,
+    /// The Kubernetes user-name prefix of the servers' node-cleaner certificates
+    /// (`pki::ca::NODE_CLEANER_USER_PREFIX`).
+    pub node_cleaner_user_prefix: &'a str,
     /// Every server's node name: each gets its own node-cleaner Role and binding.
     pub servers: &'a [String],
     /// Interface kube-vip announces the VIP on.
     pub interface: &'a str,
     /// Add-ons to deploy.
     pub addons: &'a Addons,
-    /// A profile overlay directory whose `manifests/` overrides the templates.
-    pub overlay_dir: Option<&'a Path>,
+    /// The card's templates (the manifests among them).
+    pub templates: &'a Templates,
 }
 
-fn template(name: &str, overlay: Option<&Path>) -> Result<String, PkiError> {
-    if let Some(dir) = overlay {
-        let path = dir.join("manifests").join(name);
-        match std::fs::read_to_string(&path) {
-            Ok(t) => return Ok(t),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(super::io_err(path)(e)),
-        }
-    }
-    EMBEDDED
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, t)| t.to_string())
-        .ok_or_else(|| PkiError::Template {
-            name: name.into(),
-            what: "no such template".into(),
-        })
-}
-
+/// Template `name` under `manifests/` rendered with `data`.
 fn render(
+    templates: &Templates,
     name: &str,
-    overlay: Option<&Path>,
     data: &serde_json::Value,
-) -> Result<String, PkiError> {
-    let text = template(name, overlay)?;
-    let mut hb = Handlebars::new();
-    hb.set_strict_mode(true);
-    hb.register_escape_fn(handlebars::no_escape);
-    hb.render_template(&text, data)
-        .map_err(|e| PkiError::Template {
-            name: name.into(),
-            what: e.to_string(),
-        })
+) -> Result<String, CardError> {
+    templates.render(&format!("{MANIFESTS_TEMPLATES}/{name}"), data)
 }
 
 /// Indents a values overlay for a `valuesContent: |-` block.
@@ -129,14 +76,14 @@ fn indent(values: &str) -> String {
 }
 
 /// The server manifests as (file name in [`MANIFESTS_DIR`], content), in a fixed order.
-pub fn server_manifests(inp: &ManifestInputs) -> Result<Vec<(String, String)>, PkiError> {
-    let ov = inp.overlay_dir;
+pub fn server_manifests(inp: &ManifestInputs) -> Result<Vec<(String, String)>, CardError> {
+    let ov = inp.templates;
     let mut out = vec![(
         "piimg-node-cleaner-rbac.yaml".to_string(),
         render(
-            "node-cleaner-rbac.yaml",
             ov,
-            &json!({ "user_prefix": NODE_CLEANER_USER_PREFIX, "servers": inp.servers }),
+            "node-cleaner-rbac.yaml",
+            &json!({ "user_prefix": inp.node_cleaner_user_prefix, "servers": inp.servers }),
         )?,
     )];
     if let Some(vip) = inp.vip {
@@ -147,11 +94,11 @@ pub fn server_manifests(inp: &ManifestInputs) -> Result<Vec<(String, String)>, P
         });
         out.push((
             "piimg-kube-vip-rbac.yaml".into(),
-            render("kube-vip-rbac.yaml", ov, &data)?,
+            render(ov, "kube-vip-rbac.yaml", &data)?,
         ));
         out.push((
             "piimg-kube-vip.yaml".into(),
-            render("kube-vip.yaml", ov, &data)?,
+            render(ov, "kube-vip.yaml", &data)?,
         ));
     }
     let charts = [
@@ -170,11 +117,11 @@ pub fn server_manifests(inp: &ManifestInputs) -> Result<Vec<(String, String)>, P
         if !on {
             continue;
         }
-        let values = template(&format!("values/{chart}.yaml"), ov)?;
-        let data = json!({ "version": version, "values": indent(&values) });
+        let values = ov.text(&format!("{MANIFESTS_TEMPLATES}/values/{chart}.yaml"))?;
+        let data = json!({ "version": version, "values": indent(values) });
         out.push((
             format!("piimg-{chart}.yaml"),
-            render(&format!("{chart}.yaml"), ov, &data)?,
+            render(ov, &format!("{chart}.yaml"), &data)?,
         ));
     }
     Ok(out)
