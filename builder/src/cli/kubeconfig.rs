@@ -83,8 +83,7 @@ struct Doc {
 }
 
 fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    piimg::date::rfc3339_utc(t.unix_timestamp())
 }
 
 /// Runs `piimg kubeconfig`.
