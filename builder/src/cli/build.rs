@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 /// Arguments of `piimg build`.
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// Cluster profile [default: $PIIMG_PROFILE, else profiles/homelab.toml].
-    #[arg(long, short, value_name = "FILE")]
+    /// Cluster profile: the global `--profile`, as discovered by `cli::run`.
+    #[arg(skip)]
     pub profile: Option<PathBuf>,
     /// Build this node's image (repeat for several).
     #[arg(

@@ -22,15 +22,15 @@ pub struct FlashArgs {
     paths: Vec<PathBuf>,
     /// Flash the built image of this node (OUT/NAME.img).
     #[arg(long, value_name = "NAME")]
-    node: Option<String>,
+    pub(super) node: Option<String>,
     /// Where `piimg build` put the node images.
     #[arg(long, value_name = "DIR", default_value = "out", requires = "node")]
     out: PathBuf,
-    /// The profile: with --node, to check OUT/NAME.img against it and (re)build it
-    /// when missing or stale; with IMAGE, to warn when IMAGE no longer matches it
-    /// [default: $PIIMG_PROFILE, else profiles/homelab.toml].
-    #[arg(long, short, value_name = "FILE")]
-    profile: Option<PathBuf>,
+    /// The profile (the global `--profile`, as discovered by `cli::run`): with --node,
+    /// to check OUT/NAME.img against it and (re)build it when missing or stale; with
+    /// IMAGE, to warn when IMAGE no longer matches it.
+    #[arg(skip)]
+    pub(super) profile: Option<PathBuf>,
     /// With --node, when OUT/NAME.img is missing or stale: the base image to build it from.
     #[arg(long, value_name = "IMAGE", requires = "node")]
     base: Option<PathBuf>,

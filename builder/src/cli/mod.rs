@@ -1,7 +1,10 @@
 //! Command-line definition: one module per subcommand, one args struct each.
 
 use clap::{Args, Parser, Subcommand};
+use piimg::profile::PROFILE_ENV;
+use piimg::profile::discover::{discover_here, init_target};
 use piimg::progress::{OutputMode, Reporter};
+use std::path::PathBuf;
 
 mod build;
 mod cache;
@@ -36,6 +39,9 @@ pub struct GlobalArgs {
     /// Print one machine-readable JSON document on stdout.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Cluster profile [default: ./piimg.toml, else the only profiles/*.toml].
+    #[arg(long, short = 'p', global = true, env = PROFILE_ENV, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
 }
 
 impl GlobalArgs {
@@ -79,17 +85,43 @@ pub enum Command {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let out = Reporter::new(cli.global.output_mode());
+    let named = cli.global.profile.as_deref();
     match cli.command {
-        Command::Init(a) => init::run(a, out),
-        Command::Validate(a) => validate::run(a, out),
-        Command::Plan(a) => plan::run(a, out),
+        Command::Init(mut a) => {
+            a.profile.profile = init_target(named);
+            init::run(a, out)
+        }
+        Command::Validate(mut a) => {
+            a.profile.profile = discover_here(named)?;
+            validate::run(a, out)
+        }
+        Command::Plan(mut a) => {
+            a.profile.profile = discover_here(named)?;
+            plan::run(a, out)
+        }
         Command::Fetch(a) => fetch::run(a, out),
         Command::Cache(a) => cache::run(a, out),
-        Command::Build(a) => build::run(a, out),
+        Command::Build(mut a) => {
+            a.profile = Some(discover_here(named)?);
+            build::run(a, out)
+        }
         Command::Inspect(a) => inspect::run(a, out),
-        Command::Flash(a) => flash::run(a, out),
-        Command::Kubeconfig(a) => kubeconfig::run(a, out),
-        Command::Status(a) => status::run(a, out),
+        Command::Flash(mut a) => {
+            // With IMAGE the profile only feeds a staleness warning: none is fine.
+            a.profile = match a.node {
+                Some(_) => Some(discover_here(named)?),
+                None => discover_here(named).ok(),
+            };
+            flash::run(a, out)
+        }
+        Command::Kubeconfig(mut a) => {
+            a.profile.profile = discover_here(named)?;
+            kubeconfig::run(a, out)
+        }
+        Command::Status(mut a) => {
+            a.profile.profile = discover_here(named)?;
+            status::run(a, out)
+        }
     }
 }
 
