@@ -8,11 +8,14 @@ use std::path::PathBuf;
 
 mod build;
 mod cache;
+mod completions;
 mod fetch;
 mod flash;
 mod init;
 mod inspect;
 mod kubeconfig;
+mod man;
+pub mod pipe;
 mod plan;
 mod stale;
 mod status;
@@ -80,6 +83,10 @@ pub enum Command {
     Kubeconfig(kubeconfig::KubeconfigArgs),
     /// Compare the running cluster with the profile.
     Status(status::StatusArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
+    /// Print the man page, or write every page with --out.
+    Man(man::ManArgs),
 }
 
 /// Runs the parsed command line.
@@ -122,6 +129,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             a.profile.profile = discover_here(named)?;
             status::run(a, out)
         }
+        Command::Completions(a) => completions::run(a),
+        Command::Man(a) => man::run(a, out),
     }
 }
 
