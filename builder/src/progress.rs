@@ -3,6 +3,16 @@
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once [`Reporter::json`] printed the run's document (see [`json_printed`]).
+static JSON_PRINTED: AtomicBool = AtomicBool::new(false);
+
+/// True once this process printed its JSON document: an error after it must not
+/// print a second one (`--json` promises exactly one per run).
+pub fn json_printed() -> bool {
+    JSON_PRINTED.load(Ordering::SeqCst)
+}
 
 /// Output mode chosen by the global `--quiet` / `--json` flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +91,7 @@ impl Reporter {
     pub fn json<T: Serialize>(&self, value: &T) -> serde_json::Result<()> {
         if self.mode == OutputMode::Json {
             println!("{}", serde_json::to_string_pretty(value)?);
+            JSON_PRINTED.store(true, Ordering::SeqCst);
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 //! and one JSON document per run.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -218,4 +218,320 @@ fn man_pages_for_piimg_and_each_subcommand_render_without_warnings() {
     let out = piimg(dir.path()).arg("man").output().unwrap();
     ok(&out);
     assert_eq!(out.stdout, std::fs::read(pages.join("piimg.1")).unwrap());
+}
+
+/// Every variable the CLI reads, as the source spells it: `env::var*("NAME")`,
+/// clap's `env = "NAME"`, and the constants naming variables.
+fn env_vars_in_source() -> Vec<String> {
+    let mut found = std::collections::BTreeSet::new();
+    let mut stack = vec![repo_root().join("builder/src")];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            if p.extension().is_none_or(|x| x != "rs") {
+                continue;
+            }
+            let src = std::fs::read_to_string(&p).unwrap();
+            for pat in [
+                "env::var(\"",
+                "env::var_os(\"",
+                "env = \"",
+                "_ENV: &str = \"",
+            ] {
+                for (at, _) in src.match_indices(pat) {
+                    let rest = &src[at + pat.len()..];
+                    let name: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_uppercase() || *c == '_' || c.is_ascii_digit())
+                        .collect();
+                    // Fault injection of debug builds only, not a user setting.
+                    if !name.is_empty() && !name.starts_with("PIIMG_FLASH_TEST_") {
+                        found.insert(name);
+                    }
+                }
+            }
+            // Closures over a name list: `var("…")` / `nonempty("…")` calls.
+            for pat in ["nonempty(\"", "var(\""] {
+                for (at, _) in src.match_indices(pat) {
+                    let rest = &src[at + pat.len()..];
+                    let name: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_uppercase() || *c == '_' || c.is_ascii_digit())
+                        .collect();
+                    if !name.is_empty() && !name.starts_with("PIIMG_FLASH_TEST_") {
+                        found.insert(name);
+                    }
+                }
+            }
+        }
+    }
+    found.into_iter().collect()
+}
+
+#[test]
+fn every_environment_variable_is_in_help_and_readme() {
+    let vars = env_vars_in_source();
+    for must in [
+        "PIIMG_CACHE",
+        "PIIMG_PROFILE",
+        "XDG_CACHE_HOME",
+        "SOURCE_DATE_EPOCH",
+        "PIIMG_API_PORT",
+    ] {
+        assert!(
+            vars.iter().any(|v| v == must),
+            "scan missed {must}: {vars:?}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = piimg(dir.path()).arg("--help").output().unwrap();
+    ok(&out);
+    let help = text(&out.stdout);
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    for v in &vars {
+        assert!(help.contains(v), "piimg --help does not mention {v}");
+        assert!(
+            readme.contains(&format!("`{v}`")),
+            "README does not mention `{v}`"
+        );
+    }
+    // A subcommand's help lists what it reads.
+    let out = piimg(dir.path())
+        .args(["build", "--help"])
+        .output()
+        .unwrap();
+    let help = text(&out.stdout);
+    for v in ["SOURCE_DATE_EPOCH", "PIIMG_CACHE", "PIIMG_PROFILE"] {
+        assert!(help.contains(v), "build --help: no {v}");
+    }
+}
+
+/// Runs `sh -c "piimg ARGS | READER"` with pipefail off and on: the producer's
+/// status as the shell saw it, and what the reader and stderr got.
+fn piped(cwd: &Path, args: &str, reader: &str) -> (i32, String, String) {
+    let bin = env!("CARGO_BIN_EXE_piimg");
+    // bash's PIPESTATUS gives the producer's status (128 + signal when killed).
+    let script = format!("'{bin}' {args} | {reader}; echo \"status=${{PIPESTATUS[0]}}\" >&3");
+    let status_file = cwd.join("pipestatus");
+    let out = Command::new("bash")
+        .args(["--norc", "--noprofile", "-c"])
+        .arg(format!("exec 3>'{}'; {script}", status_file.display()))
+        .current_dir(cwd)
+        .env("HOME", cwd)
+        .env_remove("PIIMG_PROFILE")
+        .env_remove("COLUMNS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let status = std::fs::read_to_string(&status_file).unwrap();
+    let code = status.trim().trim_start_matches("status=").parse().unwrap();
+    (code, text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn a_closed_pipe_ends_the_run_quietly_like_coreutils() {
+    let dir = with_profile_at("profiles/homelab.toml");
+    // The reader exits at once: the first write after that meets a closed pipe.
+    for args in ["plan", "plan --json", "completions bash", "man", "--help"] {
+        let (code, _, err) = piped(dir.path(), args, "true");
+        assert!(!err.contains("panicked"), "{args}: {err}");
+        assert!(!err.contains("Broken pipe"), "{args}: {err}");
+        // 141 = 128 + SIGPIPE when a write hit the closed pipe; 0 when all output
+        // fit the pipe buffer before the reader was gone.
+        assert!(
+            code == 141 || code == 0,
+            "{args}: status {code}, stderr {err}"
+        );
+    }
+    // A reader that takes one line: the output is still right up to there.
+    let (code, first, err) = piped(dir.path(), "plan", "head -1");
+    assert!(first.starts_with("cluster homelab"), "{first}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(code == 141 || code == 0, "status {code}");
+}
+
+/// Runs piimg with stdout on a pipe whose read end is already closed: its first
+/// write meets a closed pipe, whatever the timing.
+fn with_closed_stdout(cwd: &Path, args: &[&str]) -> (std::process::ExitStatus, String) {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills two fresh descriptors that we own from here on.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: fds[0] and fds[1] are ours and open.
+    let (read_end, write_end) = unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    drop(read_end);
+    let out = piimg(cwd)
+        .args(args)
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    (out.status, text(&out.stderr))
+}
+
+#[test]
+fn writing_to_a_closed_pipe_is_sigpipe_not_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = with_profile_at("profiles/homelab.toml");
+    for args in [
+        &["plan"][..],
+        &["plan", "--json"],
+        &["validate"],
+        &["completions", "bash"],
+        &["man"],
+    ] {
+        let (status, err) = with_closed_stdout(dir.path(), args);
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGPIPE),
+            "{args:?}: {status:?} {err}"
+        );
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+/// The JSON documents on `stdout`, however many there are.
+fn json_documents(stdout: &[u8]) -> Vec<serde_json::Value> {
+    serde_json::Deserializer::from_slice(stdout)
+        .into_iter::<serde_json::Value>()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(stdout)))
+}
+
+/// Asserts a failed `--json` run printed exactly one document, with an error.
+fn one_error_document(what: &str, out: &Output) -> serde_json::Value {
+    assert!(!out.status.success(), "{what}: succeeded");
+    let docs = json_documents(&out.stdout);
+    assert_eq!(
+        docs.len(),
+        1,
+        "{what}: {} documents: {}",
+        docs.len(),
+        text(&out.stdout)
+    );
+    let doc = docs.into_iter().next().unwrap();
+    assert!(
+        doc["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{what}: no error in {doc}"
+    );
+    doc
+}
+
+#[test]
+fn usage_errors_are_one_json_document_for_every_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in [
+        "init",
+        "validate",
+        "plan",
+        "fetch",
+        "cache",
+        "build",
+        "inspect",
+        "flash",
+        "kubeconfig",
+        "status",
+        "completions",
+        "man",
+    ] {
+        // --json before and after the subcommand.
+        for args in [
+            vec!["--json", sub, "--no-such-flag"],
+            vec![sub, "--no-such-flag", "--json"],
+        ] {
+            let out = piimg(dir.path()).args(&args).output().unwrap();
+            assert_eq!(out.status.code(), Some(2), "{args:?}");
+            let doc = one_error_document(&format!("{args:?}"), &out);
+            assert_eq!(doc["usage"], true, "{args:?}");
+            assert!(
+                doc["error"].as_str().unwrap().contains("--no-such-flag"),
+                "{doc}"
+            );
+            // Humans still get clap's text on stderr.
+            assert!(text(&out.stderr).contains("Usage:"), "{args:?}");
+        }
+    }
+    // No subcommand at all; --help is still help.
+    let out = piimg(dir.path()).arg("--json").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    one_error_document("--json alone", &out);
+    let out = piimg(dir.path())
+        .args(["--json", "plan", "--help"])
+        .output()
+        .unwrap();
+    ok(&out);
+    assert!(text(&out.stdout).contains("Usage:"));
+    // Without --json a usage error prints no JSON.
+    let out = piimg(dir.path())
+        .args(["plan", "--no-such-flag"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+}
+
+#[test]
+fn failures_print_one_json_document_per_command() {
+    let dir = with_profile_at("profiles/homelab.toml");
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "[cluster]\nname = 1\n").unwrap();
+    std::fs::write(dir.path().join("not-an-image.img"), b"hello").unwrap();
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["validate", "-p", "broken.toml"],
+        vec!["plan", "-p", "missing.toml"],
+        vec!["init", "-p", "profiles/homelab.toml"],
+        vec!["fetch", "--offline", "--file", "missing.img.xz"],
+        vec!["build", "--all", "--offline", "--base", "missing.img"],
+        vec!["inspect", "missing.img"],
+        vec!["flash", "not-an-image.img", "also-missing"],
+        vec!["kubeconfig", "-p", "missing.toml"],
+        vec!["status", "-p", "missing.toml"],
+        vec!["man", "--out", "not-an-image.img"],
+    ];
+    for args in cases {
+        let out = piimg(dir.path())
+            .env("PIIMG_CACHE", dir.path().join("cache"))
+            .arg("--json")
+            .args(&args)
+            .output()
+            .unwrap();
+        one_error_document(&format!("{args:?}"), &out);
+    }
+}
+
+#[test]
+fn an_os_error_is_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["plan", "-p", "missing.toml"][..],
+        &["inspect", "missing.img"],
+        &["build", "-p", "missing.toml", "--all"],
+    ] {
+        let out = piimg(dir.path()).args(args).output().unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(
+            err.matches("No such file or directory").count(),
+            1,
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("missing."), "{args:?} names no file: {err}");
+        let out = piimg(dir.path()).arg("--json").args(args).output().unwrap();
+        let doc = one_error_document(&format!("{args:?}"), &out);
+        assert_eq!(
+            doc["error"].as_str().unwrap().matches("os error 2").count(),
+            1,
+            "{doc}"
+        );
+    }
 }

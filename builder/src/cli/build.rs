@@ -271,6 +271,12 @@ pub fn run(args: BuildArgs, out: Reporter) -> anyhow::Result<()> {
         bail!("interrupted: no new image was put in place for the unfinished nodes");
     }
     match out.mode() {
+        // The run's one document: built images and, if any, the nodes that failed.
+        OutputMode::Json if !failed.is_empty() => out.json(&serde_json::json!({
+            "images": summaries,
+            "failed": failed,
+            "error": format!("{} of {} image(s) failed", failed.len(), failed.len() + summaries.len()),
+        }))?,
         OutputMode::Json => out.json(&serde_json::json!({ "images": summaries }))?,
         OutputMode::Human => {
             for s in &summaries {

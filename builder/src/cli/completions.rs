@@ -1,7 +1,7 @@
 //! `piimg completions SHELL`: the shell's completion script, generated from the
 //! same clap definition as the parser so it cannot drift from it.
 
-use clap::{Args, CommandFactory};
+use clap::Args;
 use clap_complete::Shell;
 
 /// Arguments of `piimg completions`.
@@ -22,7 +22,7 @@ pub struct CompletionsArgs {
 
 /// Writes the completion script to stdout.
 pub fn run(args: CompletionsArgs) -> anyhow::Result<()> {
-    let mut cmd = super::Cli::command();
+    let mut cmd = super::command();
     let mut buf = Vec::new();
     clap_complete::generate(args.shell, &mut cmd, "piimg", &mut buf);
     super::pipe::write_stdout(&buf)

@@ -20,19 +20,21 @@ pub struct ManArgs {
 
 /// Prints `piimg.1`, or writes every page into `--out`.
 pub fn run(args: ManArgs, out: Reporter) -> anyhow::Result<()> {
+    // The clap definition without the --help ENVIRONMENT text: the pages get a
+    // roff ENVIRONMENT section of their own.
     let mut cmd = super::Cli::command();
     // Built, so that each subcommand carries the global options on its own page.
     cmd.build();
     let Some(dir) = args.out else {
-        return super::pipe::write_stdout(&render(&cmd)?);
+        return super::pipe::write_stdout(&render(&cmd, None)?);
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut written = vec![write_page(&dir, "piimg", &cmd)?];
+    let mut written = vec![write_page(&dir, "piimg", &cmd, None)?];
     for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
         let name = format!("piimg-{}", sub.get_name());
         // The sub-page's NAME and SYNOPSIS say `piimg-build`, as git's pages do.
         let page = sub.clone().name(name.clone()).bin_name(name.clone());
-        written.push(write_page(&dir, &name, &page)?);
+        written.push(write_page(&dir, &name, &page, Some(sub.get_name()))?);
     }
     let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
     if out.is_json() {
@@ -45,17 +47,30 @@ pub fn run(args: ManArgs, out: Reporter) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn render(cmd: &clap::Command) -> anyhow::Result<Vec<u8>> {
+/// The page of `cmd`, with the ENVIRONMENT section of `sub` (`None`: `piimg`)
+/// before VERSION, where man-pages(7) puts it.
+fn render(cmd: &clap::Command, sub: Option<&str>) -> anyhow::Result<Vec<u8>> {
     let mut buf = Vec::new();
     clap_mangen::Man::new(cmd.clone())
         .render(&mut buf)
         .context("rendering the man page")?;
-    Ok(buf)
+    let page = String::from_utf8(buf).context("the rendered man page is not UTF-8")?;
+    let env = super::environment::roff_section(sub);
+    let page = match page.find(".SH VERSION") {
+        Some(at) => format!("{}{env}{}", &page[..at], &page[at..]),
+        None => format!("{page}{env}"),
+    };
+    Ok(page.into_bytes())
 }
 
-fn write_page(dir: &Path, name: &str, cmd: &clap::Command) -> anyhow::Result<PathBuf> {
+fn write_page(
+    dir: &Path,
+    name: &str,
+    cmd: &clap::Command,
+    sub: Option<&str>,
+) -> anyhow::Result<PathBuf> {
     let path = dir.join(format!("{name}.1"));
-    write_atomic(&path, &render(cmd)?, 0o644)
+    write_atomic(&path, &render(cmd, sub)?, 0o644)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }

@@ -1,6 +1,6 @@
 //! Command-line definition: one module per subcommand, one args struct each.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use piimg::profile::PROFILE_ENV;
 use piimg::profile::discover::{discover_here, init_target};
 use piimg::progress::{OutputMode, Reporter};
@@ -9,10 +9,12 @@ use std::path::PathBuf;
 mod build;
 mod cache;
 mod completions;
+mod environment;
 mod fetch;
 mod flash;
 mod init;
 mod inspect;
+pub mod json_error;
 mod kubeconfig;
 mod man;
 pub mod pipe;
@@ -89,6 +91,12 @@ pub enum Command {
     Man(man::ManArgs),
 }
 
+/// The full command definition: the derived one plus its ENVIRONMENT sections.
+/// Parsing, completions and man pages all use this one.
+pub fn command() -> clap::Command {
+    environment::document(Cli::command())
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let out = Reporter::new(cli.global.output_mode());
@@ -137,10 +145,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_definition_is_consistent() {
-        Cli::command().debug_assert();
+        command().debug_assert();
     }
 }
