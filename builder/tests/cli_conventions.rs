@@ -535,3 +535,65 @@ fn an_os_error_is_printed_once() {
         );
     }
 }
+
+#[test]
+fn plan_fits_80_columns_and_wide_keeps_one_line_per_node() {
+    let dir = with_profile_at("profiles/homelab.toml");
+    let out = piimg(dir.path())
+        .env("COLUMNS", "80")
+        .arg("plan")
+        .output()
+        .unwrap();
+    ok(&out);
+    let narrow = text(&out.stdout);
+    for line in narrow.lines() {
+        assert!(
+            line.chars().count() <= 80,
+            "{} columns: {line}",
+            line.chars().count()
+        );
+    }
+    let out = piimg(dir.path())
+        .env("COLUMNS", "80")
+        .args(["plan", "--wide"])
+        .output()
+        .unwrap();
+    ok(&out);
+    let wide = text(&out.stdout);
+    assert!(wide.lines().any(|l| l.chars().count() > 80), "{wide}");
+    // Nothing lost: every node's row, and every word of the wide table, is there.
+    let doc = piimg(dir.path()).args(["plan", "--json"]).output().unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&doc.stdout).unwrap();
+    let nodes = doc["nodes"].as_array().unwrap();
+    assert!(nodes.len() > 1);
+    for n in nodes {
+        let name = n["name"].as_str().unwrap();
+        let row = narrow
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no row for {name}:\n{narrow}"));
+        assert!(row.contains(n["ip"].as_str().unwrap()), "{row}");
+        assert_eq!(wide.lines().filter(|l| l.starts_with(name)).count(), 1);
+    }
+    let words = |t: &str| {
+        let mut w: Vec<String> = t
+            .split_whitespace()
+            .filter(|w| {
+                ![
+                    "first",
+                    "boot:",
+                    "re-flash:",
+                    "BOOT",
+                    "FIRST",
+                    "RE-FLASH",
+                    "·",
+                ]
+                .contains(w)
+            })
+            .map(str::to_string)
+            .collect();
+        w.sort();
+        w
+    };
+    assert_eq!(words(&narrow), words(&wide));
+}

@@ -63,7 +63,7 @@ pub const VARS: &[EnvVar] = &[
     EnvVar {
         name: "COLUMNS",
         used_by: &["plan"],
-        what: "width of the plan table [default: the terminal's, else 80]",
+        what: "width of the plan table [default: the terminal's; none in a pipe]",
     },
 ];
 

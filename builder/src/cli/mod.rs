@@ -21,6 +21,7 @@ pub mod pipe;
 mod plan;
 mod stale;
 mod status;
+mod table;
 mod validate;
 
 /// Ready-to-flash Raspberry Pi OS images for a k3s cluster.
