@@ -597,3 +597,151 @@ fn plan_fits_80_columns_and_wide_keeps_one_line_per_node() {
     };
     assert_eq!(words(&narrow), words(&wide));
 }
+
+mod support;
+
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDaZHaCdoVEb1zwLI5CNGewvIXbUN372synbuJpT30X8 test@piimg";
+
+/// A scratch directory with a two-node `piimg.toml` (found by discovery).
+fn two_node_lab() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("piimg.toml"),
+        format!(
+            r#"[cluster]
+name = "lab"
+domain = "lan"
+
+[network]
+cidr = "192.168.86.0/24"
+gateway = "192.168.86.1"
+dns = ["192.168.86.1"]
+
+[k3s]
+version = "v1.31.4+k3s1"
+
+[access]
+admin_user = "admin"
+ssh_keys = ["{KEY}"]
+
+[[nodes]]
+name = "pi5-master-1"
+ip = "192.168.86.31"
+role = "server"
+hardware = "pi5-8gb"
+
+[[nodes]]
+name = "pi4-worker-1"
+ip = "192.168.86.41"
+role = "agent"
+hardware = "pi4-2gb"
+"#
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+fn lab_piimg(dir: &Path) -> Command {
+    let mut c = piimg(dir);
+    c.env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("PIIMG_CACHE", dir.join("cache"));
+    c
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_failed_build_prints_one_json_document_naming_the_failures() {
+    let lab = two_node_lab();
+    let base = support::image("bookworm", &[]);
+    // An overlay file bigger than the boot partition: no card can fit.
+    let overlay = lab.path().join("overlay/boot");
+    std::fs::create_dir_all(&overlay).unwrap();
+    std::fs::File::create(overlay.join("huge.bin"))
+        .unwrap()
+        .set_len(513 << 20)
+        .unwrap();
+    let profile = lab.path().join("piimg.toml");
+    let text_of = std::fs::read_to_string(&profile).unwrap();
+    std::fs::write(
+        &profile,
+        text_of.replace("[cluster]\n", "[cluster]\noverlay_dir = \"overlay\"\n"),
+    )
+    .unwrap();
+    let out = lab_piimg(lab.path())
+        .args(["build", "--all", "--offline", "--json", "--base"])
+        .arg(&base.path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let doc = one_error_document("build --all --json", &out);
+    let failed = doc["failed"].as_array().expect("failed nodes listed");
+    assert_eq!(failed.len(), 2, "{doc}");
+    assert!(
+        names_in(&lab.path().join("out"))
+            .iter()
+            .all(|n| !n.ends_with(".partial"))
+    );
+}
+
+#[test]
+fn ctrl_c_during_build_all_xz_exits_130_and_leaves_no_partial_files() {
+    let lab = two_node_lab();
+    // Incompressible data keeps xz busy long enough to be interrupted mid-way.
+    let base = support::image("bookworm", &["--fill-mib", "200"]);
+    let out_dir = lab.path().join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    // A temp file an earlier killed run left behind: it goes too.
+    std::fs::write(out_dir.join(".pi4-worker-1.img.xz.stale.partial"), b"x").unwrap();
+    let mut child = lab_piimg(lab.path())
+        .args(["build", "--all", "--xz", "--offline", "--quiet", "--base"])
+        .arg(&base.path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the xz phase (its temp output exists), then interrupt.
+    let t0 = std::time::Instant::now();
+    let compressing = loop {
+        let names = names_in(&out_dir);
+        if names
+            .iter()
+            .any(|n| n.contains(".img.xz.") && n.ends_with(".partial") && !n.contains("stale"))
+        {
+            break true;
+        }
+        if t0.elapsed().as_secs() > 120 || child.try_wait().unwrap().is_some() {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    assert!(
+        compressing,
+        "never saw the xz phase: {:?}",
+        names_in(&out_dir)
+    );
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let sent = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    eprintln!("exited {:.2} s after SIGINT", sent.elapsed().as_secs_f64());
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    let left = names_in(&out_dir);
+    assert!(left.iter().all(|n| !n.ends_with(".partial")), "{left:?}");
+    assert!(left.iter().all(|n| !n.ends_with(".xz")), "{left:?}");
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+}

@@ -7,6 +7,9 @@ use std::error::Error;
 
 /// Exit status of a usage error (clap's, and the BSD `EX_USAGE` family's habit).
 pub const USAGE_EXIT: i32 = 2;
+/// Exit status of a run stopped by Ctrl-C or SIGTERM: 128 + SIGINT, as a shell
+/// reports a command the signal ended.
+pub const INTERRUPTED_EXIT: i32 = 130;
 
 /// True when `--json` appears among the arguments (before `--`), however the rest
 /// of the command line parses.
@@ -44,7 +47,11 @@ pub fn report(err: &anyhow::Error, json: bool) -> i32 {
         println!("{}", serde_json::json!({ "error": msg }));
     }
     eprintln!("error: {msg}");
-    1
+    if piimg::output::interrupt::interrupted() {
+        INTERRUPTED_EXIT
+    } else {
+        1
+    }
 }
 
 /// Prints a command-line usage error: clap's text on stderr and, with `--json`,
