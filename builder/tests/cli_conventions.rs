@@ -745,3 +745,62 @@ fn ctrl_c_during_build_all_xz_exits_130_and_leaves_no_partial_files() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("interrupted"), "{err}");
 }
+
+#[test]
+fn progress_bars_are_gone_from_the_terminal_when_the_build_ends() {
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("python3 missing (scripts/setup installs it): pty test skipped");
+        return;
+    }
+    let lab = two_node_lab();
+    // Big enough for the bars to be drawn a few times.
+    let base = support::image("bookworm", &["--fill-mib", "16"]);
+    let script = repo_root().join("builder/tests/cli_conventions_support/pty_screen.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(env!("CARGO_BIN_EXE_piimg"))
+        .args([
+            "build",
+            "--node",
+            "pi4-worker-1",
+            "--xz",
+            "--offline",
+            "--base",
+        ])
+        .arg(&base.path)
+        .current_dir(lab.path())
+        .env("HOME", lab.path())
+        .env("TERM", "xterm")
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("PIIMG_CACHE", lab.path().join("cache"))
+        .env_remove("PIIMG_PROFILE")
+        .env_remove("COLUMNS")
+        .output()
+        .unwrap();
+    ok(&out);
+    let report = text(&out.stdout);
+    let mut lines = report.lines();
+    assert_eq!(lines.next(), Some("status=0"), "{report}");
+    let redraws: usize = lines
+        .next()
+        .and_then(|l| l.strip_prefix("raw-bars="))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(
+        redraws > 0,
+        "no bar was ever drawn, nothing tested:\n{report}"
+    );
+    let screen: Vec<&str> = lines.collect();
+    assert!(
+        screen
+            .iter()
+            .any(|l| l.starts_with("pi4-worker-1") && l.contains("out/pi4-worker-1.img")),
+        "{report}"
+    );
+    assert!(
+        screen
+            .iter()
+            .all(|l| !l.contains("ETA") && !l.contains("[=")),
+        "bar left on screen:\n{report}"
+    );
+}
