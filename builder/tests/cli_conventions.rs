@@ -804,3 +804,27 @@ fn progress_bars_are_gone_from_the_terminal_when_the_build_ends() {
         "bar left on screen:\n{report}"
     );
 }
+
+#[test]
+fn build_removes_stale_temp_files_of_killed_runs_for_every_selected_node() {
+    let lab = two_node_lab();
+    let out_dir = lab.path().join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let stale = [
+        ".pi4-worker-1.img.xz.Ab12.partial",
+        ".pi5-master-1.img.bmap.Cd34.partial",
+        ".pi5-master-1.img.q9.partial",
+    ];
+    for s in stale {
+        std::fs::write(out_dir.join(s), b"left by a killed run").unwrap();
+    }
+    // Not ours: another file's temp and an unrelated name stay.
+    std::fs::write(out_dir.join(".other.img.Zz.partial"), b"x").unwrap();
+    // The run fails before building anything (no such base): the cleanup came first.
+    let out = lab_piimg(lab.path())
+        .args(["build", "--all", "--offline", "--base", "missing.img"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(names_in(&out_dir), [".other.img.Zz.partial"]);
+}

@@ -91,6 +91,13 @@ pub fn run(args: BuildArgs, out: Reporter) -> anyhow::Result<()> {
         );
     }
     let wanted = select_nodes(&profile, &args)?;
+    // Temp files killed runs left of any of these nodes' outputs go now, also of
+    // outputs this run may not reach.
+    for n in &wanted {
+        for ext in ["img", "img.bmap", "img.xz"] {
+            piimg::atomic::remove_stale_temps(&args.out.join(format!("{n}.{ext}")));
+        }
+    }
     let build_time = build_time()?;
 
     // The base is checked (sanity, release, first-boot mechanism) before anything is
