@@ -75,7 +75,7 @@ struct Summary {
 /// Runs `piimg build`.
 pub fn run(args: BuildArgs, out: Reporter) -> anyhow::Result<()> {
     interrupt::install();
-    let profile_path = profile_path(args.profile.as_deref());
+    let profile_path = profile_path(args.profile.as_deref())?;
     let profile = profile::load(&profile_path)?;
     let findings = profile::validate(&profile);
     for w in &findings.warnings {
@@ -404,15 +404,10 @@ fn first_bring_up(plan: &NodePlan, cluster: &secrets::ClusterSecrets) -> bool {
         && (!cluster.bootstrap_issued() || plan.servers.len() == 1)
 }
 
-/// `--profile`, else `$PIIMG_PROFILE`, else the default profile.
-pub(crate) fn profile_path(arg: Option<&Path>) -> PathBuf {
-    arg.map(Path::to_path_buf)
-        .or_else(|| {
-            std::env::var_os(profile::PROFILE_ENV)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        })
-        .unwrap_or_else(|| PathBuf::from(profile::DEFAULT_PROFILE))
+/// `--profile`, else what [`profile::discover`] finds (`$PIIMG_PROFILE`,
+/// `./piimg.toml`, the only `profiles/*.toml`).
+pub(crate) fn profile_path(arg: Option<&Path>) -> anyhow::Result<PathBuf> {
+    Ok(profile::discover::discover_here(arg)?)
 }
 
 fn select_nodes(profile: &profile::Profile, args: &BuildArgs) -> anyhow::Result<Vec<String>> {

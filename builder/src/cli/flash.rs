@@ -22,7 +22,7 @@ pub struct FlashArgs {
     paths: Vec<PathBuf>,
     /// Flash the built image of this node (OUT/NAME.img).
     #[arg(long, value_name = "NAME")]
-    pub(super) node: Option<String>,
+    node: Option<String>,
     /// Where `piimg build` put the node images.
     #[arg(long, value_name = "DIR", default_value = "out", requires = "node")]
     out: PathBuf,

@@ -98,6 +98,12 @@ pub fn command() -> clap::Command {
     environment::document(Cli::command())
 }
 
+/// The `--profile`/`$PIIMG_PROFILE` given, if any, for commands that discover
+/// the profile only when they need one.
+fn cli_profile(named: Option<&std::path::Path>) -> Option<PathBuf> {
+    named.map(std::path::Path::to_path_buf)
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let out = Reporter::new(cli.global.output_mode());
@@ -123,11 +129,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Inspect(a) => inspect::run(a, out),
         Command::Flash(mut a) => {
-            // With IMAGE the profile only feeds a staleness warning: none is fine.
-            a.profile = match a.node {
-                Some(_) => Some(discover_here(named)?),
-                None => discover_here(named).ok(),
-            };
+            // Discovered where it is needed (build::profile_path): with IMAGE it only
+            // feeds a staleness warning, with --node only a (re)build needs one.
+            a.profile = cli_profile(named);
             flash::run(a, out)
         }
         Command::Kubeconfig(mut a) => {
