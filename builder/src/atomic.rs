@@ -84,6 +84,15 @@ pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     sync_dir(parent_dir(path))
 }
 
+/// Removes the temp files earlier killed runs left for `dest` ([`AtomicFile::create`]
+/// does this for the file it starts; a command calls it for every output it owns,
+/// as an interrupted run may stop before reaching some of them).
+pub fn remove_stale_temps(dest: &Path) {
+    if let Some(name) = dest.file_name() {
+        remove_stale(parent_dir(dest), &name.to_string_lossy());
+    }
+}
+
 /// Removes temp files of earlier runs for the destination `name` in `dir` (this
 /// module's `.NAME.XXXXXX.partial` pattern) that no process holds: what a killed
 /// run (SIGKILL, power cut) left behind. Best effort: a file that cannot be checked

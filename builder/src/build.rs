@@ -14,8 +14,9 @@
 use crate::card::{self, Card, FirstBoot, NodeHa, NodeSecrets, Os, RenderOptions, Templates};
 use crate::image::{Image, ImageError, Release};
 use crate::inputs::{BaseId, Inputs};
+use crate::interrupt;
 use crate::output::blockmap::{self, BlockMapError};
-use crate::output::{interrupt, write};
+use crate::output::write;
 use crate::pki::{ClusterCa, HaOptions, PkiError};
 use crate::plan::{NodePlan, PlanError};
 use crate::profile::keys::{self, KeyError};
@@ -119,7 +120,7 @@ impl BuildReport {
             failures: self
                 .failures
                 .iter()
-                .map(|f| format!("{}: {}", f.node, error_chain(&f.error)))
+                .map(|f| format!("{}: {}", f.node, crate::error_text::chain(&f.error)))
                 .collect(),
         })
     }
@@ -278,17 +279,6 @@ impl From<ImageError> for BuildError {
 }
 
 /// `error` and its causes, `: `-separated (as `{:#}` of an `anyhow::Error` prints).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut next = error.source();
-    while let Some(e) = next {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        next = e.source();
-    }
-    out
-}
-
 /// The base image to build from.
 struct Base {
     path: PathBuf,
@@ -323,6 +313,13 @@ pub fn build(req: &BuildRequest, out: &Reporter) -> Result<BuildReport, BuildErr
         });
     }
     let wanted = select_nodes(&profile, &req.nodes)?;
+    // Temp files killed runs left of any of these nodes' outputs go now, also of
+    // outputs this run may not reach.
+    for n in &wanted {
+        for ext in ["img", "img.bmap", "img.xz"] {
+            crate::atomic::remove_stale_temps(&req.out_dir.join(format!("{n}.{ext}")));
+        }
+    }
     let build_time = build_time()?;
 
     // The base is checked (sanity, release, first-boot mechanism) before anything is

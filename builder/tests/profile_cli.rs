@@ -126,7 +126,7 @@ fn missing_default_profile_says_how_to_get_one() {
     let out = piimg(dir.path(), dir.path()).arg("plan").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("no profile at profiles/homelab.toml"), "{err}");
+    assert!(err.contains("no profile: no --profile"), "{err}");
     assert!(err.contains("piimg init"), "{err}");
 }
 

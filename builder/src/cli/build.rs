@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 /// Arguments of `piimg build`.
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// Cluster profile [default: $PIIMG_PROFILE, else profiles/homelab.toml].
-    #[arg(long, short, value_name = "FILE")]
+    /// Cluster profile: the global `--profile`, as discovered by `cli::run`.
+    #[arg(skip)]
     pub profile: Option<PathBuf>,
     /// Build this node's image (repeat for several).
     #[arg(
@@ -49,9 +49,9 @@ pub struct BuildArgs {
 impl BuildArgs {
     /// The library request these arguments ask for; `sha256` also when the output
     /// is JSON (the summary carries it).
-    pub fn request(&self, out: &Reporter) -> BuildRequest {
-        BuildRequest {
-            profile: profile_path(self.profile.as_deref()),
+    pub fn request(&self, out: &Reporter) -> anyhow::Result<BuildRequest> {
+        Ok(BuildRequest {
+            profile: profile_path(self.profile.as_deref())?,
             nodes: if self.all {
                 Nodes::All
             } else {
@@ -64,13 +64,13 @@ impl BuildArgs {
             new_cluster: self.new_cluster,
             sha256: self.sha256 || out.is_json(),
             jobs: self.jobs,
-        }
+        })
     }
 }
 
 /// Runs `piimg build`.
 pub fn run(args: BuildArgs, out: Reporter) -> anyhow::Result<()> {
-    let report = build::build(&args.request(&out), &out)?;
+    let report = build::build(&args.request(&out)?, &out)?;
     print(&report, &out)?;
     report.check()?;
     Ok(())
@@ -79,6 +79,23 @@ pub fn run(args: BuildArgs, out: Reporter) -> anyhow::Result<()> {
 /// Prints the images `report` put in place (stdout: a line each, or the JSON summary).
 pub(super) fn print(report: &BuildReport, out: &Reporter) -> anyhow::Result<()> {
     match out.mode() {
+        // The run's one document: built images and, if any, the nodes that failed.
+        OutputMode::Json if !report.failures.is_empty() => {
+            let failed: Vec<String> = report
+                .failures
+                .iter()
+                .map(|f| format!("{}: {}", f.node, piimg::error_text::chain(&f.error)))
+                .collect();
+            out.json(&serde_json::json!({
+                "images": report.images,
+                "failed": failed,
+                "error": format!(
+                    "{} of {} image(s) failed",
+                    failed.len(),
+                    failed.len() + report.images.len()
+                ),
+            }))?
+        }
         OutputMode::Json => out.json(&serde_json::json!({ "images": report.images }))?,
         OutputMode::Human => {
             for s in report.images.iter().map(|i| &i.written) {
@@ -101,13 +118,8 @@ pub(super) fn print(report: &BuildReport, out: &Reporter) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// `--profile`, else `$PIIMG_PROFILE`, else the default profile.
-pub(crate) fn profile_path(arg: Option<&Path>) -> PathBuf {
-    arg.map(Path::to_path_buf)
-        .or_else(|| {
-            std::env::var_os(profile::PROFILE_ENV)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        })
-        .unwrap_or_else(|| PathBuf::from(profile::DEFAULT_PROFILE))
+/// `--profile`, else what [`profile::discover`] finds (`$PIIMG_PROFILE`,
+/// `./piimg.toml`, the only `profiles/*.toml`).
+pub(crate) fn profile_path(arg: Option<&Path>) -> anyhow::Result<PathBuf> {
+    Ok(profile::discover::discover_here(arg)?)
 }

@@ -62,6 +62,8 @@ impl FetchArgs {
 /// Runs `piimg fetch`.
 pub fn run(args: FetchArgs, out: Reporter) -> anyhow::Result<()> {
     let opts = args.options()?;
+    // Ctrl-C/SIGTERM stop between chunks: temp files go, the download resumes later.
+    piimg::interrupt::install();
     let fetched = fetch::fetch(&opts, &out).context("piimg fetch")?;
     if out.is_json() {
         out.json(&fetched)?;

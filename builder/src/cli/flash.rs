@@ -7,7 +7,7 @@ use anyhow::{Context, anyhow, bail};
 use clap::Args;
 use piimg::build::{self, BuildRequest, Nodes};
 use piimg::flash::{self, FaultInjection, FlashOptions, MapOrigin, Source, SystemView, TargetKind};
-use piimg::output::interrupt;
+use piimg::interrupt;
 use piimg::progress::Reporter;
 
 /// Arguments of `piimg flash`.
@@ -27,11 +27,11 @@ pub struct FlashArgs {
     /// Where `piimg build` put the node images.
     #[arg(long, value_name = "DIR", default_value = "out", requires = "node")]
     out: PathBuf,
-    /// The profile: with --node, to check OUT/NAME.img against it and (re)build it
-    /// when missing or stale; with IMAGE, to warn when IMAGE no longer matches it
-    /// [default: $PIIMG_PROFILE, else profiles/homelab.toml].
-    #[arg(long, short, value_name = "FILE")]
-    profile: Option<PathBuf>,
+    /// The profile (the global `--profile`, as discovered by `cli::run`): with --node,
+    /// to check OUT/NAME.img against it and (re)build it when missing or stale; with
+    /// IMAGE, to warn when IMAGE no longer matches it.
+    #[arg(skip)]
+    pub(super) profile: Option<PathBuf>,
     /// With --node, when OUT/NAME.img is missing or stale: the base image to build it from.
     #[arg(long, value_name = "IMAGE", requires = "node")]
     base: Option<PathBuf>,
@@ -161,14 +161,13 @@ fn resolve_paths(args: &FlashArgs) -> anyhow::Result<(PathBuf, PathBuf)> {
 /// `--node NAME` with no or a stale OUT/NAME.img: build it, as `piimg build --node
 /// NAME` would.
 fn build_first(args: &FlashArgs, node: &str, image: &Path, out: Reporter) -> anyhow::Result<()> {
+    let context = || format!("building {node}'s image before flashing it");
+    let profile = super::build::profile_path(args.profile.as_deref()).with_context(context)?;
     let req = BuildRequest {
         base: args.base.clone(),
         out_dir: args.out.clone(),
         offline: args.offline,
-        ..BuildRequest::new(
-            super::build::profile_path(args.profile.as_deref()),
-            Nodes::Named(vec![node.to_string()]),
-        )
+        ..BuildRequest::new(profile, Nodes::Named(vec![node.to_string()]))
     };
     // One JSON document on stdout (flash's): the build talks like --quiet then.
     let build_out = if out.is_json() {
@@ -176,7 +175,6 @@ fn build_first(args: &FlashArgs, node: &str, image: &Path, out: Reporter) -> any
     } else {
         out
     };
-    let context = || format!("building {node}'s image before flashing it");
     let report = build::build(&req, &build_out).with_context(context)?;
     super::build::print(&report, &build_out)?;
     report.check().with_context(context)?;

@@ -20,6 +20,9 @@ pub struct PlanArgs {
     /// The profile to plan.
     #[command(flatten)]
     pub profile: ProfileArg,
+    /// The full table on one line per node, however wide the terminal.
+    #[arg(long)]
+    pub wide: bool,
 }
 
 /// One node of the plan, as shown.
@@ -174,13 +177,13 @@ pub fn run(args: PlanArgs, out: Reporter) -> anyhow::Result<()> {
     match out.mode() {
         OutputMode::Json => out.json(&doc).context("writing JSON")?,
         OutputMode::Quiet => {}
-        OutputMode::Human => print_table(&doc),
+        OutputMode::Human => print_table(&doc, super::table::width(args.wide)),
     }
     Ok(())
 }
 
-fn print_table(doc: &Doc) {
-    println!(
+fn print_table(doc: &Doc, width: Option<usize>) {
+    let title = format!(
         "cluster {} · k3s {} · {}{} · workers carry the {} token · server cards: own node-cleaner certificate, {} days",
         doc.cluster,
         doc.k3s_version,
@@ -196,6 +199,7 @@ fn print_table(doc: &Doc) {
         doc.worker_token,
         doc.node_cleaner_days
     );
+    println!("{}", super::table::wrap_parts(&title, " · ", width));
     let header = ["NODE", "IP", "ROLE", "HARDWARE", "FIRST BOOT", "RE-FLASH"];
     let rows: Vec<[String; 6]> = doc
         .nodes
@@ -216,25 +220,6 @@ fn print_table(doc: &Doc) {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(cell);
-            } else {
-                s.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        println!("{}", s.trim_end());
-    };
-    line(header.to_vec());
-    for row in &rows {
-        line(row.iter().map(String::as_str).collect());
-    }
+    // NODE, IP, ROLE and HARDWARE stay a table; the two long ones move under the row.
+    print!("{}", super::table::render(header, &rows, 4, width));
 }

@@ -53,7 +53,7 @@ pub fn node_image_changes(
             manifest.node
         )]));
     }
-    let profile_path = super::build::profile_path(profile_arg);
+    let profile_path = super::build::profile_path(profile_arg)?;
     let profile = profile::load(&profile_path)?;
     let state = secrets::peek_state(&profile_path)
         .with_context(|| format!("the cluster state of {}", profile_path.display()))?
@@ -94,7 +94,7 @@ fn cached_base() -> Option<String> {
 pub fn image_warning(image: &Path, profile_arg: Option<&Path>) -> Option<String> {
     let manifest = manifest_of(image).ok()??;
     let built = manifest.inputs.as_ref()?;
-    let profile_path: PathBuf = super::build::profile_path(profile_arg);
+    let profile_path: PathBuf = super::build::profile_path(profile_arg).ok()?;
     let profile = profile::load(&profile_path).ok()?;
     if profile.cluster.name != manifest.cluster {
         return None;

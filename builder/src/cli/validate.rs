@@ -3,31 +3,23 @@
 use anyhow::Context;
 use clap::Args;
 use piimg::profile::keys::{self, KeySources};
-use piimg::profile::{self, DEFAULT_PROFILE, Finding, Findings, PROFILE_ENV, Profile};
+use piimg::profile::{self, Finding, Findings, Profile};
 use piimg::progress::{OutputMode, Reporter};
 use serde::Serialize;
 use std::path::PathBuf;
 
-/// `--profile PATH` (env `PIIMG_PROFILE`, default `profiles/homelab.toml`), shared by
-/// every subcommand that reads a profile.
+/// The profile a subcommand reads (or, for `init`, writes): chosen once from the
+/// global `--profile`/`$PIIMG_PROFILE` by [`piimg::profile::discover`] in `cli::run`.
 #[derive(Debug, Clone, Args)]
 pub struct ProfileArg {
-    /// Cluster profile to use.
-    #[arg(long, short = 'p', env = PROFILE_ENV, default_value = DEFAULT_PROFILE, value_name = "PATH")]
+    /// The profile's path.
+    #[arg(skip)]
     pub profile: PathBuf,
 }
 
 impl ProfileArg {
     /// Loads the profile (syntax and types only; see [`profile::validate`]).
     pub fn load(&self) -> anyhow::Result<Profile> {
-        if !self.profile.exists() && self.profile == std::path::Path::new(DEFAULT_PROFILE) {
-            anyhow::bail!(
-                "no profile at {DEFAULT_PROFILE} (relative to {}); pass --profile PATH, set {PROFILE_ENV}, or create one with `piimg init`",
-                std::env::current_dir()
-                    .map(|d| d.display().to_string())
-                    .unwrap_or_else(|_| ".".into())
-            );
-        }
         Ok(profile::load(&self.profile)?)
     }
 }

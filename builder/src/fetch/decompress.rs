@@ -271,7 +271,7 @@ fn run(
     let sha256 = hex::encode(sink.hasher.finalize());
     let range_mismatch = sink.ranges.and_then(RangeHasher::finish);
     spec.bar.set_length(size);
-    spec.bar.finish();
+    spec.bar.finish_and_clear();
     Ok(Decoded {
         file,
         sha256,

@@ -248,6 +248,7 @@ fn stream_body(
         job.spec.need.set_download(start + n);
     }
     loop {
+        interrupted(job.partial, "the partial download resumes on the next run")?;
         let mut buf = vec![0u8; CHUNK];
         let (n, err) = read_some(&mut resp, &mut buf);
         if n > 0 {
@@ -284,6 +285,20 @@ fn stream_body(
     }
 }
 
+/// `Err` once Ctrl-C/SIGTERM arrived (when `piimg fetch` installed the handler of
+/// [`crate::interrupt`]): the caller's temp files are dropped, removed; a
+/// partial download stays for the next run to resume.
+fn interrupted(path: &Path, then: &str) -> Result<(), FetchError> {
+    if crate::interrupt::interrupted() {
+        let e = std::io::Error::new(
+            std::io::ErrorKind::Interrupted,
+            format!("interrupted; {then}"),
+        );
+        return Err(FetchError::io("stopping", path, e));
+    }
+    Ok(())
+}
+
 /// Reads until `buf` holds a good-sized chunk, the body ends, or an error occurs
 /// (returned beside the bytes that did arrive).
 fn read_some(r: &mut impl Read, buf: &mut [u8]) -> (usize, Option<std::io::Error>) {
@@ -315,6 +330,7 @@ pub(crate) fn read_local(
     let mut pass = Pass::new(spec)?;
     let mut off = 0;
     while off < len {
+        interrupted(path, "nothing was cached")?;
         let n = CHUNK.min((len - off) as usize);
         let mut buf = vec![0u8; n];
         file.read_exact_at(&mut buf, off)

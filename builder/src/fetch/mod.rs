@@ -274,7 +274,7 @@ fn download_and_cache(
         Some(path) => download::read_local(path, &spec, &dl_bar)?,
         None => download::download(&job)?,
     };
-    dl_bar.finish();
+    dl_bar.finish_and_clear();
     if dl.sha256 != entry.download_sha256 {
         return Err(FetchError::DownloadMismatch {
             url: entry.url.clone(),

@@ -115,7 +115,7 @@ pub fn flash(
     };
     let start = Instant::now();
     let dev = Device::open(target, src.image_size).map_err(untouched)?;
-    if crate::output::interrupt::interrupted() {
+    if crate::interrupt::interrupted() {
         return Err(untouched(FlashError::Interrupted {
             bytes: 0,
             cause: StopCause::Signal,
@@ -163,7 +163,7 @@ pub fn flash(
                 }
             )
         }));
-        if crate::output::interrupt::interrupted() {
+        if crate::interrupt::interrupted() {
             return Err(FlashError::Interrupted {
                 bytes: body.bytes,
                 cause: StopCause::Signal,

@@ -41,7 +41,7 @@ pub struct Body {
 /// Writes every range of `src` past the first MiB to `dev`, checking the image against
 /// its `.bmap` checksums on the way; with `verify_bar`, reads each written window back
 /// and compares it with the image while the next windows are written. Stops between
-/// chunks on SIGINT/SIGTERM (the flag [`crate::output::interrupt`] raises) or the
+/// chunks on SIGINT/SIGTERM (the flag [`crate::interrupt`] raises) or the
 /// injected stop fault.
 pub fn write_body(
     src: &Source,
@@ -149,7 +149,7 @@ pub fn write_body(
             if failed.load(Ordering::SeqCst) {
                 break;
             }
-            let cause = if crate::output::interrupt::interrupted() {
+            let cause = if crate::interrupt::interrupted() {
                 Some(StopCause::Signal)
             } else {
                 faults

@@ -79,7 +79,7 @@ pub fn scan_split(
     let mut buf = vec![0u8; READ_CHUNK];
     let mut ranges = Vec::new();
     for (first, last) in split(mapped, cuts) {
-        super::interrupt::check()?;
+        crate::interrupt::check()?;
         let (offset, len) = byte_span(first, last, BLOCK_SIZE, image_size);
         let outside = changed.is_none_or(|(s, e)| offset + len <= s || offset >= e);
         let sha256 = match reuse.get(&(first, last)) {

@@ -63,7 +63,7 @@ pub fn copy_sparse(
     for crate::sparse::ByteRange { start, end } in extents {
         let mut off = start;
         while off < end {
-            super::interrupt::check()?;
+            crate::interrupt::check()?;
             let want = ((end - off) as usize).min(CHUNK);
             let n = if method == CopyMethod::CopyFileRange {
                 match copy_range(src, dst, off, want) {

@@ -5,5 +5,4 @@ pub mod apply;
 pub mod blockmap;
 pub mod compress;
 pub mod copy;
-pub mod interrupt;
 pub mod write;

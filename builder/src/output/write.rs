@@ -225,7 +225,7 @@ pub fn write_image(
     t.xz = clock.elapsed().as_secs_f64();
 
     // 6. Everything complete: into place, the image first.
-    super::interrupt::check().map_err(io_err(&dest, "finishing"))?;
+    crate::interrupt::check().map_err(io_err(&dest, "finishing"))?;
     let clock = Instant::now();
     img.commit().map_err(io_err(&dest, "renaming into place"))?;
     bmap_file
@@ -259,7 +259,7 @@ pub fn sha256_file(file: &File, len: u64) -> io::Result<String> {
     let mut buf = vec![0u8; 4 << 20];
     let mut off = 0u64;
     while off < len {
-        super::interrupt::check()?;
+        crate::interrupt::check()?;
         let k = ((len - off) as usize).min(buf.len());
         file.read_exact_at(&mut buf[..k], off)?;
         h.update(&buf[..k]);

@@ -1,6 +1,7 @@
-//! Ctrl-C during a build: the signal only raises a flag; the copy, compress and
-//! hash loops check it between chunks and return an error, so temp files are
-//! dropped (deleted) and no finished-looking output appears.
+//! Ctrl-C (and SIGTERM) during a build, a fetch or a flash: the signal only raises a
+//! flag; the copy, compress, hash, download and write loops check it between chunks
+//! and return an error, so temp files are dropped (deleted) and no finished-looking
+//! output appears.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
