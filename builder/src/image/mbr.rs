@@ -28,6 +28,19 @@ pub fn read<D: Read + Seek>(disk: &mut D, sector0: &[u8]) -> Result<PartitionTab
                 i + 1
             ));
         }
+        // mbrman panics (an unwrap in its alignment guess) when every used entry starts
+        // at sector 0; such an entry would overlay the table itself, so name it here.
+        let entry = &sector0[446 + i * 16..446 + (i + 1) * 16];
+        let lba = u32::from_le_bytes([entry[8], entry[9], entry[10], entry[11]]);
+        if entry[4] != 0 && lba == 0 {
+            return Err(format!(
+                "the MBR's partition entry {} (type 0x{:02x}) starts at sector 0, on top of the \
+                 partition table itself (byte {}), so the table is damaged",
+                i + 1,
+                entry[4],
+                446 + i * 16 + 8
+            ));
+        }
     }
     let mbr = mbrman::MBR::read_from(disk, SECTOR as u32)
         .map_err(|e| format!("cannot read the MBR partition table: {e}"))?;
