@@ -67,3 +67,36 @@ fn bmap_inputs_are_errors_not_panics() {
 fn contract_inputs_are_errors_not_panics() {
     replay("contract", |data, _| harness::contract(data));
 }
+
+/// The sparse disk encoding the image targets (and so the saved inputs) use puts each
+/// chunk at its sector and the rest reads as zeros: an MBR built from it opens with the
+/// partition written into it.
+#[test]
+fn sparse_disk_encoding_places_chunks_at_their_sectors() {
+    let mut mbr = [0u8; 512];
+    // Partition 1: type 0x0c (FAT32 LBA) at sector 2048, 4096 sectors.
+    mbr[446 + 4] = 0x0c;
+    mbr[446 + 8..446 + 12].copy_from_slice(&2048u32.to_le_bytes());
+    mbr[446 + 12..446 + 16].copy_from_slice(&4096u32.to_le_bytes());
+    mbr[510] = 0x55;
+    mbr[511] = 0xaa;
+    let mut data = 8192u32.to_le_bytes().to_vec(); // 4 MiB disk
+    data.extend_from_slice(&0u32.to_le_bytes());
+    data.extend_from_slice(&512u16.to_le_bytes());
+    data.extend_from_slice(&mbr);
+    data.extend_from_slice(&100u32.to_le_bytes()); // a chunk at sector 100
+    data.extend_from_slice(&3u16.to_le_bytes());
+    data.extend_from_slice(b"abc");
+
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("disk.img");
+    harness::materialise(&data, &path).expect("written");
+    let bytes = std::fs::read(&path).expect("readable");
+    assert_eq!(bytes.len(), 8192 * 512);
+    assert_eq!(&bytes[..512], &mbr[..]);
+    assert_eq!(&bytes[100 * 512..100 * 512 + 3], b"abc");
+    assert!(bytes[512..100 * 512].iter().all(|&b| b == 0));
+    let image = piimg::image::Image::open(&path).expect("an MBR disk");
+    let boot = image.boot_partition().expect("a FAT partition");
+    assert_eq!((boot.start, boot.size), (2048 * 512, 4096 * 512));
+}
