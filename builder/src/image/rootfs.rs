@@ -46,6 +46,34 @@ impl Ext4Read for PartitionReader {
     }
 }
 
+/// Refuses a superblock whose block count runs past the partition, before ext4-view
+/// sizes its block group table from it (an absurd count aborted the process on an
+/// allocation). The kernel refuses the same at mount: fs/ext4/super.c,
+/// `ext4_check_geometry()`, "bad geometry: block count exceeds size of device".
+/// Block count and size are read as ext4-view 1.0 reads them (`superblock.rs`:
+/// `s_blocks_count_hi << 32 | s_blocks_count_lo` at 0x150/0x4, `1024 << s_log_block_size`
+/// at 0x18); fields it rejects itself are left to it.
+fn check_geometry(file: &File, partition: &Partition) -> Result<(), String> {
+    let mut sb = [0u8; 1024];
+    if partition.size < 2048 || file.read_exact_at(&mut sb, partition.start + 1024).is_err() {
+        return Ok(());
+    }
+    let u32_at = |o: usize| u32::from_le_bytes([sb[o], sb[o + 1], sb[o + 2], sb[o + 3]]);
+    let blocks = (u64::from(u32_at(0x150)) << 32) | u64::from(u32_at(0x4));
+    let Some(block_size) = 2u64.checked_pow(u32_at(0x18).saturating_add(10)) else {
+        return Ok(());
+    };
+    match blocks.checked_mul(block_size) {
+        Some(bytes) if bytes <= partition.size => Ok(()),
+        _ => Err(format!(
+            "the superblock says {blocks} blocks of {block_size} bytes (bytes 1028 and 1360 \
+             of the partition), more than the partition's {} bytes: bad geometry, the file \
+             system or the partition table is damaged",
+            partition.size
+        )),
+    }
+}
+
 /// The root file system of an [`super::Image`] (read-only).
 pub struct RootFs {
     fs: Ext4,
@@ -87,6 +115,7 @@ impl RootFs {
                 magic[1], magic[0]
             )));
         }
+        check_geometry(&file, partition).map_err(not_ext4)?;
         let reader = PartitionReader {
             file,
             start: partition.start,
