@@ -16,6 +16,10 @@ use super::table::Partition;
 /// ext4's superblock magic (0xEF53) sits 1080 bytes into the partition.
 const MAGIC_OFFSET: u64 = 1024 + 56;
 
+/// Largest file [`RootFs::read`] reads whole: piimg reads configuration files
+/// (os-release, passwd, dpkg's status, cloud-init's configs; a few MiB at most).
+pub const MAX_READ: u64 = 64 << 20;
+
 /// Positioned reads of one partition of the image file.
 struct PartitionReader {
     file: Arc<File>,
@@ -154,7 +158,26 @@ impl RootFs {
 
     /// The contents of the file at absolute `path` (symlinks followed), or `None` if it
     /// does not exist.
+    /// A file larger than [`MAX_READ`] is an error: ext4-view allocates the inode's
+    /// size up front, so a damaged size would abort the process.
     pub fn read(&self, path: &str) -> Result<Option<Vec<u8>>, ImageError> {
+        match self.fs.metadata(path) {
+            Ok(meta) if meta.len() > MAX_READ => {
+                return Err(ImageError::Ext4 {
+                    image: self.image.clone(),
+                    path: path.to_string(),
+                    reason: format!(
+                        "its inode says it holds {} bytes, more than the {MAX_READ} piimg \
+                         reads whole from a root (the configuration files it reads are far \
+                         smaller; is the root damaged?)",
+                        meta.len()
+                    ),
+                });
+            }
+            Err(Ext4Error::NotFound) => return Ok(None),
+            Err(e) => return Err(self.err(path, e)),
+            Ok(_) => {}
+        }
         match self.fs.read(path) {
             Ok(data) => Ok(Some(data)),
             Err(Ext4Error::NotFound) => Ok(None),
