@@ -1,6 +1,6 @@
 //! DOS/MBR partition tables (what Raspberry Pi OS ships), read with `mbrman`.
 
-use std::io::{Read, Seek};
+use std::io::{Read, Seek, SeekFrom};
 
 use super::table::{Partition, PartitionTable, SECTOR, Scheme, mbr_kind};
 
@@ -28,7 +28,21 @@ pub fn read<D: Read + Seek>(disk: &mut D, sector0: &[u8]) -> Result<PartitionTab
                 i + 1
             ));
         }
+        // mbrman panics (an unwrap in its alignment guess) when every used entry starts
+        // at sector 0; such an entry would overlay the table itself, so name it here.
+        let entry = &sector0[446 + i * 16..446 + (i + 1) * 16];
+        let lba = u32::from_le_bytes([entry[8], entry[9], entry[10], entry[11]]);
+        if entry[4] != 0 && lba == 0 {
+            return Err(format!(
+                "the MBR's partition entry {} (type 0x{:02x}) starts at sector 0, on top of the \
+                 partition table itself (byte {}), so the table is damaged",
+                i + 1,
+                entry[4],
+                446 + i * 16 + 8
+            ));
+        }
     }
+    check_logical_starts(disk, sector0)?;
     let mbr = mbrman::MBR::read_from(disk, SECTOR as u32)
         .map_err(|e| format!("cannot read the MBR partition table: {e}"))?;
     let id = disk_id(sector0);
@@ -52,4 +66,56 @@ pub fn read<D: Read + Seek>(disk: &mut D, sector0: &[u8]) -> Result<PartitionTab
         scheme: Scheme::Mbr { disk_id: id },
         partitions,
     })
+}
+
+/// The type codes mbrman follows as an extended partition (its `is_extended`).
+const EXTENDED: [u8; 5] = [0x05, 0x0f, 0x85, 0xc5, 0xd5];
+
+/// Walks the extended partition's EBR chain the way mbrman 0.6 does and names a
+/// logical partition whose start overflows 32 bits: mbrman adds the EBR's position to
+/// it unchecked (a panic in debug builds, a wrong start in release ones). Stops where
+/// mbrman stops or fails (no 0x55AA, a bad boot flag, a chain that does not move on).
+fn check_logical_starts<D: Read + Seek>(disk: &mut D, sector0: &[u8]) -> Result<(), String> {
+    let entry = |sector: &[u8], i: usize| {
+        let e = &sector[446 + i * 16..446 + (i + 1) * 16];
+        let lba = u32::from_le_bytes([e[8], e[9], e[10], e[11]]);
+        (e[0], e[4], lba)
+    };
+    let Some(ext_start) = (0..4)
+        .map(|i| entry(sector0, i))
+        .find(|&(_, sys, _)| EXTENDED.contains(&sys))
+        .map(|(_, _, lba)| lba)
+    else {
+        return Ok(());
+    };
+    let mut relative = 0u32;
+    let mut ebr = [0u8; 512];
+    loop {
+        let offset = (u64::from(ext_start) + u64::from(relative)) * SECTOR;
+        let read = disk
+            .seek(SeekFrom::Start(offset))
+            .and_then(|_| disk.read_exact(&mut ebr));
+        let (first, next) = (entry(&ebr, 0), entry(&ebr, 1));
+        if read.is_err()
+            || ebr[510..512] != [0x55, 0xaa]
+            || ![first.0, next.0].iter().all(|&b| b == 0x00 || b == 0x80)
+        {
+            return Ok(());
+        }
+        let absolute = ext_start.checked_add(relative);
+        if absolute.and_then(|a| a.checked_add(first.2)).is_none() {
+            return Err(format!(
+                "the logical partition described by the EBR at sector {} starts at sector \
+                 {} + {}, beyond what an MBR can address (2^32 sectors), so the table is \
+                 damaged",
+                offset / SECTOR,
+                u64::from(ext_start) + u64::from(relative),
+                first.2
+            ));
+        }
+        if next.2 == 0 || relative >= next.2 {
+            return Ok(());
+        }
+        relative = next.2;
+    }
 }

@@ -17,6 +17,10 @@ use super::table::Partition;
 /// ext4's superblock magic (0xEF53) sits 1080 bytes into the partition.
 const MAGIC_OFFSET: u64 = 1024 + 56;
 
+/// Largest file [`RootFs::read`] reads whole: piimg reads configuration files
+/// (os-release, passwd, dpkg's status, cloud-init's configs; a few MiB at most).
+pub const MAX_READ: u64 = 64 << 20;
+
 /// Positioned reads of one partition of the image file, through the in-memory journal
 /// replay when the file system needs recovery.
 struct PartitionReader {
@@ -102,6 +106,34 @@ impl Ext4Read for PartitionReader {
     }
 }
 
+/// Refuses a superblock whose block count runs past the partition, before ext4-view
+/// sizes its block group table from it (an absurd count aborted the process on an
+/// allocation). The kernel refuses the same at mount: fs/ext4/super.c,
+/// `ext4_check_geometry()`, "bad geometry: block count exceeds size of device".
+/// Block count and size are read as ext4-view 1.0 reads them (`superblock.rs`:
+/// `s_blocks_count_hi << 32 | s_blocks_count_lo` at 0x150/0x4, `1024 << s_log_block_size`
+/// at 0x18); fields it rejects itself are left to it.
+fn check_geometry(file: &File, partition: &Partition) -> Result<(), String> {
+    let mut sb = [0u8; 1024];
+    if partition.size < 2048 || file.read_exact_at(&mut sb, partition.start + 1024).is_err() {
+        return Ok(());
+    }
+    let u32_at = |o: usize| u32::from_le_bytes([sb[o], sb[o + 1], sb[o + 2], sb[o + 3]]);
+    let blocks = (u64::from(u32_at(0x150)) << 32) | u64::from(u32_at(0x4));
+    let Some(block_size) = 2u64.checked_pow(u32_at(0x18).saturating_add(10)) else {
+        return Ok(());
+    };
+    match blocks.checked_mul(block_size) {
+        Some(bytes) if bytes <= partition.size => Ok(()),
+        _ => Err(format!(
+            "the superblock says {blocks} blocks of {block_size} bytes (bytes 1028 and 1360 \
+             of the partition), more than the partition's {} bytes: bad geometry, the file \
+             system or the partition table is damaged",
+            partition.size
+        )),
+    }
+}
+
 /// The root file system of an [`super::Image`] (read-only).
 pub struct RootFs {
     fs: Ext4,
@@ -144,6 +176,12 @@ impl RootFs {
                 magic[1], magic[0]
             )));
         }
+        check_geometry(&file, partition).map_err(|reason| ImageError::Ext4Unreadable {
+            path: image.to_path_buf(),
+            index: partition.index,
+            offset: partition.start,
+            reason,
+        })?;
         let mut sb = vec![0u8; 1024];
         if partition.size < 2048 {
             return Err(not_ext4(
@@ -222,7 +260,26 @@ impl RootFs {
 
     /// The contents of the file at absolute `path` (symlinks followed), or `None` if it
     /// does not exist.
+    /// A file larger than [`MAX_READ`] is an error: ext4-view allocates the inode's
+    /// size up front, so a damaged size would abort the process.
     pub fn read(&self, path: &str) -> Result<Option<Vec<u8>>, ImageError> {
+        match self.fs.metadata(path) {
+            Ok(meta) if meta.len() > MAX_READ => {
+                return Err(ImageError::Ext4 {
+                    image: self.image.clone(),
+                    path: path.to_string(),
+                    reason: format!(
+                        "its inode says it holds {} bytes, more than the {MAX_READ} piimg \
+                         reads whole from a root (the configuration files it reads are far \
+                         smaller; is the root damaged?)",
+                        meta.len()
+                    ),
+                });
+            }
+            Err(Ext4Error::NotFound) => return Ok(None),
+            Err(e) => return Err(self.err(path, e)),
+            Ok(_) => {}
+        }
         match self.fs.read(path) {
             Ok(data) => Ok(Some(data)),
             Err(Ext4Error::NotFound) => Ok(None),

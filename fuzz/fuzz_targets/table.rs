@@ -1,0 +1,8 @@
+//! Fuzz target: see [`piimg_fuzz::harness::table`].
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    piimg_fuzz::harness::table(data, &piimg_fuzz::harness::scratch_file());
+});
