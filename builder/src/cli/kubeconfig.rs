@@ -2,7 +2,7 @@
 //! secrets directory (no SSH): a short-lived client certificate signed by the
 //! cluster's client CA, the server CA, and the VIP or the first server that answers.
 
-use super::validate::{ProfileArg, print_findings};
+use super::validate::ProfileArg;
 use anyhow::Context;
 use clap::Args;
 use piimg::cluster::access::ClusterAccess;
@@ -11,7 +11,6 @@ use piimg::cluster::kubeconfig::{
     DEFAULT_VALID_DAYS, Kubeconfig, MAX_VALID_DAYS, issue_admin, write_private,
 };
 use piimg::cluster::{ClusterError, endpoints, live, merge};
-use piimg::profile;
 use piimg::progress::{OutputMode, Reporter};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -89,12 +88,7 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
 /// Runs `piimg kubeconfig`.
 pub fn run(args: KubeconfigArgs, out: Reporter) -> anyhow::Result<()> {
     let path = &args.profile.profile;
-    let p = args.profile.load()?;
-    let findings = profile::validate(&p);
-    if !findings.is_ok() {
-        print_findings(&findings, &out);
-        anyhow::bail!("{} has {} error(s)", path.display(), findings.errors.len());
-    }
+    let p = args.profile.load_valid(&out)?;
     let stdout = args.out.as_deref() == Some(std::path::Path::new("-"));
     if stdout && out.is_json() {
         anyhow::bail!("--out - prints the kubeconfig itself, which --json cannot; name a file");

@@ -2,7 +2,7 @@
 //! only when it matches the plan. `--watch` redraws until it does.
 
 use super::kubeconfig::AccessArgs;
-use super::validate::{ProfileArg, print_findings};
+use super::validate::ProfileArg;
 use anyhow::Context;
 use clap::Args;
 use piimg::cluster::access::ClusterAccess;
@@ -10,7 +10,7 @@ use piimg::cluster::api::ApiClient;
 use piimg::cluster::kubeconfig::issue_admin;
 use piimg::cluster::{endpoints, live, report, status};
 use piimg::plan;
-use piimg::profile::{self, secrets};
+use piimg::profile::secrets;
 use piimg::progress::{OutputMode, Reporter};
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -39,12 +39,7 @@ const STATUS_CERT_VALIDITY: time::Duration = time::Duration::hours(1);
 /// Runs `piimg status`.
 pub fn run(args: StatusArgs, out: Reporter) -> anyhow::Result<()> {
     let path = &args.profile.profile;
-    let p = args.profile.load()?;
-    let findings = profile::validate(&p);
-    if !findings.is_ok() {
-        print_findings(&findings, &out);
-        anyhow::bail!("{} has {} error(s)", path.display(), findings.errors.len());
-    }
+    let p = args.profile.load_valid(&out)?;
     let access = ClusterAccess::open(path)?;
     let state = secrets::peek_state(path)?.unwrap_or_default();
     // SSH keys play no part in the comparison: none are read.

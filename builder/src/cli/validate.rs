@@ -22,6 +22,22 @@ impl ProfileArg {
     pub fn load(&self) -> anyhow::Result<Profile> {
         Ok(profile::load(&self.profile)?)
     }
+
+    /// Loads the profile and refuses one [`profile::validate`] finds errors in, after
+    /// printing every finding (commands that act on the cluster).
+    pub fn load_valid(&self, out: &Reporter) -> anyhow::Result<Profile> {
+        let p = self.load()?;
+        let findings = profile::validate(&p);
+        if !findings.is_ok() {
+            print_findings(&findings, out);
+            anyhow::bail!(
+                "{} has {} error(s)",
+                self.profile.display(),
+                findings.errors.len()
+            );
+        }
+        Ok(p)
+    }
 }
 
 /// Arguments of `piimg validate`.
