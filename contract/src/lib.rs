@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr};
 
 pub mod status_slots;
+pub mod storage;
 
 /// Version of the card contract; bump on any incompatible change.
 pub const CONTRACT_VERSION: u32 = 2;
@@ -85,6 +86,9 @@ pub struct NodeConfig {
     /// stale-member removal).
     #[serde(default)]
     pub ha: Ha,
+    /// Boot device, data disk and SD-wear settings.
+    #[serde(default)]
+    pub storage: storage::Storage,
 }
 
 /// The HA part of the card: what the join decision needs.

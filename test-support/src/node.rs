@@ -70,6 +70,7 @@ pub fn node_config(role: Role, bootstrap: bool, boot: BootHook) -> NodeConfig {
             RootFile { path: format!("/etc/systemd/system/{AGENT_UNIT}"), mode: 0o644, content: UNIT.into() },
         ],
         ha: Ha { first_bring_up: bootstrap, ..Ha::default() },
+        storage: Default::default(),
     }
 }
 

@@ -325,6 +325,7 @@ pub fn render(
             .chain(ha.root_files.iter().cloned())
             .collect(),
         ha: ha.ha.clone(),
+        storage: Default::default(),
     };
     let card_secrets = CardSecrets {
         contract_version: CONTRACT_VERSION,
