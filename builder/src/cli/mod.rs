@@ -12,6 +12,8 @@ mod completions;
 mod environment;
 mod fetch;
 mod flash;
+mod flash_cards;
+mod flash_swap;
 mod init;
 mod inspect;
 pub mod json_error;
@@ -130,7 +132,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::run(a, out),
         Command::Flash(mut a) => {
             // Discovered where it is needed (build::profile_path): with IMAGE it only
-            // feeds a staleness warning, with --node only a (re)build needs one.
+            // feeds a staleness warning, with --node/--all it is the cluster.
             a.profile = cli_profile(named);
             flash::run(a, out)
         }
