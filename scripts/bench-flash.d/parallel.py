@@ -8,8 +8,8 @@ runs inside that group: `flash --node` to one card, then to N cards at once, the
 cards composed from a generated Raspberry Pi OS-shaped base (no `build`). For each
 run: wall time; bytes the process read (/proc/PID/io rchar) minus the bytes it read
 back from the cards (the `--json` summary), i.e. what it read of the base and the
-composed boot partitions; peak memory (VmHWM); the most disk space taken meanwhile
-on the file system holding the cache and TMPDIR. Never touches a real disk: the
+composed boot partitions; peak memory (VmHWM); the most disk space its temporary
+files (the composed boot partitions, in TMPDIR) took at once. Never touches a real disk: the
 devices are loop devices over tmpfs files, the base lives in the work directory.
 """
 
@@ -43,9 +43,23 @@ def sample(pid, path):
         return None
 
 
-def free_bytes(path):
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
+def temp_bytes(pid, tmpdir):
+    """Disk blocks held by the files the process has open in `tmpdir` (its unnamed
+    temporary files show as "TMPDIR/#N (deleted)"): what a flash adds on disk. The
+    file system's free space would count every other process on this shared host."""
+    total = 0
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return 0
+    for fd in fds:
+        p = f"/proc/{pid}/fd/{fd}"
+        try:
+            if os.readlink(p).startswith(tmpdir):
+                total += os.stat(p).st_blocks * 512
+        except OSError:
+            pass
+    return total
 
 
 def run(cmd, cgroup, work, env):
@@ -54,23 +68,22 @@ def run(cmd, cgroup, work, env):
         with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
             f.write(str(os.getpid()))
 
-    free0 = free_bytes(work)
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          preexec_fn=enter, env=env, text=True)
     last = (0, 0)
-    least_free = free0
+    most_temp = 0
     while p.poll() is None:
         s = sample(p.pid, None)
         if s:
             last = s
-        least_free = min(least_free, free_bytes(work))
+        most_temp = max(most_temp, temp_bytes(p.pid, env["TMPDIR"]))
         time.sleep(0.05)
     out, err = p.communicate()
     wall = time.monotonic() - t0
     if p.returncode != 0:
         sys.exit(f"bench: {' '.join(cmd)} failed ({p.returncode}):\n{err}")
-    return wall, last[0], last[1], max(0, free0 - least_free), json.loads(out)
+    return wall, last[0], last[1], most_temp, json.loads(out)
 
 
 def main():
@@ -125,6 +138,7 @@ def main():
                 assert all(c.get("verified") for c in cards), doc
                 rows[name].append((wall, hwm, rchar - verified, disk, written, cards[0]["mapped_bytes"]))
         t0 = time.monotonic()
+        # What `build` would have put on disk for the same cards, for comparison.
         sh(a.piimg, "-q", "build", "--profile", f"{work}/homelab.toml", "--offline", "--base",
            base, "--out", f"{work}/out", *[x for nd in nodes for x in ("--node", nd)], env=env)
         build_s = time.monotonic() - t0
@@ -143,7 +157,7 @@ def main():
           f"files, throttled to {WRITE_BPS // 10**6} MB/s writes, {READ_BPS // 10**6} MB/s reads "
           f"(cgroup v1 blkio); load {open('/proc/loadavg').read().split()[:3]}")
     hdr = ("run", "wall s (median)", "per card s", "bytes written", "read besides read-back",
-           "peak RSS MiB", "disk used MB")
+           "peak RSS MiB", "temp files on disk MB")
     print("| " + " | ".join(hdr) + " |")
     print("|" + "|".join(["---"] + ["---:"] * (len(hdr) - 1)) + "|")
     single = None
