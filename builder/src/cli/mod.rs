@@ -82,7 +82,7 @@ pub enum Command {
     Build(build::BuildArgs),
     /// Show what is inside an image or card.
     Inspect(inspect::InspectArgs),
-    /// Write an image to a card, verified.
+    /// Write an image, or nodes' cards, to one card or several at once, verified.
     Flash(flash::FlashArgs),
     /// Write an admin kubeconfig for the running cluster.
     Kubeconfig(kubeconfig::KubeconfigArgs),
