@@ -288,18 +288,107 @@ struct Base {
     init_format: Option<String>,
 }
 
-/// One node's card, ready to be written.
-struct Job {
+/// One node's card, ready to be laid onto a copy of the base: into an image file by
+/// [`build`], or composed on the fly by `piimg flash --node`.
+#[derive(Debug)]
+pub struct Job {
     /// The node is the cluster's bootstrap server (recorded when issued).
     bootstrap: bool,
-    card: Card,
-    manifest: Vec<u8>,
+    /// The rendered card.
+    pub card: Card,
+    /// Further boot-partition files (the manifest), path → bytes.
+    pub extra: BTreeMap<String, Vec<u8>>,
+}
+
+/// Everything a build decides before it writes an image: the checked base, the
+/// cluster secrets (held open), and each requested node's card.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The base image.
+    pub base: PathBuf,
+    /// Its release.
+    pub release: Release,
+    /// The first-boot mechanism the cards use.
+    pub first_boot: FirstBoot,
+    /// The boot partition's byte span in the base.
+    pub boot_span: (u64, u64),
+    /// One card per requested node, in request order.
+    pub jobs: Vec<Job>,
+    cluster: ClusterSecrets,
+}
+
+impl Prepared {
+    /// Records in the cluster state that `node`'s card was issued (written to an image
+    /// or a card), as [`build`] does for every image it puts in place.
+    pub fn mark_issued(&mut self, node: &str) -> Result<(), BuildError> {
+        let bootstrap = self.jobs.iter().any(|j| j.card.node == node && j.bootstrap);
+        Ok(self.cluster.mark_issued(node, bootstrap)?)
+    }
 }
 
 /// Builds the images `req` asks for; `out` gets progress and warnings. Nodes whose
 /// image fails are in [`BuildReport::failures`]; anything before the images (profile,
 /// base, secrets, plan, cards) stops the build.
 pub fn build(req: &BuildRequest, out: &Reporter) -> Result<BuildReport, BuildError> {
+    let Prepared {
+        base,
+        release,
+        first_boot,
+        boot_span: span,
+        jobs,
+        mut cluster,
+    } = prepare(req, out)?;
+    let cache = crate::fetch::Cache::default_dir()
+        .ok()
+        .map(|d| d.join("bmap"));
+    out.info("mapping the base image (cached after the first build)");
+    let base_map =
+        blockmap::base_map(&base, &write::cuts(span), cache.as_deref()).map_err(|source| {
+            BuildError::BaseMap {
+                path: base.clone(),
+                source,
+            }
+        })?;
+    let opts = write::WriteOptions {
+        xz: req.xz,
+        xz_threads: if req.nodes == Nodes::All && jobs.len() > 1 {
+            1
+        } else {
+            0
+        },
+        xz_preset: 6,
+        reflink: true,
+        sha256: req.sha256,
+        base_map: Some(Arc::new(base_map)),
+    };
+    let threads = req
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, jobs.len().max(1));
+    let results = write_all(jobs, &base, &req.out_dir, &opts, threads, out, &mut cluster);
+    if interrupt::interrupted() {
+        return Err(BuildError::Interrupted);
+    }
+    let mut report = BuildReport {
+        images: Vec::new(),
+        failures: Vec::new(),
+    };
+    for r in results {
+        match r {
+            Ok(written) => report.images.push(BuiltImage {
+                written,
+                release: release.codename.clone(),
+                first_boot,
+            }),
+            Err(f) => report.failures.push(f),
+        }
+    }
+    Ok(report)
+}
+
+/// Everything [`build`] does before writing images: validate the profile, check the
+/// base, open (or create) the secrets and CA, plan, and render each node's card.
+pub fn prepare(req: &BuildRequest, out: &Reporter) -> Result<Prepared, BuildError> {
     interrupt::install();
     let profile = profile::load(&req.profile)?;
     let findings = profile::validate(&profile);
@@ -363,7 +452,7 @@ pub fn build(req: &BuildRequest, out: &Reporter) -> Result<BuildReport, BuildErr
             lock.display()
         ))
     })?;
-    let mut cluster = ClusterSecrets::open_or_create(
+    let cluster = ClusterSecrets::open_or_create(
         &req.profile,
         secrets::SecretsOptions {
             new_cluster: req.new_cluster,
@@ -413,61 +502,14 @@ pub fn build(req: &BuildRequest, out: &Reporter) -> Result<BuildReport, BuildErr
     let jobs = cards(
         &plans, &profile, &cluster, &ca, &os, &base, base_id, &release, build_time, out,
     )?;
-
-    let cache = crate::fetch::Cache::default_dir()
-        .ok()
-        .map(|d| d.join("bmap"));
-    out.info("mapping the base image (cached after the first build)");
-    let base_map =
-        blockmap::base_map(&base.path, &write::cuts(span), cache.as_deref()).map_err(|source| {
-            BuildError::BaseMap {
-                path: base.path.clone(),
-                source,
-            }
-        })?;
-    let opts = write::WriteOptions {
-        xz: req.xz,
-        xz_threads: if req.nodes == Nodes::All && jobs.len() > 1 {
-            1
-        } else {
-            0
-        },
-        xz_preset: 6,
-        reflink: true,
-        sha256: req.sha256,
-        base_map: Some(Arc::new(base_map)),
-    };
-    let threads = req
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .clamp(1, jobs.len().max(1));
-    let results = write_all(
+    Ok(Prepared {
+        base: base.path,
+        release,
+        first_boot: os.first_boot,
+        boot_span: span,
         jobs,
-        &base.path,
-        &req.out_dir,
-        &opts,
-        threads,
-        out,
-        &mut cluster,
-    );
-    if interrupt::interrupted() {
-        return Err(BuildError::Interrupted);
-    }
-    let mut report = BuildReport {
-        images: Vec::new(),
-        failures: Vec::new(),
-    };
-    for r in results {
-        match r {
-            Ok(written) => report.images.push(BuiltImage {
-                written,
-                release: release.codename.clone(),
-                first_boot: os.first_boot,
-            }),
-            Err(f) => report.failures.push(f),
-        }
-    }
-    Ok(report)
+        cluster,
+    })
 }
 
 /// Every planned node's card and manifest, warning about a bootstrap card that may
@@ -555,10 +597,12 @@ fn cards(
             crate::agent::AGENT_BINARY,
         );
         let manifest = manifest_json(&card, release, &base_name, base.sha256.as_deref(), inputs);
+        let mut extra = BTreeMap::new();
+        extra.insert(piimg_contract::MANIFEST_FILE.to_string(), manifest);
         jobs.push(Job {
             bootstrap: plan.bootstrap,
             card,
-            manifest,
+            extra,
         });
     }
     Ok(jobs)
@@ -631,16 +675,18 @@ fn write_one(
     } else {
         bar
     };
-    let mut extra = BTreeMap::new();
-    extra.insert(
-        piimg_contract::MANIFEST_FILE.to_string(),
-        job.manifest.clone(),
+    let r = write::write_image(
+        base,
+        card,
+        &job.extra,
+        out_dir,
+        opts,
+        &mut |phase, d, total| {
+            bar.set_length(total);
+            bar.set_position(d);
+            bar.set_message(format!("{} {phase}", card.node));
+        },
     );
-    let r = write::write_image(base, card, &extra, out_dir, opts, &mut |phase, d, total| {
-        bar.set_length(total);
-        bar.set_position(d);
-        bar.set_message(format!("{} {phase}", card.node));
-    });
     bar.finish_and_clear();
     let written = r.map_err(|e| fail(e.into()))?;
     let mut c = cluster.lock().map_err(|_| fail(BuildError::Poisoned))?;

@@ -1,8 +1,8 @@
 //! What a card was built from, as digests: the profile's settings for its node, the
 //! cluster's identity, the base image and piimg itself. `build` records them in the
-//! card's manifest; `flash --node` compares them with what a build would use now and
-//! rebuilds a stale card instead of flashing it (a node whose IP changed must not
-//! get its old IP).
+//! card's manifest; `flash IMAGE` warns when the profile's settings for the image's
+//! node changed since (a node whose IP changed must not get its old IP);
+//! [`Inputs::changes`] names what changed.
 
 use std::fmt;
 use std::path::Path;

@@ -47,7 +47,7 @@ pub struct Manifest {
     #[serde(default)]
     pub template_hashes: BTreeMap<String, String>,
     /// Digests of what the card was built from (absent in cards of older piimg
-    /// versions, which are then treated as stale by `flash --node`).
+    /// versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inputs: Option<Inputs>,
 }

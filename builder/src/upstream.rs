@@ -159,6 +159,21 @@ pub struct Facts {
     pub bmap_lookup: BmapLookup,
     /// k3s behaviour piimg relies on (`[k3s]`).
     pub k3s: K3sFacts,
+    /// How card insertions are seen and cards ejected (`[card_events]`).
+    pub card_events: CardEvents,
+}
+
+/// How `flash --swap` sees cards being inserted and ejects them (`[card_events]`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct CardEvents {
+    /// Where the facts come from.
+    pub source: String,
+    /// The netlink protocol of kernel uevents.
+    pub netlink_kobject_uevent: i32,
+    /// The multicast group the kernel sends them to.
+    pub kernel_group: u32,
+    /// The ioctl that ejects a SCSI disk's medium.
+    pub eject_ioctl: u64,
 }
 
 /// k3s behaviour piimg relies on (`[k3s]`); only what the code reads is typed here.

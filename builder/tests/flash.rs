@@ -389,55 +389,29 @@ fn cli_flashes_a_file_with_json_summary() {
 }
 
 #[test]
-fn cli_node_flashes_out_dir_image_or_says_why_it_cannot_build_it() {
+fn cli_node_without_a_profile_says_so_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let outdir = dir.path().join("out");
-    fs::create_dir(&outdir).unwrap();
     let card = dir.path().join("card.img");
     let o = piimg()
-        .args([
-            "flash",
-            "--node",
-            "node-a",
-            "--force-file",
-            "--yes",
-            "--out",
-        ])
-        .arg(&outdir)
+        .current_dir(dir.path())
+        .env_remove("PIIMG_PROFILE")
+        .args(["flash", "--node", "node-a", "--force-file", "--yes"])
         .arg(&card)
         .output()
         .unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    // No image yet: flash builds it first, and says so when that cannot work (here:
-    // no profile in the working directory).
-    assert!(
-        err.contains("building node-a's image before flashing it"),
-        "{err}"
-    );
+    // The card is composed from the profile's node: without a profile there is none.
+    assert!(err.contains("profile"), "{err}");
     assert!(!card.exists());
-    assert!(!outdir.join("node-a.img").exists());
-
-    make_image(&outdir.join("node-a.img"));
+    // --out belonged to the old out/NAME.img path: it is gone, not silently ignored.
     let o = piimg()
-        .args([
-            "-q",
-            "flash",
-            "--node",
-            "node-a",
-            "--force-file",
-            "--yes",
-            "--out",
-        ])
-        .arg(&outdir)
+        .current_dir(dir.path())
+        .args(["flash", "--node", "node-a", "--out", "out"])
         .arg(&card)
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(
-        fs::read(&card).unwrap(),
-        fs::read(outdir.join("node-a.img")).unwrap()
-    );
+    assert_eq!(o.status.code(), Some(2));
 }
 
 // ---------------------------------------------------------------- refusals

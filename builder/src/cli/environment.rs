@@ -46,6 +46,11 @@ pub const VARS: &[EnvVar] = &[
         what: "base URL of github_users' keys [default: https://github.com]",
     },
     EnvVar {
+        name: "TMPDIR",
+        used_by: &["flash"],
+        what: "where --node/--all compose boot partitions [default: /tmp]",
+    },
+    EnvVar {
         name: "PIIMG_API_PORT",
         used_by: &["kubeconfig", "status"],
         what: "the cluster's Kubernetes API port (as --api-port)",

@@ -1,42 +1,50 @@
-//! `piimg flash`: write an image (or a node's built image) to a card, verified.
+//! `piimg flash`: write an image to one card or several at once, or each node's card
+//! composed on the fly from the cached base, verified; `--swap` flashes one card
+//! after another as they are inserted.
 
-use std::io::{BufRead, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 use clap::Args;
 use piimg::build::{self, BuildRequest, Nodes};
-use piimg::flash::{self, FaultInjection, FlashOptions, MapOrigin, Source, SystemView, TargetKind};
-use piimg::interrupt;
+use piimg::flash::{self, CardSpec, MapOrigin, Source, SystemView, Target};
 use piimg::progress::Reporter;
+
+use super::flash_cards::{self, Planned};
 
 /// Arguments of `piimg flash`.
 #[derive(Debug, Args)]
 #[command(
-    override_usage = "piimg flash [OPTIONS] IMAGE DEVICE\n       piimg flash [OPTIONS] --node NAME DEVICE"
+    override_usage = "piimg flash [OPTIONS] IMAGE DEVICE...\n       piimg flash [OPTIONS] --node NAME... DEVICE...\n       piimg flash [OPTIONS] --all DEVICE...\n       piimg flash [OPTIONS] (--all | --node NAME...) --swap"
 )]
 pub struct FlashArgs {
-    /// IMAGE and DEVICE, or just DEVICE with --node. IMAGE is a disk image: raw, or
-    /// .xz/.zst/.gz (decompressed once into a temporary file beside it); its .bmap is
-    /// found where bmaptool looks for it.
-    #[arg(value_name = "IMAGE DEVICE", num_args = 1..=2, required = true)]
+    /// IMAGE then one DEVICE or more; with --node or --all only the DEVICEs, one per
+    /// node in the same order. IMAGE is a disk image: raw, or .xz/.zst/.gz
+    /// (decompressed once into a temporary file beside it); its .bmap is found where
+    /// bmaptool looks for it.
+    #[arg(value_name = "IMAGE|DEVICE")]
     paths: Vec<PathBuf>,
-    /// Flash the built image of this node (OUT/NAME.img).
-    #[arg(long, value_name = "NAME")]
-    node: Option<String>,
-    /// Where `piimg build` put the node images.
-    #[arg(long, value_name = "DIR", default_value = "out", requires = "node")]
-    out: PathBuf,
-    /// The profile (the global `--profile`, as discovered by `cli::run`): with --node,
-    /// to check OUT/NAME.img against it and (re)build it when missing or stale; with
-    /// IMAGE, to warn when IMAGE no longer matches it.
+    /// Flash this node's card, composed from the base image and the node's boot
+    /// partition (no image file needed); repeat for several, all written at once.
+    #[arg(long = "node", value_name = "NAME", conflicts_with = "all")]
+    nodes: Vec<String>,
+    /// Flash every node of the profile: one DEVICE per node, or --swap.
+    #[arg(long)]
+    all: bool,
+    /// Card-swap loop: wait for a removable card to be inserted, flash it as the next
+    /// node, eject it, and wait for the next, until every node has its card.
+    #[arg(long)]
+    swap: bool,
+    /// The profile (the global `--profile`, as discovered by `cli::run`): with --node
+    /// or --all, the cluster; with IMAGE, to warn when IMAGE no longer matches it.
     #[arg(skip)]
     pub(super) profile: Option<PathBuf>,
-    /// With --node, when OUT/NAME.img is missing or stale: the base image to build it from.
-    #[arg(long, value_name = "IMAGE", requires = "node")]
+    /// With --node/--all: the base image to compose the cards from [default: the
+    /// newest cached official image, fetched if none].
+    #[arg(long, value_name = "IMAGE")]
     base: Option<PathBuf>,
-    /// With --node, when OUT/NAME.img is missing: build without the network.
-    #[arg(long, requires = "node")]
+    /// With --node/--all: never use the network (cached base, no GitHub key lookups).
+    #[arg(long)]
     offline: bool,
     /// Do not ask for confirmation.
     #[arg(long, short)]
@@ -47,144 +55,221 @@ pub struct FlashArgs {
     /// Allow DEVICE to be a regular file (created if missing).
     #[arg(long)]
     force_file: bool,
-    /// Skip reading the card back.
+    /// Skip reading the cards back.
     #[arg(long)]
     no_verify: bool,
 }
 
+impl FlashArgs {
+    /// True when the cards are nodes' (--node or --all), composed on the fly.
+    fn by_node(&self) -> bool {
+        self.all || !self.nodes.is_empty()
+    }
+
+    fn policy(&self) -> flash::TargetPolicy {
+        flash::TargetPolicy {
+            force: self.force,
+            force_file: self.force_file,
+        }
+    }
+
+    /// The build request whose cards --node/--all flash.
+    fn request(&self) -> anyhow::Result<BuildRequest> {
+        let profile = super::build::profile_path(self.profile.as_deref())?;
+        let nodes = if self.all {
+            Nodes::All
+        } else {
+            Nodes::Named(self.nodes.clone())
+        };
+        Ok(BuildRequest {
+            base: self.base.clone(),
+            offline: self.offline,
+            ..BuildRequest::new(profile, nodes)
+        })
+    }
+
+    /// What the flash does per card.
+    pub(super) fn options(&self) -> flash::FlashOptions {
+        let mut faults = flash::FaultInjection::from_env();
+        if flash::FaultInjection::flip_device_from_env().is_some() {
+            // The flip is for that one card only (see `specs`).
+            faults.flip_byte_at = None;
+        }
+        flash::FlashOptions {
+            verify: !self.no_verify,
+            faults,
+        }
+    }
+
+    /// Whether to ask before writing.
+    pub(super) fn confirm(&self) -> bool {
+        !self.yes
+    }
+}
+
 /// Runs `piimg flash`.
 pub fn run(args: FlashArgs, out: Reporter) -> anyhow::Result<()> {
-    let (image, device) = resolve_paths(&args)?;
-    if let Some(node) = &args.node {
-        if !image.is_file() {
-            out.info(format!(
-                "no built image for node {node} at {}; building it first",
-                image.display()
-            ));
-            build_first(&args, node, &image, out)?;
-        } else {
-            use super::stale::Staleness;
-            match super::stale::node_image_changes(
-                &image,
-                node,
-                args.profile.as_deref(),
-                args.base.as_deref(),
-            )? {
-                Staleness::Current => {}
-                Staleness::Stale(why) => {
-                    out.info(format!(
-                        "{} is stale ({}); rebuilding it first",
-                        image.display(),
-                        why.join("; ")
-                    ));
-                    build_first(&args, node, &image, out)?;
-                }
-                Staleness::Unknown(why) => out.warn(format!(
-                    "cannot tell whether {} is current ({why}); flashing it as it is",
-                    image.display()
-                )),
-            }
+    if args.swap {
+        if !args.by_node() {
+            bail!("--swap flashes nodes' cards: give --all or --node NAME");
         }
-    } else if let Some(w) = super::stale::image_warning(&image, args.profile.as_deref()) {
+        if !args.paths.is_empty() {
+            bail!("--swap takes no DEVICE: it flashes each removable card as it is inserted");
+        }
+        let req = args.request()?;
+        return super::flash_swap::run(&args, &req, out);
+    }
+    if args.by_node() {
+        run_nodes(&args, out)
+    } else {
+        run_image(&args, out)
+    }
+}
+
+/// `IMAGE DEVICE...`: the same image to every device.
+fn run_image(args: &FlashArgs, out: Reporter) -> anyhow::Result<()> {
+    if args.base.is_some() || args.offline {
+        bail!("--base and --offline go with --node or --all (IMAGE is already built)");
+    }
+    let [image, devices @ ..] = args.paths.as_slice() else {
+        bail!("give IMAGE and DEVICE (or --node NAME DEVICE)");
+    };
+    if devices.is_empty() {
+        bail!("give IMAGE and DEVICE (or --node NAME DEVICE)");
+    }
+    if let Some(w) = super::stale::image_warning(image, args.profile.as_deref()) {
         out.warn(w);
     }
     let (source, warnings) =
-        Source::open(&image).map_err(|e| anyhow!("{e}; nothing was written to the card"))?;
+        Source::open(image).map_err(|e| anyhow!("{e}; nothing was written to the card"))?;
     for w in warnings {
         out.warn(w);
     }
-    let policy = flash::TargetPolicy {
-        force: args.force,
-        force_file: args.force_file,
-    };
-    let target = flash::target::inspect(&device, source.image_size, &SystemView::host(), policy)
-        .map_err(|r| anyhow!("{}; nothing was written to it", flash::FlashError::from(r)))?;
+    let targets = inspect_all(devices, source.image_size, args.policy())?;
     out.info(describe_map(&source));
-
-    let describe = describe(&target, &source);
-    if !args.yes {
-        confirm(&describe, &target)?;
-    } else {
-        out.info(&describe);
+    let planned: Vec<Planned> = targets
+        .into_iter()
+        .map(|target| Planned {
+            node: None,
+            target,
+            patch: None,
+        })
+        .collect();
+    let single = planned.len() == 1;
+    let results = flash_cards::flash_set(&source, &planned, args, out)?;
+    if single {
+        return flash_cards::report_single(results, out);
     }
-
-    let opts = FlashOptions {
-        verify: !args.no_verify,
-        faults: FaultInjection::from_env(),
-    };
-    // From here Ctrl-C/SIGTERM stop the flash between chunks, with the card's state.
-    interrupt::install();
-    let report = match flash::flash(&source, &target, &opts, &out) {
-        Ok(r) => r,
-        Err(failure) if failure.by_signal() => {
-            // 128 + SIGINT, as a shell reports a command stopped by Ctrl-C.
-            let msg = format!("{failure}");
-            if out.is_json() {
-                println!(
-                    "{}",
-                    serde_json::json!({ "error": msg, "card": failure.card })
-                );
-            }
-            eprintln!("error: {msg}");
-            std::process::exit(130);
-        }
-        Err(failure) => return Err(failure.into()),
-    };
-    for w in &report.warnings {
-        out.warn(w);
-    }
-    out.info(format!(
-        "wrote {} of {} mapped bytes to {} in {:.1} s{}",
-        report.bytes_written,
-        report.mapped_bytes,
-        report.target.display(),
-        report.seconds,
-        if report.verified {
-            format!(", verified ({:.1} s)", report.verify_seconds)
-        } else {
-            ", not verified (--no-verify)".into()
-        }
-    ));
-    out.json(&report)?;
-    Ok(())
+    flash_cards::report_all(&planned, results, out)
 }
 
-fn resolve_paths(args: &FlashArgs) -> anyhow::Result<(PathBuf, PathBuf)> {
-    match (&args.node, args.paths.as_slice()) {
-        (Some(node), [device]) => Ok((args.out.join(format!("{node}.img")), device.clone())),
-        (Some(_), _) => bail!("with --node give only DEVICE (the image is OUT/NAME.img)"),
-        (None, [image, device]) => Ok((image.clone(), device.clone())),
-        (None, _) => bail!("give IMAGE and DEVICE (or --node NAME DEVICE)"),
-    }
-}
-
-/// `--node NAME` with no or a stale OUT/NAME.img: build it, as `piimg build --node
-/// NAME` would.
-fn build_first(args: &FlashArgs, node: &str, image: &Path, out: Reporter) -> anyhow::Result<()> {
-    let context = || format!("building {node}'s image before flashing it");
-    let profile = super::build::profile_path(args.profile.as_deref()).with_context(context)?;
-    let req = BuildRequest {
-        base: args.base.clone(),
-        out_dir: args.out.clone(),
-        offline: args.offline,
-        ..BuildRequest::new(profile, Nodes::Named(vec![node.to_string()]))
-    };
-    // One JSON document on stdout (flash's): the build talks like --quiet then.
-    let build_out = if out.is_json() {
-        Reporter::new(piimg::progress::OutputMode::Quiet)
-    } else {
-        out
-    };
-    let report = build::build(&req, &build_out).with_context(context)?;
-    super::build::print(&report, &build_out)?;
-    report.check().with_context(context)?;
-    if !image.is_file() {
+/// `--node NAME... DEVICE...` / `--all DEVICE...`: each node's card composed from the
+/// base, all written at once.
+fn run_nodes(args: &FlashArgs, out: Reporter) -> anyhow::Result<()> {
+    let req = args.request()?;
+    let mut prepared = build::prepare(&req, &out)?;
+    let names: Vec<String> = prepared.jobs.iter().map(|j| j.card.node.clone()).collect();
+    if names.len() != args.paths.len() {
         bail!(
-            "building node {node} did not produce {}; run `piimg build --node {node}` and check its output",
-            image.display()
+            "{} node(s) ({}) but {} DEVICE(s): give one device per node, in the same order, or use --swap to flash them one card after another",
+            names.len(),
+            names.join(", "),
+            args.paths.len()
         );
     }
-    Ok(())
+    let (source, warnings) = Source::open(&prepared.base)
+        .map_err(|e| anyhow!("the base image: {e}; nothing was written to the cards"))?;
+    for w in warnings {
+        out.warn(w);
+    }
+    let targets = inspect_all(&args.paths, source.image_size, args.policy())?;
+    let mut planned = Vec::new();
+    for (job, target) in prepared.jobs.iter().zip(targets) {
+        let patch = flash::compose(&prepared.base, &job.card, &job.extra, &std::env::temp_dir())
+            .map_err(|e| {
+                anyhow!(
+                    "composing {}'s card: {e}; nothing was written to the cards",
+                    job.card.node
+                )
+            })?;
+        planned.push(Planned {
+            node: Some(job.card.node.clone()),
+            target,
+            patch: Some(patch),
+        });
+    }
+    out.info(format!(
+        "{} card(s) from {} with each node's boot partition: {} bytes each to write",
+        planned.len(),
+        prepared.base.display(),
+        planned
+            .first()
+            .and_then(|p| p.patch.as_ref())
+            .map_or(0, |p| source_bytes_outside(&source, p.span)
+                + p.mapped_bytes())
+    ));
+    let results = flash_cards::flash_set(&source, &planned, args, out)?;
+    for (p, r) in planned.iter().zip(&results) {
+        if let (Some(node), Ok(_)) = (&p.node, r) {
+            if let Err(e) = prepared.mark_issued(node) {
+                out.warn(format!(
+                    "{node}: flashed, but recording it as issued failed: {e}"
+                ));
+            }
+        }
+    }
+    flash_cards::report_all(&planned, results, out)
+}
+
+/// Bytes of the image's ranges outside `span`.
+fn source_bytes_outside(source: &Source, span: (u64, u64)) -> u64 {
+    source
+        .ranges
+        .iter()
+        .map(|r| {
+            let (s, e) = (r.offset, r.offset + r.len);
+            let inside = e.min(span.1).saturating_sub(s.max(span.0));
+            r.len - inside
+        })
+        .sum()
+}
+
+/// Every device checked for an image of `image_size` bytes; every refusal (and a
+/// device given twice) named at once, before anything is written.
+pub(super) fn inspect_all(
+    devices: &[PathBuf],
+    image_size: u64,
+    policy: flash::TargetPolicy,
+) -> anyhow::Result<Vec<Target>> {
+    let view = SystemView::host();
+    let mut targets: Vec<Target> = Vec::new();
+    let mut refused = Vec::new();
+    for d in devices {
+        match flash::target::inspect(d, image_size, &view, policy) {
+            Ok(t) => {
+                if let Some(same) = targets.iter().find(|o| o.resolved == t.resolved) {
+                    refused.push(format!(
+                        "{} and {} are the same device: give each card once",
+                        same.path.display(),
+                        d.display()
+                    ));
+                } else {
+                    targets.push(t);
+                }
+            }
+            Err(r) => refused.push(flash::FlashError::from(r).to_string()),
+        }
+    }
+    match refused.as_slice() {
+        [] => Ok(targets),
+        [one] if devices.len() == 1 => bail!("{one}; nothing was written to it"),
+        _ => bail!(
+            "{} of {} device(s) refused; nothing was written to any card:\n  {}",
+            refused.len(),
+            devices.len(),
+            refused.join("\n  ")
+        ),
+    }
 }
 
 /// Where the ranges to write came from, for stderr (the `--json` report has `map`).
@@ -215,55 +300,17 @@ fn describe_map(source: &Source) -> String {
     )
 }
 
-fn describe(target: &flash::Target, source: &Source) -> String {
-    match target.kind {
-        TargetKind::File => format!(
-            "{} → file {} ({} mapped of {} bytes)",
-            source.path.display(),
-            target.path.display(),
-            source.mapped_bytes(),
-            source.image_size
-        ),
-        TargetKind::BlockDevice => format!(
-            "{} → {} ({}): {}, {:.1} GB ({} bytes), removable: {}",
-            source.path.display(),
-            target.path.display(),
-            target.name,
-            target.model.as_deref().unwrap_or("unknown model"),
-            target.size as f64 / 1e9,
-            target.size,
-            if target.removable { "yes" } else { "no" }
-        ),
-    }
-}
-
-fn confirm(describe: &str, target: &flash::Target) -> anyhow::Result<()> {
-    if target.kind == TargetKind::File && !path_has_data(&target.path) {
-        return Ok(());
-    }
-    if !std::io::stdin().is_terminal() {
-        bail!(
-            "refusing to flash {} without confirmation: stdin is not a terminal; pass --yes",
-            target.path.display()
-        );
-    }
-    eprintln!("{describe}");
-    eprint!(
-        "Everything on {} will be overwritten. Type 'yes' to continue: ",
-        target.path.display()
-    );
-    std::io::stderr().flush().ok();
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .context("reading the confirmation")?;
-    if line.trim() != "yes" {
-        bail!("not confirmed; nothing was written");
-    }
-    Ok(())
-}
-
-fn path_has_data(p: &Path) -> bool {
-    std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false)
+/// The card specs of `planned`, with the debug-only per-device flip fault.
+pub(super) fn specs(planned: &[Planned]) -> Vec<CardSpec<'_>> {
+    let flip_on = flash::FaultInjection::flip_device_from_env();
+    let flip = flash::FaultInjection::from_env().flip_byte_at;
+    planned
+        .iter()
+        .map(|p| CardSpec {
+            target: &p.target,
+            patch: p.patch.as_ref(),
+            node: p.node.as_deref(),
+            flip_byte_at: flip_on.as_ref().filter(|d| **d == p.target.path).and(flip),
+        })
+        .collect()
 }

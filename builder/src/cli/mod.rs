@@ -12,6 +12,8 @@ mod completions;
 mod environment;
 mod fetch;
 mod flash;
+mod flash_cards;
+mod flash_swap;
 mod init;
 mod inspect;
 pub mod json_error;
@@ -80,7 +82,7 @@ pub enum Command {
     Build(build::BuildArgs),
     /// Show what is inside an image or card.
     Inspect(inspect::InspectArgs),
-    /// Write an image to a card, verified.
+    /// Write an image, or nodes' cards, to one card or several at once, verified.
     Flash(flash::FlashArgs),
     /// Write an admin kubeconfig for the running cluster.
     Kubeconfig(kubeconfig::KubeconfigArgs),
@@ -130,7 +132,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::run(a, out),
         Command::Flash(mut a) => {
             // Discovered where it is needed (build::profile_path): with IMAGE it only
-            // feeds a staleness warning, with --node only a (re)build needs one.
+            // feeds a staleness warning, with --node/--all it is the cluster.
             a.profile = cli_profile(named);
             flash::run(a, out)
         }

@@ -1,4 +1,9 @@
-//! Page-aligned buffers for O_DIRECT I/O, without unsafe code.
+//! Page-aligned buffers for O_DIRECT I/O, without unsafe code, and the pool they
+//! are shared from: one buffer read from the image is written to every card, and goes
+//! back to the pool when the last card is done with it.
+
+use std::sync::Arc;
+use std::sync::mpsc::SyncSender;
 
 /// Alignment that satisfies O_DIRECT on every device we meet (logical blocks ≤ 4 KiB).
 pub const ALIGN: usize = 4096;
@@ -31,6 +36,40 @@ impl AlignedBuf {
     }
 }
 
+/// A pool buffer holding one chunk of the image; back in its pool when dropped.
+#[derive(Debug)]
+pub struct PoolBuf {
+    buf: Option<AlignedBuf>,
+    home: SyncSender<AlignedBuf>,
+}
+
+/// One chunk shared by every card it is written to.
+pub type Shared = Arc<PoolBuf>;
+
+impl PoolBuf {
+    /// `buf`, returned to `home` (a channel with room for every pool buffer) on drop.
+    pub fn new(buf: AlignedBuf, home: SyncSender<AlignedBuf>) -> Shared {
+        Arc::new(Self {
+            buf: Some(buf),
+            home,
+        })
+    }
+
+    /// The first `n` bytes.
+    pub fn slice(&self, n: usize) -> &[u8] {
+        self.buf.as_ref().map_or(&[], |b| b.slice(n))
+    }
+}
+
+impl Drop for PoolBuf {
+    fn drop(&mut self) {
+        if let Some(b) = self.buf.take() {
+            // The pool channel has room for every buffer: this never blocks.
+            let _ = self.home.try_send(b);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +82,16 @@ mod tests {
             assert_eq!(s.len(), 8192);
             assert_eq!(s.as_ptr() as usize % ALIGN, 0);
         }
+    }
+
+    #[test]
+    fn a_shared_buffer_goes_home_when_the_last_card_drops_it() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let shared = PoolBuf::new(AlignedBuf::new(ALIGN), tx);
+        let other = shared.clone();
+        drop(shared);
+        assert!(rx.try_recv().is_err(), "still held by one card");
+        drop(other);
+        assert!(rx.try_recv().is_ok());
     }
 }

@@ -24,4 +24,13 @@ impl FaultInjection {
             stop_after_bytes: var("PIIMG_FLASH_TEST_STOP_AFTER"),
         }
     }
+
+    /// `PIIMG_FLASH_TEST_FLIP_DEVICE` (debug builds only): the one device of a
+    /// several-card flash the flip fault applies to.
+    pub fn flip_device_from_env() -> Option<std::path::PathBuf> {
+        if !cfg!(debug_assertions) {
+            return None;
+        }
+        std::env::var_os("PIIMG_FLASH_TEST_FLIP_DEVICE").map(std::path::PathBuf::from)
+    }
 }

@@ -233,6 +233,12 @@ impl Source {
         self.ranges.iter().map(|r| r.len).sum()
     }
 
+    /// True when the image's bytes can be read at any offset (a raw image, or one
+    /// decompressed into a temporary file); false for a stream.
+    pub(crate) fn is_raw(&self) -> bool {
+        !self.stream
+    }
+
     /// A reader of the image's (decompressed) bytes, read in increasing offsets.
     pub(crate) fn reader(&self) -> Result<ImageReader<'_>, FlashError> {
         Ok(match self.compression {

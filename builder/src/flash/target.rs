@@ -289,9 +289,7 @@ pub fn inspect(
             needed: image_size,
         });
     }
-    let removable = read_trim(&sysdir.join("removable")).as_deref() == Some("1")
-        || (name.starts_with("mmcblk")
-            && read_trim(&sysdir.join("device/type")).as_deref() == Some("SD"));
+    let removable = is_removable(&sysdir, &name);
     if !removable && !policy.force {
         return Err(Refusal::NotRemovable(path.to_path_buf()));
     }
@@ -315,6 +313,26 @@ pub fn inspect(
         size,
         removable,
     })
+}
+
+/// Whether the disk `name` at `sysdir` is removable media: sysfs `removable`, or an SD
+/// card behind an MMC host. In debug builds a loop device whose backing file lies
+/// under `PIIMG_FLASH_TEST_REMOVABLE_UNDER` counts too (the tests' stand-in cards).
+pub fn is_removable(sysdir: &Path, name: &str) -> bool {
+    if read_trim(&sysdir.join("removable")).as_deref() == Some("1")
+        || (name.starts_with("mmcblk")
+            && read_trim(&sysdir.join("device/type")).as_deref() == Some("SD"))
+    {
+        return true;
+    }
+    if !cfg!(debug_assertions) {
+        return false;
+    }
+    let Some(dir) = std::env::var_os("PIIMG_FLASH_TEST_REMOVABLE_UNDER") else {
+        return false;
+    };
+    read_trim(&sysdir.join("loop/backing_file"))
+        .is_some_and(|f| !dir.is_empty() && Path::new(&f).starts_with(&dir))
 }
 
 fn file_target(path: &Path, resolved: PathBuf, size: u64) -> Target {

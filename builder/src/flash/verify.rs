@@ -2,25 +2,25 @@
 //! written buffer to [`Retained`] instead of back to the pool; as soon as every chunk
 //! of a [`Window`] is written, the [`Verifier`] fsyncs, drops the window's cached pages,
 //! reads it back from the medium (O_DIRECT where the target allows it) into its own
-//! buffer and compares it byte for byte with the buffer that was written, then returns
-//! that buffer to the pool. The pool holds at most two windows besides the writers'
-//! buffers, so the memory kept is bounded (see [`super::window::Budget`]). The image
+//! buffer and compares it byte for byte with the buffer that was written, then lets
+//! that buffer go (back to the pool once no other card keeps it). The pool holds at
+//! most two windows per card besides the writers' buffers, so the memory kept is
+//! bounded (see [`super::window::Budget`]). The image
 //! itself is checked against the `.bmap` while writing; [`check_head`] compares the
 //! first MiB once it is written.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::SyncSender;
 use std::time::Instant;
 
 use indicatif::ProgressBar;
 
 use super::FlashError;
-use super::buffer::AlignedBuf;
+use super::buffer::{AlignedBuf, Shared};
 use super::chunks::{CHUNK, Chunk, HEAD};
 use super::device::Device;
 use super::error::write_err;
-use super::source::Source;
+use super::ranges::SourceRange;
 use super::window::{Tracker, Window};
 
 /// What the overlapped read-back checked.
@@ -36,7 +36,7 @@ pub struct Verified {
 
 #[derive(Debug)]
 struct Slots {
-    bufs: Vec<Option<AlignedBuf>>,
+    bufs: Vec<Option<Shared>>,
     closed: bool,
 }
 
@@ -58,8 +58,8 @@ impl Retained {
     }
 
     /// Keeps chunk `i`'s written buffer; gives it straight back once the read-back has
-    /// stopped (so the writer's pool never runs dry).
-    pub fn keep(&self, i: usize, buf: AlignedBuf) -> Option<AlignedBuf> {
+    /// stopped (so the pool never runs dry).
+    pub fn keep(&self, i: usize, buf: Shared) -> Option<Shared> {
         let mut s = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         let s = &mut *s;
         match s.bufs.get_mut(i) {
@@ -72,13 +72,13 @@ impl Retained {
     }
 
     /// Takes chunk `i`'s written buffer.
-    fn take(&self, i: usize) -> Option<AlignedBuf> {
+    fn take(&self, i: usize) -> Option<Shared> {
         let mut s = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         s.bufs.get_mut(i).and_then(Option::take)
     }
 
     /// Stops keeping buffers; returns every one still kept.
-    fn close(&self) -> Vec<AlignedBuf> {
+    fn close(&self) -> Vec<Shared> {
         let mut s = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         s.closed = true;
         s.bufs.iter_mut().filter_map(Option::take).collect()
@@ -87,8 +87,8 @@ impl Retained {
 
 /// The read-back of the windows past the first MiB.
 pub struct Verifier<'a> {
-    /// The image.
-    pub src: &'a Source,
+    /// The ranges written (for naming the one a mismatch is in).
+    pub ranges: &'a [SourceRange],
     /// The target.
     pub dev: &'a Device,
     /// The write plan.
@@ -99,8 +99,6 @@ pub struct Verifier<'a> {
     pub tracker: &'a Tracker,
     /// The written buffers, until compared.
     pub retained: &'a Retained,
-    /// The write pool, where compared buffers go back.
-    pub free: SyncSender<AlignedBuf>,
     /// Test fault: invert this byte after its window is written, before reading it.
     pub flip_byte_at: Option<u64>,
     /// Set when the flash failed.
@@ -112,12 +110,10 @@ pub struct Verifier<'a> {
 impl Verifier<'_> {
     /// Verifies every window as it completes. `Some` when every chunk past the first
     /// MiB matched; `None` when stopped (the error, if any, went to `fail`). Either way
-    /// every kept buffer is back in the pool when it returns.
+    /// every kept buffer has been let go when it returns.
     pub fn run(&self, fail: &(dyn Fn(FlashError) + Sync)) -> Option<Verified> {
         let out = self.compare_windows(fail);
-        for buf in self.retained.close() {
-            let _ = self.free.send(buf);
-        }
+        drop(self.retained.close());
         out
     }
 
@@ -170,9 +166,9 @@ impl Verifier<'_> {
                     let k = want.slice(n).iter().zip(g.iter()).position(|(a, b)| a != b);
                     c.offset + k.unwrap_or(0) as u64
                 });
-                let _ = self.free.send(want);
+                drop(want);
                 if let Some(offset) = at {
-                    let r = &self.src.ranges[c.range];
+                    let r = &self.ranges[c.range];
                     fail(FlashError::VerifyMismatch {
                         path: dev.path.clone(),
                         offset,
@@ -196,7 +192,7 @@ impl Verifier<'_> {
 /// Reads the written first MiB back from the medium and compares it with the image
 /// byte for byte. Returns the bytes checked.
 pub fn check_head(
-    src: &Source,
+    ranges: &[SourceRange],
     dev: &Device,
     held: &[(u64, Vec<u8>)],
     bar: &ProgressBar,
@@ -213,8 +209,7 @@ pub fn check_head(
         })?;
         if let Some(k) = want.iter().zip(g.iter()).position(|(a, b)| a != b) {
             let bad = offset + k as u64;
-            let r = src
-                .ranges
+            let r = ranges
                 .iter()
                 .find(|r| (r.offset..r.offset + r.len).contains(&bad));
             return Err(FlashError::VerifyMismatch {

@@ -155,18 +155,7 @@ pub fn write_image(
 
     // 2. The card, into the boot partition only.
     let clock = Instant::now();
-    let span = {
-        let image = Image::open_rw(&tmp_path)?;
-        let span = boot_span(&image)?;
-        let time = Timestamp::from_unix(i64::try_from(card.build_time).unwrap_or(i64::MAX));
-        let mut boot = Fat(image.boot_at(time)?);
-        apply_card(&mut boot, card, extra_files).map_err(|source| WriteError::Card {
-            path: base.to_path_buf(),
-            source,
-        })?;
-        boot.0.commit()?;
-        span
-    };
+    let span = lay_card(&tmp_path, base, card, extra_files)?;
     t.card = clock.elapsed().as_secs_f64();
 
     // 3. The block map, reusing the base's checksums outside the boot partition.
@@ -251,6 +240,28 @@ pub fn write_image(
         copy,
         timings: t,
     })
+}
+
+/// Lays `card` (and `extra_files`) onto the boot partition of the copy of `base` at
+/// `path`, stamped with the card's build time, and commits it; the one way a card gets
+/// into an image (`build`'s files and `flash --node`'s cards alike). Returns the boot
+/// partition's byte span.
+pub fn lay_card(
+    path: &Path,
+    base: &Path,
+    card: &Card,
+    extra_files: &BTreeMap<String, Vec<u8>>,
+) -> Result<(u64, u64), WriteError> {
+    let image = Image::open_rw(path)?;
+    let span = boot_span(&image)?;
+    let time = Timestamp::from_unix(i64::try_from(card.build_time).unwrap_or(i64::MAX));
+    let mut boot = Fat(image.boot_at(time)?);
+    apply_card(&mut boot, card, extra_files).map_err(|source| WriteError::Card {
+        path: base.to_path_buf(),
+        source,
+    })?;
+    boot.0.commit()?;
+    Ok(span)
 }
 
 /// SHA-256 of the first `len` bytes of `file` (holes read as zeros).
