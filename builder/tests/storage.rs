@@ -387,3 +387,242 @@ fn a_server_card_without_s3_credentials_is_refused() {
     assert!(err.contains("[k3s.etcd_s3]"), "{err}");
     assert!(files_for_node(&plans["w-sd"], &ca, "s3cret", &HaOptions::default()).is_ok());
 }
+
+/// Validation of `text` written as `dir/lab.toml`: (field, message) of every error
+/// and warning.
+fn findings(text: &str, dir: &Path) -> (Vec<(String, String)>, Vec<(String, String)>) {
+    let path = dir.join("lab.toml");
+    std::fs::write(&path, text).expect("write profile");
+    let profile = piimg::profile::load(&path).expect("profile loads");
+    let f = piimg::profile::validate(&profile);
+    let pairs = |v: &[piimg::profile::Finding]| {
+        v.iter()
+            .map(|f| (f.field.clone(), f.message.clone()))
+            .collect::<Vec<_>>()
+    };
+    (pairs(&f.errors), pairs(&f.warnings))
+}
+
+/// The one finding of `list` whose field is `field`.
+fn one<'a>(list: &'a [(String, String)], field: &str) -> &'a str {
+    let hits: Vec<&(String, String)> = list.iter().filter(|(f, _)| f == field).collect();
+    assert_eq!(hits.len(), 1, "{field}: {list:#?}");
+    &hits[0].1
+}
+
+#[test]
+fn validation_knows_which_board_boots_what() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The profile as written: no error; the one SD server without a data disk is none
+    // (s-data keeps etcd on its NVMe disk), so no etcd-on-SD warning.
+    let (errors, warnings) = findings(&profile_text(""), dir.path());
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert!(
+        !warnings
+            .iter()
+            .any(|(_, m)| m.contains("embedded etcd on SD")),
+        "{warnings:#?}"
+    );
+    let text = profile_text("")
+        .replace(
+            "name = \"w-usb\"\nip = \"10.0.0.22\"\nrole = \"agent\"\nhardware = \"pi4-4gb\"\nstorage = \"usb\"",
+            "name = \"w-usb\"\nip = \"10.0.0.22\"\nrole = \"agent\"\nhardware = \"pi4-4gb\"\nstorage = \"nvme\"",
+        )
+        .replace("data_disk = \"usb\"", "data_disk = \"nvme\"")
+        .replace(
+            "name = \"s-usb\"\nip = \"10.0.0.12\"\nrole = \"server\"\nhardware = \"pi5-8gb\"\nstorage = \"usb\"",
+            "name = \"s-usb\"\nip = \"10.0.0.12\"\nrole = \"server\"\nhardware = \"pi5-8gb\"\nstorage = \"usb\"\ndata_disk = \"usb\"",
+        );
+    let (errors, _) = findings(&text, dir.path());
+    assert_eq!(
+        one(&errors, "nodes[4] (w-usb).storage"),
+        "a Raspberry Pi 4 cannot boot from NVMe (only a Raspberry Pi 5 has the PCIe connector); put the SSD in a USB adapter and use storage = \"usb\""
+    );
+    assert_eq!(
+        one(&errors, "nodes[5] (w-data).data_disk"),
+        "a Raspberry Pi 4 has no PCIe connector for an NVMe SSD; put it in a USB adapter and use data_disk = \"usb\""
+    );
+    assert_eq!(
+        one(&errors, "nodes[1] (s-usb).data_disk"),
+        "this node boots from its USB disk, which already holds k3s's data; data_disk is for nodes that boot from their SD card (remove one of the two)"
+    );
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    // An unknown bus is a parse error naming the line and the choices.
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        profile_text("").replace("data_disk = \"usb\"", "data_disk = \"sata\""),
+    )
+    .expect("write");
+    let err = piimg::profile::load(&path).expect_err("sata").to_string();
+    assert!(
+        err.contains("bad.toml:") && err.ends_with("unknown value `sata` (valid: usb, nvme)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_etcd_on_sd_warning_names_only_servers_whose_data_is_on_sd() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = profile_text("").replace(
+        "name = \"s-usb\"\nip = \"10.0.0.12\"\nrole = \"server\"\nhardware = \"pi5-8gb\"\nstorage = \"usb\"",
+        "name = \"s-usb\"\nip = \"10.0.0.12\"\nrole = \"server\"\nhardware = \"pi5-8gb\"",
+    );
+    let (errors, warnings) = findings(&text, dir.path());
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert_eq!(
+        one(&warnings, "nodes"),
+        "embedded etcd on SD cards (s-usb) is slow and wears the cards; boot these servers from a USB or NVMe disk (storage = \"usb\" or \"nvme\") or give them a data disk for k3s (data_disk = \"usb\" or \"nvme\")"
+    );
+}
+
+#[test]
+fn storage_options_are_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let no_nvme = profile_text("[storage]\npcie_gen3 = true\n")
+        .replace("storage = \"nvme\"", "storage = \"usb\"")
+        .replace("data_disk = \"nvme\"", "data_disk = \"usb\"");
+    let (errors, warnings) = findings(&no_nvme, dir.path());
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert_eq!(
+        one(&warnings, "storage.pcie_gen3"),
+        "no Raspberry Pi 5 node has an NVMe disk (storage or data_disk = \"nvme\"): it changes nothing"
+    );
+    let (_, warnings) = findings(&profile_text("[storage]\npcie_gen3 = true\n"), dir.path());
+    assert!(
+        !warnings.iter().any(|(f, _)| f == "storage.pcie_gen3"),
+        "{warnings:#?}"
+    );
+    let data_dir = profile_text(
+        "server_args = [\"data-dir=/srv/k3s\"]\nagent_args = [\"--data-dir=/srv/k3s\"]",
+    );
+    let (errors, _) = findings(&data_dir, dir.path());
+    for field in ["k3s.server_args", "k3s.agent_args"] {
+        assert_eq!(
+            one(&errors, field),
+            "data-dir moves k3s's data off the nodes' data disks (mounted at /var/lib/rancher/k3s); remove it"
+        );
+    }
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, profile_text("[storage]\nsd_wear = \"max\"\n")).expect("write");
+    let err = piimg::profile::load(&path).expect_err("max").to_string();
+    assert!(
+        err.ends_with("unknown value `max` (valid: off, minimal)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn etcd_s3_settings_are_checked_and_its_absence_warned_about() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (errors, warnings) = findings(&profile_text(""), dir.path());
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert_eq!(
+        one(&warnings, "k3s.etcd_s3"),
+        "3 servers keep their etcd snapshots only on their own disks; add [k3s.etcd_s3] (an S3 or MinIO bucket) so a snapshot survives the disk that dies"
+    );
+    // One server: the no-HA warning says enough.
+    let single = profile_text("")
+        .replace(
+            "role = \"server\"\nhardware = \"pi5-8gb\"\nstorage = \"usb\"",
+            "role = \"agent\"\nhardware = \"pi5-8gb\"\nstorage = \"usb\"",
+        )
+        .replace(
+            "role = \"server\"\nhardware = \"pi5-8gb\"\ndata_disk",
+            "role = \"agent\"\nhardware = \"pi5-8gb\"\ndata_disk",
+        );
+    let (_, warnings) = findings(&single, dir.path());
+    assert!(
+        !warnings.iter().any(|(f, _)| f == "k3s.etcd_s3"),
+        "{warnings:#?}"
+    );
+    // A good target: no finding about it.
+    let (errors, warnings) = findings(&s3_profile(dir.path()), dir.path());
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert!(
+        !warnings.iter().any(|(f, _)| f.starts_with("k3s.etcd_s3")),
+        "{warnings:#?}"
+    );
+    let bad = profile_text(
+        "server_args = [\"etcd-s3-bucket=x\"]\n[k3s.etcd_s3]\nendpoint = \"https://minio.lan:9000\"\nbucket = \"Lab_Etcd\"\nfolder = \"/lab/\"\nregion = \"\"\nendpoint_ca = \"nope.pem\"\n",
+    );
+    let (errors, _) = findings(&bad, dir.path());
+    assert_eq!(
+        one(&errors, "k3s.server_args[0]"),
+        "\"etcd-s3-bucket\" comes from [k3s.etcd_s3] (its keys from the secrets directory); set it there"
+    );
+    assert_eq!(
+        one(&errors, "k3s.etcd_s3.bucket"),
+        "\"Lab_Etcd\" is not an S3 bucket name (3-63 lowercase letters, digits, '.' and '-')"
+    );
+    assert_eq!(
+        one(&errors, "k3s.etcd_s3.endpoint"),
+        "\"https://minio.lan:9000\": give host[:port] without a scheme (k3s uses HTTPS; insecure = true for plain HTTP)"
+    );
+    assert_eq!(
+        one(&errors, "k3s.etcd_s3.folder"),
+        "\"/lab/\" is not a folder (no leading, trailing or double '/', no spaces), e.g. \"lab\""
+    );
+    assert_eq!(
+        one(&errors, "k3s.etcd_s3.region"),
+        "\"\" is not a region (like \"us-east-1\")"
+    );
+    let ca = one(&errors, "k3s.etcd_s3.endpoint_ca");
+    assert!(
+        ca.starts_with(&format!("{}: ", dir.path().join("nope.pem").display())),
+        "{ca}"
+    );
+    assert_eq!(errors.len(), 6, "{errors:#?}");
+    let spaced = profile_text("[k3s.etcd_s3]\nendpoint = \"minio lan\"\nbucket = \"lab\"\n");
+    let (errors, _) = findings(&spaced, dir.path());
+    assert_eq!(
+        one(&errors, "k3s.etcd_s3.endpoint"),
+        "\"minio lan\" is not host[:port], e.g. \"minio.lan:9000\""
+    );
+    std::fs::write(dir.path().join("key.pem"), "-----BEGIN PRIVATE KEY-----\n").expect("write");
+    let not_ca = profile_text("[k3s.etcd_s3]\nbucket = \"lab\"\nendpoint_ca = \"key.pem\"\n");
+    let (errors, _) = findings(&not_ca, dir.path());
+    assert_eq!(
+        one(&errors, "k3s.etcd_s3.endpoint_ca"),
+        format!(
+            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            dir.path().join("key.pem").display()
+        )
+    );
+    std::fs::write(dir.path().join("ca.pem"), CA_PEM).expect("write");
+    let plain = profile_text(
+        "[k3s.etcd_s3]\nbucket = \"lab\"\nendpoint_ca = \"ca.pem\"\ninsecure = true\n",
+    );
+    let (errors, warnings) = findings(&plain, dir.path());
+    assert_eq!(
+        one(&errors, "k3s.etcd_s3.endpoint_ca"),
+        "a CA bundle is for HTTPS, but insecure = true turns HTTPS off; remove one"
+    );
+    assert_eq!(
+        one(&warnings, "k3s.etcd_s3.insecure"),
+        "snapshots (every cluster secret in them) and the S3 keys travel over plain HTTP"
+    );
+    let unchecked = profile_text("[k3s.etcd_s3]\nbucket = \"lab\"\nskip_ssl_verify = true\n");
+    let (_, warnings) = findings(&unchecked, dir.path());
+    assert_eq!(
+        one(&warnings, "k3s.etcd_s3.skip_ssl_verify"),
+        "the endpoint's certificate is not checked; give its CA as endpoint_ca instead"
+    );
+    let both = profile_text(
+        "[k3s.etcd_s3]\nbucket = \"lab\"\nendpoint_ca = \"ca.pem\"\nskip_ssl_verify = true\n",
+    );
+    let (_, warnings) = findings(&both, dir.path());
+    assert_eq!(
+        one(&warnings, "k3s.etcd_s3.skip_ssl_verify"),
+        "certificates are not checked, so endpoint_ca is not used; drop skip_ssl_verify"
+    );
+    // A typo in the table is refused with the nearest key.
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        profile_text("[k3s.etcd_s3]\nbucket = \"lab\"\nbuckett = \"x\"\n"),
+    )
+    .expect("write");
+    let err = piimg::profile::load(&path).expect_err("typo").to_string();
+    assert!(err.contains("buckett"), "{err}");
+}
