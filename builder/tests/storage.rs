@@ -388,9 +388,12 @@ fn a_server_card_without_s3_credentials_is_refused() {
     assert!(files_for_node(&plans["w-sd"], &ca, "s3cret", &HaOptions::default()).is_ok());
 }
 
+/// (field, message) of each finding.
+type Pairs = Vec<(String, String)>;
+
 /// Validation of `text` written as `dir/lab.toml`: (field, message) of every error
 /// and warning.
-fn findings(text: &str, dir: &Path) -> (Vec<(String, String)>, Vec<(String, String)>) {
+fn findings(text: &str, dir: &Path) -> (Pairs, Pairs) {
     let path = dir.join("lab.toml");
     std::fs::write(&path, text).expect("write profile");
     let profile = piimg::profile::load(&path).expect("profile loads");
