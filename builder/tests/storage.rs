@@ -629,3 +629,92 @@ fn etcd_s3_settings_are_checked_and_its_absence_warned_about() {
     let err = piimg::profile::load(&path).expect_err("typo").to_string();
     assert!(err.contains("buckett"), "{err}");
 }
+
+fn piimg_plan(dir: &Path, args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_piimg"))
+        .current_dir(dir)
+        .env("HOME", dir)
+        .env("COLUMNS", "80")
+        .env_remove("PIIMG_PROFILE")
+        .env_remove("PIIMG_GITHUB_KEYS_URL")
+        .args(["plan", "-p", "lab.toml"])
+        .args(args)
+        .output()
+        .expect("piimg runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn plan_says_which_boot_order_each_disk_board_needs_and_where_snapshots_go() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("lab.toml"), s3_profile(dir.path())).expect("write");
+    let out = piimg_plan(dir.path(), &["--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let node = |name: &str| {
+        doc["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .find(|n| n["name"] == name)
+            .unwrap_or_else(|| panic!("{name}"))
+            .clone()
+    };
+    let nvme = node("s-nvme");
+    assert_eq!(nvme["storage"]["boot_device"], "nvme");
+    assert_eq!(nvme["boot_order"]["boot_order"], "0xf416");
+    assert_eq!(
+        nvme["boot_order"]["extra"],
+        serde_json::json!(["PCIE_PROBE=1"])
+    );
+    assert_eq!(node("s-usb")["boot_order"]["boot_order"], "0xf14");
+    assert_eq!(node("w-usb")["boot_order"]["boot_order"], "0xf14");
+    let data = node("s-data");
+    assert_eq!(data["boot_order"], serde_json::Value::Null);
+    assert_eq!(data["storage_text"], "sd + nvme data");
+    assert_eq!(data["storage"]["sd_wear"], "minimal");
+    assert_eq!(
+        doc["etcd_snapshots"]["s3"],
+        "s3://lab-etcd/lab at https://minio.lan:9000 (us-east-1)"
+    );
+    let human = String::from_utf8(piimg_plan(dir.path(), &[]).stdout).expect("utf-8");
+    let lines: Vec<&str> = human.lines().collect();
+    let row = |name: &str| {
+        *lines
+            .iter()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name}: {human}"))
+    };
+    assert!(row("s-nvme").trim_end().ends_with("nvme"), "{human}");
+    assert!(
+        row("w-data").trim_end().ends_with("sd + usb data"),
+        "{human}"
+    );
+    let text = human.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        text.contains("s-nvme (pi5): BOOT_ORDER=0xf416 (NVMe, then SD, then USB) and, for an adapter that is not a HAT+, PCIE_PROBE=1 on the node (booted once from any SD card): `sudo rpi-eeprom-config --edit`, reboot"),
+        "{human}"
+    );
+    assert!(
+        text.contains("w-usb (pi4): BOOT_ORDER=0xf14 (USB first, then SD)"),
+        "{human}"
+    );
+    assert!(!text.contains("w-sd (pi4): BOOT_ORDER"), "{human}");
+    assert!(
+        text.contains("etcd snapshots (0 */6 * * *, 10 kept): on each server's own disk and in s3://lab-etcd/lab at https://minio.lan:9000 (us-east-1)"),
+        "{human}"
+    );
+    assert!(human.lines().all(|l| l.chars().count() <= 80), "{human}");
+    // Without a target: the plan says the snapshots die with the disk.
+    std::fs::write(dir.path().join("lab.toml"), profile_text("")).expect("write");
+    let human = String::from_utf8(piimg_plan(dir.path(), &[]).stdout).expect("utf-8");
+    let text = human.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        text.contains("on each server's own disk only, lost with it (add [k3s.etcd_s3])"),
+        "{human}"
+    );
+}
