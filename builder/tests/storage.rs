@@ -718,3 +718,42 @@ fn plan_says_which_boot_order_each_disk_board_needs_and_where_snapshots_go() {
         "{human}"
     );
 }
+
+#[test]
+fn restore_lets_only_the_bootstrap_card_initialise_again_with_the_same_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("lab.toml");
+    std::fs::write(&path, profile_text("")).expect("write");
+    let profile = piimg::profile::load(&path).expect("loads");
+    let issued = ClusterState {
+        bootstrap_issued: true,
+        issued: ["s-nvme".to_string()].into(),
+        ..ClusterState::default()
+    };
+    let plan = |state: &ClusterState| {
+        piimg::plan::plan_with(&profile, state, vec![KEY.into()]).expect("plans")
+    };
+    // An issued cluster: no card initialises, the bootstrap card waits for a peer.
+    assert!(!plan(&issued).iter().any(|p| p.starts_cluster()));
+    // --restore: the bootstrap server (the first one) initialises again, no other.
+    let restored = plan(&piimg::build::restore_state(&issued, true));
+    let starting: Vec<&str> = restored
+        .iter()
+        .filter(|p| p.starts_cluster())
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(starting, ["s-nvme"]);
+    assert_eq!(piimg::build::restore_state(&issued, false), issued);
+    // Its card is a first bring-up with the cluster's own CA files and an init window
+    // (a peer that answers is joined instead).
+    let ca = ClusterCa::create(&dir.path().join("secrets"), "lab").expect("ca");
+    let nf = files_for_node(&restored[0], &ca, "s3cret", &HaOptions::default()).expect("files");
+    assert!(nf.ha.first_bring_up);
+    assert!(nf.ha.init_window_secs > 0);
+    assert!(
+        nf.secret_files
+            .iter()
+            .any(|f| f.path == "/var/lib/rancher/k3s/server/tls/server-ca.key"),
+        "the cluster's CA, not a new one"
+    );
+}
