@@ -681,7 +681,17 @@ fn plan_says_which_boot_order_each_disk_board_needs_and_where_snapshots_go() {
         doc["etcd_snapshots"]["s3"],
         "s3://lab-etcd/lab at https://minio.lan:9000 (us-east-1)"
     );
-    let human = String::from_utf8(piimg_plan(dir.path(), &[]).stdout).expect("utf-8");
+    let out = piimg_plan(dir.path(), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    for name in ["etcd-s3-access-key", "etcd-s3-secret-key"] {
+        assert!(
+            err.contains(&format!(
+                "lab.secrets/{name} is missing: server cards need it for [k3s.etcd_s3] and builds of them will refuse"
+            )),
+            "{err}"
+        );
+    }
+    let human = String::from_utf8(out.stdout).expect("utf-8");
     let lines: Vec<&str> = human.lines().collect();
     let row = |name: &str| {
         *lines
@@ -709,6 +719,17 @@ fn plan_says_which_boot_order_each_disk_board_needs_and_where_snapshots_go() {
         "{human}"
     );
     assert!(human.lines().all(|l| l.chars().count() <= 80), "{human}");
+    // With the keys in place, no such warning.
+    std::fs::create_dir(dir.path().join("lab.secrets")).expect("dir");
+    for name in ["etcd-s3-access-key", "etcd-s3-secret-key"] {
+        std::fs::write(dir.path().join("lab.secrets").join(name), "k\n").expect("key");
+    }
+    let out = piimg_plan(dir.path(), &[]);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("etcd-s3-access-key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Without a target: the plan says the snapshots die with the disk.
     std::fs::write(dir.path().join("lab.toml"), profile_text("")).expect("write");
     let human = String::from_utf8(piimg_plan(dir.path(), &[]).stdout).expect("utf-8");

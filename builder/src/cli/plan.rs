@@ -204,6 +204,20 @@ pub fn run(args: PlanArgs, out: Reporter) -> anyhow::Result<()> {
     if let Some(note) = worker_note {
         out.warn(note);
     }
+    if p.k3s.etcd_s3.is_some() {
+        for name in [
+            secrets::ETCD_S3_ACCESS_KEY_FILE,
+            secrets::ETCD_S3_SECRET_KEY_FILE,
+        ] {
+            let file = secrets::secrets_dir(path).join(name);
+            if !file.is_file() {
+                out.warn(format!(
+                    "{} is missing: server cards need it for [k3s.etcd_s3] and builds of them will refuse (one line, mode 0600)",
+                    file.display()
+                ));
+            }
+        }
+    }
     let local_keys = keys::resolve(&p, KeySources::Local).context("SSH keys")?;
     let plans = plan::plan_with(&p, &state, local_keys)?;
     let nodes: Vec<Row> = plans
