@@ -778,3 +778,47 @@ fn restore_lets_only_the_bootstrap_card_initialise_again_with_the_same_ca() {
         "the cluster's CA, not a new one"
     );
 }
+
+#[test]
+fn image_gc_thresholds_kubelet_would_refuse_are_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A cluster-wide low of 75 is above sd_wear's high of 70 on SD nodes only
+    // (kubelet's own high is 85).
+    let text = profile_text("kubelet_args = [\"image-gc-low-threshold=75\"]");
+    let (errors, _) = findings(&text, dir.path());
+    let fields: Vec<&str> = errors.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "nodes[2] (s-data).kubelet_args",
+            "nodes[3] (w-sd).kubelet_args",
+            "nodes[5] (w-data).kubelet_args",
+            "nodes[6] (w-pi5).kubelet_args",
+        ],
+        "{errors:#?}"
+    );
+    assert_eq!(
+        errors[1].1,
+        "this node's kubelet would get image-gc-high-threshold=70 and image-gc-low-threshold=75 (last set in k3s.kubelet_args, over sd_wear = \"minimal\"'s 70/50); kubelet refuses to start unless 0 <= low < high <= 100"
+    );
+    // A node's own high fixes it for that node.
+    let fixed = text.replace(
+        "name = \"w-sd\"\nip = \"10.0.0.21\"\nrole = \"agent\"\nhardware = \"pi4-2gb\"\n",
+        "name = \"w-sd\"\nip = \"10.0.0.21\"\nrole = \"agent\"\nhardware = \"pi4-2gb\"\nkubelet_args = [\"image-gc-high-threshold=90\"]\n",
+    );
+    let (errors, _) = findings(&fixed, dir.path());
+    assert!(
+        !errors.iter().any(|(f, _)| f.contains("w-sd")),
+        "{errors:#?}"
+    );
+    // Against kubelet's own defaults (85/80) on a disk-booting node.
+    let text = profile_text("").replace(
+        "storage = \"nvme\"\n",
+        "storage = \"nvme\"\nkubelet_args = [\"image-gc-low-threshold=101\"]\n",
+    );
+    let (errors, _) = findings(&text, dir.path());
+    assert_eq!(
+        one(&errors, "nodes[0] (s-nvme).kubelet_args"),
+        "this node's kubelet would get image-gc-high-threshold=85 and image-gc-low-threshold=101 (last set in kubelet_args); kubelet refuses to start unless 0 <= low < high <= 100"
+    );
+}
