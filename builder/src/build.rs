@@ -20,7 +20,7 @@ use crate::output::write;
 use crate::pki::{ClusterCa, HaOptions, PkiError};
 use crate::plan::{NodePlan, PlanError};
 use crate::profile::keys::{self, KeyError};
-use crate::profile::secrets::{self, ClusterSecrets, SecretsError};
+use crate::profile::secrets::{self, ClusterSecrets, ClusterState, SecretsError};
 use crate::profile::{self, Profile, ProfileError};
 use crate::progress::{OutputMode, Reporter};
 use indicatif::MultiProgress;
@@ -55,6 +55,10 @@ pub struct BuildRequest {
     pub offline: bool,
     /// Start a new cluster: fresh secrets, the old ones moved aside.
     pub new_cluster: bool,
+    /// Restore an existing cluster whose servers were all lost: the bootstrap
+    /// server's card may initialise it again (same secrets and CA, after its init
+    /// window), so an etcd snapshot can be restored onto it.
+    pub restore: bool,
     /// Compute each whole image's SHA-256.
     pub sha256: bool,
     /// Images written at the same time; `None`: one per CPU.
@@ -73,6 +77,7 @@ impl BuildRequest {
             xz: false,
             offline: false,
             new_cluster: false,
+            restore: false,
             sha256: false,
             jobs: None,
         }
@@ -477,12 +482,30 @@ pub fn prepare(req: &BuildRequest, out: &Reporter) -> Result<Prepared, BuildErro
             old.display()
         ));
     }
-    let plans = if req.offline {
-        let keys = keys::resolve(&profile, keys::KeySources::Local)?;
-        crate::plan::plan_with(&profile, cluster.state(), keys)?
+    let plans = if req.offline || req.restore {
+        let keys = keys::resolve(
+            &profile,
+            if req.offline {
+                keys::KeySources::Local
+            } else {
+                keys::KeySources::All
+            },
+        )?;
+        crate::plan::plan_with(&profile, &restore_state(cluster.state(), req.restore), keys)?
     } else {
         crate::plan::plan(&profile, &cluster)?
     };
+    if req.restore {
+        for p in plans
+            .iter()
+            .filter(|p| wanted.contains(&p.name) && p.starts_cluster())
+        {
+            out.info(format!(
+                "--restore: {}'s card initialises the cluster again (same token and CA) when no other server answers within {} s; then restore the etcd snapshot on it (README: restoring a cluster from an etcd snapshot)",
+                p.name, profile.k3s.init_window_seconds
+            ));
+        }
+    }
     let plans: Vec<NodePlan> = plans
         .into_iter()
         .filter(|p| wanted.contains(&p.name))
@@ -510,6 +533,16 @@ pub fn prepare(req: &BuildRequest, out: &Reporter) -> Result<Prepared, BuildErro
         jobs,
         cluster,
     })
+}
+
+/// The cluster state the plan sees: with `restore`, as if the bootstrap server's card
+/// had never been issued, so that card may initialise the cluster again.
+pub fn restore_state(state: &ClusterState, restore: bool) -> ClusterState {
+    let mut s = state.clone();
+    if restore {
+        s.bootstrap_issued = false;
+    }
+    s
 }
 
 /// Every planned node's card and manifest, warning about a bootstrap card that may
@@ -540,6 +573,13 @@ fn cards(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    // Read only when a server card being built sends its snapshots to S3: agents
+    // never get them, and a profile without [k3s.etcd_s3] needs no such files.
+    let etcd_s3 = if plans.iter().any(|p| p.k3s.etcd_s3.is_some()) {
+        Some(cluster.etcd_s3_credentials()?)
+    } else {
+        None
+    };
     let mut jobs = Vec::new();
     for plan in plans {
         if plan.bootstrap && !plan.starts_cluster() {
@@ -559,6 +599,7 @@ fn cards(
             agent_token_secret: cluster.agent_token_secret().map(str::to_string),
             init_window_secs: profile.k3s.init_window_seconds,
             node_cleaner_days: profile.k3s.node_cleaner_days,
+            etcd_s3: etcd_s3.clone(),
         };
         let nf = crate::pki::files_for_node(plan, ca, cluster.token_secret(), &ha).map_err(
             |source| BuildError::NodePki {
