@@ -17,7 +17,7 @@ use std::process::Command;
 fn plan() -> NodePlan {
     let mut p = support::plan::node_plan("pi5-master-1", Role::Server, true, None);
     p.domain = Some("lan".into());
-    p.network.address = "192.168.86.31".parse().unwrap();
+    p.network.address = Some("192.168.86.31".parse().unwrap());
     p.network.dns = vec!["192.168.86.1".parse().unwrap(), "9.9.9.9".parse().unwrap()];
     p.network.search = vec!["lan".into()];
     p.hardware.config_txt = vec!["kernel=kernel8.img".into()];
@@ -212,7 +212,7 @@ fn node_json_on_the_card_is_what_the_agent_parses() {
         piimg_contract::NodeConfig::from_json(&file_text(&c, piimg_contract::NODE_CONFIG_FILE))
             .unwrap();
     assert_eq!(cfg.node_name, "pi5-master-1");
-    assert_eq!(cfg.network.address.to_string(), "192.168.86.31");
+    assert_eq!(cfg.network.address, Some("192.168.86.31".parse().unwrap()));
 }
 
 // ---------------------------------------------------------------------------
