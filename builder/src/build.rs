@@ -347,6 +347,14 @@ pub fn build(req: &BuildRequest, out: &Reporter) -> Result<BuildReport, BuildErr
     };
     let span = write::boot_span(&image)?;
     drop(image);
+    // The keys too come before any secret: a card nobody can log into is refused,
+    // and a GitHub fetch that fails leaves no half-made cluster behind.
+    let sources = if req.offline {
+        keys::KeySources::Local
+    } else {
+        keys::KeySources::All
+    };
+    let ssh_keys = keys::for_card(&profile, keys::resolve(&profile, sources)?, sources)?;
     let base_id = match &base.sha256 {
         Some(sha) => BaseId::Sha256(sha.clone()),
         None => BaseId::of_file(&base.path).map_err(|e| BuildError::Base {
@@ -388,12 +396,7 @@ pub fn build(req: &BuildRequest, out: &Reporter) -> Result<BuildReport, BuildErr
             old.display()
         ));
     }
-    let plans = if req.offline {
-        let keys = keys::resolve(&profile, keys::KeySources::Local)?;
-        crate::plan::plan_with(&profile, cluster.state(), keys)?
-    } else {
-        crate::plan::plan(&profile, &cluster)?
-    };
+    let plans = crate::plan::plan_with(&profile, cluster.state(), ssh_keys)?;
     let plans: Vec<NodePlan> = plans
         .into_iter()
         .filter(|p| wanted.contains(&p.name))

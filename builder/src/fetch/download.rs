@@ -145,7 +145,15 @@ pub(crate) fn download(job: &Job) -> Result<Downloaded, FetchError> {
                 continue;
             }
             Err(Failure::Fatal(e)) => return Err(e),
-            Err(Failure::Transient(last)) => {
+            // Nothing downloaded, in this run or before: an unknown host or a
+            // refused connection is not a blip.
+            Err(f @ Failure::Unreachable { .. })
+                if budget.failures == 0 && on_disk == 0 && pass.fed == 0 =>
+            {
+                f.first_attempt(job.url)?;
+                continue;
+            }
+            Err(Failure::Transient(last) | Failure::Unreachable { reason: last, .. }) => {
                 budget.fail(job, last)?;
                 continue;
             }
