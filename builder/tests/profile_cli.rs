@@ -63,6 +63,13 @@ fn validate_reference_profile_from_a_fresh_clone() {
             .contains("profiles/homelab.toml: ok — cluster homelab, 8 nodes (3 servers)")
     );
     assert!(text(&out.stderr).contains("warning: nodes: embedded etcd on SD cards"));
+    // The reference profile validates, and says its key is a placeholder.
+    assert!(
+        text(&out.stderr)
+            .contains("warning: access.ssh_keys[0]: the reference profile's placeholder key"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -98,7 +105,9 @@ fn validate_reports_every_error_and_fails() {
     assert_eq!(doc["ok"], false);
     assert_eq!(doc["errors"].as_array().unwrap().len(), 2);
     assert_eq!(doc["errors"][0]["field"], "nodes[3].name");
-    assert_eq!(doc["warnings"].as_array().unwrap().len(), 1);
+    // The placeholder key and the servers' etcd on SD cards.
+    assert_eq!(doc["warnings"].as_array().unwrap().len(), 2);
+    assert_eq!(doc["warnings"][0]["field"], "access.ssh_keys[0]");
 }
 
 #[test]
@@ -115,7 +124,7 @@ fn unknown_key_error_points_at_the_line() {
     assert_eq!(
         text(&out.stderr).trim(),
         format!(
-            "error: profiles/homelab.toml:{line}:1: unknown key `admin_usr`, did you mean `admin_user`? (valid: admin_user, password_login, ssh_keys, ssh_key_files, github_users)"
+            "error: profiles/homelab.toml:{line}:1: unknown key `admin_usr`, did you mean `admin_user`? (valid: admin_user, password_login, ssh_keys, ssh_key_files, github_users, password_hash)"
         )
     );
 }
