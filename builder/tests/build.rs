@@ -1720,3 +1720,81 @@ fn concurrent_first_builds_create_the_secrets_once_and_all_use_them() {
         "{state}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// First run: nothing is created until the base and the keys are in hand.
+// ---------------------------------------------------------------------------
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn a_first_build_that_cannot_get_a_base_leaves_no_secrets() {
+    let env = images::Env::new();
+    // Online, the OS list host unknown: fails at once, and nothing was created.
+    let t = std::time::Instant::now();
+    let out = env
+        .piimg()
+        .env(
+            "PIIMG_OS_LIST_URL",
+            "http://piimg-first-build.invalid/os_list.json",
+        )
+        .args(["build", "--profile", "lab.toml", "--all"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        t.elapsed()
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("does not resolve") && err.contains("--base FILE.img"),
+        "{err}"
+    );
+    assert!(!env.path("lab.secrets").exists(), "secrets created: {err}");
+    assert!(!env.path("lab.state.toml").exists());
+    // Offline with an empty cache: the same.
+    let out = env
+        .piimg()
+        .args(["build", "--profile", "lab.toml", "--all", "--offline"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!env.path("lab.secrets").exists(), "{}", stderr(&out));
+}
+
+#[test]
+fn the_placeholder_key_and_an_offline_github_only_key_set_are_refused_before_any_secret() {
+    let base = images::base("bookworm");
+    let env = images::Env::new();
+    let profile = env.path("lab.toml");
+    let text = std::fs::read_to_string(&profile).unwrap();
+    let placeholder = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDaZHaCdoVEb1zwLI5CNGewvIXbUN372synbuJpT30X8 REPLACE-ME-placeholder@piimg";
+    let start = text.find("ssh_keys = [").unwrap();
+    let end = start + text[start..].find('\n').unwrap();
+    let with = |keys: &str| format!("{}{keys}{}", &text[..start], &text[end..]);
+
+    std::fs::write(&profile, with(&format!("ssh_keys = [\"{placeholder}\"]"))).unwrap();
+    let out = env.build(&base, &["--all"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("access.ssh_keys[0] is the reference profile's placeholder key (comment REPLACE-ME…): nobody can log in with it; replace it with your public key"),
+        "{err}"
+    );
+    assert!(!env.path("lab.secrets").exists());
+    assert!(!env.path("out/pi5-master-1.img").exists());
+
+    std::fs::write(&profile, with("github_users = [\"someone\"]")).unwrap();
+    let out = env.build(&base, &["--all"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("no SSH key without the network: access.github_users' keys are fetched at build time, which --offline does not do"),
+        "{err}"
+    );
+    assert!(!env.path("lab.secrets").exists());
+}

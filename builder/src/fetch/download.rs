@@ -147,11 +147,17 @@ pub(crate) fn download(job: &Job) -> Result<Downloaded, FetchError> {
             Err(Failure::Fatal(e)) => return Err(e),
             // Nothing downloaded, in this run or before: an unknown host or a
             // refused connection is not a blip.
-            Err(f @ Failure::Unreachable { .. })
+            Err(Failure::Unreachable { reason, kind })
                 if budget.failures == 0 && on_disk == 0 && pass.fed == 0 =>
             {
-                f.first_attempt(job.url)?;
-                continue;
+                // The empty partial file this run opened is of no use to the next.
+                drop(file);
+                let _ = std::fs::remove_file(partial);
+                return Err(FetchError::Unreachable {
+                    url: job.url.to_string(),
+                    reason,
+                    kind,
+                });
             }
             Err(Failure::Transient(last) | Failure::Unreachable { reason: last, .. }) => {
                 budget.fail(job, last)?;
