@@ -132,7 +132,11 @@ pub fn wait(
     let gw = net.gateway;
     let dev = wait_for(limit, || {
         let text = std::fs::read_to_string(&path).map_err(|e| format!("/proc/net/route: {e}"))?;
-        Ok(has_default_route(&text).filter(|d| !dhcp || *d == iface))
+        match has_default_route(&text) {
+            Some(d) if dhcp && d != iface => Err(format!("the default route is via {d}")),
+            Some(d) => Ok(Some(d)),
+            None => Err("no default route in /proc/net/route".into()),
+        }
     })
     .map_err(|last| {
         let check = match (&net.wifi, dhcp) {
