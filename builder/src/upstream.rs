@@ -159,6 +159,22 @@ pub struct Facts {
     pub bmap_lookup: BmapLookup,
     /// k3s behaviour piimg relies on (`[k3s]`).
     pub k3s: K3sFacts,
+    /// Wi-Fi as Imager and Raspberry Pi OS do it (`[wifi]`).
+    pub wifi: WifiFacts,
+}
+
+/// Wi-Fi as Raspberry Pi Imager and Raspberry Pi OS do it (`[wifi]`); only what the
+/// code reads is typed here.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WifiFacts {
+    /// Where the facts come from.
+    pub source: String,
+    /// The cmdline.txt argument (without the country) that sets the regulatory domain.
+    pub regdom_cmdline_arg: String,
+    /// PBKDF2 iterations of a WPA passphrase.
+    pub psk_pbkdf2_iterations: u32,
+    /// Length of the derived PSK in bytes.
+    pub psk_bytes: usize,
 }
 
 /// k3s behaviour piimg relies on (`[k3s]`); only what the code reads is typed here.
@@ -251,6 +267,9 @@ mod tests {
         assert_eq!(f.k3s.api_port, 6443);
         assert_eq!(f.k3s.admin_group, "system:masters");
         assert!(f.k3s.db_info_path.starts_with('/'));
+        assert!(!f.wifi.source.is_empty());
+        assert!(f.wifi.regdom_cmdline_arg.ends_with('='));
+        assert_eq!(f.wifi.psk_bytes, 32);
     }
 
     #[test]

@@ -36,9 +36,6 @@ pub const CONFIG_TXT: &str = "config.txt";
 pub const NM_KEYFILE_DIR: &str = "/etc/NetworkManager/system-connections";
 /// The sshd drop-in the agent lays down (it checks for `PasswordAuthentication no`).
 pub const SSHD_DROP_IN: &str = "/etc/ssh/sshd_config.d/50-piimg.conf";
-/// The kernel's Wi-Fi regulatory domain argument (cfg80211), as Raspberry Pi Imager
-/// and raspi-config's `do_wifi_country` put it on cmdline.txt.
-pub const REGDOM_ARG: &str = "cfg80211.ieee80211_regdom=";
 /// The airgap files a profile may bundle: (file name, required).
 pub const AIRGAP_FILES: [(&str, bool); 3] = [
     ("k3s-arm64", true),
@@ -246,11 +243,13 @@ pub fn render(
 
     let cgroup = snippet_args("common/cmdline.txt.hbs", &r("common/cmdline.txt.hbs")?)?;
     let own_hook_prefix = format!("systemd.run={}", data.card.agent_path);
-    // Our Wi-Fi country replaces any the base (or an earlier tool) set.
+    // Our Wi-Fi country replaces any the base (or an earlier tool) set, as Imager
+    // and raspi-config's do_wifi_country put it on cmdline.txt.
+    let regdom_arg = &crate::upstream::facts().wifi.regdom_cmdline_arg;
     let regdom: Vec<String> = cgroup
         .iter()
-        .any(|a| a.starts_with(REGDOM_ARG))
-        .then(|| REGDOM_ARG.to_string())
+        .any(|a| a.starts_with(regdom_arg.as_str()))
+        .then(|| regdom_arg.clone())
         .into_iter()
         .collect();
     let mut secret_files = secrets.files.clone();

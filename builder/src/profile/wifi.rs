@@ -1,18 +1,15 @@
 //! `[wifi]`: SSID, WPA pre-shared key and regulatory domain, checked; the PSK a card
 //! gets is always the 64-hex key, never the passphrase.
 //!
-//! The key is derived as wpa_supplicant's `wpa_passphrase` does (IEEE 802.11i
-//! annex H.4): PBKDF2-HMAC-SHA1 of the passphrase, salted with the SSID, 4096
-//! iterations, 32 bytes.
+//! The key is derived as wpa_supplicant's `wpa_passphrase` and Raspberry Pi Imager do
+//! (IEEE 802.11i annex H.4): PBKDF2-HMAC-SHA1 of the passphrase, salted with the
+//! SSID, with the iterations and length of `upstream.toml`'s `[wifi]`.
 
 use std::num::NonZeroU32;
 
 /// ISO 3166-1 alpha-2 codes, as raspi-config's `do_wifi_country` accepts them
 /// (it checks /usr/share/zoneinfo/iso3166.tab; this is that table's first column).
 pub const COUNTRIES: &str = "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW";
-
-/// PBKDF2 iterations of a WPA passphrase.
-const ITERATIONS: u32 = 4096;
 
 /// What is wrong with one `[wifi]` value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,8 +69,9 @@ pub fn psk_hex(ssid: &str, psk: &str) -> Result<String, WifiError> {
         };
         return Err(WifiError::Psk(why));
     }
-    let mut key = [0u8; 32];
-    let iterations = NonZeroU32::new(ITERATIONS).unwrap_or(NonZeroU32::MIN);
+    let facts = &crate::upstream::facts().wifi;
+    let mut key = vec![0u8; facts.psk_bytes];
+    let iterations = NonZeroU32::new(facts.psk_pbkdf2_iterations).unwrap_or(NonZeroU32::MIN);
     ring::pbkdf2::derive(
         ring::pbkdf2::PBKDF2_HMAC_SHA1,
         iterations,
