@@ -321,6 +321,17 @@ pub fn build(req: &BuildRequest, out: &Reporter) -> Result<BuildReport, BuildErr
         }
     }
     let build_time = build_time()?;
+    // A key set nobody can log in with is known without the network: refuse it
+    // before a download.
+    if req.offline {
+        keys::for_card(
+            &profile,
+            keys::resolve(&profile, keys::KeySources::Local)?,
+            keys::KeySources::Local,
+        )?;
+    } else {
+        keys::no_placeholder(&profile)?;
+    }
 
     // The base is checked (sanity, release, first-boot mechanism) before anything is
     // created or built.

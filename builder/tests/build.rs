@@ -1787,6 +1787,21 @@ fn the_placeholder_key_and_an_offline_github_only_key_set_are_refused_before_any
     );
     assert!(!env.path("lab.secrets").exists());
     assert!(!env.path("out/pi5-master-1.img").exists());
+    // Online too, refused before the base is even looked for (no download).
+    let out = env
+        .piimg()
+        .env(
+            "PIIMG_OS_LIST_URL",
+            "http://piimg-never-asked.invalid/os_list.json",
+        )
+        .args(["build", "--profile", "lab.toml", "--all"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(
+        err.contains("placeholder key") && !err.contains("cannot reach"),
+        "{err}"
+    );
 
     std::fs::write(&profile, with("github_users = [\"someone\"]")).unwrap();
     let out = env.build(&base, &["--all"]);

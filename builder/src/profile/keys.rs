@@ -124,6 +124,19 @@ pub fn is_placeholder(line: &str) -> bool {
         .is_some_and(|c| c.starts_with(PLACEHOLDER_MARK))
 }
 
+/// Refuses a profile whose inline keys include a placeholder ([`is_placeholder`]).
+pub fn no_placeholder(profile: &Profile) -> Result<(), KeyError> {
+    match profile
+        .access
+        .ssh_keys
+        .iter()
+        .position(|l| is_placeholder(l))
+    {
+        Some(i) => Err(KeyError::Placeholder(i)),
+        None => Ok(()),
+    }
+}
+
 /// The keys a card may be built with: none of the inline keys is a placeholder, and
 /// `keys` (resolved from `sources`) is not empty.
 pub fn for_card(
@@ -131,14 +144,7 @@ pub fn for_card(
     keys: Vec<String>,
     sources: KeySources,
 ) -> Result<Vec<String>, KeyError> {
-    if let Some(i) = profile
-        .access
-        .ssh_keys
-        .iter()
-        .position(|l| is_placeholder(l))
-    {
-        return Err(KeyError::Placeholder(i));
-    }
+    no_placeholder(profile)?;
     if keys.is_empty() {
         return Err(
             if sources == KeySources::Local && !profile.access.github_users.is_empty() {
