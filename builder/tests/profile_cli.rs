@@ -442,3 +442,34 @@ fn tilde_without_home_is_a_clear_error() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn plan_shows_a_dhcp_node_without_an_address() {
+    let profile = reference_text().replacen("ip = \"192.168.86.23\"\n", "dhcp = true\n", 1);
+    let (_d, root, home) = scratch(&profile);
+    let out = piimg(&root, &home)
+        .args(["plan", "--wide", "--profile", "profiles/homelab.toml"])
+        .output()
+        .unwrap();
+    ok(&out);
+    let stdout = text(&out.stdout);
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("pi4-worker-3"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert_eq!(row.split_whitespace().nth(1), Some("dhcp"), "{row}");
+    assert!(!row.contains("192.168.86.23"), "{row}");
+    let out = piimg(&root, &home)
+        .args(["--json", "plan", "--profile", "profiles/homelab.toml"])
+        .output()
+        .unwrap();
+    ok(&out);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let node = doc["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "pi4-worker-3")
+        .unwrap();
+    assert!(node["ip"].is_null(), "{node}");
+}
