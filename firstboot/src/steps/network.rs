@@ -165,6 +165,10 @@ pub fn wait(
     if net.wifi.is_some() && matches!(boot, BootHook::CloudInit { .. }) {
         if let Some(text) = fs.read_card(NETWORK_CONFIG)? {
             if let Some(scrubbed) = without_psk(&text) {
+                // Zeroed in place first, as the card's secrets are: a rename alone
+                // would leave the PSK in the FAT's freed clusters. A crash between
+                // the two leaves no network-config, which cloud-init no longer reads.
+                fs.scrub_card(NETWORK_CONFIG)?;
                 fs.put_card(NETWORK_CONFIG, scrubbed.as_bytes())?;
                 notes.push(format!(
                     "Wi-Fi PSK scrubbed from the card's {NETWORK_CONFIG}"
