@@ -17,6 +17,11 @@ pub enum WifiError {
     /// SSID empty or over 32 bytes.
     #[error("SSID of {0} bytes; an SSID has 1 to 32 bytes")]
     SsidLength(usize),
+    /// An SSID NetworkManager's keyfile cannot carry as written.
+    #[error(
+        "SSID {0:?} has a control character, a backslash or leading/trailing spaces, which the NetworkManager keyfile would not keep as they are; piimg supports SSIDs without them"
+    )]
+    SsidChars(String),
     /// Neither a passphrase nor a 64-hex PSK.
     #[error(
         "neither a WPA passphrase (8 to 63 printable ASCII characters) nor a 64-digit hex PSK ({0}); e.g. psk = \"correct horse battery\", or the psk= line of `wpa_passphrase SSID`"
@@ -31,10 +36,13 @@ pub enum WifiError {
 
 /// Checks an SSID's length (1 to 32 bytes, IEEE 802.11).
 pub fn check_ssid(ssid: &str) -> Result<(), WifiError> {
-    match ssid.len() {
-        1..=32 => Ok(()),
-        n => Err(WifiError::SsidLength(n)),
+    if !(1..=32).contains(&ssid.len()) {
+        return Err(WifiError::SsidLength(ssid.len()));
     }
+    if ssid.chars().any(|c| c.is_control() || c == '\\') || ssid.trim() != ssid {
+        return Err(WifiError::SsidChars(ssid.to_string()));
+    }
+    Ok(())
 }
 
 /// Checks a regulatory domain: an ISO 3166 alpha-2 code in capitals.
@@ -103,6 +111,19 @@ mod tests {
         assert!(psk_hex("x", &"a".repeat(64)).is_ok());
         assert!(psk_hex("x", &"g".repeat(64)).is_err());
         assert!(psk_hex("x", "pass\u{e9}word1").is_err());
+    }
+
+    #[test]
+    fn ssids_the_keyfile_cannot_keep_are_refused() {
+        assert!(check_ssid("lab net").is_ok());
+        assert!(check_ssid(&"x".repeat(32)).is_ok());
+        assert!(check_ssid(&"x".repeat(33)).is_err());
+        for bad in [" lead", "trail ", "tab\there", "back\\slash"] {
+            assert!(
+                matches!(check_ssid(bad), Err(WifiError::SsidChars(_))),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
