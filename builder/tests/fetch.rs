@@ -1199,3 +1199,26 @@ fn piimg_fetch_names_the_way_forward_when_the_list_host_is_unknown() {
     assert!(err.contains("`piimg build --base FILE.img`"), "{err}");
     assert!(!err.contains("retrying"), "{err}");
 }
+
+#[test]
+fn a_refused_connection_with_a_partial_download_is_retried_and_the_partial_kept() {
+    // An earlier run got part of the image: the host existed, so a refusal now may
+    // be a blip (a restarting mirror) and the partial is worth keeping.
+    let cache = tempfile::tempdir().unwrap();
+    let sha = "ab".repeat(32);
+    let partial = cache.path().join(format!("partial/{sha}.img.xz.part"));
+    std::fs::create_dir_all(partial.parent().unwrap()).unwrap();
+    std::fs::write(&partial, vec![7u8; 4096]).unwrap();
+    let mut o = opts("unused", cache.path());
+    o.source = Source::Direct {
+        url: format!("http://127.0.0.1:{}/image.img.xz", refused_port()),
+        sha256: sha,
+    };
+    o.net.retries = 1;
+    let e = ensure_base(&o, &quiet()).unwrap_err();
+    assert!(
+        matches!(e, FetchError::RetriesExhausted { attempts: 2, .. }),
+        "{e:?}"
+    );
+    assert_eq!(std::fs::metadata(&partial).unwrap().len(), 4096);
+}
