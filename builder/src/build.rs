@@ -415,6 +415,17 @@ pub fn prepare(req: &BuildRequest, out: &Reporter) -> Result<Prepared, BuildErro
         }
     }
     let build_time = build_time()?;
+    // A key set nobody can log in with is known without the network: refuse it
+    // before a download.
+    if req.offline {
+        keys::for_card(
+            &profile,
+            keys::resolve(&profile, keys::KeySources::Local)?,
+            keys::KeySources::Local,
+        )?;
+    } else {
+        keys::no_placeholder(&profile)?;
+    }
 
     // The base is checked (sanity, release, first-boot mechanism) before anything is
     // created or built.
@@ -441,6 +452,14 @@ pub fn prepare(req: &BuildRequest, out: &Reporter) -> Result<Prepared, BuildErro
     };
     let span = write::boot_span(&image)?;
     drop(image);
+    // The keys too come before any secret: a card nobody can log into is refused,
+    // and a GitHub fetch that fails leaves no half-made cluster behind.
+    let sources = if req.offline {
+        keys::KeySources::Local
+    } else {
+        keys::KeySources::All
+    };
+    let ssh_keys = keys::for_card(&profile, keys::resolve(&profile, sources)?, sources)?;
     let base_id = match &base.sha256 {
         Some(sha) => BaseId::Sha256(sha.clone()),
         None => BaseId::of_file(&base.path).map_err(|e| BuildError::Base {
@@ -482,19 +501,11 @@ pub fn prepare(req: &BuildRequest, out: &Reporter) -> Result<Prepared, BuildErro
             old.display()
         ));
     }
-    let plans = if req.offline || req.restore {
-        let keys = keys::resolve(
-            &profile,
-            if req.offline {
-                keys::KeySources::Local
-            } else {
-                keys::KeySources::All
-            },
-        )?;
-        crate::plan::plan_with(&profile, &restore_state(cluster.state(), req.restore), keys)?
-    } else {
-        crate::plan::plan(&profile, &cluster)?
-    };
+    let plans = crate::plan::plan_with(
+        &profile,
+        &restore_state(cluster.state(), req.restore),
+        ssh_keys,
+    )?;
     if req.restore {
         for p in plans
             .iter()

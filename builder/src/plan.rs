@@ -34,8 +34,12 @@ pub struct NodePlan {
     pub bootstrap: bool,
     /// What this card does on first boot, in words (for `piimg plan`).
     pub first_boot: FirstBootAction,
-    /// Static network of this node.
+    /// Network of this node (static address or DHCP, Wi-Fi when the profile has it).
     pub network: Network,
+    /// The Wi-Fi PSK as 64 hex digits (derived from the profile's passphrase); a
+    /// secret, so never serialised with the plan.
+    #[serde(skip_serializing)]
+    pub wifi_psk: Option<String>,
     /// Hardware class, resolved with its defaults.
     pub hardware: Hardware,
     /// Admin user and keys (keys already resolved to OpenSSH public-key lines).
@@ -108,6 +112,10 @@ pub struct Access {
     pub ssh_authorized_keys: Vec<String>,
     /// SSH password login (off by default).
     pub password_login: bool,
+    /// The admin's crypt(3) password hash for console login (a secret: never
+    /// serialised with the plan); `None` keeps the password locked.
+    #[serde(skip_serializing)]
+    pub password_hash: Option<String>,
 }
 
 /// k3s settings for one node.
@@ -246,8 +254,11 @@ fn resolve(profile: &Profile, state: &ClusterState, ssh_keys: Vec<String>) -> Ve
         .map(|n| n.name.clone())
         .unwrap_or_default();
     // Bootstrap server first, then the other servers in profile order.
-    let mut servers: Vec<(String, Ipv4Addr)> =
-        profile.servers().map(|n| (n.name.clone(), n.ip)).collect();
+    // validate() guarantees every server has a static address.
+    let mut servers: Vec<(String, Ipv4Addr)> = profile
+        .servers()
+        .filter_map(|n| Some((n.name.clone(), n.ip?)))
+        .collect();
     servers.sort_by_key(|(name, _)| *name != bootstrap);
     let vip = profile.k3s.vip;
     let via_except = |me: &str| via(vip, &servers, me);
@@ -255,7 +266,18 @@ fn resolve(profile: &Profile, state: &ClusterState, ssh_keys: Vec<String>) -> Ve
         admin_user: profile.access.admin_user.clone(),
         ssh_authorized_keys: ssh_keys,
         password_login: profile.access.password_login,
+        password_hash: profile.access.password_hash.clone(),
     };
+    let wifi = profile.wifi.as_ref().map(|w| piimg_contract::Wifi {
+        ssid: w.ssid.clone(),
+        country: w.country.clone(),
+        hidden: w.hidden,
+    });
+    // validate() guarantees the PSK derives.
+    let wifi_psk = profile
+        .wifi
+        .as_ref()
+        .and_then(|w| crate::profile::wifi::psk_hex(&w.ssid, &w.psk).ok());
     let mut out = Vec::with_capacity(profile.nodes.len());
     for node in &profile.nodes {
         // validate() guarantees every class is known.
@@ -318,7 +340,9 @@ fn resolve(profile: &Profile, state: &ClusterState, ssh_keys: Vec<String>) -> Ve
                 gateway: profile.network.gateway,
                 dns: profile.network.dns.clone(),
                 search: profile.network.search.clone(),
+                wifi: wifi.clone(),
             },
+            wifi_psk: wifi_psk.clone(),
             hardware: hw,
             access: access.clone(),
             k3s: NodeK3s {

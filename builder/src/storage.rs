@@ -138,7 +138,8 @@ mod tests {
     fn node(storage: BootDisk, data_disk: Option<DiskBus>) -> Node {
         Node {
             name: "n".into(),
-            ip: "10.0.0.2".parse().expect("ip"),
+            ip: Some("10.0.0.2".parse().expect("ip")),
+            dhcp: false,
             role: piimg_contract::Role::Server,
             hardware: "pi5-8gb".into(),
             labels: Default::default(),

@@ -165,6 +165,8 @@ pub struct Facts {
     pub boot: BootFacts,
     /// k3s settings rendered for storage (`[k3s_storage]`).
     pub k3s_storage: K3sStorageFacts,
+    /// Wi-Fi as Imager and Raspberry Pi OS do it (`[wifi]`).
+    pub wifi: WifiFacts,
 }
 
 /// How `flash --swap` sees cards being inserted and ejects them (`[card_events]`).
@@ -220,6 +222,20 @@ pub struct K3sStorageFacts {
     pub kubelet_image_gc_high_default: u8,
     /// kubelet's default `image-gc-low-threshold` (percent).
     pub kubelet_image_gc_low_default: u8,
+}
+
+/// Wi-Fi as Raspberry Pi Imager and Raspberry Pi OS do it (`[wifi]`); only what the
+/// code reads is typed here.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WifiFacts {
+    /// Where the facts come from.
+    pub source: String,
+    /// The cmdline.txt argument (without the country) that sets the regulatory domain.
+    pub regdom_cmdline_arg: String,
+    /// PBKDF2 iterations of a WPA passphrase.
+    pub psk_pbkdf2_iterations: u32,
+    /// Length of the derived PSK in bytes.
+    pub psk_bytes: usize,
 }
 
 /// k3s behaviour piimg relies on (`[k3s]`); only what the code reads is typed here.
@@ -323,6 +339,9 @@ mod tests {
             f.k3s_storage.data_dir,
             piimg_contract::storage::K3S_DATA_DIR
         );
+        assert!(!f.wifi.source.is_empty());
+        assert!(f.wifi.regdom_cmdline_arg.ends_with('='));
+        assert_eq!(f.wifi.psk_bytes, 32);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::process::Command;
 fn plan() -> NodePlan {
     let mut p = support::plan::node_plan("pi5-master-1", Role::Server, true, None);
     p.domain = Some("lan".into());
-    p.network.address = "192.168.86.31".parse().unwrap();
+    p.network.address = Some("192.168.86.31".parse().unwrap());
     p.network.dns = vec!["192.168.86.1".parse().unwrap(), "9.9.9.9".parse().unwrap()];
     p.network.search = vec!["lan".into()];
     p.hardware.config_txt = vec!["kernel=kernel8.img".into()];
@@ -212,7 +212,293 @@ fn node_json_on_the_card_is_what_the_agent_parses() {
         piimg_contract::NodeConfig::from_json(&file_text(&c, piimg_contract::NODE_CONFIG_FILE))
             .unwrap();
     assert_eq!(cfg.node_name, "pi5-master-1");
-    assert_eq!(cfg.network.address.to_string(), "192.168.86.31");
+    assert_eq!(cfg.network.address, Some("192.168.86.31".parse().unwrap()));
+}
+
+// ---------------------------------------------------------------------------
+// Day one: Wi-Fi, DHCP and the password hash on the card.
+// ---------------------------------------------------------------------------
+
+const SSID: &str = "lab net";
+const PASSPHRASE: &str = "correct horse";
+const HASH: &str = "$y$j9T$F5Jx5fExrKuPp53xLKQ..1$GmcwIgvdUC9qLWcKCi6gklUa1dM3ziD43YxYNURLKy0";
+
+/// wpa_supplicant's own derivation (`wpa_passphrase SSID PASSPHRASE`'s `psk=` line).
+fn wpa_passphrase(ssid: &str, pass: &str) -> String {
+    let out = run(Command::new("wpa_passphrase").args([ssid, pass]));
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("psk="))
+        .filter(|p| p.len() == 64)
+        .unwrap_or_else(|| panic!("no hex psk in {out}"))
+        .to_string()
+}
+
+/// `plan()` on Wi-Fi (wlan0, country GB, hidden) with the PSK derived by piimg,
+/// taking its address from DHCP when `dhcp`, and with the admin's password hash.
+fn wifi_plan(dhcp: bool) -> NodePlan {
+    let mut p = plan();
+    p.network.interface = "wlan0".into();
+    p.network.wifi = Some(piimg_contract::Wifi {
+        ssid: SSID.into(),
+        country: "GB".into(),
+        hidden: true,
+    });
+    p.wifi_psk = Some(piimg::profile::wifi::psk_hex(SSID, PASSPHRASE).unwrap());
+    if dhcp {
+        p.role = Role::Agent;
+        p.network.address = None;
+    }
+    p.access.password_hash = Some(HASH.into());
+    p
+}
+
+/// Every text file of the card (boot files and node.json's root files) joined.
+fn public_text(c: &Card) -> String {
+    let mut all = String::new();
+    for (path, content) in &c.files {
+        if path == piimg_contract::SECRETS_FILE || path == "network-config" {
+            continue;
+        }
+        if let Content::Bytes(b) = content {
+            all.push_str(&String::from_utf8_lossy(b));
+        }
+    }
+    all
+}
+
+/// Parses a Wi-Fi keyfile with configparser and prints its Wi-Fi and IPv4 fields.
+fn nm_wifi_fields(keyfile: &Path) -> String {
+    let script = r#"
+import configparser, sys
+c = configparser.ConfigParser(interpolation=None)
+c.optionxform = str
+c.read(sys.argv[1])
+print("type=" + c["connection"]["type"])
+print("interface=" + c["connection"].get("interface-name", ""))
+print("ssid=" + c["wifi"]["ssid"])
+print("hidden=" + c["wifi"].get("hidden", "false"))
+print("key-mgmt=" + c["wifi-security"]["key-mgmt"])
+print("psk=" + c["wifi-security"]["psk"])
+print("method=" + c["ipv4"]["method"])
+"#;
+    run(Command::new("python3").args(["-c", script]).arg(keyfile))
+}
+
+#[test]
+fn psk_matches_wpa_passphrase() {
+    for (ssid, pass) in [(SSID, PASSPHRASE), ("IEEE", "password"), ("x", "12345678")] {
+        assert_eq!(
+            piimg::profile::wifi::psk_hex(ssid, pass).unwrap(),
+            wpa_passphrase(ssid, pass),
+            "{ssid}/{pass}"
+        );
+    }
+}
+
+#[test]
+fn bookworm_wifi_keyfile_travels_with_the_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let psk = wpa_passphrase(SSID, PASSPHRASE);
+    for dhcp in [false, true] {
+        let c = render(&wifi_plan(dhcp), FirstBoot::SystemdRun);
+        // Not in node.json: the keyfile holds the PSK.
+        assert!(
+            !c.node_config
+                .files
+                .iter()
+                .any(|f| f.path.starts_with("/etc/NetworkManager/")),
+            "keyfile in node.json"
+        );
+        let kf = c
+            .secrets
+            .files
+            .iter()
+            .find(|f| f.path == "/etc/NetworkManager/system-connections/piimg-wlan0.nmconnection")
+            .expect("the keyfile is a secret file");
+        assert_eq!(kf.mode, 0o600);
+        let p = dir.path().join("piimg-wlan0.nmconnection");
+        std::fs::write(&p, &kf.content).unwrap();
+        let method = if dhcp { "auto" } else { "manual" };
+        assert_eq!(
+            nm_wifi_fields(&p),
+            format!(
+                "type=wifi\ninterface=wlan0\nssid={SSID}\nhidden=true\nkey-mgmt=wpa-psk\npsk={psk}\nmethod={method}\n"
+            )
+        );
+        if !dhcp {
+            let f = nm_fields(&p);
+            assert!(
+                f.starts_with("address=192.168.86.31\nprefix=24\ngateway=192.168.86.1\n"),
+                "{f}"
+            );
+        }
+        // The regulatory domain is on the kernel command line, as Imager puts it.
+        let base = b"console=tty1 root=PARTUUID=abcd-02 rootwait cfg80211.ieee80211_regdom=US\n";
+        let cmdline = c.cmdline.apply(base).unwrap();
+        assert!(
+            cmdline.contains(" cfg80211.ieee80211_regdom=GB"),
+            "{cmdline}"
+        );
+        assert!(!cmdline.contains("regdom=US"), "{cmdline}");
+        // Neither the PSK, the passphrase nor the password hash on the card outside
+        // secrets.json; the hash is in it.
+        let public = public_text(&c);
+        for secret in [psk.as_str(), PASSPHRASE, HASH] {
+            assert!(!public.contains(secret), "{secret} outside secrets.json");
+        }
+        let secrets = file_text(&c, piimg_contract::SECRETS_FILE);
+        let parsed = piimg_contract::CardSecrets::from_json(&secrets).unwrap();
+        assert_eq!(parsed.password_hash.as_deref(), Some(HASH));
+        assert!(!secrets.contains(PASSPHRASE));
+    }
+}
+
+#[test]
+fn trixie_wifi_network_config_renders_through_netplan_to_networkmanager() {
+    let dir = tempfile::tempdir().unwrap();
+    let psk = wpa_passphrase(SSID, PASSPHRASE);
+    for dhcp in [false, true] {
+        let d = dir.path().join(format!("dhcp-{dhcp}"));
+        std::fs::create_dir_all(&d).unwrap();
+        let c = render(&wifi_plan(dhcp), FirstBoot::CloudInit);
+        let nc = d.join("network-config");
+        std::fs::write(&nc, file_text(&c, "network-config")).unwrap();
+        assert!(!file_text(&c, "network-config").contains(PASSPHRASE));
+        // cloud-init → netplan (what Raspberry Pi OS Trixie does).
+        let out = d.join("out");
+        run(Command::new("cloud-init")
+            .args([
+                "devel",
+                "net-convert",
+                "-k",
+                "yaml",
+                "-D",
+                "debian",
+                "-O",
+                "netplan",
+            ])
+            .arg("-p")
+            .arg(&nc)
+            .arg("-d")
+            .arg(&out));
+        let netplan = out.join("etc/netplan/50-cloud-init.yaml");
+        let yaml = std::fs::read_to_string(&netplan).unwrap();
+        assert!(yaml.contains("regulatory-domain: GB"), "{yaml}");
+        // netplan → NetworkManager keyfile, with netplan's own generator.
+        let root = d.join("root");
+        std::fs::create_dir_all(root.join("etc/netplan")).unwrap();
+        let dest = root.join("etc/netplan/50-cloud-init.yaml");
+        std::fs::copy(&netplan, &dest).unwrap();
+        std::fs::set_permissions(&dest, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        run(Command::new("netplan")
+            .args(["generate", "--root-dir"])
+            .arg(&root));
+        let kf = root.join(format!(
+            "run/NetworkManager/system-connections/netplan-wlan0-{}.nmconnection",
+            SSID.replace(' ', "%20")
+        ));
+        let method = if dhcp { "auto" } else { "manual" };
+        assert_eq!(
+            nm_wifi_fields(&kf),
+            format!(
+                "type=wifi\ninterface=wlan0\nssid={SSID}\nhidden=true\nkey-mgmt=wpa-psk\npsk={psk}\nmethod={method}\n"
+            )
+        );
+        if !dhcp {
+            let f = nm_fields(&kf);
+            assert!(
+                f.starts_with("address=192.168.86.31\nprefix=24\ngateway=192.168.86.1\n"),
+                "{f}"
+            );
+        }
+        // netplan sets the regulatory domain with iw before the radio is used.
+        let regdom =
+            std::fs::read_to_string(root.join("run/systemd/system/netplan-regdom.service"))
+                .unwrap();
+        assert!(regdom.contains("iw reg set GB"), "{regdom}");
+        let cmdline = c
+            .cmdline
+            .apply(b"console=tty1 root=PARTUUID=abcd-02 rootwait\n")
+            .unwrap();
+        assert!(
+            cmdline.contains(" cfg80211.ieee80211_regdom=GB"),
+            "{cmdline}"
+        );
+        // user-data stays valid and the secrets stay out of it.
+        let ud = d.join("user-data");
+        std::fs::write(&ud, file_text(&c, "user-data")).unwrap();
+        let out = run(Command::new("cloud-init")
+            .args(["schema", "--config-file"])
+            .arg(&ud));
+        assert!(out.contains("Valid cloud-config"), "{out}");
+        let public = public_text(&c);
+        for secret in [psk.as_str(), PASSPHRASE, HASH] {
+            assert!(
+                !public.contains(secret),
+                "{secret} outside secrets.json/network-config"
+            );
+        }
+    }
+}
+
+#[test]
+fn dhcp_agent_cards_ask_for_a_lease_and_name_no_node_ip() {
+    let mut p = plan();
+    p.role = Role::Agent;
+    p.network.address = None;
+    // Trixie: cloud-init's own NetworkManager renderer.
+    let dir = tempfile::tempdir().unwrap();
+    let c = render(&p, FirstBoot::CloudInit);
+    let nc = dir.path().join("network-config");
+    std::fs::write(&nc, file_text(&c, "network-config")).unwrap();
+    let out = dir.path().join("out");
+    run(Command::new("cloud-init")
+        .args([
+            "devel",
+            "net-convert",
+            "-k",
+            "yaml",
+            "-D",
+            "debian",
+            "-O",
+            "network-manager",
+        ])
+        .arg("-p")
+        .arg(&nc)
+        .arg("-d")
+        .arg(&out));
+    let kf = std::fs::read_to_string(
+        out.join("etc/NetworkManager/system-connections/cloud-init-eth0.nmconnection"),
+    )
+    .unwrap();
+    assert!(kf.contains("method=auto"), "{kf}");
+    assert!(!kf.contains("address1="), "{kf}");
+    // Bookworm: our keyfile.
+    let c = render(&p, FirstBoot::SystemdRun);
+    let kf = c
+        .node_config
+        .files
+        .iter()
+        .find(|f| {
+            f.path
+                .starts_with("/etc/NetworkManager/system-connections/")
+        })
+        .unwrap();
+    assert!(
+        kf.content.contains("[ipv4]\nmethod=auto\n"),
+        "{}",
+        kf.content
+    );
+    assert!(!kf.content.contains("address1="), "{}", kf.content);
+    // k3s picks the lease's address itself: no node-ip.
+    let cfg = &c.node_config.k3s.config_yaml;
+    assert!(!cfg.contains("node-ip"), "{cfg}");
+    assert!(cfg.contains("node-name: \"pi5-master-1\""), "{cfg}");
+    let parsed =
+        piimg_contract::NodeConfig::from_json(&file_text(&c, piimg_contract::NODE_CONFIG_FILE))
+            .unwrap();
+    assert_eq!(parsed.network.address, None);
 }
 
 // ---------------------------------------------------------------------------
@@ -1581,4 +1867,97 @@ fn restore_makes_a_rebuilt_bootstrap_card_a_first_bring_up_again() {
     );
     // Only the bootstrap card.
     assert!(!card_of(&env, "pi5-master-2").0.ha.first_bring_up);
+}
+
+// ---------------------------------------------------------------------------
+// First run: nothing is created until the base and the keys are in hand.
+// ---------------------------------------------------------------------------
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn a_first_build_that_cannot_get_a_base_leaves_no_secrets() {
+    let env = images::Env::new();
+    // Online, the OS list host unknown: fails at once, and nothing was created.
+    let t = std::time::Instant::now();
+    let out = env
+        .piimg()
+        .env(
+            "PIIMG_OS_LIST_URL",
+            "http://piimg-first-build.invalid/os_list.json",
+        )
+        .args(["build", "--profile", "lab.toml", "--all"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        t.elapsed()
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("does not resolve") && err.contains("--base FILE.img"),
+        "{err}"
+    );
+    assert!(!env.path("lab.secrets").exists(), "secrets created: {err}");
+    assert!(!env.path("lab.state.toml").exists());
+    // Offline with an empty cache: the same.
+    let out = env
+        .piimg()
+        .args(["build", "--profile", "lab.toml", "--all", "--offline"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!env.path("lab.secrets").exists(), "{}", stderr(&out));
+}
+
+#[test]
+fn the_placeholder_key_and_an_offline_github_only_key_set_are_refused_before_any_secret() {
+    let base = images::base("bookworm");
+    let env = images::Env::new();
+    let profile = env.path("lab.toml");
+    let text = std::fs::read_to_string(&profile).unwrap();
+    let placeholder = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDaZHaCdoVEb1zwLI5CNGewvIXbUN372synbuJpT30X8 REPLACE-ME-placeholder@piimg";
+    let start = text.find("ssh_keys = [").unwrap();
+    let end = start + text[start..].find('\n').unwrap();
+    let with = |keys: &str| format!("{}{keys}{}", &text[..start], &text[end..]);
+
+    std::fs::write(&profile, with(&format!("ssh_keys = [\"{placeholder}\"]"))).unwrap();
+    let out = env.build(&base, &["--all"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("access.ssh_keys[0] is the reference profile's placeholder key (comment REPLACE-ME…): nobody can log in with it; replace it with your public key"),
+        "{err}"
+    );
+    assert!(!env.path("lab.secrets").exists());
+    assert!(!env.path("out/pi5-master-1.img").exists());
+    // Online too, refused before the base is even looked for (no download).
+    let out = env
+        .piimg()
+        .env(
+            "PIIMG_OS_LIST_URL",
+            "http://piimg-never-asked.invalid/os_list.json",
+        )
+        .args(["build", "--profile", "lab.toml", "--all"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(
+        err.contains("placeholder key") && !err.contains("cannot reach"),
+        "{err}"
+    );
+
+    std::fs::write(&profile, with("github_users = [\"someone\"]")).unwrap();
+    let out = env.build(&base, &["--all"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("no SSH key without the network: access.github_users' keys are fetched at build time, which --offline does not do"),
+        "{err}"
+    );
+    assert!(!env.path("lab.secrets").exists());
 }

@@ -898,3 +898,43 @@ fn the_kubeconfig_can_go_to_standard_output() {
     let out = lab.piimg(&["--json", "kubeconfig", "--out", "-"]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn a_dhcp_agent_matches_whatever_address_its_lease_gave_it() {
+    let mut lab = Lab::new(false);
+    let text = std::fs::read_to_string(&lab.profile).expect("profile");
+    let planned = format!("ip = \"{}\"\nrole = \"agent\"", lab.ip(AGENT.1));
+    assert!(text.contains(&planned));
+    std::fs::write(
+        &lab.profile,
+        text.replace(&planned, "dhcp = true\nrole = \"agent\""),
+    )
+    .expect("profile");
+    lab.serve(&all_hosts(false));
+    let mut w = lab.healthy_world();
+    w.lease_holder = None;
+    // The lease gave w1 another address than the static one it had before.
+    let agent = w.nodes.last().expect("agent").clone();
+    let moved = serde_json::to_string(&agent)
+        .expect("json")
+        .replace(&lab.ip(AGENT.1).to_string(), &lab.ip(99).to_string());
+    *w.nodes.last_mut().expect("agent") = serde_json::from_str(&moved).expect("node");
+    lab.set_world(w);
+    let (code, doc, stderr) = lab.status_json(&[]);
+    assert_eq!(problems(&doc), Vec::<String>::new(), "{stderr}");
+    assert_eq!(code, 0);
+    let w1 = &doc["nodes"][3];
+    assert_eq!(w1["name"], json!("w1"));
+    assert_eq!(w1["ip"], Value::Null, "{w1}");
+    assert_eq!(w1["reported_ip"], json!(lab.ip(99).to_string()), "{w1}");
+    // The table shows `dhcp` as the planned address.
+    let out = lab.piimg(&["status", "--timeout", "2"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("w1") && l.contains("dhcp")),
+        "{table}"
+    );
+}

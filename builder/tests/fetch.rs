@@ -1089,3 +1089,136 @@ fn cli_says_once_when_there_is_no_bmap_and_takes_bmap_url() {
     );
     assert!(img.bmap.is_some());
 }
+
+// ---------------------------------------------------------------------------
+// First run: a host that does not resolve or refuses is not retried.
+// ---------------------------------------------------------------------------
+
+/// A loopback port nobody listens on (bound, then released).
+fn refused_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Options whose retries, were they made, would take at least 6 s.
+fn slow_retry_opts(source: Source, cache: &Path) -> FetchOptions {
+    let mut o = opts("unused", cache);
+    o.source = source;
+    o.net.retries = 6;
+    o.net.backoff = Duration::from_secs(2);
+    o
+}
+
+#[test]
+fn an_unresolvable_os_list_host_fails_at_once_with_the_next_steps() {
+    let cache = tempfile::tempdir().unwrap();
+    let url = "http://piimg-first-run.invalid/os_list.json";
+    let o = slow_retry_opts(Source::OsList { url: url.into() }, cache.path());
+    let t = std::time::Instant::now();
+    let e = ensure_base(&o, &quiet()).unwrap_err();
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        matches!(
+            &e,
+            FetchError::Unreachable {
+                kind: "does not resolve",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let msg = e.to_string();
+    for next in [
+        "--base FILE.img",
+        "piimg fetch --file",
+        "--offline",
+        "not retried",
+    ] {
+        assert!(msg.contains(next), "{msg}");
+    }
+    assert!(msg.starts_with(&format!("cannot reach {url}: ")), "{msg}");
+    assert_nothing_cached(cache.path());
+}
+
+#[test]
+fn a_refused_connection_fails_at_once_for_the_list_and_the_image() {
+    let cache = tempfile::tempdir().unwrap();
+    let port = refused_port();
+    for source in [
+        Source::OsList {
+            url: format!("http://127.0.0.1:{port}/os_list.json"),
+        },
+        Source::Direct {
+            url: format!("http://127.0.0.1:{port}/image.img.xz"),
+            sha256: "0".repeat(64),
+        },
+    ] {
+        let o = slow_retry_opts(source, cache.path());
+        let t = std::time::Instant::now();
+        let e = ensure_base(&o, &quiet()).unwrap_err();
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            t.elapsed()
+        );
+        assert!(
+            matches!(
+                &e,
+                FetchError::Unreachable {
+                    kind: "refused the connection",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_nothing_cached(cache.path());
+    }
+}
+
+#[test]
+fn piimg_fetch_names_the_way_forward_when_the_list_host_is_unknown() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = piimg(cache.path())
+        .env(
+            "PIIMG_OS_LIST_URL",
+            "http://piimg-first-run.invalid/os_list.json",
+        )
+        .arg("fetch")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach http://piimg-first-run.invalid/os_list.json"),
+        "{err}"
+    );
+    assert!(err.contains("`piimg build --base FILE.img`"), "{err}");
+    assert!(!err.contains("retrying"), "{err}");
+}
+
+#[test]
+fn a_refused_connection_with_a_partial_download_is_retried_and_the_partial_kept() {
+    // An earlier run got part of the image: the host existed, so a refusal now may
+    // be a blip (a restarting mirror) and the partial is worth keeping.
+    let cache = tempfile::tempdir().unwrap();
+    let sha = "ab".repeat(32);
+    let partial = cache.path().join(format!("partial/{sha}.img.xz.part"));
+    std::fs::create_dir_all(partial.parent().unwrap()).unwrap();
+    std::fs::write(&partial, vec![7u8; 4096]).unwrap();
+    let mut o = opts("unused", cache.path());
+    o.source = Source::Direct {
+        url: format!("http://127.0.0.1:{}/image.img.xz", refused_port()),
+        sha256: sha,
+    };
+    o.net.retries = 1;
+    let e = ensure_base(&o, &quiet()).unwrap_err();
+    assert!(
+        matches!(e, FetchError::RetriesExhausted { attempts: 2, .. }),
+        "{e:?}"
+    );
+    assert_eq!(std::fs::metadata(&partial).unwrap().len(), 4096);
+}

@@ -25,11 +25,19 @@ fn reference_profile_validates_clean() {
     let p = reference();
     let f = profile::validate(&p);
     assert!(f.errors.is_empty(), "{:#?}", f.errors);
-    // The only warnings: the servers' etcd lives on SD cards, and their snapshots
-    // stay there (no [k3s.etcd_s3]).
-    assert_eq!(f.warnings.len(), 2, "{:#?}", f.warnings);
+    // Three warnings: the placeholder key (build and flash refuse it), the servers'
+    // etcd on SD cards, and their snapshots only there (no [k3s.etcd_s3]).
+    assert_eq!(f.warnings.len(), 3, "{:#?}", f.warnings);
+    assert_eq!(f.warnings[0].field, "access.ssh_keys[0]");
     assert!(
         f.warnings[0]
+            .message
+            .contains("placeholder key (comment REPLACE-ME…): nobody can log in with it, so build and flash refuse it"),
+        "{}",
+        f.warnings[0].message
+    );
+    assert!(
+        f.warnings[1]
             .message
             .starts_with("embedded etcd on SD cards (pi5-master-1, pi5-master-2, pi5-master-3)")
     );
@@ -42,7 +50,7 @@ fn reference_profile_describes_the_homelab() {
     let nodes: Vec<(&str, Ipv4Addr, Role, &str)> = p
         .nodes
         .iter()
-        .map(|n| (n.name.as_str(), n.ip, n.role, n.hardware.as_str()))
+        .map(|n| (n.name.as_str(), n.ip.unwrap(), n.role, n.hardware.as_str()))
         .collect();
     let ip = |d| Ipv4Addr::new(192, 168, 86, d);
     assert_eq!(
@@ -398,10 +406,13 @@ fn errors_after(edits: &[(&str, &str)]) -> Vec<String> {
         .collect()
 }
 
+/// The warnings besides the reference profile's placeholder key (checked in
+/// `reference_profile_validates_clean`).
 fn warnings_after(edits: &[(&str, &str)]) -> Vec<String> {
     findings_after(edits)
         .warnings
         .iter()
+        .filter(|w| w.field != "access.ssh_keys[0]")
         .map(|e| e.to_string())
         .collect()
 }
@@ -783,7 +794,7 @@ fn unknown_key_names_the_nearest_valid_one_with_position() {
     assert_eq!(
         err,
         format!(
-            "{}:{line}:1: unknown key `hardwre`, did you mean `hardware`? (valid: name, ip, role, hardware, labels, taints, mac, storage, data_disk, kubelet_args)",
+            "{}:{line}:1: unknown key `hardwre`, did you mean `hardware`? (valid: name, ip, dhcp, role, hardware, labels, taints, mac, storage, data_disk, kubelet_args)",
             path.display()
         )
     );
@@ -1204,4 +1215,179 @@ fn init_window_and_node_cleaner_validity_default_and_are_bounded() {
         errs[1].starts_with("k3s.node_cleaner_days: must be between 1 and 3650"),
         "{errs:#?}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Day one: Wi-Fi, DHCP, the password hash, the placeholder key.
+// ---------------------------------------------------------------------------
+
+const WIFI: &str =
+    "[wifi]\nssid = \"lab net\"\npsk = \"correct horse\"\ncountry = \"GB\"\n\n[hardware]";
+
+#[test]
+fn rule_wifi_keys_are_checked_all_at_once() {
+    let errs = errors_after(&[
+        ("interface = \"eth0\"", "interface = \"wlan0\""),
+        (
+            "[hardware]",
+            "[wifi]\nssid = \"\"\npsk = \"short\"\ncountry = \"uk\"\n\n[hardware]",
+        ),
+    ]);
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert_eq!(
+        errs[0],
+        "wifi.ssid: SSID of 0 bytes; an SSID has 1 to 32 bytes"
+    );
+    assert!(
+        errs[1].starts_with("wifi.psk: neither a WPA passphrase (8 to 63 printable ASCII characters) nor a 64-digit hex PSK (it has 5 characters)"),
+        "{}",
+        errs[1]
+    );
+    assert!(
+        errs[2].starts_with("wifi.country: \"uk\" is not an ISO 3166 alpha-2 country code"),
+        "{}",
+        errs[2]
+    );
+}
+
+#[test]
+fn rule_wifi_meets_interface_and_disable_wifi() {
+    assert_eq!(
+        errors_after(&[("interface = \"eth0\"", "interface = \"wlan0\"")]),
+        [
+            "network.interface: \"wlan0\" is a Wi-Fi interface but the profile has no [wifi]; add [wifi] with ssid, psk and country, or use interface = \"eth0\""
+        ]
+    );
+    assert_eq!(
+        errors_after(&[("[hardware]", WIFI)]),
+        [
+            "network.interface: \"eth0\" is not a Wi-Fi interface, but [wifi] is set: piimg configures one interface; set interface = \"wlan0\" to use Wi-Fi, or remove [wifi]"
+        ]
+    );
+    assert_eq!(
+        errors_after(&[
+            ("interface = \"eth0\"", "interface = \"wlan0\""),
+            ("[hardware]", WIFI),
+            (
+                "pi5_4k_pages = true",
+                "pi5_4k_pages = true\ndisable_wifi = true"
+            ),
+        ]),
+        [
+            "hardware.disable_wifi: turns the radio off, but [wifi] asks the nodes to join a Wi-Fi network; drop one of them"
+        ]
+    );
+    assert!(
+        errors_after(&[
+            ("interface = \"eth0\"", "interface = \"wlan0\""),
+            ("[hardware]", WIFI),
+        ])
+        .is_empty()
+    );
+}
+
+#[test]
+fn rule_password_hash_shape() {
+    let with = |h: &str| {
+        errors_after(&[(
+            "password_login = false",
+            &format!("password_login = false\npassword_hash = {h:?}"),
+        )])
+    };
+    assert!(with("$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y77vwPZN.Pq.H91p5hVO1").is_empty());
+    assert!(
+        with("$y$j9T$F5Jx5fExrKuPp53xLKQ..1$GmcwIgvdUC9qLWcKCi6gklUa1dM3ziD43YxYNURLKy0")
+            .is_empty()
+    );
+    assert_eq!(
+        with("raspberry"),
+        [
+            "access.password_hash: not a crypt(3) hash (a plain password is never accepted); make one with `mkpasswd -m yescrypt` (package whois) or `openssl passwd -6`"
+        ]
+    );
+    assert_eq!(
+        with("$1$abc$def"),
+        [
+            "access.password_hash: scheme $1$ is not accepted (only yescrypt $y$ and sha512-crypt $6$); make one with `mkpasswd -m yescrypt` (package whois) or `openssl passwd -6`"
+        ]
+    );
+}
+
+#[test]
+fn rule_exactly_one_of_ip_and_dhcp_and_no_dhcp_server() {
+    assert_eq!(
+        errors_after(&[("ip = \"192.168.86.23\"\n", "dhcp = true\n")]),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        errors_after(&[("ip = \"192.168.86.23\"\n", "")]),
+        [
+            "nodes[7] (pi4-worker-3).ip: missing; give the node a static ip = \"a.b.c.d\" or dhcp = true (agents only)"
+        ]
+    );
+    assert_eq!(
+        errors_after(&[(
+            "ip = \"192.168.86.23\"\n",
+            "ip = \"192.168.86.23\"\ndhcp = true\n"
+        )]),
+        [
+            "nodes[7] (pi4-worker-3).dhcp: both ip and dhcp = true; give the node exactly one of them"
+        ]
+    );
+    let errs = errors_after(&[("ip = \"192.168.86.29\"\n", "dhcp = true\n")]);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("nodes[1] (pi5-master-2).dhcp: a server needs a fixed address"),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn dhcp_agent_plans_without_an_address_and_servers_keep_theirs() {
+    let text = reference_text().replacen("ip = \"192.168.86.23\"\n", "dhcp = true\n", 1);
+    let p = profile::parse(&text, Path::new("dhcp.toml")).unwrap();
+    let plans = plan::plan_with(
+        &p,
+        &Default::default(),
+        vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDaZHaCdoVEb1zwLI5CNGewvIXbUN372synbuJpT30X8 me@host".into()],
+    )
+    .unwrap();
+    let w3 = plans.iter().find(|n| n.name == "pi4-worker-3").unwrap();
+    assert_eq!(w3.network.address, None);
+    assert_eq!(w3.servers.len(), 3);
+    assert!(
+        plans
+            .iter()
+            .filter(|n| n.role == Role::Server)
+            .all(|n| n.network.address.is_some())
+    );
+}
+
+#[test]
+fn wifi_plan_carries_the_derived_psk_not_the_passphrase() {
+    let text = reference_text()
+        .replacen("interface = \"eth0\"", "interface = \"wlan0\"", 1)
+        .replacen("[hardware]", WIFI, 1);
+    let p = profile::parse(&text, Path::new("wifi.toml")).unwrap();
+    let plans = plan::plan_with(&p, &Default::default(), vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDaZHaCdoVEb1zwLI5CNGewvIXbUN372synbuJpT30X8 me@host".into()]).unwrap();
+    let psk = plans[0].wifi_psk.clone().unwrap();
+    // Independent derivation: Python's hashlib (PBKDF2-HMAC-SHA1, 4096, 32 bytes).
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import hashlib,sys; print(hashlib.pbkdf2_hmac('sha1', sys.argv[1].encode(), sys.argv[2].encode(), 4096, 32).hex())",
+            "correct horse",
+            "lab net",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), psk);
+    // The plan as serialised (instance id, `plan --json`) has neither the key nor the passphrase.
+    let json = serde_json::to_string(&plans[0]).unwrap();
+    assert!(
+        !json.contains(&psk) && !json.contains("correct horse"),
+        "{json}"
+    );
+    assert_eq!(plans[0].network.wifi.as_ref().unwrap().country, "GB");
 }

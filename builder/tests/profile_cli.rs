@@ -63,6 +63,13 @@ fn validate_reference_profile_from_a_fresh_clone() {
             .contains("profiles/homelab.toml: ok — cluster homelab, 8 nodes (3 servers)")
     );
     assert!(text(&out.stderr).contains("warning: nodes: embedded etcd on SD cards"));
+    // The reference profile validates, and says its key is a placeholder.
+    assert!(
+        text(&out.stderr)
+            .contains("warning: access.ssh_keys[0]: the reference profile's placeholder key"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -98,10 +105,12 @@ fn validate_reports_every_error_and_fails() {
     assert_eq!(doc["ok"], false);
     assert_eq!(doc["errors"].as_array().unwrap().len(), 2);
     assert_eq!(doc["errors"][0]["field"], "nodes[3].name");
-    // etcd on SD cards; its snapshots only there (no [k3s.etcd_s3]).
-    assert_eq!(doc["warnings"].as_array().unwrap().len(), 2);
-    assert_eq!(doc["warnings"][0]["field"], "nodes");
-    assert_eq!(doc["warnings"][1]["field"], "k3s.etcd_s3");
+    // The placeholder key, the servers' etcd on SD cards, and their snapshots only
+    // there (no [k3s.etcd_s3]).
+    assert_eq!(doc["warnings"].as_array().unwrap().len(), 3);
+    assert_eq!(doc["warnings"][0]["field"], "access.ssh_keys[0]");
+    assert_eq!(doc["warnings"][1]["field"], "nodes");
+    assert_eq!(doc["warnings"][2]["field"], "k3s.etcd_s3");
 }
 
 #[test]
@@ -118,7 +127,7 @@ fn unknown_key_error_points_at_the_line() {
     assert_eq!(
         text(&out.stderr).trim(),
         format!(
-            "error: profiles/homelab.toml:{line}:1: unknown key `admin_usr`, did you mean `admin_user`? (valid: admin_user, password_login, ssh_keys, ssh_key_files, github_users)"
+            "error: profiles/homelab.toml:{line}:1: unknown key `admin_usr`, did you mean `admin_user`? (valid: admin_user, password_login, ssh_keys, ssh_key_files, github_users, password_hash)"
         )
     );
 }
@@ -435,4 +444,35 @@ fn tilde_without_home_is_a_clear_error() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn plan_shows_a_dhcp_node_without_an_address() {
+    let profile = reference_text().replacen("ip = \"192.168.86.23\"\n", "dhcp = true\n", 1);
+    let (_d, root, home) = scratch(&profile);
+    let out = piimg(&root, &home)
+        .args(["plan", "--wide", "--profile", "profiles/homelab.toml"])
+        .output()
+        .unwrap();
+    ok(&out);
+    let stdout = text(&out.stdout);
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("pi4-worker-3"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert_eq!(row.split_whitespace().nth(1), Some("dhcp"), "{row}");
+    assert!(!row.contains("192.168.86.23"), "{row}");
+    let out = piimg(&root, &home)
+        .args(["--json", "plan", "--profile", "profiles/homelab.toml"])
+        .output()
+        .unwrap();
+    ok(&out);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let node = doc["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "pi4-worker-3")
+        .unwrap();
+    assert!(node["ip"].is_null(), "{node}");
 }

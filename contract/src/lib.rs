@@ -146,16 +146,17 @@ pub struct ServerRef {
     pub ip: Ipv4Addr,
 }
 
-/// Static IPv4 configuration of the wired interface.
+/// IPv4 configuration of the node's interface: a static address, or DHCP.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
-    /// Interface name to configure (e.g. `eth0`).
+    /// Interface name to configure (e.g. `eth0`, or `wlan0` with [`Network::wifi`]).
     pub interface: String,
     /// Optional MAC address to bind the connection to.
     pub mac: Option<String>,
-    /// The node's address.
-    pub address: Ipv4Addr,
+    /// The node's static address; `None`: the interface takes a DHCP lease (the
+    /// prefix, gateway and resolvers below are then the LAN's, for messages only).
+    pub address: Option<Ipv4Addr>,
     /// Prefix length of the LAN (e.g. 24).
     pub prefix_len: u8,
     /// Default gateway.
@@ -164,6 +165,23 @@ pub struct Network {
     pub dns: Vec<IpAddr>,
     /// DNS search domains.
     pub search: Vec<String>,
+    /// The Wi-Fi network, when the node joins one (its PSK is a secret and never
+    /// in `node.json`).
+    #[serde(default)]
+    pub wifi: Option<Wifi>,
+}
+
+/// The Wi-Fi network a node joins (non-secret part).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Wifi {
+    /// The network's SSID.
+    pub ssid: String,
+    /// The regulatory domain (ISO 3166 alpha-2, e.g. `GB`) the radio transmits under.
+    pub country: String,
+    /// True when the network does not broadcast its SSID.
+    #[serde(default)]
+    pub hidden: bool,
 }
 
 /// The admin user and how it logs in.
@@ -249,8 +267,13 @@ pub struct CardSecrets {
     pub agent_token: Option<String>,
     /// Pre-seeded /etc/rancher/node/password, so a re-imaged node is recognised.
     pub node_password: Option<String>,
-    /// Secret files for the root filesystem (CA material, limited kubeconfig), mode 0600.
+    /// Secret files for the root filesystem (CA material, limited kubeconfig, the
+    /// Wi-Fi keyfile), mode 0600.
     pub files: Vec<RootFile>,
+    /// The admin's password as a crypt(3) hash (`$y$…` yescrypt or `$6$…`
+    /// sha512-crypt) for console login; `None` keeps the password locked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_hash: Option<String>,
 }
 
 /// Why a contract file was refused.

@@ -47,7 +47,7 @@ pub fn peers(cfg: &NodeConfig, port: u16) -> Vec<Peer> {
     let others = cfg
         .servers
         .iter()
-        .filter(|s| s.ip != cfg.network.address)
+        .filter(|s| Some(s.ip) != cfg.network.address)
         .map(|s| (s.name.as_str(), s.ip));
     join_order(cfg.vip, others, &cfg.node_name)
         .into_iter()

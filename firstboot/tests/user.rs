@@ -278,3 +278,26 @@ fn an_unusable_admin_name_is_refused_before_anything_is_written() {
     assert_eq!(f.read("/etc/passwd"), before);
     assert!(!f.path(sudoers::DROP_IN).exists());
 }
+
+#[test]
+fn the_profiles_password_hash_becomes_the_admins_password() {
+    // Console login with the profile's password: its hash in /etc/shadow, taken
+    // from the card's secrets (never node.json); SSH password login stays off.
+    const HASH: &str = "$y$j9T$F5Jx5fExrKuPp53xLKQ..1$GmcwIgvdUC9qLWcKCi6gklUa1dM3ziD43YxYNURLKy0";
+    let f = Fixture::new(AGENT.as_ref(), &cfg("ops", bookworm_hook()));
+    f.lay_out_vintage(Vintage::Bookworm);
+    let mut secrets = card_secrets();
+    secrets.password_hash = Some(HASH.into());
+    fs::write(f.boot.join(SECRETS_FILE), secrets.to_json()).unwrap();
+    provision(&f);
+    assert_eq!(f.shadow_password("ops"), HASH);
+    assert!(
+        f.read(piimg_firstboot::steps::ssh::SSHD_DROP_IN)
+            .contains("PasswordAuthentication no"),
+        "SSH password login follows password_login"
+    );
+    shadow_utils_agree(&f.root);
+    // A rerun keeps it (idempotent).
+    provision(&f);
+    assert_eq!(f.shadow_password("ops"), HASH);
+}

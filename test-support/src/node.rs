@@ -39,11 +39,12 @@ pub fn node_config(role: Role, bootstrap: bool, boot: BootHook) -> NodeConfig {
         network: Network {
             interface: "eth0".into(),
             mac: None,
-            address: "192.168.86.31".parse().expect("literal address"),
+            address: Some("192.168.86.31".parse().expect("literal address")),
             prefix_len: 24,
             gateway: "192.168.86.1".parse().expect("literal address"),
             dns: vec!["192.168.86.1".parse().expect("literal address")],
             search: vec!["lan".into()],
+            wifi: None,
         },
         admin: Admin { user: "admin".into(), ssh_authorized_keys: vec![KEY.into()], password_login: false },
         k3s: K3s {
@@ -96,6 +97,7 @@ pub fn card_secrets() -> CardSecrets {
         agent_token: None,
         node_password: Some(NODE_PASSWORD.into()),
         files: vec![],
+        password_hash: None,
     }
 }
 

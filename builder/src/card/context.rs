@@ -23,10 +23,16 @@ pub struct CardValues {
     pub role: &'static str,
     /// True for servers.
     pub is_server: bool,
-    /// The node's address, e.g. `192.168.86.31`.
+    /// The node's static address, e.g. `192.168.86.31`; empty with DHCP.
     pub address: String,
-    /// Address with prefix, e.g. `192.168.86.31/24`.
+    /// Address with prefix, e.g. `192.168.86.31/24`; empty with DHCP.
     pub address_cidr: String,
+    /// True when the interface takes a DHCP lease instead of a static address.
+    pub dhcp: bool,
+    /// The Wi-Fi PSK (64 hex digits) when the node joins Wi-Fi, else empty. Only the
+    /// templates that end up in secret places use it (the Bookworm keyfile, moved to
+    /// the card's secrets; Trixie's network-config, which the agent scrubs).
+    pub wifi_psk: String,
     /// `name.domain`, or the name when there is no domain.
     pub fqdn: String,
     /// All DNS resolvers as strings.
@@ -104,8 +110,9 @@ impl CardValues {
     /// Derives the values for `plan`.
     pub fn new(plan: &NodePlan) -> Self {
         let net = &plan.network;
-        let address = net.address.to_string();
-        let mut tls_san = vec![address.clone(), plan.name.clone()];
+        let address = net.address.map(|a| a.to_string()).unwrap_or_default();
+        let mut tls_san: Vec<String> = net.address.iter().map(|a| a.to_string()).collect();
+        tls_san.push(plan.name.clone());
         if let Some(d) = &plan.domain {
             tls_san.push(format!("{}.{d}", plan.name));
         }
@@ -126,8 +133,13 @@ impl CardValues {
                 Role::Agent => "agent",
             },
             is_server: plan.role == Role::Server,
-            address_cidr: format!("{address}/{}", net.prefix_len),
+            address_cidr: net
+                .address
+                .map(|a| format!("{a}/{}", net.prefix_len))
+                .unwrap_or_default(),
             address,
+            dhcp: net.address.is_none(),
+            wifi_psk: plan.wifi_psk.clone().unwrap_or_default(),
             fqdn: match &plan.domain {
                 Some(d) if !d.is_empty() => format!("{}.{d}", plan.name),
                 _ => plan.name.clone(),

@@ -243,19 +243,37 @@ pub fn render(
 
     let cgroup = snippet_args("common/cmdline.txt.hbs", &r("common/cmdline.txt.hbs")?)?;
     let own_hook_prefix = format!("systemd.run={}", data.card.agent_path);
+    // Our Wi-Fi country replaces any the base (or an earlier tool) set, as Imager
+    // and raspi-config's do_wifi_country put it on cmdline.txt.
+    let regdom_arg = &crate::upstream::facts().wifi.regdom_cmdline_arg;
+    let regdom: Vec<String> = cgroup
+        .iter()
+        .any(|a| a.starts_with(regdom_arg.as_str()))
+        .then(|| regdom_arg.clone())
+        .into_iter()
+        .collect();
+    let mut secret_files = secrets.files.clone();
     let (boot, cmdline) = match os.first_boot {
         FirstBoot::SystemdRun => {
             let hook = snippet_args(
                 "bookworm/cmdline-hook.txt.hbs",
                 &r("bookworm/cmdline-hook.txt.hbs")?,
             )?;
-            root_files.push(RootFile {
+            let keyfile = RootFile {
                 path: format!("{NM_KEYFILE_DIR}/{}.nmconnection", data.card.keyfile_id),
                 mode: 0o600,
                 content: r("bookworm/network.nmconnection.hbs")?,
-            });
+            };
+            // A Wi-Fi keyfile holds the PSK: it travels with the secrets, which the
+            // agent moves into the root file system and scrubs from the card.
+            if plan.network.wifi.is_some() {
+                secret_files.push(keyfile);
+            } else {
+                root_files.push(keyfile);
+            }
             let mut replace = hook.clone();
             replace.push(own_hook_prefix);
+            replace.extend(regdom.iter().cloned());
             (
                 BootHook::SystemdRun {
                     cmdline_args: hook.clone(),
@@ -280,7 +298,7 @@ pub fn render(
                 },
                 CmdlineEdit {
                     append: cgroup.into_iter().chain([ds]).collect(),
-                    replace_prefixes: vec!["ds=nocloud".into(), own_hook_prefix],
+                    replace_prefixes: [vec!["ds=nocloud".into(), own_hook_prefix], regdom].concat(),
                 },
             )
         }
@@ -350,7 +368,8 @@ pub fn render(
         token: secrets.token.clone(),
         agent_token: secrets.agent_token.clone(),
         node_password: secrets.node_password.clone(),
-        files: secrets.files.clone(),
+        files: secret_files,
+        password_hash: plan.access.password_hash.clone(),
     };
     files.insert(
         piimg_contract::NODE_CONFIG_FILE.into(),

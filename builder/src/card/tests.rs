@@ -15,12 +15,14 @@ pub(crate) fn plan() -> NodePlan {
         network: Network {
             interface: "eth0".into(),
             mac: None,
-            address: "192.168.86.31".parse().unwrap(),
+            address: Some("192.168.86.31".parse().unwrap()),
             prefix_len: 24,
             gateway: "192.168.86.1".parse().unwrap(),
             dns: vec!["192.168.86.1".parse().unwrap(), "1.1.1.1".parse().unwrap()],
             search: vec!["lan".into()],
+            wifi: None,
         },
+        wifi_psk: None,
         hardware: Hardware {
             class: "pi5-8gb".into(),
             board: "pi5".into(),
@@ -35,6 +37,7 @@ pub(crate) fn plan() -> NodePlan {
                 "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFake admin@laptop".into(),
             ],
             password_login: false,
+            password_hash: None,
         },
         k3s: NodeK3s {
             version: "v1.31.4+k3s1".into(),

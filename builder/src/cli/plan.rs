@@ -31,7 +31,7 @@ pub struct PlanArgs {
 #[derive(Debug, Serialize)]
 struct Row {
     name: String,
-    ip: Ipv4Addr,
+    ip: Option<Ipv4Addr>,
     role: Role,
     bootstrap: bool,
     hardware: String,
@@ -304,7 +304,7 @@ fn print_table(doc: &Doc, width: Option<usize>) {
             };
             [
                 r.name.clone(),
-                r.ip.to_string(),
+                r.ip.map_or_else(|| "dhcp".to_string(), |ip| ip.to_string()),
                 role,
                 r.hardware.clone(),
                 r.storage_text.clone(),

@@ -60,10 +60,12 @@ pub fn api_port(profile: &Profile, explicit: Option<u16>) -> Result<u16, Cluster
 pub fn servers(profile: &Profile, port: u16) -> Vec<Endpoint> {
     profile
         .servers()
-        .map(|n| Endpoint {
-            name: n.name.clone(),
-            ip: n.ip,
-            port,
+        .filter_map(|n| {
+            Some(Endpoint {
+                name: n.name.clone(),
+                ip: n.ip?,
+                port,
+            })
         })
         .collect()
 }

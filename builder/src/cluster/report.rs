@@ -88,7 +88,10 @@ pub fn render(r: &Report) -> String {
                 } else {
                     "-".to_string()
                 },
-                planned_vs(&n.ip.to_string(), n.reported_ip.as_deref()),
+                planned_vs(
+                    &n.ip.map_or_else(|| "dhcp".to_string(), |ip| ip.to_string()),
+                    n.reported_ip.as_deref(),
+                ),
                 planned_vs(&n.version, n.running_version.as_deref()),
                 if n.label_problems.is_empty() {
                     n.board.clone()

@@ -79,8 +79,8 @@ pub struct NodeRow {
     pub ready: Option<bool>,
     /// Ready's reason and message when not Ready.
     pub ready_detail: Option<String>,
-    /// Planned address.
-    pub ip: Ipv4Addr,
+    /// Planned address (`None`: the node takes a DHCP lease).
+    pub ip: Option<Ipv4Addr>,
     /// The InternalIP it reports.
     pub reported_ip: Option<String>,
     /// Pinned k3s version (empty when the profile pins none).
@@ -339,11 +339,15 @@ fn node_row(
     match &row.reported_ip {
         None => row.problems.push(format!(
             "reports no InternalIP (planned {})",
-            plan.network.address
+            planned_ip(plan)
         )),
-        Some(ip) if ip.parse::<Ipv4Addr>().ok() != Some(plan.network.address) => row
-            .problems
-            .push(format!("reports IP {ip}, planned {}", plan.network.address)),
+        Some(ip)
+            if plan.network.address.is_some()
+                && ip.parse::<Ipv4Addr>().ok() != plan.network.address =>
+        {
+            row.problems
+                .push(format!("reports IP {ip}, planned {}", planned_ip(plan)))
+        }
         Some(_) => {}
     }
     let running = node.status.node_info.kubelet_version.clone();
@@ -369,6 +373,13 @@ fn node_row(
             .push(format!("labels differ: {}", row.label_problems.join(", ")));
     }
     row
+}
+
+/// A node's planned address in words: the static IP, or `dhcp`.
+fn planned_ip(plan: &NodePlan) -> String {
+    plan.network
+        .address
+        .map_or_else(|| "dhcp".to_string(), |ip| ip.to_string())
 }
 
 fn role_name(r: Role) -> &'static str {
@@ -430,12 +441,9 @@ fn etcd_report(
             )
         } else if let Some(plan) = planned_server(&node) {
             match &peer {
-                Some(p) if p.parse::<Ipv4Addr>().ok() != Some(plan.network.address) => (
+                Some(p) if p.parse::<Ipv4Addr>().ok() != plan.network.address => (
                     false,
-                    Some(format!(
-                        "peer address {p}, planned {}",
-                        plan.network.address
-                    )),
+                    Some(format!("peer address {p}, planned {}", planned_ip(plan))),
                 ),
                 _ => (false, None),
             }

@@ -145,7 +145,21 @@ pub(crate) fn download(job: &Job) -> Result<Downloaded, FetchError> {
                 continue;
             }
             Err(Failure::Fatal(e)) => return Err(e),
-            Err(Failure::Transient(last)) => {
+            // Nothing downloaded, in this run or before: an unknown host or a
+            // refused connection is not a blip.
+            Err(Failure::Unreachable { reason, kind })
+                if budget.failures == 0 && on_disk == 0 && pass.fed == 0 =>
+            {
+                // The empty partial file this run opened is of no use to the next.
+                drop(file);
+                let _ = std::fs::remove_file(partial);
+                return Err(FetchError::Unreachable {
+                    url: job.url.to_string(),
+                    reason,
+                    kind,
+                });
+            }
+            Err(Failure::Transient(last) | Failure::Unreachable { reason: last, .. }) => {
                 budget.fail(job, last)?;
                 continue;
             }

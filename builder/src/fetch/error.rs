@@ -25,6 +25,19 @@ pub enum FetchError {
         /// A hint for the user (may be empty).
         hint: &'static str,
     },
+    /// The host does not resolve or refuses connections on a run's first attempt
+    /// with nothing downloaded yet: not a blip worth seven retries.
+    #[error(
+        "cannot reach {url}: {reason}; not retried (the host {kind}). Check the network (DNS, proxy, firewall) and run again, or use an image you already have: `piimg build --base FILE.img`, `piimg fetch --file FILE.img.xz --sha256 HEX` to put a downloaded image into the cache, or `--offline` to build from the cache"
+    )]
+    Unreachable {
+        /// The URL requested.
+        url: String,
+        /// What the HTTP client reported.
+        reason: String,
+        /// `does not resolve` or `refused the connection`.
+        kind: &'static str,
+    },
     /// Retries of a transient failure (408/429/5xx, dropped connection) ran out.
     #[error("{url}: giving up after {attempts} attempts; last error: {last} (run again to resume)")]
     RetriesExhausted {

@@ -58,6 +58,29 @@ pub(crate) enum Failure {
     Transient(String),
     /// Retrying will not help.
     Fatal(FetchError),
+    /// The host does not resolve or refuses the connection: fatal on a run's first
+    /// attempt with nothing downloaded ([`Failure::first_attempt`]), transient after.
+    Unreachable {
+        /// What the client reported.
+        reason: String,
+        /// `does not resolve` or `refused the connection`.
+        kind: &'static str,
+    },
+}
+
+impl Failure {
+    /// How an [`Failure::Unreachable`] on a first attempt with nothing downloaded
+    /// ends the run; every other failure is returned as it is.
+    pub(crate) fn first_attempt(self, url: &str) -> Result<Failure, FetchError> {
+        match self {
+            Failure::Unreachable { reason, kind } => Err(FetchError::Unreachable {
+                url: url.to_string(),
+                reason,
+                kind,
+            }),
+            other => Ok(other),
+        }
+    }
 }
 
 /// What a (range) request returned.
@@ -152,6 +175,8 @@ impl Http {
                     }
                 }
                 Ok(_) => Failure::Transient("unexpected partial answer".into()),
+                Err(f) if attempt == 1 => f.first_attempt(url)?,
+                Err(Failure::Unreachable { reason, .. }) => Failure::Transient(reason),
                 Err(f) => f,
             };
             match result {
@@ -165,7 +190,9 @@ impl Http {
                         last,
                     });
                 }
-                Failure::Transient(_) => std::thread::sleep(self.net.backoff_for(attempt)),
+                Failure::Transient(_) | Failure::Unreachable { .. } => {
+                    std::thread::sleep(self.net.backoff_for(attempt))
+                }
             }
         }
     }
@@ -184,8 +211,9 @@ fn hint(s: StatusCode) -> &'static str {
     }
 }
 
-/// Network-level errors (refused, reset, timeout, closed early) are transient;
-/// malformed URLs and the like are not.
+/// Network-level errors (reset, timeout, closed early) are transient; a name that
+/// does not resolve or a refused connection is [`Failure::Unreachable`]; malformed
+/// URLs and the like are fatal.
 fn classify_reqwest(url: &str, e: &reqwest::Error) -> Failure {
     if e.is_builder() {
         return Failure::Fatal(FetchError::Http {
@@ -193,7 +221,33 @@ fn classify_reqwest(url: &str, e: &reqwest::Error) -> Failure {
             reason: format!("invalid URL: {}", chain(e)),
         });
     }
+    if e.is_connect() {
+        if let Some(kind) = unreachable_kind(e) {
+            return Failure::Unreachable {
+                reason: chain(e),
+                kind,
+            };
+        }
+    }
     Failure::Transient(chain(e))
+}
+
+/// `does not resolve` when a connect error comes from name resolution (hyper-util's
+/// resolver reports `dns error`), `refused the connection` for ECONNREFUSED.
+fn unreachable_kind(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return Some("refused the connection");
+            }
+        }
+        if c.to_string().starts_with("dns error") {
+            return Some("does not resolve");
+        }
+        cur = c.source();
+    }
+    None
 }
 
 /// An error and its sources, "a: b: c".

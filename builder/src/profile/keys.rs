@@ -101,6 +101,60 @@ pub enum KeyError {
     /// No key at all after resolving every source.
     #[error("no SSH key: add one to access.ssh_keys, access.ssh_key_files or access.github_users")]
     None,
+    /// `--offline` with keys only from `github_users`, which need the network.
+    #[error(
+        "no SSH key without the network: access.github_users' keys are fetched at build time, which --offline does not do; add access.ssh_keys or access.ssh_key_files, or build without --offline"
+    )]
+    OfflineGithubOnly,
+    /// The reference profile's placeholder key: nobody holds its private half.
+    #[error(
+        "access.ssh_keys[{0}] is the reference profile's placeholder key (comment {PLACEHOLDER_MARK}…): nobody can log in with it; replace it with your public key, e.g. ssh_key_files = [\"~/.ssh/id_ed25519.pub\"]"
+    )]
+    Placeholder(usize),
+}
+
+/// What marks a key line as a placeholder to replace: its comment starts with this
+/// (profiles/homelab.toml ships `… REPLACE-ME-placeholder@piimg`).
+pub const PLACEHOLDER_MARK: &str = "REPLACE-ME";
+
+/// True when `line`'s comment marks it as a placeholder ([`PLACEHOLDER_MARK`]).
+pub fn is_placeholder(line: &str) -> bool {
+    line.split_whitespace()
+        .nth(2)
+        .is_some_and(|c| c.starts_with(PLACEHOLDER_MARK))
+}
+
+/// Refuses a profile whose inline keys include a placeholder ([`is_placeholder`]).
+pub fn no_placeholder(profile: &Profile) -> Result<(), KeyError> {
+    match profile
+        .access
+        .ssh_keys
+        .iter()
+        .position(|l| is_placeholder(l))
+    {
+        Some(i) => Err(KeyError::Placeholder(i)),
+        None => Ok(()),
+    }
+}
+
+/// The keys a card may be built with: none of the inline keys is a placeholder, and
+/// `keys` (resolved from `sources`) is not empty.
+pub fn for_card(
+    profile: &Profile,
+    keys: Vec<String>,
+    sources: KeySources,
+) -> Result<Vec<String>, KeyError> {
+    no_placeholder(profile)?;
+    if keys.is_empty() {
+        return Err(
+            if sources == KeySources::Local && !profile.access.github_users.is_empty() {
+                KeyError::OfflineGithubOnly
+            } else {
+                KeyError::None
+            },
+        );
+    }
+    Ok(keys)
 }
 
 /// A checked OpenSSH public key.

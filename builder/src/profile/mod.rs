@@ -10,9 +10,11 @@ pub mod keys;
 mod load;
 pub mod model;
 pub mod net;
+pub mod password;
 pub mod secrets;
 pub mod suggest;
 pub mod validate;
+pub mod wifi;
 
 pub use load::{load, parse};
 pub use model::Profile;

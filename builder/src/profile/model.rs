@@ -38,6 +38,9 @@ pub struct Profile {
     /// `[storage]`: SD-card wear mitigation and PCIe options.
     #[serde(default)]
     pub storage: StorageOptions,
+    /// The Wi-Fi network the nodes join (with `network.interface = "wlan0"`).
+    #[serde(default)]
+    pub wifi: Option<Wifi>,
     /// The nodes, in the order written.
     #[serde(default)]
     pub nodes: Vec<Node>,
@@ -73,7 +76,7 @@ pub struct Network {
     pub gateway: Ipv4Addr,
     /// DNS resolvers, in order.
     pub dns: Vec<IpAddr>,
-    /// Wired interface to configure (default `eth0`).
+    /// Interface to configure (default `eth0`; `wlan0` needs `[wifi]`).
     #[serde(default = "default_interface")]
     pub interface: String,
     /// DNS search domains.
@@ -245,6 +248,22 @@ pub struct Addons {
     pub monitoring: bool,
 }
 
+/// `[wifi]`: the wireless network every node joins (Raspberry Pi OS's `wlan0`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Wifi {
+    /// The network's SSID (1 to 32 bytes).
+    pub ssid: String,
+    /// The WPA passphrase (8 to 63 printable ASCII characters) or the 64-hex PSK;
+    /// only the PSK derived from it goes on a card.
+    pub psk: String,
+    /// Regulatory domain: ISO 3166 alpha-2 country code, e.g. `GB`.
+    pub country: String,
+    /// The network does not broadcast its SSID.
+    #[serde(default)]
+    pub hidden: bool,
+}
+
 /// `[access]`: the admin user and its SSH keys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -263,6 +282,10 @@ pub struct Access {
     /// GitHub users whose public keys (`https://github.com/<user>.keys`) are fetched at build time.
     #[serde(default)]
     pub github_users: Vec<String>,
+    /// The admin's password as a crypt(3) hash (`$y$…` yescrypt or `$6$…`
+    /// sha512-crypt) for console login; without it the password stays locked.
+    #[serde(default)]
+    pub password_hash: Option<String>,
 }
 
 /// `[hardware]`: options applied to every node's hardware class.
@@ -313,8 +336,12 @@ pub enum Storage {
 pub struct Node {
     /// Node name = hostname = k3s node name.
     pub name: String,
-    /// Static IPv4 address.
-    pub ip: Ipv4Addr,
+    /// Static IPv4 address (exactly one of `ip` and `dhcp`).
+    #[serde(default)]
+    pub ip: Option<Ipv4Addr>,
+    /// Take the address from DHCP instead of a static `ip` (agents only).
+    #[serde(default)]
+    pub dhcp: bool,
     /// `server` or `agent`.
     pub role: Role,
     /// Hardware class, e.g. `pi5-8gb` (see [`super::hardware::CLASSES`]).

@@ -7,6 +7,7 @@ use super::hardware::{self, AGENT_WARN_RAM_MB, SERVER_MIN_RAM_MB};
 use super::keys::{self, KeyError};
 use super::model::{EtcdS3, Node, Profile, SD_IMAGE_GC_HIGH, SD_IMAGE_GC_LOW, Storage};
 use super::suggest;
+use super::{password, wifi};
 use piimg_contract::Role;
 use piimg_contract::storage::{DiskBus, SdWear};
 use serde::Serialize;
@@ -95,6 +96,7 @@ pub fn validate(profile: &Profile) -> Findings {
     access(profile, &mut f);
     nodes(profile, &mut f);
     storage(profile, &mut f);
+    wifi_section(profile, &mut f);
     f
 }
 
@@ -386,6 +388,18 @@ fn access(p: &Profile, f: &mut Findings) {
     let mut good = 0;
     for (i, line) in a.ssh_keys.iter().enumerate() {
         match keys::parse_key_line(line) {
+            // Counted as a key so the reference profile validates; build and flash
+            // refuse it (`keys::for_card`).
+            Ok(_) if keys::is_placeholder(line) => {
+                good += 1;
+                f.warn(
+                    format!("access.ssh_keys[{i}]"),
+                    format!(
+                        "the reference profile's placeholder key (comment {}…): nobody can log in with it, so build and flash refuse it; replace it with your public key, e.g. ssh_key_files = [\"~/.ssh/id_ed25519.pub\"]",
+                        keys::PLACEHOLDER_MARK
+                    ),
+                );
+            }
             Ok(_) => good += 1,
             Err(e) => f.error(format!("access.ssh_keys[{i}]"), e.to_string()),
         }
@@ -413,11 +427,57 @@ fn access(p: &Profile, f: &mut Findings) {
     if good == 0 && !bad {
         f.error("access", KeyError::None.to_string());
     }
+    if let Some(hash) = &a.password_hash {
+        if let Some(why) = password::problem(hash) {
+            f.error("access.password_hash", why);
+        }
+    }
     if a.password_login {
         f.warn(
             "access.password_login",
             "SSH password login is on; keys alone are safer",
         );
+    }
+}
+
+/// `[wifi]` and how it meets `network.interface` and `hardware.disable_wifi`.
+fn wifi_section(p: &Profile, f: &mut Findings) {
+    let wlan = p.network.interface.starts_with("wlan");
+    let Some(w) = &p.wifi else {
+        if wlan {
+            f.error(
+                "network.interface",
+                format!(
+                    "\"{}\" is a Wi-Fi interface but the profile has no [wifi]; add [wifi] with ssid, psk and country, or use interface = \"eth0\"",
+                    p.network.interface
+                ),
+            );
+        }
+        return;
+    };
+    if p.hardware.disable_wifi {
+        f.error(
+            "hardware.disable_wifi",
+            "turns the radio off, but [wifi] asks the nodes to join a Wi-Fi network; drop one of them",
+        );
+    }
+    if !wlan {
+        f.error(
+            "network.interface",
+            format!(
+                "\"{}\" is not a Wi-Fi interface, but [wifi] is set: piimg configures one interface; set interface = \"wlan0\" to use Wi-Fi, or remove [wifi]",
+                p.network.interface
+            ),
+        );
+    }
+    if let Err(e) = wifi::check_ssid(&w.ssid) {
+        f.error("wifi.ssid", e.to_string());
+    }
+    if let Err(e) = wifi::psk_hex(&w.ssid, &w.psk) {
+        f.error("wifi.psk", e.to_string());
+    }
+    if let Err(e) = wifi::check_country(&w.country) {
+        f.error("wifi.country", e.to_string());
     }
 }
 
@@ -483,18 +543,35 @@ fn nodes(p: &Profile, f: &mut Findings) {
                 format!("\"{}\" is already the name of nodes[{j}]", n.name),
             );
         }
-        if let Some(j) = ips.get(&n.ip) {
-            f.error(
+        match (n.ip, n.dhcp) {
+            (Some(_), true) => f.error(
+                node_field(i, n, "dhcp"),
+                "both ip and dhcp = true; give the node exactly one of them",
+            ),
+            (None, false) => f.error(
                 node_field(i, n, "ip"),
-                format!(
-                    "{} is already the address of nodes[{j}] ({})",
-                    n.ip, p.nodes[*j].name
-                ),
-            );
-        } else {
-            ips.insert(n.ip, i);
-            if let Some(why) = address_problem(p, n.ip, false) {
-                f.error(node_field(i, n, "ip"), why);
+                "missing; give the node a static ip = \"a.b.c.d\" or dhcp = true (agents only)",
+            ),
+            (None, true) if n.role == Role::Server => f.error(
+                node_field(i, n, "dhcp"),
+                "a server needs a fixed address (the other nodes join through it, and the VIP and TLS SANs name it); give it ip = \"a.b.c.d\" (a DHCP reservation is fine) or make it an agent",
+            ),
+            _ => {}
+        }
+        if let Some(ip) = n.ip {
+            if let Some(j) = ips.get(&ip) {
+                f.error(
+                    node_field(i, n, "ip"),
+                    format!(
+                        "{ip} is already the address of nodes[{j}] ({})",
+                        p.nodes[*j].name
+                    ),
+                );
+            } else {
+                ips.insert(ip, i);
+                if let Some(why) = address_problem(p, ip, false) {
+                    f.error(node_field(i, n, "ip"), why);
+                }
             }
         }
         match hardware::class(&n.hardware) {

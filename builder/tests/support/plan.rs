@@ -25,12 +25,14 @@ pub fn node_plan(name: &str, role: Role, bootstrap: bool, vip: Option<&str>) -> 
         network: Network {
             interface: "eth0".into(),
             mac: None,
-            address: "192.168.86.33".parse().unwrap(),
+            address: Some("192.168.86.33".parse().unwrap()),
             prefix_len: 24,
             gateway: "192.168.86.1".parse().unwrap(),
             dns: vec![],
             search: vec![],
+            wifi: None,
         },
+        wifi_psk: None,
         hardware: Hardware {
             class: "pi5-8gb".into(),
             board: "pi5".into(),
@@ -43,6 +45,7 @@ pub fn node_plan(name: &str, role: Role, bootstrap: bool, vip: Option<&str>) -> 
             admin_user: "admin".into(),
             ssh_authorized_keys: vec![],
             password_login: false,
+            password_hash: None,
         },
         k3s: NodeK3s {
             version: "v1.31.4+k3s1".into(),

@@ -66,13 +66,16 @@ pub fn run(id: StepId, env: &StepEnv, state: &mut State) -> Result<String, Error
         StepId::Secrets => secrets::take(&env.secrets(), fs),
         StepId::Files => files::lay_down(&cfg.files, fs),
         StepId::Hostname => hostname::apply(&cfg.node_name, cfg.domain.as_deref(), fs, exec),
-        StepId::User => user::apply(&cfg.admin, fs, exec),
+        StepId::User => {
+            let hash = env.secrets().load()?.password_hash;
+            user::apply(&cfg.admin, hash.as_deref(), fs, exec)
+        }
         StepId::SshKeys => ssh::authorized_keys(&cfg.admin, fs),
         StepId::Ssh => ssh::enable(cfg.admin.password_login, fs),
         StepId::InstallAgent => self_install::install(opts.self_exe.as_deref(), &cfg.files, fs),
         StepId::Unhook => boot_hook::unhook(&cfg.boot, fs),
         StepId::Handoff => Ok(boot_hook::handoff(&cfg.boot)),
-        StepId::Network => network::wait(&cfg.network, opts.network_timeout, fs),
+        StepId::Network => network::wait(&cfg.network, &cfg.boot, opts.network_timeout, fs, exec),
         StepId::Clock => clock::sync(
             &clock::time_sources(&opts.time_urls, cfg, opts.api_port),
             opts.clock_timeout,

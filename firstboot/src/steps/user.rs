@@ -70,8 +70,15 @@ pub fn lookup(fs: &NodeFs, name: &str) -> Result<Option<Account>, Error> {
     Ok(accounts(&passwd).into_iter().find(|a| a.name == name))
 }
 
-/// Applies the admin account; `exec` runs visudo and getty on the live system.
-pub fn apply(admin: &Admin, fs: &NodeFs, exec: &Exec) -> Result<String, Error> {
+/// Applies the admin account with `password_hash` (crypt(3), from the card's
+/// secrets) as its password, else locked when SSH password login is off; `exec` runs
+/// visudo and getty on the live system.
+pub fn apply(
+    admin: &Admin,
+    password_hash: Option<&str>,
+    fs: &NodeFs,
+    exec: &Exec,
+) -> Result<String, Error> {
     let user = admin.user.clone();
     if !sudoers::valid_login(&user) {
         return Err(Error::failed(format!(
@@ -112,7 +119,10 @@ pub fn apply(admin: &Admin, fs: &NodeFs, exec: &Exec) -> Result<String, Error> {
         summary.push_str(&format!("; shell {} -> {LOGIN_SHELL}", acct.shell));
     }
     ensure_shadow_entry(fs, &user)?;
-    if !admin.password_login {
+    if let Some(hash) = password_hash {
+        set_password_hash(fs, &user, hash)?;
+        summary.push_str("; password set from the profile's hash");
+    } else if !admin.password_login {
         lock_password(fs, &user)?;
         summary.push_str("; password locked");
     }
@@ -320,6 +330,29 @@ fn append_line(text: &str, line: &str) -> String {
     t.push_str(line);
     t.push('\n');
     t
+}
+
+/// Sets `user`'s /etc/shadow password field to `hash` (a crypt(3) hash the builder
+/// checked; refused here too if it could break the file's format).
+fn set_password_hash(fs: &NodeFs, user: &str, hash: &str) -> Result<(), Error> {
+    if !hash.starts_with('$') || hash.contains([':', '\n']) {
+        return Err(Error::failed(
+            "secrets.json: password_hash is not a crypt(3) hash; rebuild the card with a valid access.password_hash",
+        ));
+    }
+    let Some(shadow) = fs.read("/etc/shadow")? else {
+        return Err(Error::failed(
+            "/etc/shadow does not exist: cannot set the admin's password",
+        ));
+    };
+    let edited = map_lines(&shadow, |mut f| {
+        if f[0] == user && f.len() > 1 {
+            f[1] = hash.to_string();
+        }
+        f
+    });
+    fs.put_like("/etc/shadow", edited.as_bytes(), 0o640)?;
+    Ok(())
 }
 
 fn lock_password(fs: &NodeFs, user: &str) -> Result<(), Error> {

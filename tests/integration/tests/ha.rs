@@ -107,12 +107,14 @@ impl Cluster {
             network: Network {
                 interface: "eth0".into(),
                 mac: None,
-                address: s.ip.parse().unwrap(),
+                address: Some(s.ip.parse().unwrap()),
                 prefix_len: 8,
                 gateway: "127.0.0.1".parse().unwrap(),
                 dns: vec![],
                 search: vec![],
+                wifi: None,
             },
+            wifi_psk: None,
             hardware: Hardware {
                 class: "pi5-8gb".into(),
                 board: "pi5".into(),
@@ -125,6 +127,7 @@ impl Cluster {
                 admin_user: "admin".into(),
                 ssh_authorized_keys: vec![KEY.into()],
                 password_login: false,
+                password_hash: None,
             },
             k3s: NodeK3s {
                 version: "v1.31.4+k3s1".into(),
@@ -170,7 +173,7 @@ impl Cluster {
         let servers: Vec<(&str, &str)> = SERVERS.iter().map(|s| (s.name, s.ip)).collect();
         cfg.servers = server_refs(&servers);
         cfg.vip = Some(VIP.parse().unwrap());
-        cfg.network.address = s.ip.parse().unwrap();
+        cfg.network.address = Some(s.ip.parse().unwrap());
         cfg.k3s.config_yaml = format!("node-name: {}\nnode-ip: {}\n", s.name, s.ip);
         cfg.files.extend(nf.files.clone());
         cfg.ha = nf.ha.clone();
@@ -181,6 +184,7 @@ impl Cluster {
             agent_token: nf.agent_token.clone(),
             node_password: Some(nf.node_password.clone()),
             files: nf.secret_files.clone(),
+            password_hash: None,
         };
         put(&fx.boot.join(SECRETS_FILE), &secrets.to_json(), 0o755);
         standin::cluster_k3s(
