@@ -172,7 +172,10 @@ mod tests {
         ] {
             assert_eq!(disk_of_partition(part).as_deref(), Some(disk), "{part}");
             let n = part.chars().last().and_then(|c| c.to_digit(10)).unwrap();
-            assert_eq!(partition_path(&format!("/dev/{disk}"), n), format!("/dev/{part}"));
+            assert_eq!(
+                partition_path(&format!("/dev/{disk}"), n),
+                format!("/dev/{part}")
+            );
         }
         for whole in ["mmcblk0", "nvme0n1", "sda", "loop7", ""] {
             assert_eq!(disk_of_partition(whole), None, "{whole}");

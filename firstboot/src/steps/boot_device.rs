@@ -46,9 +46,7 @@ pub fn root_disk(fs: &NodeFs) -> Result<RootDisk, String> {
     } else if let Some(dev) = root.strip_prefix("/dev/") {
         dev.rsplit('/').next().unwrap_or(dev).to_string()
     } else {
-        return Err(format!(
-            "root={root} is neither PARTUUID= nor a /dev path"
-        ));
+        return Err(format!("root={root} is neither PARTUUID= nor a /dev path"));
     };
     let disk = block::disk_of_partition(&partition)
         .ok_or_else(|| format!("root partition {partition} has no partition number"))?;
@@ -128,7 +126,10 @@ mod tests {
             Some(("0ddba11e-02", "../../nvme0n1p2")),
         );
         let rd = root_disk(&fs).unwrap();
-        assert_eq!((rd.partition.as_str(), rd.disk.as_str()), ("nvme0n1p2", "nvme0n1"));
+        assert_eq!(
+            (rd.partition.as_str(), rd.disk.as_str()),
+            ("nvme0n1p2", "nvme0n1")
+        );
         let ok = report(BootDevice::Nvme, &fs).unwrap();
         assert!(ok.contains("as planned (boot_device = nvme)"), "{ok}");
         let warn = report(BootDevice::Sd, &fs).unwrap();

@@ -107,7 +107,11 @@ fn check_card(disk: &DataDisk) -> Result<(), Error> {
         )));
     }
     let mp = &disk.mount_point;
-    if !mp.starts_with('/') || mp == "/" || mp.split('/').any(|c| c == ".." || c == ".") || mp.contains(char::is_whitespace) {
+    if !mp.starts_with('/')
+        || mp == "/"
+        || mp.split('/').any(|c| c == ".." || c == ".")
+        || mp.contains(char::is_whitespace)
+    {
         return Err(Error::failed(format!(
             "{NODE_CONFIG_FILE}: storage.data_disk.mount_point {mp:?} must be an absolute directory other than / without spaces or `..`"
         )));
@@ -161,9 +165,9 @@ fn find(bus: DiskBus, fs: &NodeFs) -> Result<(String, String), Error> {
         DiskBus::Nvme => "NVMe disk (/sys/block/nvme*)",
         DiskBus::Usb => "USB disk (/sys/block/sd* on a USB controller)",
     };
-    let boot = root
-        .as_ref()
-        .map_or(String::new(), |r| format!(", not counting the boot disk {}", r.disk));
+    let boot = root.as_ref().map_or(String::new(), |r| {
+        format!(", not counting the boot disk {}", r.disk)
+    });
     match candidates.as_slice() {
         [one] => Ok((
             format!("/dev/{one}"),
@@ -251,7 +255,7 @@ fn examine(
         ));
     }
     let part = block::partition_path(dev, 1);
-    let tags = if Path::new(&part).exists() {
+    let tags = if wait_for_partition(dev, &part, exec)? {
         blkid(&part, exec)?
     } else {
         BTreeMap::new()
@@ -260,7 +264,10 @@ fn examine(
     if tags.get("TYPE").map(String::as_str) != Some("ext4") || label != Some(disk.label.as_str()) {
         return Err(refuse(
             dev,
-            &format!("a gpt partition table whose first partition has {}", describe(&tags)),
+            &format!(
+                "a gpt partition table whose first partition has {}",
+                describe(&tags)
+            ),
         ));
     }
     let out = exec.run(&Cmd::new(
@@ -277,7 +284,10 @@ fn examine(
     if marker.lines().next() != Some(MARKER_MAGIC) {
         return Err(refuse(
             dev,
-            &format!("an ext4 file system labelled '{}' without piimg's marker /{MARKER}", disk.label),
+            &format!(
+                "an ext4 file system labelled '{}' without piimg's marker /{MARKER}",
+                disk.label
+            ),
         ));
     }
     match (field("cluster"), field("node")) {
@@ -309,23 +319,21 @@ fn format(
         rfc3339(now())
     );
     fs.mkdir(SEED_DIR, 0o755, Some((0, 0)))?;
-    fs.put(&format!("{SEED_DIR}/{MARKER}"), 0o644, marker.as_bytes(), Some((0, 0)))?;
+    fs.put(
+        &format!("{SEED_DIR}/{MARKER}"),
+        0o644,
+        marker.as_bytes(),
+        Some((0, 0)),
+    )?;
     exec.run_ok(
         &Cmd::new("sfdisk", &["--quiet", dev])
             .stdin(format!("label: gpt\ntype=L, name={}\n", disk.label)),
     )?;
     let part = block::partition_path(dev, 1);
-    if !exec.dry() {
-        let _ = exec.run(&Cmd::new("udevadm", &["settle", "--timeout=10"]));
-        let start = Instant::now();
-        while !Path::new(&part).exists() {
-            if start.elapsed() > Duration::from_secs(10) {
-                return Err(Error::failed(format!(
-                    "data disk {dev}: partitioned, but {part} did not appear within 10 s"
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    if !exec.dry() && !wait_for_partition(dev, &part, exec)? {
+        return Err(Error::failed(format!(
+            "data disk {dev}: partitioned, but {part} did not appear within 10 s"
+        )));
     }
     let seed = fs.path(SEED_DIR).to_string_lossy().into_owned();
     exec.run_ok(&Cmd::new(
@@ -336,9 +344,34 @@ fn format(
     if exec.dry() {
         return Ok("UUID-OF-THE-NEW-FILE-SYSTEM".into());
     }
-    blkid(&part, exec)?
-        .remove("UUID")
-        .ok_or_else(|| Error::failed(format!("data disk {dev}: blkid shows no UUID on {part} after mkfs.ext4")))
+    blkid(&part, exec)?.remove("UUID").ok_or_else(|| {
+        Error::failed(format!(
+            "data disk {dev}: blkid shows no UUID on {part} after mkfs.ext4"
+        ))
+    })
+}
+
+/// Waits up to 10 s for partition device `part` of `dev` (udev creates it). When the
+/// kernel did not list it from the table itself (a kernel without that table type's
+/// parser), `partx --update` adds it from user space. `true` once it exists.
+fn wait_for_partition(dev: &str, part: &str, exec: &Exec) -> Result<bool, Error> {
+    let start = Instant::now();
+    let mut asked = false;
+    while !Path::new(part).exists() {
+        if start.elapsed() > Duration::from_secs(10) {
+            return Ok(false);
+        }
+        if !asked {
+            asked = true;
+            let _ = exec.run(&Cmd::new("udevadm", &["settle", "--timeout=5"]));
+            if !Path::new(part).exists() {
+                let _ = exec.run(&Cmd::new("partx", &["--update", dev]));
+            }
+            continue;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(true)
 }
 
 /// /etc/fstab with one entry mounting `uuid` at `mount_point` (any other entry for
@@ -349,7 +382,8 @@ pub fn fstab_with_data_disk(fstab: &str, uuid: &str, mount_point: &str) -> Strin
         .lines()
         .filter(|l| {
             *l != comment
-                && (l.trim_start().starts_with('#') || l.split_whitespace().nth(1) != Some(mount_point))
+                && (l.trim_start().starts_with('#')
+                    || l.split_whitespace().nth(1) != Some(mount_point))
         })
         .map(|l| format!("{l}\n"))
         .collect();
@@ -367,7 +401,9 @@ fn mount(uuid: &str, disk: &DataDisk, fs: &NodeFs, exec: &Exec) -> Result<String
         fstab_with_data_disk(&fstab, uuid, mp).as_bytes(),
         0o644,
     )?;
-    let dropin = format!("# piimg: k3s's data lives on the data disk: no k3s without it.\n[Unit]\nRequiresMountsFor={mp}\n");
+    let dropin = format!(
+        "# piimg: k3s's data lives on the data disk: no k3s without it.\n[Unit]\nRequiresMountsFor={mp}\n"
+    );
     for unit in ["k3s.service", "k3s-agent.service"] {
         fs.put(
             &format!("/etc/systemd/system/{unit}.d/{K3S_DROPIN}"),
@@ -380,11 +416,17 @@ fn mount(uuid: &str, disk: &DataDisk, fs: &NodeFs, exec: &Exec) -> Result<String
     let mut now_mounted = "";
     if exec.live() || exec.dry() {
         exec.run_ok(&Cmd::new("systemctl", &["daemon-reload"]))?;
-        let found = exec.run(&Cmd::new("findmnt", &["-n", "-o", "UUID", "--mountpoint", mp]))?;
+        let found = exec.run(&Cmd::new(
+            "findmnt",
+            &["-n", "-o", "UUID", "--mountpoint", mp],
+        ))?;
         if found.stdout.trim() != uuid {
             exec.run_ok(&Cmd::new("mount", &[mp]))?;
         }
-        let after = exec.run(&Cmd::new("findmnt", &["-n", "-o", "UUID", "--mountpoint", mp]))?;
+        let after = exec.run(&Cmd::new(
+            "findmnt",
+            &["-n", "-o", "UUID", "--mountpoint", mp],
+        ))?;
         if !exec.dry() && after.stdout.trim() != uuid {
             return Err(Error::failed(format!(
                 "data disk UUID={uuid} is not mounted at {mp} after `mount {mp}` (findmnt: {:?})",
@@ -408,7 +450,10 @@ mod tests {
         let one = fstab_with_data_disk(base, "1111", "/var/lib/rancher/k3s");
         assert!(one.starts_with(base));
         assert!(one.ends_with("UUID=1111  /var/lib/rancher/k3s  ext4  defaults,noatime,nofail,x-systemd.device-timeout=30s  0  2\n"), "{one}");
-        assert_eq!(fstab_with_data_disk(&one, "1111", "/var/lib/rancher/k3s"), one);
+        assert_eq!(
+            fstab_with_data_disk(&one, "1111", "/var/lib/rancher/k3s"),
+            one
+        );
         let two = fstab_with_data_disk(&one, "2222", "/var/lib/rancher/k3s");
         assert_eq!(two.matches("/var/lib/rancher/k3s").count(), 1);
         assert!(two.contains("UUID=2222"));
@@ -434,22 +479,39 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         let fs = NodeFs::new(root.clone(), root.join("boot/firmware"), false);
-        fs.put("/proc/cmdline", 0o644, b"root=PARTUUID=aa-02\n", None).unwrap();
-        fs.link("../../sda2", "/dev/disk/by-partuuid/aa-02").unwrap();
+        fs.put("/proc/cmdline", 0o644, b"root=PARTUUID=aa-02\n", None)
+            .unwrap();
+        fs.link("../../sda2", "/dev/disk/by-partuuid/aa-02")
+            .unwrap();
         let usb = "../devices/platform/axi/1000120000.pcie/1f00300000.usb/xhci-hcd.1/usb4/4-1/4-1:1.0/host0/target0:0:0/0:0:0:0/block/";
         fs.link(&format!("{usb}sda"), "/sys/block/sda").unwrap();
-        fs.link("../devices/platform/emmc2bus/fe340000.mmc/mmc_host/mmc0/mmc0:aaaa/block/mmcblk0", "/sys/block/mmcblk0").unwrap();
+        fs.link(
+            "../devices/platform/emmc2bus/fe340000.mmc/mmc_host/mmc0/mmc0:aaaa/block/mmcblk0",
+            "/sys/block/mmcblk0",
+        )
+        .unwrap();
         // The boot disk is the only USB disk: none left.
         let e = find(DiskBus::Usb, &fs).unwrap_err().to_string();
         assert!(e.starts_with("no USB disk"), "{e}");
         assert!(e.contains("not counting the boot disk sda"), "{e}");
         fs.link(&format!("{usb}sdb"), "/sys/block/sdb").unwrap();
-        fs.link("../devices/platform/soc/ata1/host1/target1:0:0/1:0:0:0/block/sdc", "/sys/block/sdc").unwrap();
+        fs.link(
+            "../devices/platform/soc/ata1/host1/target1:0:0/1:0:0:0/block/sdc",
+            "/sys/block/sdc",
+        )
+        .unwrap();
         assert_eq!(find(DiskBus::Usb, &fs).unwrap().0, "/dev/sdb");
         fs.link(&format!("{usb}sdd"), "/sys/block/sdd").unwrap();
         let e = find(DiskBus::Usb, &fs).unwrap_err().to_string();
-        assert!(e.contains("several USB disk") && e.contains("sdb, sdd"), "{e}");
-        fs.link("../devices/platform/axi/1000110000.pcie/nvme/nvme0/nvme0n1", "/sys/block/nvme0n1").unwrap();
+        assert!(
+            e.contains("several USB disk") && e.contains("sdb, sdd"),
+            "{e}"
+        );
+        fs.link(
+            "../devices/platform/axi/1000110000.pcie/nvme/nvme0/nvme0n1",
+            "/sys/block/nvme0n1",
+        )
+        .unwrap();
         assert_eq!(find(DiskBus::Nvme, &fs).unwrap().0, "/dev/nvme0n1");
     }
 }

@@ -49,10 +49,19 @@ pub fn apply(level: SdWear, fs: &NodeFs, exec: &Exec) -> Result<String, Error> {
 }
 
 fn journald(fs: &NodeFs) -> Result<String, Error> {
-    let changed = fs.put(JOURNALD_DROPIN, 0o644, JOURNALD_TEXT.as_bytes(), Some((0, 0)))?;
+    let changed = fs.put(
+        JOURNALD_DROPIN,
+        0o644,
+        JOURNALD_TEXT.as_bytes(),
+        Some((0, 0)),
+    )?;
     Ok(format!(
         "journald: Storage=volatile, RuntimeMaxUse={JOURNAL_RUNTIME_MAX} ({JOURNALD_DROPIN}{})",
-        if changed { ", from the next boot" } else { ", already so" }
+        if changed {
+            ", from the next boot"
+        } else {
+            ", already so"
+        }
     ))
 }
 
@@ -110,7 +119,13 @@ fn swap(fs: &NodeFs, exec: &Exec) -> Result<String, Error> {
 pub fn wear_options(opts: &str) -> String {
     let mut out: Vec<String> = opts
         .split(',')
-        .filter(|o| !o.is_empty() && !o.starts_with("commit=") && *o != "atime" && *o != "relatime" && *o != "strictatime")
+        .filter(|o| {
+            !o.is_empty()
+                && !o.starts_with("commit=")
+                && *o != "atime"
+                && *o != "relatime"
+                && *o != "strictatime"
+        })
         .map(String::from)
         .collect();
     if !out.iter().any(|o| o == "noatime") {
@@ -168,10 +183,14 @@ fn root_options(fs: &NodeFs, exec: &Exec) -> Result<String, Error> {
 
 fn tmp_on_tmpfs(fs: &NodeFs) -> Result<String, Error> {
     let fstab = fs.read("/etc/fstab")?.unwrap_or_default();
-    if let Some(l) = fstab.lines().find(|l| {
-        !l.trim_start().starts_with('#') && l.split_whitespace().nth(1) == Some("/tmp")
-    }) {
-        return Ok(format!("/tmp: /etc/fstab mounts it ({}); left as is", l.trim()));
+    if let Some(l) = fstab
+        .lines()
+        .find(|l| !l.trim_start().starts_with('#') && l.split_whitespace().nth(1) == Some("/tmp"))
+    {
+        return Ok(format!(
+            "/tmp: /etc/fstab mounts it ({}); left as is",
+            l.trim()
+        ));
     }
     if fs
         .read_link("/etc/systemd/system/tmp.mount")
@@ -179,23 +198,35 @@ fn tmp_on_tmpfs(fs: &NodeFs) -> Result<String, Error> {
     {
         return Ok("/tmp: tmp.mount is masked on this image; left as is".into());
     }
-    if ["/usr/lib/systemd/system/tmp.mount", "/lib/systemd/system/tmp.mount"]
-        .iter()
-        .any(|p| fs.exists(p))
+    if [
+        "/usr/lib/systemd/system/tmp.mount",
+        "/lib/systemd/system/tmp.mount",
+    ]
+    .iter()
+    .any(|p| fs.exists(p))
     {
         return Ok("/tmp: tmpfs already (systemd's tmp.mount)".into());
     }
     let Some(unit) = fs.read("/usr/share/systemd/tmp.mount")? else {
         return Ok("/tmp: no tmp.mount on this image; left on the root".into());
     };
-    let a = fs.put("/etc/systemd/system/tmp.mount", 0o644, unit.as_bytes(), Some((0, 0)))?;
+    let a = fs.put(
+        "/etc/systemd/system/tmp.mount",
+        0o644,
+        unit.as_bytes(),
+        Some((0, 0)),
+    )?;
     let b = fs.link(
         "/etc/systemd/system/tmp.mount",
         "/etc/systemd/system/local-fs.target.wants/tmp.mount",
     )?;
     Ok(format!(
         "/tmp: tmpfs (tmp.mount enabled{})",
-        if a || b { ", from the next boot" } else { ", already so" }
+        if a || b {
+            ", from the next boot"
+        } else {
+            ", already so"
+        }
     ))
 }
 
@@ -215,7 +246,9 @@ fn apt_cache(fs: &NodeFs) -> Result<String, Error> {
             removed += 1;
         }
     }
-    Ok(format!("apt: package cache cleaned ({removed} file(s) removed)"))
+    Ok(format!(
+        "apt: package cache cleaned ({removed} file(s) removed)"
+    ))
 }
 
 #[cfg(test)]
@@ -226,10 +259,18 @@ mod tests {
     fn the_root_line_gets_noatime_and_commit_and_keeps_its_spacing() {
         let pigen = "proc            /proc           proc    defaults          0       0\nPARTUUID=abc-01  /boot/firmware  vfat    defaults          0       2\nPARTUUID=abc-02  /               ext4    defaults,noatime  0       1\n";
         let out = fstab_with_root_options(pigen).unwrap();
-        assert!(out.ends_with("PARTUUID=abc-02  /               ext4    defaults,noatime,commit=600  0       1\n"), "{out}");
+        assert!(
+            out.ends_with(
+                "PARTUUID=abc-02  /               ext4    defaults,noatime,commit=600  0       1\n"
+            ),
+            "{out}"
+        );
         assert!(out.starts_with("proc            /proc "));
         assert_eq!(fstab_with_root_options(&out).unwrap(), out, "idempotent");
-        assert_eq!(wear_options("rw,relatime,commit=5"), "rw,noatime,commit=600");
+        assert_eq!(
+            wear_options("rw,relatime,commit=5"),
+            "rw,noatime,commit=600"
+        );
         assert_eq!(fstab_with_root_options("# / nothing\n"), None);
     }
 }
