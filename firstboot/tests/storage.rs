@@ -206,6 +206,38 @@ fn a_blank_disk_is_formatted_reused_after_a_reimage_and_refused_to_another_node(
     assert!(!other.read("/etc/fstab").contains("/var/lib/rancher/k3s"));
 }
 
+/// `sfdisk DEV` with `script` on stdin.
+fn sfdisk(dev: &str, script: &str) {
+    let o = Command::new("sfdisk")
+        .args(["--quiet", dev])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(script.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let _ = Command::new("partx").args(["--update", dev]).status();
+}
+
+#[test]
+fn a_format_cut_short_is_done_again() {
+    // A power cut after sfdisk named the partition, before mkfs.ext4 finished.
+    let Some(disk) = Loop::new(32) else { return };
+    sfdisk(&disk.dev, "label: gpt\ntype=L, name=piimg-data\n");
+    let f = data_disk_node(Role::Server, &disk.dev);
+    f.run_to_completion(3);
+    let msg = step_message(&f, "data-disk");
+    assert!(
+        msg.contains("held an interrupted piimg format (partition 'piimg-data' without a file system); formatted GPT + ext4"),
+        "{msg}"
+    );
+    assert_eq!(blkid_tag(&disk.part1(), "LABEL"), DATA_DISK_LABEL);
+    run_ok("e2fsck", &["-f", "-n", &disk.part1()]);
+}
+
 #[test]
 fn a_disk_with_other_data_is_refused_untouched() {
     // A whole-disk ext4 file system of someone else's.
@@ -227,17 +259,7 @@ fn a_disk_with_other_data_is_refused_untouched() {
 
     // A GPT disk whose partition is not piimg's (no file system on it).
     let Some(gpt) = Loop::new(32) else { return };
-    let o = Command::new("sfdisk")
-        .args(["--quiet", &gpt.dev])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(b"label: gpt\ntype=L\n")?;
-            c.wait_with_output()
-        })
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    sfdisk(&gpt.dev, "label: gpt\ntype=L, name=backups\n");
     let before = gpt.bytes();
     let f = data_disk_node(Role::Server, &gpt.dev);
     let err = run_until_failure(&f);

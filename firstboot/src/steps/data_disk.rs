@@ -50,7 +50,13 @@ const SEED_DIR: &str = "/var/lib/piimg/data-disk-seed";
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Found {
     Blank,
-    Ours { uuid: String, marker: String },
+    /// GPT partition 1 carries piimg's partition name (the label) but no finished
+    /// file system: a format that a power cut interrupted.
+    Interrupted(String),
+    Ours {
+        uuid: String,
+        marker: String,
+    },
 }
 
 /// Step `data-disk`: finds, checks, formats or reuses, and mounts the data disk.
@@ -73,7 +79,7 @@ pub fn prepare(
             ));
             uuid
         }
-        Found::Blank => {
+        found @ (Found::Blank | Found::Interrupted(_)) => {
             let busy = block::mounted_from(&mounts, &dev);
             if !busy.is_empty() {
                 return Err(Error::failed(format!(
@@ -82,8 +88,12 @@ pub fn prepare(
                 )));
             }
             let uuid = format(&dev, disk, cluster, node, fs, exec)?;
+            let was = match found {
+                Found::Interrupted(why) => format!("held an interrupted piimg format ({why})"),
+                _ => "was blank".into(),
+            };
             lines.push(format!(
-                "data disk {dev} ({how}): was blank; formatted GPT + ext4 '{}' UUID={uuid}, marked for node {node} of cluster {cluster}",
+                "data disk {dev} ({how}): {was}; formatted GPT + ext4 '{}' UUID={uuid}, marked for node {node} of cluster {cluster}",
                 disk.label
             ));
             uuid
@@ -261,6 +271,15 @@ fn examine(
         BTreeMap::new()
     };
     let label = tags.get("LABEL").map(String::as_str);
+    // sfdisk names the partition after the label first, mkfs.ext4 writes the marker
+    // last: a partition of that name without a file system is our own unfinished work.
+    let our_partition = tags.get("PART_ENTRY_NAME") == Some(&disk.label);
+    if our_partition && !tags.contains_key("TYPE") {
+        return Ok(Found::Interrupted(format!(
+            "partition '{}' without a file system",
+            disk.label
+        )));
+    }
     if tags.get("TYPE").map(String::as_str) != Some("ext4") || label != Some(disk.label.as_str()) {
         return Err(refuse(
             dev,
@@ -282,6 +301,12 @@ fn examine(
             .map(str::trim)
     };
     if marker.lines().next() != Some(MARKER_MAGIC) {
+        if our_partition {
+            return Ok(Found::Interrupted(format!(
+                "ext4 '{}' without piimg's marker",
+                disk.label
+            )));
+        }
         return Err(refuse(
             dev,
             &format!(
@@ -326,7 +351,7 @@ fn format(
         Some((0, 0)),
     )?;
     exec.run_ok(
-        &Cmd::new("sfdisk", &["--quiet", dev])
+        &Cmd::new("sfdisk", &["--quiet", "--wipe", "always", dev])
             .stdin(format!("label: gpt\ntype=L, name={}\n", disk.label)),
     )?;
     let part = block::partition_path(dev, 1);
