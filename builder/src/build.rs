@@ -498,6 +498,13 @@ fn cards(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    // Read only when a server card being built sends its snapshots to S3: agents
+    // never get them, and a profile without [k3s.etcd_s3] needs no such files.
+    let etcd_s3 = if plans.iter().any(|p| p.k3s.etcd_s3.is_some()) {
+        Some(cluster.etcd_s3_credentials()?)
+    } else {
+        None
+    };
     let mut jobs = Vec::new();
     for plan in plans {
         if plan.bootstrap && !plan.starts_cluster() {
@@ -517,6 +524,7 @@ fn cards(
             agent_token_secret: cluster.agent_token_secret().map(str::to_string),
             init_window_secs: profile.k3s.init_window_seconds,
             node_cleaner_days: profile.k3s.node_cleaner_days,
+            etcd_s3: etcd_s3.clone(),
         };
         let nf = crate::pki::files_for_node(plan, ca, cluster.token_secret(), &ha).map_err(
             |source| BuildError::NodePki {

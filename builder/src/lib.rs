@@ -24,4 +24,5 @@ pub mod plan;
 pub mod profile;
 pub mod progress;
 pub mod sparse;
+pub mod storage;
 pub mod upstream;

@@ -10,6 +10,7 @@ use crate::profile::keys::{self, KeyError, KeySources};
 use crate::profile::model::HardwareOptions;
 use crate::profile::secrets::{ClusterSecrets, ClusterState};
 use crate::profile::{Findings, Profile, validate};
+use crate::storage::{self, NodeStorage};
 use piimg_contract::join_order::join_order;
 use piimg_contract::{Network, Role};
 use serde::Serialize;
@@ -45,6 +46,8 @@ pub struct NodePlan {
     pub servers: Vec<(String, Ipv4Addr)>,
     /// Optional profile overlay directory overriding `overlays/` file by file.
     pub overlay_dir: Option<std::path::PathBuf>,
+    /// Boot device, data disk, SD-wear level and the bootloader setting they need.
+    pub storage: NodeStorage,
 }
 
 /// What a card will do when it boots for the first time.
@@ -134,6 +137,44 @@ pub struct NodeK3s {
     /// Directory of airgap files to bundle on the card (k3s-arm64, install.sh,
     /// k3s-airgap-images-arm64.tar.zst), if the profile asks for it.
     pub airgap_dir: Option<std::path::PathBuf>,
+    /// Servers: where etcd snapshots also go (`[k3s.etcd_s3]`); the credentials come
+    /// from the secrets directory, never through the plan.
+    pub etcd_s3: Option<EtcdS3Plan>,
+}
+
+/// A server's off-card etcd snapshot target (`[k3s.etcd_s3]`, resolved).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EtcdS3Plan {
+    /// S3 host (and port), no scheme.
+    pub endpoint: String,
+    /// Bucket.
+    pub bucket: String,
+    /// Folder in the bucket, if any.
+    pub folder: Option<String>,
+    /// Region.
+    pub region: String,
+    /// CA bundle on the build machine the endpoint is checked against, if any.
+    pub endpoint_ca: Option<std::path::PathBuf>,
+    /// Plain HTTP.
+    pub insecure: bool,
+    /// HTTPS without certificate checks.
+    pub skip_ssl_verify: bool,
+}
+
+impl EtcdS3Plan {
+    /// Where snapshots go, in words: `s3://bucket/folder at endpoint`.
+    pub fn describe(&self) -> String {
+        let scheme = if self.insecure { "http" } else { "https" };
+        let folder = self
+            .folder
+            .as_deref()
+            .map(|f| format!("/{f}"))
+            .unwrap_or_default();
+        format!(
+            "s3://{}{folder} at {scheme}://{} ({})",
+            self.bucket, self.endpoint, self.region
+        )
+    }
 }
 
 impl FirstBootAction {
@@ -221,7 +262,13 @@ fn resolve(profile: &Profile, state: &ClusterState, ssh_keys: Vec<String>) -> Ve
         let Some(class) = hardware::class(&node.hardware) else {
             continue;
         };
-        let hw = Hardware::of(class, &profile.hardware);
+        let mut hw = Hardware::of(class, &profile.hardware);
+        let node_storage = storage::resolve(node, class.board, &profile.storage);
+        hw.config_txt.extend(storage::config_txt(
+            class.board,
+            &node_storage.card,
+            &profile.storage,
+        ));
         let is_bootstrap = node.name == bootstrap;
         let first_boot = match node.role {
             Role::Agent => FirstBootAction::JoinAgent {
@@ -251,6 +298,7 @@ fn resolve(profile: &Profile, state: &ClusterState, ssh_keys: Vec<String>) -> Ve
         }
         let kubelet_args = merge_args([
             &hw.kubelet_args,
+            &storage::kubelet_args(node_storage.card.sd_wear),
             &profile.k3s.kubelet_args,
             &node.kubelet_args,
         ]);
@@ -297,6 +345,19 @@ fn resolve(profile: &Profile, state: &ClusterState, ssh_keys: Vec<String>) -> Ve
                     .airgap_dir
                     .as_deref()
                     .map(|d| profile.resolve_path(d)),
+                etcd_s3: if server {
+                    profile.k3s.etcd_s3.as_ref().map(|s| EtcdS3Plan {
+                        endpoint: s.endpoint.clone(),
+                        bucket: s.bucket.clone(),
+                        folder: s.folder.clone(),
+                        region: s.region.clone(),
+                        endpoint_ca: s.endpoint_ca.as_deref().map(|p| profile.resolve_path(p)),
+                        insecure: s.insecure,
+                        skip_ssl_verify: s.skip_ssl_verify,
+                    })
+                } else {
+                    None
+                },
             },
             servers: servers.clone(),
             overlay_dir: profile
@@ -304,6 +365,7 @@ fn resolve(profile: &Profile, state: &ClusterState, ssh_keys: Vec<String>) -> Ve
                 .overlay_dir
                 .as_deref()
                 .map(|d| profile.resolve_path(d)),
+            storage: node_storage,
         });
     }
     out

@@ -159,6 +159,52 @@ pub struct Facts {
     pub bmap_lookup: BmapLookup,
     /// k3s behaviour piimg relies on (`[k3s]`).
     pub k3s: K3sFacts,
+    /// Booting from USB or NVMe (`[boot]`).
+    pub boot: BootFacts,
+    /// k3s settings rendered for storage (`[k3s_storage]`).
+    pub k3s_storage: K3sStorageFacts,
+}
+
+/// Booting from a USB or NVMe disk (`[boot]`): EEPROM boot orders and config.txt lines.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BootFacts {
+    /// Where the facts come from.
+    pub source: String,
+    /// What an empty `BOOT_ORDER` means (SD, then USB).
+    pub default_order: String,
+    /// `BOOT_ORDER` trying USB first, then SD.
+    pub usb_first: String,
+    /// `BOOT_ORDER` trying NVMe first, then SD, then USB.
+    pub nvme_first: String,
+    /// The EEPROM line that makes a Pi 5 bootloader probe non-HAT+ PCIe adapters.
+    pub pcie_probe: String,
+    /// config.txt line enabling the Pi 5 PCIe connector.
+    pub pcie_enable: String,
+    /// config.txt line forcing PCIe Gen 3.
+    pub pcie_gen3: String,
+    /// Boards with an EEPROM bootloader (a `BOOT_ORDER`).
+    pub eeprom_boards: Vec<String>,
+    /// Boards that boot from USB mass storage.
+    pub usb_boot_boards: Vec<String>,
+    /// Boards that boot from NVMe on their own PCIe connector.
+    pub nvme_boot_boards: Vec<String>,
+}
+
+/// k3s settings rendered for storage (`[k3s_storage]`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct K3sStorageFacts {
+    /// Where the facts come from.
+    pub source: String,
+    /// Directory of `config.yaml` drop-ins k3s reads after `config.yaml`.
+    pub config_drop_in_dir: String,
+    /// k3s's default `data-dir`.
+    pub data_dir: String,
+    /// Every `etcd-s3*` config key (set through `[k3s.etcd_s3]` only).
+    pub etcd_s3_keys: Vec<String>,
+    /// kubelet's default `image-gc-high-threshold` (percent).
+    pub kubelet_image_gc_high_default: u8,
+    /// kubelet's default `image-gc-low-threshold` (percent).
+    pub kubelet_image_gc_low_default: u8,
 }
 
 /// k3s behaviour piimg relies on (`[k3s]`); only what the code reads is typed here.
@@ -251,6 +297,17 @@ mod tests {
         assert_eq!(f.k3s.api_port, 6443);
         assert_eq!(f.k3s.admin_group, "system:masters");
         assert!(f.k3s.db_info_path.starts_with('/'));
+        assert!(!f.boot.source.is_empty() && !f.k3s_storage.source.is_empty());
+        for order in [&f.boot.default_order, &f.boot.usb_first, &f.boot.nvme_first] {
+            assert!(
+                order.starts_with("0x") && u32::from_str_radix(&order[2..], 16).is_ok(),
+                "{order}"
+            );
+        }
+        assert_eq!(
+            f.k3s_storage.data_dir,
+            piimg_contract::storage::K3S_DATA_DIR
+        );
     }
 
     #[test]

@@ -25,13 +25,15 @@ fn reference_profile_validates_clean() {
     let p = reference();
     let f = profile::validate(&p);
     assert!(f.errors.is_empty(), "{:#?}", f.errors);
-    // The only warning: the servers' etcd lives on SD cards.
-    assert_eq!(f.warnings.len(), 1, "{:#?}", f.warnings);
+    // The only warnings: the servers' etcd lives on SD cards, and their snapshots
+    // stay there (no [k3s.etcd_s3]).
+    assert_eq!(f.warnings.len(), 2, "{:#?}", f.warnings);
     assert!(
         f.warnings[0]
             .message
             .starts_with("embedded etcd on SD cards (pi5-master-1, pi5-master-2, pi5-master-3)")
     );
+    assert_eq!(f.warnings[1].field, "k3s.etcd_s3");
 }
 
 #[test]
@@ -667,7 +669,8 @@ fn rule_etcd_on_sd_cards_warns_and_can_be_silenced() {
     assert_eq!(
         warnings_after(&[]),
         [
-            "nodes: embedded etcd on SD cards (pi5-master-1, pi5-master-2, pi5-master-3) is slow and wears the cards; USB or NVMe storage (storage = \"usb\" or \"nvme\") is better"
+            "nodes: embedded etcd on SD cards (pi5-master-1, pi5-master-2, pi5-master-3) is slow and wears the cards; boot these servers from a USB or NVMe disk (storage = \"usb\" or \"nvme\") or give them a data disk for k3s (data_disk = \"usb\" or \"nvme\")",
+            NO_S3_WARNING,
         ]
     );
     let nvme = |ip: &str| {
@@ -681,8 +684,22 @@ fn rule_etcd_on_sd_cards_warns_and_can_be_silenced() {
         .map(|ip| nvme(ip))
         .collect();
     let edits: Vec<(&str, &str)> = e.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    assert!(warnings_after(&edits).is_empty());
+    assert_eq!(warnings_after(&edits), [NO_S3_WARNING]);
+    // A data disk takes etcd off the card too: only the SD servers left are named.
+    let data_disk = [(
+        "ip = \"192.168.86.33\"\nrole = \"server\"",
+        "ip = \"192.168.86.33\"\ndata_disk = \"usb\"\nrole = \"server\"",
+    )];
+    assert!(
+        warnings_after(&data_disk)[0]
+            .starts_with("nodes: embedded etcd on SD cards (pi5-master-2, pi5-master-3) is slow"),
+        "{:?}",
+        warnings_after(&data_disk)
+    );
 }
+
+/// The reference cluster's snapshots stay on its servers' cards.
+const NO_S3_WARNING: &str = "k3s.etcd_s3: 3 servers keep their etcd snapshots only on their own disks; add [k3s.etcd_s3] (an S3 or MinIO bucket) so a snapshot survives the disk that dies";
 
 #[test]
 fn rule_unknown_hardware_class_suggests() {
@@ -766,7 +783,7 @@ fn unknown_key_names_the_nearest_valid_one_with_position() {
     assert_eq!(
         err,
         format!(
-            "{}:{line}:1: unknown key `hardwre`, did you mean `hardware`? (valid: name, ip, role, hardware, labels, taints, mac, storage, kubelet_args)",
+            "{}:{line}:1: unknown key `hardwre`, did you mean `hardware`? (valid: name, ip, role, hardware, labels, taints, mac, storage, data_disk, kubelet_args)",
             path.display()
         )
     );
@@ -1107,6 +1124,9 @@ fn profile_kubelet_args_override_hardware_defaults() {
             "system-reserved=cpu=200m,memory=256Mi",
             "kube-reserved=cpu=200m,memory=256Mi",
             "eviction-hard=memory.available<300Mi",
+            // [storage] sd_wear = "minimal" (the default) on an SD node.
+            "image-gc-high-threshold=70",
+            "image-gc-low-threshold=50",
             "max-pods=60",
         ]
     );
@@ -1114,7 +1134,12 @@ fn profile_kubelet_args_override_hardware_defaults() {
     assert_eq!(plans[5].hardware.kubelet_args.len(), 3);
     assert_eq!(
         plans[0].k3s.kubelet_args,
-        ["eviction-hard=memory.available<300Mi", "max-pods=60"]
+        [
+            "image-gc-high-threshold=70",
+            "image-gc-low-threshold=50",
+            "eviction-hard=memory.available<300Mi",
+            "max-pods=60"
+        ]
     );
 }
 

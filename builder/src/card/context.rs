@@ -52,7 +52,13 @@ pub struct CardValues {
     /// The plan's extra `key=value` settings as config.yaml entries (a repeated key
     /// becomes a list), in first-seen key order.
     pub extra_config: Vec<ConfigEntry>,
+    /// Servers with `[k3s.etcd_s3]` and a CA bundle: where the card puts the bundle
+    /// on the node (`etcd-s3-endpoint-ca`).
+    pub etcd_s3_endpoint_ca: Option<&'static str>,
 }
+
+/// Where a server card puts the S3 endpoint's CA bundle on the node.
+pub const ETCD_S3_CA_PATH: &str = "/etc/rancher/k3s/etcd-s3-ca.pem";
 
 /// One extra k3s `config.yaml` key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -147,6 +153,12 @@ impl CardValues {
             keyfile_uuid: stable_uuid(&format!("{}/{}/{}", plan.cluster, plan.name, net.interface)),
             instance_id: String::new(),
             extra_config: config_entries(&plan.k3s.extra_args),
+            etcd_s3_endpoint_ca: plan
+                .k3s
+                .etcd_s3
+                .as_ref()
+                .and_then(|s| s.endpoint_ca.as_ref())
+                .map(|_| ETCD_S3_CA_PATH),
         }
     }
 }

@@ -287,6 +287,24 @@ pub fn render(
     };
     let config_txt = ConfigEdit::parse(&r("common/config.txt.hbs")?)?;
 
+    if let (Some(ca), Some(path)) = (
+        plan.k3s
+            .etcd_s3
+            .as_ref()
+            .and_then(|s| s.endpoint_ca.as_ref()),
+        data.card.etcd_s3_endpoint_ca,
+    ) {
+        let pem = std::fs::read_to_string(ca).map_err(|e| CardError::HostFile {
+            path: ca.clone(),
+            message: format!("k3s.etcd_s3.endpoint_ca: {e}"),
+        })?;
+        root_files.push(RootFile {
+            path: path.to_string(),
+            mode: 0o644,
+            content: pem,
+        });
+    }
+
     let airgap = match &plan.k3s.airgap_dir {
         None => None,
         Some(dir) => Some(airgap(dir, &plan.k3s.version, &mut files)?),
@@ -325,7 +343,7 @@ pub fn render(
             .chain(ha.root_files.iter().cloned())
             .collect(),
         ha: ha.ha.clone(),
-        storage: Default::default(),
+        storage: plan.storage.card.clone(),
     };
     let card_secrets = CardSecrets {
         contract_version: CONTRACT_VERSION,

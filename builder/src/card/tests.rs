@@ -52,12 +52,14 @@ pub(crate) fn plan() -> NodePlan {
             ],
             kubelet_args: vec!["system-reserved=memory=256Mi".into()],
             airgap_dir: None,
+            etcd_s3: None,
         },
         servers: vec![
             ("pi5-master-1".into(), "192.168.86.31".parse().unwrap()),
             ("pi5-master-2".into(), "192.168.86.32".parse().unwrap()),
         ],
         overlay_dir: None,
+        storage: Default::default(),
     }
 }
 

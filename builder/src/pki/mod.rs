@@ -8,9 +8,11 @@
 //! - [`node_password`]: deterministic `/etc/rancher/node/password` per node.
 //! - [`manifests`]: auto-deployed server manifests (kube-vip, RBAC, HelmChart add-ons),
 //!   card templates rendered by `card::manifests`.
+//! - [`etcd_s3`]: the S3 credentials drop-in server cards carry for `[k3s.etcd_s3]`.
 //! - [`node_files`]: what each card gets of all this.
 
 pub mod ca;
+pub mod etcd_s3;
 pub mod node_files;
 pub mod node_password;
 pub mod token;
@@ -63,6 +65,11 @@ pub enum PkiError {
         /// The mode it should have.
         want: u32,
     },
+    /// A server's plan sends etcd snapshots to S3 but no credentials were handed over.
+    #[error(
+        "[k3s.etcd_s3] is set but no S3 credentials were given to the card (etcd-s3-access-key and etcd-s3-secret-key in the secrets directory)"
+    )]
+    NoEtcdS3Credentials,
     /// The CA bundle given for a token holds no certificate.
     #[error(
         "CA bundle holds no PEM certificate (k3s: data does not contain any valid RSA or ECDSA certificates)"

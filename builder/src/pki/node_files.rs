@@ -5,6 +5,7 @@
 //! | bootstrap, first bring-up | CA bundles + keys and `service.key` in `server/tls` | |
 //! | every server | its own node-cleaner cert + key | server manifests (identical on all) |
 //! | every server | (node password, server token, agent token) | |
+//! | every server, with `[k3s.etcd_s3]` | the S3 credentials drop-in | |
 //! | every agent | (node password, agent token only) | |
 
 use super::ca::ClusterCa;
@@ -13,6 +14,7 @@ use super::{PkiError, node_password, token};
 use crate::card::Templates;
 use crate::card::manifests::{Addons, MANIFESTS_DIR, ManifestInputs, server_manifests};
 use crate::plan::NodePlan;
+use crate::profile::secrets::S3Credentials;
 use piimg_contract::{Ha, NODE_CLEANER_CERT, NODE_CLEANER_KEY, NodeCleaner, Role, RootFile};
 
 /// Where k3s looks for (custom) CA files before its first start.
@@ -34,6 +36,9 @@ pub struct HaOptions {
     pub init_window_secs: u64,
     /// Validity of each server's node-cleaner certificate, in days (issued now).
     pub node_cleaner_days: u32,
+    /// The S3 credentials server cards carry when their plan sends etcd snapshots
+    /// to S3 (`[k3s.etcd_s3]`); never given to agents.
+    pub etcd_s3: Option<S3Credentials>,
 }
 
 impl Default for HaOptions {
@@ -44,6 +49,7 @@ impl Default for HaOptions {
             agent_token_secret: None,
             init_window_secs: DEFAULT_INIT_WINDOW_SECS,
             node_cleaner_days: DEFAULT_NODE_CLEANER_DAYS,
+            etcd_s3: None,
         }
     }
 }
@@ -107,6 +113,10 @@ pub fn files_for_node(
             mode: 0o600,
             content: key,
         });
+        if plan.k3s.etcd_s3.is_some() {
+            let creds = opts.etcd_s3.as_ref().ok_or(PkiError::NoEtcdS3Credentials)?;
+            secret_files.push(super::etcd_s3::credentials_drop_in(creds));
+        }
         node_cleaner = Some(NodeCleaner {
             cert: NODE_CLEANER_CERT.into(),
             key: NODE_CLEANER_KEY.into(),

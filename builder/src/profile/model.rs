@@ -6,6 +6,7 @@
 
 use super::net::Ipv4Cidr;
 use piimg_contract::Role;
+use piimg_contract::storage::{DiskBus, SdWear};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -34,6 +35,9 @@ pub struct Profile {
     /// Optional add-ons deployed on the servers.
     #[serde(default)]
     pub addons: Addons,
+    /// `[storage]`: SD-card wear mitigation and PCIe options.
+    #[serde(default)]
+    pub storage: StorageOptions,
     /// The nodes, in the order written.
     #[serde(default)]
     pub nodes: Vec<Node>,
@@ -127,6 +131,77 @@ pub struct K3s {
     /// build time; a rebuild issues a new one).
     #[serde(default = "default_node_cleaner_days")]
     pub node_cleaner_days: u32,
+    /// `[k3s.etcd_s3]`: where servers also send their etcd snapshots (off the card).
+    #[serde(default)]
+    pub etcd_s3: Option<EtcdS3>,
+}
+
+/// `[k3s.etcd_s3]`: an S3-compatible bucket (AWS, MinIO, …) for etcd snapshots.
+/// The access and secret key live in the secrets directory, never in the profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdS3 {
+    /// Host (and port) of the S3 API, without a scheme, e.g. `minio.lan:9000`.
+    #[serde(default = "default_s3_endpoint")]
+    pub endpoint: String,
+    /// The bucket.
+    pub bucket: String,
+    /// Folder inside the bucket (e.g. the cluster name), if any.
+    #[serde(default)]
+    pub folder: Option<String>,
+    /// Bucket region.
+    #[serde(default = "default_s3_region")]
+    pub region: String,
+    /// PEM CA bundle the endpoint's certificate is checked against (a self-hosted
+    /// MinIO); relative paths are relative to the profile.
+    #[serde(default)]
+    pub endpoint_ca: Option<PathBuf>,
+    /// Plain HTTP instead of HTTPS.
+    #[serde(default)]
+    pub insecure: bool,
+    /// HTTPS without checking the certificate.
+    #[serde(default)]
+    pub skip_ssl_verify: bool,
+}
+
+/// k3s's default `etcd-s3-endpoint`.
+pub const DEFAULT_S3_ENDPOINT: &str = "s3.amazonaws.com";
+/// k3s's default `etcd-s3-region`.
+pub const DEFAULT_S3_REGION: &str = "us-east-1";
+
+fn default_s3_endpoint() -> String {
+    DEFAULT_S3_ENDPOINT.to_string()
+}
+
+fn default_s3_region() -> String {
+    DEFAULT_S3_REGION.to_string()
+}
+
+/// `[storage]`: cluster-wide storage options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageOptions {
+    /// SD-card wear mitigation on nodes whose root is on an SD card (`minimal` by
+    /// default, `off` leaves the OS as it is).
+    #[serde(default = "default_sd_wear")]
+    pub sd_wear: SdWear,
+    /// Pi 5 with an NVMe disk: run the PCIe connector at Gen 3 (`dtparam=pciex1_gen=3`;
+    /// the board is certified for Gen 2 only).
+    #[serde(default)]
+    pub pcie_gen3: bool,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        Self {
+            sd_wear: default_sd_wear(),
+            pcie_gen3: false,
+        }
+    }
+}
+
+fn default_sd_wear() -> SdWear {
+    SdWear::Minimal
 }
 
 /// Default of `k3s.init_window_seconds`: five minutes, long enough for a switch port,
@@ -212,16 +287,16 @@ fn yes() -> bool {
     true
 }
 
-/// Where a node's root filesystem lives (etcd on SD cards is slow).
+/// The disk a node boots from and keeps its root file system on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Storage {
     /// An SD card (the default).
     #[default]
     Sd,
-    /// A USB SSD.
+    /// A USB disk (SSD through a USB adapter).
     Usb,
-    /// An NVMe SSD.
+    /// An NVMe SSD on the Pi 5's PCIe connector.
     Nvme,
 }
 
@@ -246,9 +321,12 @@ pub struct Node {
     /// MAC address to bind the network connection to.
     #[serde(default)]
     pub mac: Option<String>,
-    /// Storage the root filesystem lives on.
+    /// The disk the node boots from (the card image is flashed to it).
     #[serde(default)]
     pub storage: Storage,
+    /// A disk for k3s's data while the node boots from its SD card.
+    #[serde(default)]
+    pub data_disk: Option<DiskBus>,
     /// Extra kubelet arguments for this node, each `key=value`.
     #[serde(default)]
     pub kubelet_args: Vec<String>,

@@ -25,6 +25,11 @@ pub const TOKEN_FILE: &str = "k3s-token";
 /// existed have none: their workers keep using the server token (see
 /// [`ClusterSecrets::agent_token_secret`]).
 pub const AGENT_TOKEN_FILE: &str = "k3s-agent-token";
+/// The S3 access key for `[k3s.etcd_s3]` inside the secrets directory (written by
+/// the user, 0600).
+pub const ETCD_S3_ACCESS_KEY_FILE: &str = "etcd-s3-access-key";
+/// The S3 secret key for `[k3s.etcd_s3]` inside the secrets directory (0600).
+pub const ETCD_S3_SECRET_KEY_FILE: &str = "etcd-s3-secret-key";
 /// The copy of the cluster state inside the secrets directory.
 pub const STATE_COPY_FILE: &str = "state.toml";
 /// Where the token lives on every k3s server (the way back when the secrets are lost).
@@ -147,6 +152,26 @@ pub enum SecretsError {
         found: String,
         /// Fingerprint the state records.
         recorded: String,
+    },
+    /// `[k3s.etcd_s3]` is set but a credential file is missing or empty.
+    #[error(
+        "{path} is missing or empty, but the profile has [k3s.etcd_s3]: write the bucket's {what} into it \
+         (one line, mode 0600; `{ETCD_S3_ACCESS_KEY_FILE}` and `{ETCD_S3_SECRET_KEY_FILE}` live beside the k3s token), \
+         or remove [k3s.etcd_s3]"
+    )]
+    NoEtcdS3Credential {
+        /// The credential file.
+        path: PathBuf,
+        /// `access key` or `secret key`.
+        what: &'static str,
+    },
+    /// A credential file holds more than one line or whitespace inside the key.
+    #[error("{path}: not a single key (whitespace inside); write the {what} alone on one line")]
+    BadEtcdS3Credential {
+        /// The credential file.
+        path: PathBuf,
+        /// `access key` or `secret key`.
+        what: &'static str,
     },
     /// A state file cannot be parsed.
     #[error("{path}: {message}")]
@@ -624,6 +649,29 @@ impl ClusterSecrets {
         }
     }
 
+    /// The S3 credentials `[k3s.etcd_s3]` needs, read from
+    /// [`ETCD_S3_ACCESS_KEY_FILE`] and [`ETCD_S3_SECRET_KEY_FILE`] (0600, one line each).
+    pub fn etcd_s3_credentials(&self) -> Result<S3Credentials, SecretsError> {
+        let read = |name: &str, what: &'static str| -> Result<String, SecretsError> {
+            let path = self.dir.join(name);
+            let text = self
+                .read_secret_file(name)?
+                .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+                .unwrap_or_default();
+            if text.is_empty() {
+                return Err(SecretsError::NoEtcdS3Credential { path, what });
+            }
+            if text.contains(char::is_whitespace) {
+                return Err(SecretsError::BadEtcdS3Credential { path, what });
+            }
+            Ok(text)
+        };
+        Ok(S3Credentials {
+            access_key: read(ETCD_S3_ACCESS_KEY_FILE, "access key")?,
+            secret_key: read(ETCD_S3_SECRET_KEY_FILE, "secret key")?,
+        })
+    }
+
     /// Writes a file into the secrets directory atomically with mode 0600
     /// (`name` may contain subdirectories, created 0700).
     pub fn write_secret_file(&self, name: &str, bytes: &[u8]) -> Result<(), SecretsError> {
@@ -644,6 +692,25 @@ impl ClusterSecrets {
         atomic::write_atomic(&copy, text.as_bytes(), 0o600).map_err(io_err(&copy))?;
         atomic::write_atomic(&self.state_path, text.as_bytes(), 0o644)
             .map_err(io_err(&self.state_path))
+    }
+}
+
+/// The S3 access and secret key of `[k3s.etcd_s3]`: only server cards carry them,
+/// in a 0600 k3s config drop-in that the agent scrubs from the boot partition.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Credentials {
+    /// `etcd-s3-access-key`.
+    pub access_key: String,
+    /// `etcd-s3-secret-key`.
+    pub secret_key: String,
+}
+
+impl std::fmt::Debug for S3Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Credentials")
+            .field("access_key", &self.access_key)
+            .field("secret_key", &"<redacted>")
+            .finish()
     }
 }
 
@@ -786,6 +853,50 @@ mod tests {
             a.bootstrap_issued_at.as_deref(),
             Some("2020-01-01T00:00:00Z")
         );
+    }
+
+    #[test]
+    fn etcd_s3_credentials_come_from_two_owner_only_files() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let profile = tmp.path().join("lab.toml");
+        let s =
+            ClusterSecrets::open_or_create(&profile, SecretsOptions::default()).expect("create");
+        let dir = tmp.path().join("lab.secrets");
+        let err = s.etcd_s3_credentials().expect_err("none yet").to_string();
+        assert!(
+            err.contains(&format!("{}", dir.join(ETCD_S3_ACCESS_KEY_FILE).display()))
+                && err.contains("write the bucket's access key into it"),
+            "{err}"
+        );
+        crate::atomic::write_new(&dir.join(ETCD_S3_ACCESS_KEY_FILE), b"AKIA1\n", 0o600)
+            .expect("write");
+        let err = s
+            .etcd_s3_credentials()
+            .expect_err("no secret key")
+            .to_string();
+        assert!(
+            err.contains(ETCD_S3_SECRET_KEY_FILE) && err.contains("secret key"),
+            "{err}"
+        );
+        crate::atomic::write_new(&dir.join(ETCD_S3_SECRET_KEY_FILE), b"two words\n", 0o600)
+            .expect("write");
+        let err = s.etcd_s3_credentials().expect_err("two words").to_string();
+        assert!(err.contains("not a single key"), "{err}");
+        std::fs::write(dir.join(ETCD_S3_SECRET_KEY_FILE), "s3cr3t/+x\n").expect("write");
+        let c = s.etcd_s3_credentials().expect("both");
+        assert_eq!(c.access_key, "AKIA1");
+        assert_eq!(c.secret_key, "s3cr3t/+x");
+        assert!(
+            !format!("{c:?}").contains("s3cr3t"),
+            "Debug hides the secret key"
+        );
+        std::fs::set_permissions(
+            dir.join(ETCD_S3_SECRET_KEY_FILE),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .expect("chmod");
+        let err = s.etcd_s3_credentials().expect_err("0644").to_string();
+        assert!(err.contains("run `chmod 600"), "{err}");
     }
 
     #[test]

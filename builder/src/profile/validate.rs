@@ -5,9 +5,10 @@
 
 use super::hardware::{self, AGENT_WARN_RAM_MB, SERVER_MIN_RAM_MB};
 use super::keys::{self, KeyError};
-use super::model::{Node, Profile, Storage};
+use super::model::{EtcdS3, Node, Profile, Storage};
 use super::suggest;
 use piimg_contract::Role;
+use piimg_contract::storage::DiskBus;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt;
@@ -93,6 +94,7 @@ pub fn validate(profile: &Profile) -> Findings {
     k3s(profile, &mut f);
     access(profile, &mut f);
     nodes(profile, &mut f);
+    storage(profile, &mut f);
     f
 }
 
@@ -255,6 +257,13 @@ fn args(list: &[String], field: &str, managed: bool, f: &mut Findings) {
             .trim_start_matches("--");
         if !a.contains('=') || key.is_empty() {
             f.error(format!("{field}[{i}]"), format!("\"{a}\" is not key=value"));
+        } else if managed && key.starts_with("etcd-s3") {
+            f.error(
+                format!("{field}[{i}]"),
+                format!(
+                    "\"{key}\" comes from [k3s.etcd_s3] (its keys from the secrets directory); set it there"
+                ),
+            );
         } else if managed && MANAGED_K3S_KEYS.contains(&key) {
             f.error(
                 format!("{field}[{i}]"),
@@ -519,7 +528,9 @@ fn nodes(p: &Profile, f: &mut Findings) {
             ),
             Some(_) => {}
         }
-        if n.role == Role::Server && n.storage == Storage::Sd {
+        // etcd lives in k3s's data directory: on the SD card unless the node boots
+        // from a disk or keeps that directory on a data disk.
+        if n.role == Role::Server && n.storage == Storage::Sd && n.data_disk.is_none() {
             sd_servers.push(n.name.as_str());
         }
         if let Some(mac) = &n.mac {
@@ -586,9 +597,207 @@ fn nodes(p: &Profile, f: &mut Findings) {
         f.warn(
             "nodes",
             format!(
-                "embedded etcd on SD cards ({}) is slow and wears the cards; USB or NVMe storage (storage = \"usb\" or \"nvme\") is better",
+                "embedded etcd on SD cards ({}) is slow and wears the cards; boot these servers from a USB or NVMe disk (storage = \"usb\" or \"nvme\") or give them a data disk for k3s (data_disk = \"usb\" or \"nvme\")",
                 sd_servers.join(", ")
             ),
+        );
+    }
+}
+
+// ---- storage: boot device, data disk, [storage], [k3s.etcd_s3] ----
+
+/// Board names in messages.
+fn board_name(board: &str) -> &str {
+    match board {
+        "pi5" => "Raspberry Pi 5",
+        "pi4" => "Raspberry Pi 4",
+        "pi02" => "Raspberry Pi Zero 2 W",
+        other => other,
+    }
+}
+
+fn storage(p: &Profile, f: &mut Findings) {
+    let boot = &crate::upstream::facts().boot;
+    let can = |list: &[String], board: &str| list.iter().any(|b| b == board);
+    let mut pi5_nvme = false;
+    for (i, n) in p.nodes.iter().enumerate() {
+        let Some(class) = hardware::class(&n.hardware) else {
+            continue;
+        };
+        let board = class.board;
+        match n.storage {
+            Storage::Nvme if !can(&boot.nvme_boot_boards, board) => f.error(
+                node_field(i, n, "storage"),
+                format!(
+                    "a {} cannot boot from NVMe (only a Raspberry Pi 5 has the PCIe connector); put the SSD in a USB adapter and use storage = \"usb\"",
+                    board_name(board)
+                ),
+            ),
+            Storage::Usb if !can(&boot.usb_boot_boards, board) => f.error(
+                node_field(i, n, "storage"),
+                format!(
+                    "a {} cannot boot from USB; use storage = \"sd\"",
+                    board_name(board)
+                ),
+            ),
+            Storage::Nvme => pi5_nvme = true,
+            _ => {}
+        }
+        match (n.data_disk, n.storage) {
+            (None, _) => {}
+            (Some(_), Storage::Usb | Storage::Nvme) => f.error(
+                node_field(i, n, "data_disk"),
+                format!(
+                    "this node boots from its {} disk, which already holds k3s's data; data_disk is for nodes that boot from their SD card (remove one of the two)",
+                    storage_name(n.storage)
+                ),
+            ),
+            (Some(DiskBus::Nvme), Storage::Sd) if !can(&boot.nvme_boot_boards, board) => f.error(
+                node_field(i, n, "data_disk"),
+                format!(
+                    "a {} has no PCIe connector for an NVMe SSD; put it in a USB adapter and use data_disk = \"usb\"",
+                    board_name(board)
+                ),
+            ),
+            (Some(DiskBus::Nvme), Storage::Sd) => pi5_nvme = true,
+            (Some(DiskBus::Usb), Storage::Sd) => {}
+        }
+    }
+    if p.storage.pcie_gen3 && !pi5_nvme {
+        f.warn(
+            "storage.pcie_gen3",
+            "no Raspberry Pi 5 node has an NVMe disk (storage or data_disk = \"nvme\"): it changes nothing",
+        );
+    }
+    if p.nodes.iter().any(|n| n.data_disk.is_some()) {
+        let data_dir = |list: &[String]| {
+            list.iter()
+                .any(|a| a.trim_start_matches("--").starts_with("data-dir="))
+        };
+        for (field, list) in [
+            ("k3s.server_args", &p.k3s.server_args),
+            ("k3s.agent_args", &p.k3s.agent_args),
+        ] {
+            if data_dir(list) {
+                f.error(
+                    field,
+                    format!(
+                        "data-dir moves k3s's data off the nodes' data disks (mounted at {}); remove it",
+                        piimg_contract::storage::K3S_DATA_DIR
+                    ),
+                );
+            }
+        }
+    }
+    match &p.k3s.etcd_s3 {
+        Some(s3) => etcd_s3(p, s3, f),
+        None if p.servers().count() > 1 => f.warn(
+            "k3s.etcd_s3",
+            format!(
+                "{} servers keep their etcd snapshots only on their own disks; add [k3s.etcd_s3] (an S3 or MinIO bucket) so a snapshot survives the disk that dies",
+                p.servers().count()
+            ),
+        ),
+        None => {}
+    }
+}
+
+fn storage_name(s: Storage) -> &'static str {
+    match s {
+        Storage::Sd => "SD",
+        Storage::Usb => "USB",
+        Storage::Nvme => "NVMe",
+    }
+}
+
+/// An S3 bucket name: 3-63 lowercase letters, digits, '.' and '-', starting and
+/// ending with a letter or digit.
+fn is_bucket(b: &str) -> bool {
+    (3..=63).contains(&b.len())
+        && b.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+        && b.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && b.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+fn etcd_s3(p: &Profile, s3: &EtcdS3, f: &mut Findings) {
+    if !is_bucket(&s3.bucket) {
+        f.error(
+            "k3s.etcd_s3.bucket",
+            format!(
+                "\"{}\" is not an S3 bucket name (3-63 lowercase letters, digits, '.' and '-')",
+                s3.bucket
+            ),
+        );
+    }
+    let e = &s3.endpoint;
+    if e.contains("://") {
+        f.error(
+            "k3s.etcd_s3.endpoint",
+            format!(
+                "\"{e}\": give host[:port] without a scheme (k3s uses HTTPS; insecure = true for plain HTTP)"
+            ),
+        );
+    } else if e.is_empty() || e.contains(['/', ' ', '\t']) {
+        f.error(
+            "k3s.etcd_s3.endpoint",
+            format!("\"{e}\" is not host[:port], e.g. \"minio.lan:9000\""),
+        );
+    }
+    if let Some(folder) = &s3.folder {
+        if folder.is_empty()
+            || folder.split('/').any(str::is_empty)
+            || folder.contains(char::is_whitespace)
+        {
+            f.error(
+                "k3s.etcd_s3.folder",
+                format!(
+                    "\"{folder}\" is not a folder (no leading, trailing or double '/', no spaces), e.g. \"{}\"",
+                    p.cluster.name
+                ),
+            );
+        }
+    }
+    if s3.region.is_empty() || s3.region.contains(char::is_whitespace) {
+        f.error(
+            "k3s.etcd_s3.region",
+            format!("\"{}\" is not a region (like \"us-east-1\")", s3.region),
+        );
+    }
+    if let Some(ca) = &s3.endpoint_ca {
+        let path = p.resolve_path(ca);
+        match std::fs::read_to_string(&path) {
+            Err(e) => f.error(
+                "k3s.etcd_s3.endpoint_ca",
+                format!("{}: {e}", path.display()),
+            ),
+            Ok(text) if !text.contains("-----BEGIN CERTIFICATE-----") => f.error(
+                "k3s.etcd_s3.endpoint_ca",
+                format!(
+                    "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                    path.display()
+                ),
+            ),
+            Ok(_) if s3.insecure => f.error(
+                "k3s.etcd_s3.endpoint_ca",
+                "a CA bundle is for HTTPS, but insecure = true turns HTTPS off; remove one",
+            ),
+            Ok(_) if s3.skip_ssl_verify => f.warn(
+                "k3s.etcd_s3.skip_ssl_verify",
+                "certificates are not checked, so endpoint_ca is not used; drop skip_ssl_verify",
+            ),
+            Ok(_) => {}
+        }
+    }
+    if s3.insecure {
+        f.warn(
+            "k3s.etcd_s3.insecure",
+            "snapshots (every cluster secret in them) and the S3 keys travel over plain HTTP",
+        );
+    } else if s3.skip_ssl_verify && s3.endpoint_ca.is_none() {
+        f.warn(
+            "k3s.etcd_s3.skip_ssl_verify",
+            "the endpoint's certificate is not checked; give its CA as endpoint_ca instead",
         );
     }
 }

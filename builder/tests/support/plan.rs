@@ -56,6 +56,7 @@ pub fn node_plan(name: &str, role: Role, bootstrap: bool, vip: Option<&str>) -> 
             extra_args: vec![],
             kubelet_args: vec![],
             airgap_dir: None,
+            etcd_s3: None,
         },
         servers: ["pi5-master-1", "pi5-master-2", "pi5-master-3"]
             .iter()
@@ -68,5 +69,6 @@ pub fn node_plan(name: &str, role: Role, bootstrap: bool, vip: Option<&str>) -> 
             })
             .collect(),
         overlay_dir: None,
+        storage: Default::default(),
     }
 }

@@ -138,12 +138,14 @@ impl Cluster {
                 extra_args: vec![],
                 kubelet_args: vec![],
                 airgap_dir: None,
+                etcd_s3: None,
             },
             servers: SERVERS
                 .iter()
                 .map(|s| (s.name.to_string(), s.ip.parse().unwrap()))
                 .collect(),
             overlay_dir: None,
+            storage: Default::default(),
         }
     }
 
@@ -159,6 +161,7 @@ impl Cluster {
                 agent_token_secret: Some(AGENT_SECRET.into()),
                 init_window_secs: self.init_window.get(),
                 node_cleaner_days: 365,
+                etcd_s3: None,
             },
         )
         .unwrap();
