@@ -159,7 +159,7 @@ fn a_blank_disk_is_formatted_reused_after_a_reimage_and_refused_to_another_node(
     let fstab = f.read("/etc/fstab");
     assert!(
         fstab.contains(&format!(
-            "UUID={uuid}  /var/lib/rancher/k3s  ext4  defaults,noatime,nofail,x-systemd.device-timeout=30s  0  2\n"
+            "UUID={uuid}  /var/lib/rancher/k3s  ext4  defaults,noatime,nofail  0  2\n"
         )),
         "{fstab}"
     );

@@ -78,8 +78,8 @@ storage_checks_card() {
   local off; off="$(storage_part1_offset "$storage_data_disk")"
   soft_check "data disk image: partition 1 is ext4 labelled piimg-data (blkid)" \
     test "$(blkid -p -O "$off" -o value -s LABEL "$storage_data_disk")" = piimg-data
-  soft_check "data disk image: partition 1 is clean (e2fsck -fn)" \
-    e2fsck -f -n "$storage_data_disk?offset=$off"
+  storage_fsck() { e2fsck -f -n "$storage_data_disk?offset=$off" >"$art/storage-e2fsck.txt" 2>&1; }
+  soft_check "data disk image: partition 1 is clean (e2fsck -fn; $art/storage-e2fsck.txt)" storage_fsck
   soft_check "data disk image: piimg's marker names node $NODE" \
     grep -qx "node=$NODE" <<<"$(debugfs -R 'cat /.piimg-data-disk' "$storage_data_disk?offset=$off" 2>/dev/null)"
   soft_check "data disk image: the stand-in k3s's file is on it" \

@@ -15,9 +15,12 @@
 //! - **anything else** (another node's marker, no marker, another file system or
 //!   table, unknown bytes): refused untouched, the step fails naming what it found.
 //!
-//! The disk is then mounted by UUID through /etc/fstab (`nofail`,
-//! `x-systemd.device-timeout=`: a missing disk does not hang the boot) and k3s's units
-//! get `RequiresMountsFor=` (without its disk k3s does not start on the SD card).
+//! The disk is then mounted by UUID through /etc/fstab with `nofail` (the boot does
+//! not wait for it: a missing disk does not hang the boot) and k3s's units get
+//! `RequiresMountsFor=`: k3s waits for the disk up to systemd's device timeout
+//! (`DefaultDeviceTimeoutSec`, 90 s unless the system sets another; a fixed
+//! `x-systemd.device-timeout=` would override a slower system's own setting) and
+//! does not start on the SD card without it.
 
 use crate::block;
 use crate::error::Error;
@@ -38,8 +41,8 @@ pub const OVERRIDE_ARG: &str = "piimg.data_disk";
 pub const MARKER: &str = ".piimg-data-disk";
 /// First line of a marker.
 pub const MARKER_MAGIC: &str = "piimg-data-disk 1";
-/// How long boot waits for a missing data disk before giving up on it.
-pub const DEVICE_TIMEOUT: &str = "30s";
+/// The data disk's mount options in /etc/fstab.
+pub const MOUNT_OPTIONS: &str = "defaults,noatime,nofail";
 /// The drop-in that makes k3s's units require the mount.
 pub const K3S_DROPIN: &str = "10-piimg-data-disk.conf";
 
@@ -413,7 +416,7 @@ pub fn fstab_with_data_disk(fstab: &str, uuid: &str, mount_point: &str) -> Strin
         .map(|l| format!("{l}\n"))
         .collect();
     out.push_str(&format!(
-        "{comment}\nUUID={uuid}  {mount_point}  ext4  defaults,noatime,nofail,x-systemd.device-timeout={DEVICE_TIMEOUT}  0  2\n"
+        "{comment}\nUUID={uuid}  {mount_point}  ext4  {MOUNT_OPTIONS}  0  2\n"
     ));
     out
 }
@@ -461,7 +464,7 @@ fn mount(uuid: &str, disk: &DataDisk, fs: &NodeFs, exec: &Exec) -> Result<String
         now_mounted = ", mounted now";
     }
     Ok(format!(
-        "{mp}: UUID={uuid} in /etc/fstab (nofail, x-systemd.device-timeout={DEVICE_TIMEOUT}){now_mounted}; k3s.service and k3s-agent.service require it ({K3S_DROPIN})"
+        "{mp}: UUID={uuid} in /etc/fstab ({MOUNT_OPTIONS}){now_mounted}; k3s.service and k3s-agent.service require it ({K3S_DROPIN})"
     ))
 }
 
@@ -474,7 +477,10 @@ mod tests {
         let base = "PARTUUID=abc-02  /  ext4  defaults,noatime  0  1\n";
         let one = fstab_with_data_disk(base, "1111", "/var/lib/rancher/k3s");
         assert!(one.starts_with(base));
-        assert!(one.ends_with("UUID=1111  /var/lib/rancher/k3s  ext4  defaults,noatime,nofail,x-systemd.device-timeout=30s  0  2\n"), "{one}");
+        assert!(
+            one.ends_with("UUID=1111  /var/lib/rancher/k3s  ext4  defaults,noatime,nofail  0  2\n"),
+            "{one}"
+        );
         assert_eq!(
             fstab_with_data_disk(&one, "1111", "/var/lib/rancher/k3s"),
             one
