@@ -20,7 +20,7 @@ use crate::output::write;
 use crate::pki::{ClusterCa, HaOptions, PkiError};
 use crate::plan::{NodePlan, PlanError};
 use crate::profile::keys::{self, KeyError};
-use crate::profile::secrets::{self, ClusterSecrets, SecretsError};
+use crate::profile::secrets::{self, ClusterSecrets, ClusterState, SecretsError};
 use crate::profile::{self, Profile, ProfileError};
 use crate::progress::{OutputMode, Reporter};
 use indicatif::MultiProgress;
@@ -55,6 +55,10 @@ pub struct BuildRequest {
     pub offline: bool,
     /// Start a new cluster: fresh secrets, the old ones moved aside.
     pub new_cluster: bool,
+    /// Restore an existing cluster whose servers were all lost: the bootstrap
+    /// server's card may initialise it again (same secrets and CA, after its init
+    /// window), so an etcd snapshot can be restored onto it.
+    pub restore: bool,
     /// Compute each whole image's SHA-256.
     pub sha256: bool,
     /// Images written at the same time; `None`: one per CPU.
@@ -73,6 +77,7 @@ impl BuildRequest {
             xz: false,
             offline: false,
             new_cluster: false,
+            restore: false,
             sha256: false,
             jobs: None,
         }
@@ -388,12 +393,30 @@ pub fn build(req: &BuildRequest, out: &Reporter) -> Result<BuildReport, BuildErr
             old.display()
         ));
     }
-    let plans = if req.offline {
-        let keys = keys::resolve(&profile, keys::KeySources::Local)?;
-        crate::plan::plan_with(&profile, cluster.state(), keys)?
+    let plans = if req.offline || req.restore {
+        let keys = keys::resolve(
+            &profile,
+            if req.offline {
+                keys::KeySources::Local
+            } else {
+                keys::KeySources::All
+            },
+        )?;
+        crate::plan::plan_with(&profile, &restore_state(cluster.state(), req.restore), keys)?
     } else {
         crate::plan::plan(&profile, &cluster)?
     };
+    if req.restore {
+        for p in plans
+            .iter()
+            .filter(|p| wanted.contains(&p.name) && p.starts_cluster())
+        {
+            out.info(format!(
+                "--restore: {}'s card initialises the cluster again (same token and CA) when no other server answers within {} s; then restore the etcd snapshot on it (README: restoring a cluster from an etcd snapshot)",
+                p.name, profile.k3s.init_window_seconds
+            ));
+        }
+    }
     let plans: Vec<NodePlan> = plans
         .into_iter()
         .filter(|p| wanted.contains(&p.name))
@@ -468,6 +491,16 @@ pub fn build(req: &BuildRequest, out: &Reporter) -> Result<BuildReport, BuildErr
         }
     }
     Ok(report)
+}
+
+/// The cluster state the plan sees: with `restore`, as if the bootstrap server's card
+/// had never been issued, so that card may initialise the cluster again.
+pub fn restore_state(state: &ClusterState, restore: bool) -> ClusterState {
+    let mut s = state.clone();
+    if restore {
+        s.bootstrap_issued = false;
+    }
+    s
 }
 
 /// Every planned node's card and manifest, warning about a bootstrap card that may

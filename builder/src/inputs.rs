@@ -149,6 +149,22 @@ pub fn profile_digest(profile: &Profile, node: &str) -> String {
     if let Some(dir) = &profile.k3s.airgap_dir {
         hash_listing(&mut h, &profile.resolve_path(dir));
     }
+    if let Some(s3) = &profile.k3s.etcd_s3 {
+        if let Some(ca) = &s3.endpoint_ca {
+            hash_file(&mut h, &profile.resolve_path(ca));
+        }
+        // Server cards carry the S3 keys: new keys make them stale. Only a digest
+        // of each key file enters this digest.
+        if profile.node(node).is_some_and(|n| n.role == Role::Server) {
+            let dir = crate::profile::secrets::secrets_dir(&profile.path);
+            for name in [
+                crate::profile::secrets::ETCD_S3_ACCESS_KEY_FILE,
+                crate::profile::secrets::ETCD_S3_SECRET_KEY_FILE,
+            ] {
+                hash_file(&mut h, &dir.join(name));
+            }
+        }
+    }
     hex::encode(h.finalize())
 }
 
@@ -285,6 +301,36 @@ hardware = "pi4"
         assert_ne!(w1, profile_digest(&server_ip, "w1"));
         let cluster_wide = profile(&PROFILE.replace("admin_user = \"ops\"", "admin_user = \"pi\""));
         assert_ne!(w1, profile_digest(&cluster_wide, "w1"));
+    }
+
+    #[test]
+    fn s3_keys_and_ca_make_server_cards_stale_not_agent_cards() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("lab.toml");
+        let text = PROFILE.replace(
+            "[access]",
+            "[k3s.etcd_s3]\nbucket = \"lab\"\nendpoint_ca = \"ca.pem\"\n[access]",
+        );
+        let mut p = crate::profile::parse(&text, &path).expect("parses");
+        p.path = path.clone();
+        std::fs::write(dir.path().join("ca.pem"), "one").expect("ca");
+        let secrets = dir.path().join("lab.secrets");
+        std::fs::create_dir(&secrets).expect("dir");
+        std::fs::write(secrets.join("etcd-s3-secret-key"), "k1").expect("key");
+        let (s1, w1) = (profile_digest(&p, "s1"), profile_digest(&p, "w1"));
+        std::fs::write(secrets.join("etcd-s3-secret-key"), "k2").expect("key");
+        assert_ne!(
+            s1,
+            profile_digest(&p, "s1"),
+            "a server card carries the keys"
+        );
+        assert_eq!(w1, profile_digest(&p, "w1"), "an agent card does not");
+        std::fs::write(dir.path().join("ca.pem"), "two").expect("ca");
+        assert_ne!(
+            w1,
+            profile_digest(&p, "w1"),
+            "the CA bundle is in the profile's settings"
+        );
     }
 
     #[test]

@@ -10,11 +10,7 @@ use piimg_contract::storage::{
 };
 use serde::Serialize;
 
-/// kubelet `image-gc-high-threshold` on nodes that spare their SD card: image garbage
-/// collection starts at 70 % disk use (kubelet's default is 85 %).
-pub const SD_IMAGE_GC_HIGH: u8 = 70;
-/// kubelet `image-gc-low-threshold` on those nodes: it frees down to 50 % (default 80 %).
-pub const SD_IMAGE_GC_LOW: u8 = 50;
+pub use crate::profile::model::{SD_IMAGE_GC_HIGH, SD_IMAGE_GC_LOW};
 
 /// A node's storage, resolved (the default: SD boot, no data disk, SD-wear off).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

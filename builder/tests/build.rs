@@ -1434,3 +1434,167 @@ fn concurrent_first_builds_create_the_secrets_once_and_all_use_them() {
         "{state}"
     );
 }
+
+// ---- Storage on the image: disk boot, data disk, S3 keys, --restore ----
+
+/// config.txt read back from the image, split into (section, lines); lines before
+/// any filter count as `[all]`.
+fn config_sections(img: &Path) -> Vec<(String, Vec<String>)> {
+    let mut out = vec![("all".to_string(), Vec::new())];
+    for l in mtype(img, "config.txt").lines().map(str::trim) {
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        match l.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            Some(name) => out.push((name.to_string(), Vec::new())),
+            None => out.last_mut().unwrap().1.push(l.to_string()),
+        }
+    }
+    out
+}
+
+#[test]
+fn storage_modes_and_s3_keys_reach_the_image_as_the_profile_says() {
+    let env = ha_env();
+    let p = std::fs::read_to_string(env.path("lab.toml")).unwrap();
+    let p = p
+        .replace(
+            "name = \"pi5-master-2\"\nip = \"192.168.86.32\"\nrole = \"server\"\nhardware = \"pi5-8gb\"\n",
+            "name = \"pi5-master-2\"\nip = \"192.168.86.32\"\nrole = \"server\"\nhardware = \"pi5-8gb\"\nstorage = \"nvme\"\n",
+        )
+        .replace(
+            "hardware = \"pi4-2gb\"\n",
+            "hardware = \"pi4-2gb\"\ndata_disk = \"usb\"\n",
+        )
+        .replace(
+            "[hardware]\n",
+            "[k3s.etcd_s3]\nendpoint = \"minio.lan:9000\"\nbucket = \"lab-etcd\"\n\n[hardware]\n",
+        );
+    assert!(p.contains("storage = \"nvme\"") && p.contains("data_disk = \"usb\""));
+    std::fs::write(env.path("lab.toml"), &p).unwrap();
+    let b = base("bookworm");
+    // The first build creates the secrets, then stops: the S3 keys are not there.
+    let out = env.build(&b, &["--node", "pi5-master-2", "--node", "pi4-worker-1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "lab.secrets/etcd-s3-access-key is missing or empty, but the profile has [k3s.etcd_s3]"
+        ),
+        "{err}"
+    );
+    assert!(!env.path("out/pi5-master-2.img").exists());
+    for (name, key) in [
+        ("etcd-s3-access-key", "AKIAEXAMPLE"),
+        ("etcd-s3-secret-key", "wJalrXUtnFEMI/K7MDENG"),
+    ] {
+        let f = env.path(&format!("lab.secrets/{name}"));
+        std::fs::write(&f, format!("{key}\n")).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    env.build_ok(&b, &["--node", "pi5-master-2", "--node", "pi4-worker-1"]);
+
+    let nvme = env.path("out/pi5-master-2.img");
+    fsck_clean(&nvme);
+    let sections = config_sections(&nvme);
+    let with = |line: &str| -> Vec<String> {
+        sections
+            .iter()
+            .filter(|(_, l)| l.iter().any(|x| x == line))
+            .map(|(n, _)| n.clone())
+            .collect()
+    };
+    assert_eq!(with("dtparam=pciex1"), ["pi5"], "{sections:?}");
+    assert!(with("dtparam=pciex1_gen=3").is_empty());
+    let (cfg, sec) = card_of(&env, "pi5-master-2");
+    assert_eq!(
+        cfg.storage.boot_device,
+        piimg_contract::storage::BootDevice::Nvme
+    );
+    assert_eq!(cfg.storage.sd_wear, piimg_contract::storage::SdWear::Off);
+    let drop_in = sec
+        .files
+        .iter()
+        .find(|f| f.path == "/etc/rancher/k3s/config.yaml.d/50-piimg-etcd-s3.yaml")
+        .expect("the server card carries the S3 keys");
+    assert_eq!(drop_in.mode, 0o600);
+    assert!(drop_in.content.contains("\"wJalrXUtnFEMI/K7MDENG\""));
+    assert!(!mtype(&nvme, piimg_contract::NODE_CONFIG_FILE).contains("wJalrXUtnFEMI"));
+    assert!(
+        cfg.k3s
+            .config_yaml
+            .contains("etcd-s3-bucket: \"lab-etcd\"\n")
+    );
+
+    let worker = env.path("out/pi4-worker-1.img");
+    assert!(
+        config_sections(&worker)
+            .iter()
+            .all(|(_, l)| !l.iter().any(|x| x.starts_with("dtparam=pciex1")))
+    );
+    let (wcfg, wsec) = card_of(&env, "pi4-worker-1");
+    let disk = wcfg.storage.data_disk.expect("a data disk");
+    assert_eq!(disk.bus, piimg_contract::storage::DiskBus::Usb);
+    assert_eq!(disk.mount_point, "/var/lib/rancher/k3s");
+    assert_eq!(
+        wcfg.storage.sd_wear,
+        piimg_contract::storage::SdWear::Minimal
+    );
+    assert!(wsec.files.iter().all(|f| !f.path.contains("etcd-s3")));
+    assert!(!wcfg.k3s.config_yaml.contains("etcd-s3"));
+    assert!(wcfg.k3s.config_yaml.contains("image-gc-high-threshold=70"));
+}
+
+#[test]
+fn restore_makes_a_rebuilt_bootstrap_card_a_first_bring_up_again() {
+    let env = ha_env();
+    let b = base("bookworm");
+    env.build_ok(&b, &["--node", "pi5-master-1"]);
+    let (first_cfg, first) = card_of(&env, "pi5-master-1");
+    env.build_ok(&b, &["--node", "pi5-master-1"]);
+    assert!(!card_of(&env, "pi5-master-1").0.ha.first_bring_up);
+    let out = env
+        .piimg()
+        .args([
+            "build",
+            "--profile",
+            "lab.toml",
+            "--offline",
+            "--restore",
+            "--node",
+            "pi5-master-1",
+            "--node",
+            "pi5-master-2",
+            "--base",
+        ])
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "--restore: pi5-master-1's card initialises the cluster again (same token and CA)"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (cfg, sec) = card_of(&env, "pi5-master-1");
+    assert!(cfg.ha.first_bring_up);
+    assert!(
+        cfg.ha.init_window_secs > 0,
+        "it still waits for its peers first"
+    );
+    assert_eq!(sec.token, first.token);
+    assert_eq!(cfg.ha.cluster_ca_sha256, first_cfg.ha.cluster_ca_sha256);
+    assert_eq!(
+        tls_files(&sec),
+        tls_files(&first),
+        "the cluster's own CA files"
+    );
+    // Only the bootstrap card.
+    assert!(!card_of(&env, "pi5-master-2").0.ha.first_bring_up);
+}

@@ -629,3 +629,196 @@ fn etcd_s3_settings_are_checked_and_its_absence_warned_about() {
     let err = piimg::profile::load(&path).expect_err("typo").to_string();
     assert!(err.contains("buckett"), "{err}");
 }
+
+fn piimg_plan(dir: &Path, args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_piimg"))
+        .current_dir(dir)
+        .env("HOME", dir)
+        .env("COLUMNS", "80")
+        .env_remove("PIIMG_PROFILE")
+        .env_remove("PIIMG_GITHUB_KEYS_URL")
+        .args(["plan", "-p", "lab.toml"])
+        .args(args)
+        .output()
+        .expect("piimg runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn plan_says_which_boot_order_each_disk_board_needs_and_where_snapshots_go() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("lab.toml"), s3_profile(dir.path())).expect("write");
+    let out = piimg_plan(dir.path(), &["--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let node = |name: &str| {
+        doc["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .find(|n| n["name"] == name)
+            .unwrap_or_else(|| panic!("{name}"))
+            .clone()
+    };
+    let nvme = node("s-nvme");
+    assert_eq!(nvme["storage"]["boot_device"], "nvme");
+    assert_eq!(nvme["boot_order"]["boot_order"], "0xf416");
+    assert_eq!(
+        nvme["boot_order"]["extra"],
+        serde_json::json!(["PCIE_PROBE=1"])
+    );
+    assert_eq!(node("s-usb")["boot_order"]["boot_order"], "0xf14");
+    assert_eq!(node("w-usb")["boot_order"]["boot_order"], "0xf14");
+    let data = node("s-data");
+    assert_eq!(data["boot_order"], serde_json::Value::Null);
+    assert_eq!(data["storage_text"], "sd + nvme data");
+    assert_eq!(data["storage"]["sd_wear"], "minimal");
+    assert_eq!(
+        doc["etcd_snapshots"]["s3"],
+        "s3://lab-etcd/lab at https://minio.lan:9000 (us-east-1)"
+    );
+    let out = piimg_plan(dir.path(), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    for name in ["etcd-s3-access-key", "etcd-s3-secret-key"] {
+        assert!(
+            err.contains(&format!(
+                "lab.secrets/{name} is missing: server cards need it for [k3s.etcd_s3] and builds of them will refuse"
+            )),
+            "{err}"
+        );
+    }
+    let human = String::from_utf8(out.stdout).expect("utf-8");
+    let lines: Vec<&str> = human.lines().collect();
+    let row = |name: &str| {
+        *lines
+            .iter()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name}: {human}"))
+    };
+    assert!(row("s-nvme").trim_end().ends_with("nvme"), "{human}");
+    assert!(
+        row("w-data").trim_end().ends_with("sd + usb data"),
+        "{human}"
+    );
+    let text = human.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        text.contains("s-nvme (pi5): BOOT_ORDER=0xf416 (NVMe, then SD, then USB) and, for an adapter that is not a HAT+, PCIE_PROBE=1 on the node (booted once from any SD card): `sudo rpi-eeprom-config --edit`, reboot"),
+        "{human}"
+    );
+    assert!(
+        text.contains("w-usb (pi4): BOOT_ORDER=0xf14 (USB first, then SD)"),
+        "{human}"
+    );
+    assert!(!text.contains("w-sd (pi4): BOOT_ORDER"), "{human}");
+    assert!(
+        text.contains("etcd snapshots (0 */6 * * *, 10 kept): on each server's own disk and in s3://lab-etcd/lab at https://minio.lan:9000 (us-east-1)"),
+        "{human}"
+    );
+    assert!(human.lines().all(|l| l.chars().count() <= 80), "{human}");
+    // With the keys in place, no such warning.
+    std::fs::create_dir(dir.path().join("lab.secrets")).expect("dir");
+    for name in ["etcd-s3-access-key", "etcd-s3-secret-key"] {
+        std::fs::write(dir.path().join("lab.secrets").join(name), "k\n").expect("key");
+    }
+    let out = piimg_plan(dir.path(), &[]);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("etcd-s3-access-key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without a target: the plan says the snapshots die with the disk.
+    std::fs::write(dir.path().join("lab.toml"), profile_text("")).expect("write");
+    let human = String::from_utf8(piimg_plan(dir.path(), &[]).stdout).expect("utf-8");
+    let text = human.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        text.contains("on each server's own disk only, lost with it (add [k3s.etcd_s3])"),
+        "{human}"
+    );
+}
+
+#[test]
+fn restore_lets_only_the_bootstrap_card_initialise_again_with_the_same_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("lab.toml");
+    std::fs::write(&path, profile_text("")).expect("write");
+    let profile = piimg::profile::load(&path).expect("loads");
+    let issued = ClusterState {
+        bootstrap_issued: true,
+        issued: ["s-nvme".to_string()].into(),
+        ..ClusterState::default()
+    };
+    let plan = |state: &ClusterState| {
+        piimg::plan::plan_with(&profile, state, vec![KEY.into()]).expect("plans")
+    };
+    // An issued cluster: no card initialises, the bootstrap card waits for a peer.
+    assert!(!plan(&issued).iter().any(|p| p.starts_cluster()));
+    // --restore: the bootstrap server (the first one) initialises again, no other.
+    let restored = plan(&piimg::build::restore_state(&issued, true));
+    let starting: Vec<&str> = restored
+        .iter()
+        .filter(|p| p.starts_cluster())
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(starting, ["s-nvme"]);
+    assert_eq!(piimg::build::restore_state(&issued, false), issued);
+    // Its card is a first bring-up with the cluster's own CA files and an init window
+    // (a peer that answers is joined instead).
+    let ca = ClusterCa::create(&dir.path().join("secrets"), "lab").expect("ca");
+    let nf = files_for_node(&restored[0], &ca, "s3cret", &HaOptions::default()).expect("files");
+    assert!(nf.ha.first_bring_up);
+    assert!(nf.ha.init_window_secs > 0);
+    assert!(
+        nf.secret_files
+            .iter()
+            .any(|f| f.path == "/var/lib/rancher/k3s/server/tls/server-ca.key"),
+        "the cluster's CA, not a new one"
+    );
+}
+
+#[test]
+fn image_gc_thresholds_kubelet_would_refuse_are_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A cluster-wide low of 75 is above sd_wear's high of 70 on SD nodes only
+    // (kubelet's own high is 85).
+    let text = profile_text("kubelet_args = [\"image-gc-low-threshold=75\"]");
+    let (errors, _) = findings(&text, dir.path());
+    let fields: Vec<&str> = errors.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "nodes[2] (s-data).kubelet_args",
+            "nodes[3] (w-sd).kubelet_args",
+            "nodes[5] (w-data).kubelet_args",
+            "nodes[6] (w-pi5).kubelet_args",
+        ],
+        "{errors:#?}"
+    );
+    assert_eq!(
+        errors[1].1,
+        "this node's kubelet would get image-gc-high-threshold=70 and image-gc-low-threshold=75 (last set in k3s.kubelet_args, over sd_wear = \"minimal\"'s 70/50); kubelet refuses to start unless 0 <= low < high <= 100"
+    );
+    // A node's own high fixes it for that node.
+    let fixed = text.replace(
+        "name = \"w-sd\"\nip = \"10.0.0.21\"\nrole = \"agent\"\nhardware = \"pi4-2gb\"\n",
+        "name = \"w-sd\"\nip = \"10.0.0.21\"\nrole = \"agent\"\nhardware = \"pi4-2gb\"\nkubelet_args = [\"image-gc-high-threshold=90\"]\n",
+    );
+    let (errors, _) = findings(&fixed, dir.path());
+    assert!(
+        !errors.iter().any(|(f, _)| f.contains("w-sd")),
+        "{errors:#?}"
+    );
+    // Against kubelet's own defaults (85/80) on a disk-booting node.
+    let text = profile_text("").replace(
+        "storage = \"nvme\"\n",
+        "storage = \"nvme\"\nkubelet_args = [\"image-gc-low-threshold=101\"]\n",
+    );
+    let (errors, _) = findings(&text, dir.path());
+    assert_eq!(
+        one(&errors, "nodes[0] (s-nvme).kubelet_args"),
+        "this node's kubelet would get image-gc-high-threshold=85 and image-gc-low-threshold=101 (last set in kubelet_args); kubelet refuses to start unless 0 <= low < high <= 100"
+    );
+}

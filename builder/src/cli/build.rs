@@ -38,6 +38,10 @@ pub struct BuildArgs {
     /// Start a new cluster: fresh secrets (the old ones are moved aside).
     #[arg(long)]
     pub new_cluster: bool,
+    /// Every server was lost: the bootstrap server's card initialises the cluster
+    /// again (same secrets and CA) so an etcd snapshot can be restored onto it.
+    #[arg(long, conflicts_with = "new_cluster")]
+    pub restore: bool,
     /// Also compute each whole image's SHA-256 (always done with --json).
     #[arg(long)]
     pub sha256: bool,
@@ -62,6 +66,7 @@ impl BuildArgs {
             xz: self.xz,
             offline: self.offline,
             new_cluster: self.new_cluster,
+            restore: self.restore,
             sha256: self.sha256 || out.is_json(),
             jobs: self.jobs,
         })

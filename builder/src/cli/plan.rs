@@ -10,7 +10,9 @@ use piimg::plan::{self, FirstBootAction, NodePlan};
 use piimg::profile::keys::{self, KeySources};
 use piimg::profile::{self, secrets};
 use piimg::progress::{OutputMode, Reporter};
+use piimg::storage::BootOrder;
 use piimg_contract::Role;
+use piimg_contract::storage::{BootDevice, DiskBus, SdWear, Storage};
 use serde::Serialize;
 use std::net::Ipv4Addr;
 
@@ -41,6 +43,26 @@ struct Row {
     first_boot_text: String,
     reflash: FirstBootAction,
     reflash_text: String,
+    /// Boot device, data disk and SD-wear level, as the card tells the agent.
+    storage: Storage,
+    /// `storage` in a few words, e.g. `sd + nvme data`.
+    storage_text: String,
+    /// The bootloader setting a disk-booting board needs.
+    boot_order: Option<BootOrder>,
+}
+
+/// Where etcd snapshots go.
+#[derive(Debug, Serialize)]
+struct Snapshots {
+    /// Cron schedule.
+    schedule: String,
+    /// Snapshots kept (per place).
+    retention: u32,
+    /// The off-card target (`[k3s.etcd_s3]`), in words; `None` when snapshots stay
+    /// on each server's own disk only.
+    s3: Option<String>,
+    /// The whole sentence `plan` prints.
+    text: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -61,7 +83,51 @@ struct Doc {
     init_window_seconds: u64,
     /// Validity of each server card's node-cleaner certificate (issued at build time).
     node_cleaner_days: u32,
+    /// Where the servers' etcd snapshots go.
+    etcd_snapshots: Snapshots,
     nodes: Vec<Row>,
+}
+
+/// A node's storage in a few words: the boot disk, a data disk, SD-wear off.
+fn storage_text(s: &Storage) -> String {
+    let disk = |b: BootDevice| match b {
+        BootDevice::Sd => "sd",
+        BootDevice::Usb => "usb",
+        BootDevice::Nvme => "nvme",
+    };
+    let mut t = disk(s.boot_device).to_string();
+    if let Some(d) = &s.data_disk {
+        t.push_str(match d.bus {
+            DiskBus::Usb => " + usb data",
+            DiskBus::Nvme => " + nvme data",
+        });
+    }
+    if s.boot_device == BootDevice::Sd && s.sd_wear == SdWear::Off {
+        t.push_str(" (sd_wear off)");
+    }
+    t
+}
+
+/// Where the servers' snapshots go, in words.
+fn snapshots(p: &piimg::profile::Profile, plans: &[NodePlan]) -> Snapshots {
+    let s3 = plans
+        .iter()
+        .find_map(|n| n.k3s.etcd_s3.as_ref())
+        .map(|s| s.describe());
+    let mut text = format!(
+        "etcd snapshots ({}, {} kept): on each server's own disk",
+        p.k3s.etcd_snapshot_schedule, p.k3s.etcd_snapshot_retention
+    );
+    match &s3 {
+        Some(t) => text.push_str(&format!(" and in {t}")),
+        None => text.push_str(" only, lost with it (add [k3s.etcd_s3])"),
+    }
+    Snapshots {
+        schedule: p.k3s.etcd_snapshot_schedule.clone(),
+        retention: p.k3s.etcd_snapshot_retention,
+        s3,
+        text,
+    }
 }
 
 /// What worker cards carry, and the note `plan` prints about it (if any).
@@ -138,6 +204,20 @@ pub fn run(args: PlanArgs, out: Reporter) -> anyhow::Result<()> {
     if let Some(note) = worker_note {
         out.warn(note);
     }
+    if p.k3s.etcd_s3.is_some() {
+        for name in [
+            secrets::ETCD_S3_ACCESS_KEY_FILE,
+            secrets::ETCD_S3_SECRET_KEY_FILE,
+        ] {
+            let file = secrets::secrets_dir(path).join(name);
+            if !file.is_file() {
+                out.warn(format!(
+                    "{} is missing: server cards need it for [k3s.etcd_s3] and builds of them will refuse (one line, mode 0600)",
+                    file.display()
+                ));
+            }
+        }
+    }
     let local_keys = keys::resolve(&p, KeySources::Local).context("SSH keys")?;
     let plans = plan::plan_with(&p, &state, local_keys)?;
     let nodes: Vec<Row> = plans
@@ -157,6 +237,9 @@ pub fn run(args: PlanArgs, out: Reporter) -> anyhow::Result<()> {
                 reflash_text: reflash_text(n, &reflash),
                 first_boot: n.first_boot.clone(),
                 reflash,
+                storage_text: storage_text(&n.storage.card),
+                storage: n.storage.card.clone(),
+                boot_order: n.storage.boot_order.clone(),
             }
         })
         .collect();
@@ -172,6 +255,7 @@ pub fn run(args: PlanArgs, out: Reporter) -> anyhow::Result<()> {
         worker_token,
         init_window_seconds: p.k3s.init_window_seconds,
         node_cleaner_days: p.k3s.node_cleaner_days,
+        etcd_snapshots: snapshots(&p, &plans),
         nodes,
     };
     match out.mode() {
@@ -200,8 +284,16 @@ fn print_table(doc: &Doc, width: Option<usize>) {
         doc.node_cleaner_days
     );
     println!("{}", super::table::wrap_parts(&title, " · ", width));
-    let header = ["NODE", "IP", "ROLE", "HARDWARE", "FIRST BOOT", "RE-FLASH"];
-    let rows: Vec<[String; 6]> = doc
+    let header = [
+        "NODE",
+        "IP",
+        "ROLE",
+        "HARDWARE",
+        "STORAGE",
+        "FIRST BOOT",
+        "RE-FLASH",
+    ];
+    let rows: Vec<[String; 7]> = doc
         .nodes
         .iter()
         .map(|r| {
@@ -215,11 +307,51 @@ fn print_table(doc: &Doc, width: Option<usize>) {
                 r.ip.to_string(),
                 role,
                 r.hardware.clone(),
+                r.storage_text.clone(),
                 r.first_boot_text.clone(),
                 r.reflash_text.clone(),
             ]
         })
         .collect();
-    // NODE, IP, ROLE and HARDWARE stay a table; the two long ones move under the row.
-    print!("{}", super::table::render(header, &rows, 4, width));
+    // NODE, IP, ROLE, HARDWARE and STORAGE stay a table; the two long ones move
+    // under the row.
+    print!("{}", super::table::render(header, &rows, 5, width));
+    let mut notes: Vec<String> = Vec::new();
+    let disk_boot: Vec<&Row> = doc
+        .nodes
+        .iter()
+        .filter(|r| r.boot_order.is_some())
+        .collect();
+    if !disk_boot.is_empty() {
+        notes.push(
+            "boot from a disk: flash the image to it (`piimg flash`, through a USB adapter), then set each board's bootloader once:"
+                .to_string(),
+        );
+        for r in disk_boot {
+            if let Some(b) = &r.boot_order {
+                notes.push(format!("  {} ({}): {}", r.name, r.board, b.how));
+            }
+        }
+    }
+    notes.push(doc.etcd_snapshots.text.clone());
+    for note in notes {
+        match width {
+            Some(w) => {
+                let indent = if note.starts_with("  ") {
+                    "      "
+                } else {
+                    "  "
+                };
+                for l in super::table::wrap_words(
+                    &note,
+                    w,
+                    if note.starts_with("  ") { "  " } else { "" },
+                    indent,
+                ) {
+                    println!("{l}");
+                }
+            }
+            None => println!("{note}"),
+        }
+    }
 }

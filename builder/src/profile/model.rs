@@ -204,6 +204,13 @@ fn default_sd_wear() -> SdWear {
     SdWear::Minimal
 }
 
+/// kubelet `image-gc-high-threshold` that `sd_wear = "minimal"` sets: image garbage
+/// collection starts at 70 % disk use (kubelet's default is 85 %).
+pub const SD_IMAGE_GC_HIGH: u8 = 70;
+/// kubelet `image-gc-low-threshold` that `sd_wear = "minimal"` sets: it frees down
+/// to 50 % (kubelet's default is 80 %).
+pub const SD_IMAGE_GC_LOW: u8 = 50;
+
 /// Default of `k3s.init_window_seconds`: five minutes, long enough for a switch port,
 /// a power cut or the other servers' k3s to come back.
 pub const DEFAULT_INIT_WINDOW_SECS: u64 = 300;

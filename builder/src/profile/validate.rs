@@ -5,10 +5,10 @@
 
 use super::hardware::{self, AGENT_WARN_RAM_MB, SERVER_MIN_RAM_MB};
 use super::keys::{self, KeyError};
-use super::model::{EtcdS3, Node, Profile, Storage};
+use super::model::{EtcdS3, Node, Profile, SD_IMAGE_GC_HIGH, SD_IMAGE_GC_LOW, Storage};
 use super::suggest;
 use piimg_contract::Role;
-use piimg_contract::storage::DiskBus;
+use piimg_contract::storage::{DiskBus, SdWear};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt;
@@ -663,6 +663,7 @@ fn storage(p: &Profile, f: &mut Findings) {
             (Some(DiskBus::Usb), Storage::Sd) => {}
         }
     }
+    image_gc(p, f);
     if p.storage.pcie_gen3 && !pi5_nvme {
         f.warn(
             "storage.pcie_gen3",
@@ -699,6 +700,66 @@ fn storage(p: &Profile, f: &mut Findings) {
             ),
         ),
         None => {}
+    }
+}
+
+/// The last `key=<integer>` of `list`, if any.
+fn int_arg(list: &[String], key: &str) -> Option<i64> {
+    list.iter().rev().find_map(|a| {
+        a.trim_start_matches("--")
+            .strip_prefix(key)?
+            .strip_prefix('=')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// kubelet refuses to start unless 0 <= image-gc-low < image-gc-high <= 100; the
+/// values a node ends up with come from `sd_wear` (SD nodes), then `k3s.kubelet_args`,
+/// then the node's own `kubelet_args`.
+fn image_gc(p: &Profile, f: &mut Findings) {
+    let facts = &crate::upstream::facts().k3s_storage;
+    let (high_key, low_key) = ("image-gc-high-threshold", "image-gc-low-threshold");
+    for (i, n) in p.nodes.iter().enumerate() {
+        let spared = n.storage == Storage::Sd && p.storage.sd_wear == SdWear::Minimal;
+        let (mut high, mut low) = if spared {
+            (i64::from(SD_IMAGE_GC_HIGH), i64::from(SD_IMAGE_GC_LOW))
+        } else {
+            (
+                i64::from(facts.kubelet_image_gc_high_default),
+                i64::from(facts.kubelet_image_gc_low_default),
+            )
+        };
+        let mut from = "kubelet's defaults";
+        for (field, list) in [
+            ("k3s.kubelet_args", &p.k3s.kubelet_args),
+            ("kubelet_args", &n.kubelet_args),
+        ] {
+            if let Some(v) = int_arg(list, high_key) {
+                high = v;
+                from = field;
+            }
+            if let Some(v) = int_arg(list, low_key) {
+                low = v;
+                from = field;
+            }
+        }
+        if !(0..=100).contains(&high) || !(0..=100).contains(&low) || low >= high {
+            f.error(
+                node_field(i, n, "kubelet_args"),
+                format!(
+                    "this node's kubelet would get {high_key}={high} and {low_key}={low} (last set in {from}{}); kubelet refuses to start unless 0 <= low < high <= 100",
+                    if spared {
+                        format!(
+                            ", over sd_wear = \"minimal\"'s {SD_IMAGE_GC_HIGH}/{SD_IMAGE_GC_LOW}"
+                        )
+                    } else {
+                        String::new()
+                    }
+                ),
+            );
+        }
     }
 }
 
