@@ -54,8 +54,10 @@ storage_checks() {
   local src; src="$(g findmnt -n -o SOURCE --target /var/lib/rancher/k3s)"
   soft_check "data_disk: /var/lib/rancher/k3s is on the second disk's partition (findmnt: $src)" \
     test "$src" = "$(g readlink -f /dev/disk/by-id/virtio-$STORAGE_DATA_SERIAL-part1)"
-  soft_check "data_disk: mounted by UUID from /etc/fstab with nofail" \
-    test -n "$(g cat /etc/fstab | grep -E "^UUID=$(g "findmnt -n -o UUID --target /var/lib/rancher/k3s")[[:space:]]+/var/lib/rancher/k3s[[:space:]]+ext4[[:space:]]+[^ ]*nofail")"
+  # blkid as root: findmnt's UUID column stays empty for a user who cannot read the disk.
+  local uuid; uuid="$(g sudo blkid -s UUID -o value "$src")"
+  soft_check "data_disk: mounted by its UUID ($uuid) from /etc/fstab with nofail" \
+    test -n "$uuid" -a -n "$(g cat /etc/fstab | grep -E "^UUID=$uuid[[:space:]]+/var/lib/rancher/k3s[[:space:]]+ext4[[:space:]]+[^ ]*nofail")"
   soft_check "data_disk: k3s.service requires the mount (RequiresMountsFor)" \
     grep -q /var/lib/rancher/k3s <<<"$(g systemctl show -p RequiresMountsFor k3s.service)"
   soft_check "data_disk: the stand-in k3s wrote its data dir on the data disk (same device as the mount)" \
