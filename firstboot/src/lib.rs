@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod api_retry;
+pub mod block;
 pub mod cli;
 pub mod error;
 pub mod exec;

@@ -56,6 +56,11 @@ impl NodeFs {
         std::fs::read(self.path(node_path)).map_err(io(node_path))
     }
 
+    /// Where node symlink `node_path` points; `None` if it is not a symlink.
+    pub fn read_link(&self, node_path: &str) -> Option<PathBuf> {
+        std::fs::read_link(self.path(node_path)).ok()
+    }
+
     /// Reads a card file; `None` if it does not exist.
     pub fn read_card(&self, rel: &str) -> Result<Option<String>, Error> {
         read_opt(&self.card_path(rel), rel)
@@ -71,6 +76,20 @@ impl NodeFs {
             .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect()
+    }
+
+    /// Names of every entry (files, links, directories) in a node directory, sorted
+    /// (none if unreadable).
+    pub fn names_in(&self, node_dir: &str) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.path(node_dir)) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
     }
 
     /// Writes a node file atomically with `mode` and `owner`; `true` if it changed.

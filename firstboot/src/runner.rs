@@ -18,6 +18,8 @@ pub struct Cmd {
     pub env: Vec<(String, String)>,
     /// Inherited variables with these prefixes are removed (e.g. `K3S_`).
     pub env_remove_prefixes: Vec<String>,
+    /// Text fed to the program's standard input (e.g. an `sfdisk` script).
+    pub stdin: Option<String>,
 }
 
 impl Cmd {
@@ -33,6 +35,12 @@ impl Cmd {
     /// Adds an environment variable.
     pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
         self.env.push((key.to_string(), value.into()));
+        self
+    }
+
+    /// Feeds `text` to the program's standard input.
+    pub fn stdin(mut self, text: impl Into<String>) -> Self {
+        self.stdin = Some(text.into());
         self
     }
 }
@@ -56,6 +64,9 @@ impl fmt::Display for Cmd {
             .collect();
         parts.push(quote(&self.program));
         parts.extend(self.args.iter().map(|a| quote(a)));
+        if let Some(input) = &self.stdin {
+            parts.push(format!("<<< {}", quote(input)));
+        }
         f.write_str(&parts.join(" "))
     }
 }
@@ -126,7 +137,22 @@ impl Runner for SystemRunner {
             }
         }
         c.envs(cmd.env.iter().map(|(k, v)| (k, v)));
-        let out = c.output()?;
+        let out = match &cmd.stdin {
+            None => c.output()?,
+            Some(input) => {
+                use std::io::Write;
+                use std::process::Stdio;
+                c.stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+                let mut child = c.spawn()?;
+                if let Some(mut pipe) = child.stdin.take() {
+                    // A program that exits without reading all of it reports why itself.
+                    let _ = pipe.write_all(input.as_bytes());
+                }
+                child.wait_with_output()?
+            }
+        };
         Ok(Output {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -27,6 +27,10 @@ pub enum StepId {
     SshKeys,
     /// sshd enabled with the builder's drop-in.
     Ssh,
+    /// The disk the root came from, reported (storage).
+    BootDevice,
+    /// SD-card wear mitigation (storage).
+    SdWear,
     /// The agent installed on the root filesystem, its phase-2 unit enabled.
     InstallAgent,
     /// The first-boot arguments removed from cmdline.txt.
@@ -39,6 +43,8 @@ pub enum StepId {
     Clock,
     /// The memory cgroup controller checked.
     Cgroup,
+    /// The data disk found, formatted or reused, and mounted (storage).
+    DataDisk,
     /// The join decision.
     Join,
     /// k3s's config.yaml.
@@ -57,19 +63,22 @@ pub enum StepId {
 
 impl StepId {
     /// Every step, in run order.
-    pub const ALL: [StepId; 19] = [
+    pub const ALL: [StepId; 22] = [
         StepId::Secrets,
         StepId::Files,
         StepId::Hostname,
         StepId::User,
         StepId::SshKeys,
         StepId::Ssh,
+        StepId::BootDevice,
+        StepId::SdWear,
         StepId::InstallAgent,
         StepId::Unhook,
         StepId::Handoff,
         StepId::Network,
         StepId::Clock,
         StepId::Cgroup,
+        StepId::DataDisk,
         StepId::Join,
         StepId::K3sConfig,
         StepId::K3sInstall,
@@ -88,6 +97,9 @@ impl StepId {
             StepId::User => "user",
             StepId::SshKeys => "ssh-keys",
             StepId::Ssh => "ssh",
+            StepId::BootDevice => "boot-device",
+            StepId::SdWear => "sd-wear",
+            StepId::DataDisk => "data-disk",
             StepId::InstallAgent => "install-agent",
             StepId::Unhook => "unhook",
             StepId::Handoff => "handoff",
@@ -118,6 +130,8 @@ impl StepId {
             | StepId::User
             | StepId::SshKeys
             | StepId::Ssh
+            | StepId::BootDevice
+            | StepId::SdWear
             | StepId::InstallAgent
             | StepId::Unhook
             | StepId::Handoff => Phase::Local,
@@ -161,6 +175,8 @@ mod tests {
                 "user",
                 "ssh-keys",
                 "ssh",
+                "boot-device",
+                "sd-wear",
                 "install-agent",
                 "unhook",
                 "handoff"

@@ -6,14 +6,17 @@
 //! when it runs programs, [`Exec`] (the one logged, dry-run-aware door). [`run`] is
 //! the one place that hands each step its inputs.
 
+pub mod boot_device;
 pub mod boot_hook;
 pub mod cgroup;
 pub mod clock;
+pub mod data_disk;
 pub mod files;
 pub mod hostname;
 pub mod join;
 pub mod k3s;
 pub mod network;
+pub mod sd_wear;
 pub mod secrets;
 pub mod self_install;
 pub mod ssh;
@@ -72,6 +75,14 @@ pub fn run(id: StepId, env: &StepEnv, state: &mut State) -> Result<String, Error
         }
         StepId::SshKeys => ssh::authorized_keys(&cfg.admin, fs),
         StepId::Ssh => ssh::enable(cfg.admin.password_login, fs),
+        // Storage: the boot device reported, SD wear, the data disk (before the join
+        // decision, which looks for existing etcd data on it, and before k3s).
+        StepId::BootDevice => boot_device::report(cfg.storage.boot_device, fs),
+        StepId::SdWear => sd_wear::apply(cfg.storage.sd_wear, fs, exec),
+        StepId::DataDisk => match &cfg.storage.data_disk {
+            Some(disk) => data_disk::prepare(disk, &cfg.cluster, &cfg.node_name, fs, exec),
+            None => Ok("no data disk: k3s keeps its data on the root".into()),
+        },
         StepId::InstallAgent => self_install::install(opts.self_exe.as_deref(), &cfg.files, fs),
         StepId::Unhook => boot_hook::unhook(&cfg.boot, fs),
         StepId::Handoff => Ok(boot_hook::handoff(&cfg.boot)),
