@@ -233,11 +233,13 @@ pub fn render(
             path: format!("/etc/systemd/system/{AGENT_UNIT}"),
             mode: 0o644,
             content: r("common/piimg-firstboot.service.hbs")?,
+            owner: None,
         },
         RootFile {
             path: SSHD_DROP_IN.into(),
             mode: 0o644,
             content: r("common/sshd-piimg.conf.hbs")?,
+            owner: None,
         },
     ];
 
@@ -253,6 +255,7 @@ pub fn render(
                 path: format!("{NM_KEYFILE_DIR}/{}.nmconnection", data.card.keyfile_id),
                 mode: 0o600,
                 content: r("bookworm/network.nmconnection.hbs")?,
+                owner: None,
             });
             let mut replace = hook.clone();
             replace.push(own_hook_prefix);
@@ -326,6 +329,7 @@ pub fn render(
             .collect(),
         ha: ha.ha.clone(),
         storage: Default::default(),
+        customize: plan.customize.clone(),
     };
     let card_secrets = CardSecrets {
         contract_version: CONTRACT_VERSION,

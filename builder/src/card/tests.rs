@@ -58,6 +58,7 @@ pub(crate) fn plan() -> NodePlan {
             ("pi5-master-2".into(), "192.168.86.32".parse().unwrap()),
         ],
         overlay_dir: None,
+        customize: Default::default(),
     }
 }
 

@@ -90,6 +90,7 @@ pub fn files_for_node(
                 path: format!("{K3S_TLS_DIR}/{rel}"),
                 mode: 0o600,
                 content: content.to_string(),
+                owner: None,
             });
         }
     }
@@ -101,11 +102,13 @@ pub fn files_for_node(
             path: NODE_CLEANER_CERT.into(),
             mode: 0o600,
             content: cert,
+            owner: None,
         });
         secret_files.push(RootFile {
             path: NODE_CLEANER_KEY.into(),
             mode: 0o600,
             content: key,
+            owner: None,
         });
         node_cleaner = Some(NodeCleaner {
             cert: NODE_CLEANER_CERT.into(),
@@ -129,6 +132,7 @@ pub fn files_for_node(
                 path: format!("{MANIFESTS_DIR}/{name}"),
                 mode: 0o600,
                 content,
+                owner: None,
             });
         }
     }

@@ -37,6 +37,18 @@ pub struct Profile {
     /// The nodes, in the order written.
     #[serde(default)]
     pub nodes: Vec<Node>,
+    /// `[locale]`: time zone, locale and keyboard layout of every node.
+    #[serde(default)]
+    pub locale: Option<super::customize::Locale>,
+    /// `[packages]`: Debian packages every node installs before k3s.
+    #[serde(default)]
+    pub packages: super::customize::Packages,
+    /// `[[files]]`: files laid onto every node's root file system.
+    #[serde(default)]
+    pub files: Vec<super::customize::FileEntry>,
+    /// `[[run_once]]`: scripts every node runs once, in order, before k3s.
+    #[serde(default)]
+    pub run_once: Vec<super::customize::RunOnceEntry>,
     /// The file this profile was loaded from (empty when parsed from text).
     #[serde(skip)]
     pub path: PathBuf,

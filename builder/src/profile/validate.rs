@@ -43,14 +43,16 @@ impl Findings {
         self.errors.is_empty()
     }
 
-    fn error(&mut self, field: impl Into<String>, message: impl Into<String>) {
+    /// Adds an error about `field`.
+    pub fn error(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.errors.push(Finding {
             field: field.into(),
             message: message.into(),
         });
     }
 
-    fn warn(&mut self, field: impl Into<String>, message: impl Into<String>) {
+    /// Adds a warning about `field`.
+    pub fn warn(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.warnings.push(Finding {
             field: field.into(),
             message: message.into(),
@@ -93,6 +95,7 @@ pub fn validate(profile: &Profile) -> Findings {
     k3s(profile, &mut f);
     access(profile, &mut f);
     nodes(profile, &mut f);
+    super::customize::check::check(profile, &mut f);
     f
 }
 
@@ -343,7 +346,7 @@ fn k3s(p: &Profile, f: &mut Findings) {
 }
 
 /// A Linux login name as Debian's adduser accepts by default.
-fn is_user_name(s: &str) -> bool {
+pub fn is_user_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 32
         && s.starts_with(|c: char| c.is_ascii_lowercase())

@@ -68,5 +68,6 @@ pub fn node_plan(name: &str, role: Role, bootstrap: bool, vip: Option<&str>) -> 
             })
             .collect(),
         overlay_dir: None,
+        customize: Default::default(),
     }
 }

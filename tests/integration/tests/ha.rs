@@ -144,6 +144,7 @@ impl Cluster {
                 .map(|s| (s.name.to_string(), s.ip.parse().unwrap()))
                 .collect(),
             overlay_dir: None,
+            customize: Default::default(),
         }
     }
 
