@@ -21,12 +21,16 @@ pub enum StepId {
     Files,
     /// /etc/hostname and /etc/hosts.
     Hostname,
+    /// Time zone, locale and keyboard layout (`[locale]`).
+    Locale,
     /// The admin account (and its sudo rule, the wizard cancelled).
     User,
     /// The admin's authorized_keys.
     SshKeys,
     /// sshd enabled with the builder's drop-in.
     Ssh,
+    /// The profile's `[[files]]`, owners resolved on the node.
+    UserFiles,
     /// The agent installed on the root filesystem, its phase-2 unit enabled.
     InstallAgent,
     /// The first-boot arguments removed from cmdline.txt.
@@ -39,6 +43,10 @@ pub enum StepId {
     Clock,
     /// The memory cgroup controller checked.
     Cgroup,
+    /// The profile's `[packages]` installed with apt-get.
+    Packages,
+    /// The profile's `[[run_once]]` scripts, each once.
+    RunOnce,
     /// The join decision.
     Join,
     /// k3s's config.yaml.
@@ -57,19 +65,23 @@ pub enum StepId {
 
 impl StepId {
     /// Every step, in run order.
-    pub const ALL: [StepId; 19] = [
+    pub const ALL: [StepId; 23] = [
         StepId::Secrets,
         StepId::Files,
         StepId::Hostname,
+        StepId::Locale,
         StepId::User,
         StepId::SshKeys,
         StepId::Ssh,
+        StepId::UserFiles,
         StepId::InstallAgent,
         StepId::Unhook,
         StepId::Handoff,
         StepId::Network,
         StepId::Clock,
         StepId::Cgroup,
+        StepId::Packages,
+        StepId::RunOnce,
         StepId::Join,
         StepId::K3sConfig,
         StepId::K3sInstall,
@@ -85,15 +97,19 @@ impl StepId {
             StepId::Secrets => "secrets",
             StepId::Files => "files",
             StepId::Hostname => "hostname",
+            StepId::Locale => "locale",
             StepId::User => "user",
             StepId::SshKeys => "ssh-keys",
             StepId::Ssh => "ssh",
+            StepId::UserFiles => "user-files",
             StepId::InstallAgent => "install-agent",
             StepId::Unhook => "unhook",
             StepId::Handoff => "handoff",
             StepId::Network => "network",
             StepId::Clock => "clock",
             StepId::Cgroup => "cgroup",
+            StepId::Packages => "packages",
+            StepId::RunOnce => "run-once",
             StepId::Join => "join",
             StepId::K3sConfig => "k3s-config",
             StepId::K3sInstall => "k3s-install",
@@ -115,9 +131,11 @@ impl StepId {
             StepId::Secrets
             | StepId::Files
             | StepId::Hostname
+            | StepId::Locale
             | StepId::User
             | StepId::SshKeys
             | StepId::Ssh
+            | StepId::UserFiles
             | StepId::InstallAgent
             | StepId::Unhook
             | StepId::Handoff => Phase::Local,
@@ -158,9 +176,11 @@ mod tests {
                 "secrets",
                 "files",
                 "hostname",
+                "locale",
                 "user",
                 "ssh-keys",
                 "ssh",
+                "user-files",
                 "install-agent",
                 "unhook",
                 "handoff"
