@@ -124,7 +124,7 @@ fn phase1_lays_down_identity_and_hands_off() {
         (st.step.as_str(), st.result, st.complete),
         ("handoff", StepResult::Ok, false)
     );
-    assert_eq!(st.steps.len(), 9);
+    assert_eq!(st.steps.len(), 11);
     assert!(!f.path("/etc/rancher/k3s/config.yaml").exists());
 }
 
@@ -187,7 +187,7 @@ fn phase2_installs_k3s_from_the_card_and_disables_itself() {
         st.complete && st.step == "complete" && st.result == StepResult::Ok,
         "{st:?}"
     );
-    assert_eq!(st.steps.len(), 19);
+    assert_eq!(st.steps.len(), 23);
     // Another boot: nothing runs, nothing changes.
     let before = f.snapshot();
     let out = f.run(&[]);
