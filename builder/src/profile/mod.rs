@@ -5,6 +5,7 @@
 //! [`crate::plan::plan`] turns the three into one `NodePlan` per node.
 
 pub mod customize;
+pub mod day_one;
 pub mod discover;
 pub mod hardware;
 pub mod keys;

@@ -43,16 +43,14 @@ impl Findings {
         self.errors.is_empty()
     }
 
-    /// Adds an error about `field`.
-    pub fn error(&mut self, field: impl Into<String>, message: impl Into<String>) {
+    fn error(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.errors.push(Finding {
             field: field.into(),
             message: message.into(),
         });
     }
 
-    /// Adds a warning about `field`.
-    pub fn warn(&mut self, field: impl Into<String>, message: impl Into<String>) {
+    fn warn(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.warnings.push(Finding {
             field: field.into(),
             message: message.into(),
@@ -95,7 +93,13 @@ pub fn validate(profile: &Profile) -> Findings {
     k3s(profile, &mut f);
     access(profile, &mut f);
     nodes(profile, &mut f);
-    super::customize::check::check(profile, &mut f);
+    for p in super::customize::check::check(profile) {
+        if p.warning {
+            f.warn(p.field, p.message);
+        } else {
+            f.error(p.field, p.message);
+        }
+    }
     f
 }
 
@@ -346,7 +350,7 @@ fn k3s(p: &Profile, f: &mut Findings) {
 }
 
 /// A Linux login name as Debian's adduser accepts by default.
-pub fn is_user_name(s: &str) -> bool {
+fn is_user_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 32
         && s.starts_with(|c: char| c.is_ascii_lowercase())

@@ -1,10 +1,10 @@
 //! The rules of `[locale]`, `[packages]`, `[[files]]` and `[[run_once]]`: every
 //! problem at once, each naming its field, with a hint.
 
-use super::{DEFAULT_FILE_MODE, MAX_ITEM_BYTES, MAX_TOTAL_BYTES, names, parse_mode, read_source};
+use super::{names, read_source};
+use crate::profile::day_one::{DEFAULT_FILE_MODE, MAX_ITEM_BYTES, MAX_TOTAL_BYTES, parse_mode};
 use crate::profile::model::Profile;
 use crate::profile::suggest;
-use crate::profile::validate::{Findings, is_user_name};
 use piimg_contract::{AGENT_INSTALL_PATH, AGENT_UNIT, BOOT_MOUNT};
 use std::collections::HashMap;
 
@@ -42,8 +42,62 @@ const LOCALE_FILES: &[&str] = &[
     "/etc/default/keyboard",
 ];
 
-/// Checks the customisation sections of `p` into `f`.
-pub fn check(p: &Profile, f: &mut Findings) {
+/// One problem found: the field, what is wrong, and whether it only warns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where, e.g. `files[2].mode`.
+    pub field: String,
+    /// What is wrong, with a hint.
+    pub message: String,
+    /// True for a warning (the build goes on).
+    pub warning: bool,
+}
+
+/// Every problem of the customisation sections, in profile order.
+#[derive(Debug, Default)]
+pub struct Findings {
+    /// The problems.
+    pub problems: Vec<Problem>,
+}
+
+impl Findings {
+    fn error(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.push(field.into(), message.into(), false);
+    }
+
+    fn warn(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.push(field.into(), message.into(), true);
+    }
+
+    fn push(&mut self, field: String, message: String, warning: bool) {
+        self.problems.push(Problem {
+            field,
+            message,
+            warning,
+        });
+    }
+}
+
+/// A user or group name as the node's account tools accept it (Debian's adduser
+/// `SYS_NAME_REGEX`-like: system accounts such as `_apt` or `www-data` included).
+pub fn is_account_name(s: &str) -> bool {
+    let body = s.strip_suffix('$').unwrap_or(s);
+    !body.is_empty()
+        && s.len() <= 32
+        && body.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// Checks the customisation sections of `p`: every problem at once.
+pub fn check(p: &Profile) -> Vec<Problem> {
+    let mut f = Findings::default();
+    check_into(p, &mut f);
+    f.problems
+}
+
+fn check_into(p: &Profile, f: &mut Findings) {
     locale(p, f);
     packages(p, f);
     let mut total = 0;
@@ -209,7 +263,7 @@ fn files(p: &Profile, f: &mut Findings, total: &mut usize) {
         };
         for (k, v) in [("owner", &e.owner), ("group", &e.group)] {
             if let Some(name) = v {
-                if !is_user_name(name) && name != "root" {
+                if !is_account_name(name) {
                     f.error(
                         field(k),
                         format!("\"{name}\" is not a user or group name (lowercase letters, digits, '-', '_', starting with a letter)"),
@@ -333,6 +387,23 @@ fn run_once(p: &Profile, f: &mut Findings, total: &mut usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn account_names_include_system_accounts() {
+        for ok in [
+            "root",
+            "admin",
+            "_apt",
+            "www-data",
+            "systemd-network",
+            "machine$",
+        ] {
+            assert!(is_account_name(ok), "{ok}");
+        }
+        for bad in ["", "Admin", "1user", "a b", "-x", "$"] {
+            assert!(!is_account_name(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn package_names_follow_debian_policy() {
