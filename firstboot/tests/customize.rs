@@ -251,9 +251,23 @@ if [ "$(cat {mode} 2>/dev/null)" = offline ]; then
 fi
 case " $* " in
   *" nosuchpkg "*) echo "E: Unable to locate package nosuchpkg" >&2; exit 100 ;;
+  *" install "*)
+    if [ "$(cat {mode} 2>/dev/null)" = interrupted ]; then
+      echo "E: dpkg was interrupted, you must manually run 'dpkg --configure -a' to correct the problem." >&2
+      exit 100
+    fi ;;
 esac
 exit 0
 "#,
+            log = log.display(),
+            mode = mode_file.display()
+        ),
+        0o755,
+    );
+    put(
+        &dir.join("dpkg"),
+        &format!(
+            "#!/bin/sh\necho \"dpkg $* DEBIAN_FRONTEND=$DEBIAN_FRONTEND\" >> {log}\necho online > {mode}\n",
             log = log.display(),
             mode = mode_file.display()
         ),
@@ -473,4 +487,35 @@ fn a_script_that_completed_before_a_crash_is_not_run_again() {
     let out = f.run(&["--run-scripts"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(fs::read_to_string(&trace).unwrap(), "ran\n");
+}
+
+#[test]
+fn an_install_a_power_cut_interrupted_is_finished_with_dpkg_configure_first() {
+    let f = fixture(Customize {
+        packages: vec!["vim".into()],
+        ..Customize::default()
+    });
+    let (bin, log) = with_fake_apt(&f, "interrupted");
+    assert!(run_with_apt(&f, &bin).status.success());
+    let out = run_with_apt(&f, &bin);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let calls = fs::read_to_string(&log).unwrap();
+    let kinds: Vec<&str> = calls
+        .lines()
+        .map(|l| {
+            if l.starts_with("dpkg --configure -a DEBIAN_FRONTEND=noninteractive") {
+                "dpkg"
+            } else if l.contains(" update ") {
+                "update"
+            } else {
+                "install"
+            }
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["update", "install", "dpkg", "update", "install"],
+        "{calls}"
+    );
+    assert!(step(&f, "packages").message.contains("attempt 2"));
 }

@@ -5,7 +5,8 @@
 //! reach a mirror, up to the packages timeout of the run; then the step fails with
 //! the mirror and apt's words, and the next run (the phase-2 unit restarts after
 //! 30 s, and every boot starts it) resumes here. A package apt does not know fails
-//! at once: retrying cannot help.
+//! at once: retrying cannot help. An install a power cut interrupted is finished
+//! with `dpkg --configure -a` first (once per run).
 
 use crate::error::Error;
 use crate::exec::Exec;
@@ -43,6 +44,11 @@ pub fn unreachable(out: &Output) -> bool {
     UNREACHABLE
         .iter()
         .any(|w| out.stdout.contains(w) || out.stderr.contains(w))
+}
+
+/// apt refuses to work until an interrupted dpkg run is finished.
+pub fn interrupted(out: &Output) -> bool {
+    out.stderr.contains("dpkg --configure -a") || out.stdout.contains("dpkg --configure -a")
 }
 
 /// The mirror apt names in a fetch failure (`http://deb.debian.org`), else the
@@ -125,6 +131,9 @@ pub fn install(
     ];
     install_args.extend(packages.iter().map(String::as_str));
     let install = apt(&program, &install_args);
+    let dpkg_configure =
+        Cmd::new("dpkg", &["--configure", "-a"]).env("DEBIAN_FRONTEND", "noninteractive");
+    let mut repaired = false;
     let mut attempts = 0;
     let mut last = (
         String::from("its mirrors"),
@@ -156,6 +165,16 @@ pub fn install(
         };
         if out.success() {
             Attempt::Done(())
+        } else if interrupted(&out) && !repaired {
+            // A power cut during an earlier install: finish dpkg's work, then again.
+            repaired = true;
+            match exec.run_ok(&dpkg_configure) {
+                Ok(_) => Attempt::Again {
+                    deadline: limit,
+                    cap: CAP,
+                },
+                Err(e) => Attempt::Stop(Some(e)),
+            }
         } else if unreachable(&out) {
             last = (mirror(&out).unwrap_or_else(|| last.0.clone()), why(&out));
             again(b)
