@@ -146,6 +146,11 @@ pub fn profile_digest(profile: &Profile, node: &str) -> String {
     if let Some(dir) = &profile.cluster.overlay_dir {
         hash_tree(&mut h, &profile.resolve_path(dir));
     }
+    // `[[files]]` and `[[run_once]]` sources: their bytes reach every card.
+    let sources = profile.files.iter().filter_map(|f| f.source.as_deref());
+    for src in sources.chain(profile.run_once.iter().filter_map(|r| r.source.as_deref())) {
+        hash_file(&mut h, &profile.resolve_path(src));
+    }
     if let Some(dir) = &profile.k3s.airgap_dir {
         hash_listing(&mut h, &profile.resolve_path(dir));
     }

@@ -5,12 +5,14 @@
 //! [`plan()`] turns a validated profile and the cluster's secrets into these plans;
 //! the types are the interface between the profile and the card halves.
 
+use crate::profile::customize::{self, CustomizeError};
 use crate::profile::hardware;
 use crate::profile::keys::{self, KeyError, KeySources};
 use crate::profile::model::HardwareOptions;
 use crate::profile::secrets::{ClusterSecrets, ClusterState};
 use crate::profile::{Findings, Profile, validate};
 use crate::storage::{self, NodeStorage};
+use piimg_contract::customize::Customize;
 use piimg_contract::join_order::join_order;
 use piimg_contract::{Network, Role};
 use serde::Serialize;
@@ -52,6 +54,9 @@ pub struct NodePlan {
     pub overlay_dir: Option<std::path::PathBuf>,
     /// Boot device, data disk, SD-wear level and the bootloader setting they need.
     pub storage: NodeStorage,
+    /// Time zone, locale, keyboard, packages, root files and run-once scripts
+    /// (`source` files already read).
+    pub customize: Customize,
 }
 
 /// What a card will do when it boots for the first time.
@@ -211,6 +216,9 @@ pub enum PlanError {
     /// SSH keys could not be resolved.
     #[error("SSH keys: {0}")]
     Keys(#[from] KeyError),
+    /// A `[[files]]` or `[[run_once]]` source could not be read.
+    #[error(transparent)]
+    Customize(#[from] CustomizeError),
 }
 
 /// One [`NodePlan`] per node of `profile`, in profile order: validates the profile,
@@ -219,7 +227,8 @@ pub enum PlanError {
 pub fn plan(profile: &Profile, secrets: &ClusterSecrets) -> Result<Vec<NodePlan>, PlanError> {
     check(profile)?;
     let keys = keys::resolve(profile, KeySources::All)?;
-    Ok(resolve(profile, secrets.state(), keys))
+    let custom = customize::resolve(profile)?;
+    Ok(resolve(profile, secrets.state(), keys, custom))
 }
 
 fn check(profile: &Profile) -> Result<(), PlanError> {
@@ -244,11 +253,17 @@ pub fn plan_with(
     ssh_keys: Vec<String>,
 ) -> Result<Vec<NodePlan>, PlanError> {
     check(profile)?;
-    Ok(resolve(profile, state, ssh_keys))
+    let custom = customize::resolve(profile)?;
+    Ok(resolve(profile, state, ssh_keys, custom))
 }
 
 /// The plans of a validated profile.
-fn resolve(profile: &Profile, state: &ClusterState, ssh_keys: Vec<String>) -> Vec<NodePlan> {
+fn resolve(
+    profile: &Profile,
+    state: &ClusterState,
+    ssh_keys: Vec<String>,
+    custom: Customize,
+) -> Vec<NodePlan> {
     let bootstrap = profile
         .bootstrap()
         .map(|n| n.name.clone())
@@ -390,6 +405,7 @@ fn resolve(profile: &Profile, state: &ClusterState, ssh_keys: Vec<String>) -> Ve
                 .as_deref()
                 .map(|d| profile.resolve_path(d)),
             storage: node_storage,
+            customize: custom.clone(),
         });
     }
     out

@@ -16,6 +16,7 @@ pub mod rfc3339;
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr};
 
+pub mod customize;
 pub mod status_slots;
 pub mod storage;
 
@@ -89,6 +90,9 @@ pub struct NodeConfig {
     /// Boot device, data disk and SD-wear settings.
     #[serde(default)]
     pub storage: storage::Storage,
+    /// Time zone, locale, keyboard, packages, root files and run-once scripts.
+    #[serde(default)]
+    pub customize: customize::Customize,
 }
 
 /// The HA part of the card: what the join decision needs.
@@ -248,6 +252,9 @@ pub struct RootFile {
     pub mode: u32,
     /// File content.
     pub content: String,
+    /// Owner by name, resolved on the node; `None` is root:root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<customize::FileOwner>,
 }
 
 /// Secrets for one node; lives in [`SECRETS_FILE`] until the agent scrubs it.

@@ -86,6 +86,9 @@ pub fn run(
         node_name: &cfg.node_name,
         dry: opts.dry_run,
     };
+    let checkpoint = |s: &State| {
+        if opts.dry_run { Ok(()) } else { store.save(s) }
+    };
     let env = StepEnv {
         opts,
         cfg: &cfg,
@@ -94,6 +97,7 @@ pub fn run(
         probe,
         join_policy,
         status: card,
+        checkpoint: &checkpoint,
     };
     if state.complete {
         crate::log::info("provisioning already complete; nothing to do");

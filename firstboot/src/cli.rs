@@ -24,6 +24,11 @@ Options:
   --ready-timeout SECS    bound on waiting for node Ready (default 1800)
   --self PATH             agent binary to install (default: this executable)
   --systemctl PATH        systemctl that starts k3s; used even with --root
+  --apt-get PATH          apt-get that installs the card's packages; used even
+                          with --root
+  --packages-timeout SECS bound on retrying apt while no mirror answers (default 600)
+  --run-scripts           run the card's run-once scripts even with --root (they
+                          run on THIS machine)
   -h, --help              this text
   -V, --version           version
 ";
@@ -91,6 +96,9 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             "--ready-timeout" => o.ready_timeout = secs(flag, value(flag)?)?,
             "--self" => o.self_exe = Some(PathBuf::from(value(flag)?)),
             "--systemctl" => o.systemctl = Some(PathBuf::from(value(flag)?)),
+            "--apt-get" => o.apt_get = Some(PathBuf::from(value(flag)?)),
+            "--packages-timeout" => o.packages_timeout = secs(flag, value(flag)?)?,
+            "--run-scripts" => o.run_scripts = true,
             other => return Err(format!("unknown argument {other:?} (see --help)")),
         }
     }

@@ -33,6 +33,13 @@ pub struct Options {
     /// `systemctl` to start k3s with; when given, it is run even under `--root`
     /// (host tests point it at a stand-in).
     pub systemctl: Option<PathBuf>,
+    /// `apt-get` that installs the card's packages; when given, it is run even
+    /// under `--root` (host tests point it at a stand-in).
+    pub apt_get: Option<PathBuf>,
+    /// Bound on retrying apt while it cannot reach a mirror.
+    pub packages_timeout: Duration,
+    /// Run the card's run-once scripts even under `--root` (on this machine).
+    pub run_scripts: bool,
 }
 
 impl Options {
@@ -52,6 +59,9 @@ impl Options {
             ready_timeout: Duration::from_secs(1800),
             self_exe: None,
             systemctl: None,
+            apt_get: None,
+            packages_timeout: Duration::from_secs(600),
+            run_scripts: false,
         }
     }
 }

@@ -28,6 +28,9 @@ pub struct State {
     pub records: Vec<StepRecord>,
     /// True once every step is done.
     pub complete: bool,
+    /// Names of the run-once scripts that finished (exit 0): never run again.
+    #[serde(default)]
+    pub run_once_done: Vec<String>,
 }
 
 impl State {

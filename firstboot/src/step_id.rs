@@ -21,6 +21,8 @@ pub enum StepId {
     Files,
     /// /etc/hostname and /etc/hosts.
     Hostname,
+    /// Time zone, locale and keyboard layout (`[locale]`).
+    Locale,
     /// The admin account (and its sudo rule, the wizard cancelled).
     User,
     /// The admin's authorized_keys.
@@ -31,6 +33,8 @@ pub enum StepId {
     BootDevice,
     /// SD-card wear mitigation (storage).
     SdWear,
+    /// The profile's `[[files]]`, owners resolved on the node.
+    UserFiles,
     /// The agent installed on the root filesystem, its phase-2 unit enabled.
     InstallAgent,
     /// The first-boot arguments removed from cmdline.txt.
@@ -45,6 +49,10 @@ pub enum StepId {
     Cgroup,
     /// The data disk found, formatted or reused, and mounted (storage).
     DataDisk,
+    /// The profile's `[packages]` installed with apt-get.
+    Packages,
+    /// The profile's `[[run_once]]` scripts, each once.
+    RunOnce,
     /// The join decision.
     Join,
     /// k3s's config.yaml.
@@ -63,13 +71,15 @@ pub enum StepId {
 
 impl StepId {
     /// Every step, in run order.
-    pub const ALL: [StepId; 22] = [
+    pub const ALL: [StepId; 26] = [
         StepId::Secrets,
         StepId::Files,
         StepId::Hostname,
+        StepId::Locale,
         StepId::User,
         StepId::SshKeys,
         StepId::Ssh,
+        StepId::UserFiles,
         StepId::BootDevice,
         StepId::SdWear,
         StepId::InstallAgent,
@@ -79,6 +89,8 @@ impl StepId {
         StepId::Clock,
         StepId::Cgroup,
         StepId::DataDisk,
+        StepId::Packages,
+        StepId::RunOnce,
         StepId::Join,
         StepId::K3sConfig,
         StepId::K3sInstall,
@@ -94,18 +106,22 @@ impl StepId {
             StepId::Secrets => "secrets",
             StepId::Files => "files",
             StepId::Hostname => "hostname",
+            StepId::Locale => "locale",
             StepId::User => "user",
             StepId::SshKeys => "ssh-keys",
             StepId::Ssh => "ssh",
             StepId::BootDevice => "boot-device",
             StepId::SdWear => "sd-wear",
             StepId::DataDisk => "data-disk",
+            StepId::UserFiles => "user-files",
             StepId::InstallAgent => "install-agent",
             StepId::Unhook => "unhook",
             StepId::Handoff => "handoff",
             StepId::Network => "network",
             StepId::Clock => "clock",
             StepId::Cgroup => "cgroup",
+            StepId::Packages => "packages",
+            StepId::RunOnce => "run-once",
             StepId::Join => "join",
             StepId::K3sConfig => "k3s-config",
             StepId::K3sInstall => "k3s-install",
@@ -127,11 +143,13 @@ impl StepId {
             StepId::Secrets
             | StepId::Files
             | StepId::Hostname
+            | StepId::Locale
             | StepId::User
             | StepId::SshKeys
             | StepId::Ssh
             | StepId::BootDevice
             | StepId::SdWear
+            | StepId::UserFiles
             | StepId::InstallAgent
             | StepId::Unhook
             | StepId::Handoff => Phase::Local,
@@ -172,9 +190,11 @@ mod tests {
                 "secrets",
                 "files",
                 "hostname",
+                "locale",
                 "user",
                 "ssh-keys",
                 "ssh",
+                "user-files",
                 "boot-device",
                 "sd-wear",
                 "install-agent",

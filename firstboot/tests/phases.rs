@@ -124,7 +124,7 @@ fn phase1_lays_down_identity_and_hands_off() {
         (st.step.as_str(), st.result, st.complete),
         ("handoff", StepResult::Ok, false)
     );
-    assert_eq!(st.steps.len(), 11); // with boot-device and sd-wear
+    assert_eq!(st.steps.len(), 13); // with locale, user-files, boot-device and sd-wear
     assert!(!f.path("/etc/rancher/k3s/config.yaml").exists());
 }
 
@@ -187,7 +187,7 @@ fn phase2_installs_k3s_from_the_card_and_disables_itself() {
         st.complete && st.step == "complete" && st.result == StepResult::Ok,
         "{st:?}"
     );
-    assert_eq!(st.steps.len(), 22); // with the three storage steps
+    assert_eq!(st.steps.len(), 26);
     // Another boot: nothing runs, nothing changes.
     let before = f.snapshot();
     let out = f.run(&[]);

@@ -62,16 +62,19 @@ pub fn node_config(role: Role, bootstrap: bool, boot: BootHook) -> NodeConfig {
                 path: KEYFILE.into(),
                 mode: 0o600,
                 content: "[connection]\nid=piimg-eth0\ntype=ethernet\ninterface-name=eth0\n\n[ipv4]\nmethod=manual\naddress1=192.168.86.31/24,192.168.86.1\ndns=192.168.86.1;\n".into(),
+                owner: None,
             },
             RootFile {
                 path: "/etc/ssh/sshd_config.d/50-piimg.conf".into(),
                 mode: 0o644,
                 content: "PasswordAuthentication no\nKbdInteractiveAuthentication no\n".into(),
+                owner: None,
             },
-            RootFile { path: format!("/etc/systemd/system/{AGENT_UNIT}"), mode: 0o644, content: UNIT.into() },
+            RootFile { path: format!("/etc/systemd/system/{AGENT_UNIT}"), mode: 0o644, content: UNIT.into(), owner: None },
         ],
         ha: Ha { first_bring_up: bootstrap, ..Ha::default() },
         storage: Default::default(),
+        customize: Default::default(),
     }
 }
 

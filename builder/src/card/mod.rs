@@ -233,11 +233,13 @@ pub fn render(
             path: format!("/etc/systemd/system/{AGENT_UNIT}"),
             mode: 0o644,
             content: r("common/piimg-firstboot.service.hbs")?,
+            owner: None,
         },
         RootFile {
             path: SSHD_DROP_IN.into(),
             mode: 0o644,
             content: r("common/sshd-piimg.conf.hbs")?,
+            owner: None,
         },
     ];
 
@@ -263,6 +265,7 @@ pub fn render(
                 path: format!("{NM_KEYFILE_DIR}/{}.nmconnection", data.card.keyfile_id),
                 mode: 0o600,
                 content: r("bookworm/network.nmconnection.hbs")?,
+                owner: None,
             };
             // A Wi-Fi keyfile holds the PSK: it travels with the secrets, which the
             // agent moves into the root file system and scrubs from the card.
@@ -320,6 +323,7 @@ pub fn render(
             path: path.to_string(),
             mode: 0o644,
             content: pem,
+            owner: None,
         });
     }
 
@@ -362,6 +366,7 @@ pub fn render(
             .collect(),
         ha: ha.ha.clone(),
         storage: plan.storage.card.clone(),
+        customize: plan.customize.clone(),
     };
     let card_secrets = CardSecrets {
         contract_version: CONTRACT_VERSION,

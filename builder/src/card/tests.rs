@@ -63,6 +63,7 @@ pub(crate) fn plan() -> NodePlan {
         ],
         overlay_dir: None,
         storage: Default::default(),
+        customize: Default::default(),
     }
 }
 

@@ -22,6 +22,7 @@ pub fn credentials_drop_in(creds: &S3Credentials) -> RootFile {
             quote(&creds.access_key),
             quote(&creds.secret_key)
         ),
+        owner: None,
     }
 }
 

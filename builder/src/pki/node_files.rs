@@ -96,6 +96,7 @@ pub fn files_for_node(
                 path: format!("{K3S_TLS_DIR}/{rel}"),
                 mode: 0o600,
                 content: content.to_string(),
+                owner: None,
             });
         }
     }
@@ -107,11 +108,13 @@ pub fn files_for_node(
             path: NODE_CLEANER_CERT.into(),
             mode: 0o600,
             content: cert,
+            owner: None,
         });
         secret_files.push(RootFile {
             path: NODE_CLEANER_KEY.into(),
             mode: 0o600,
             content: key,
+            owner: None,
         });
         if plan.k3s.etcd_s3.is_some() {
             let creds = opts.etcd_s3.as_ref().ok_or(PkiError::NoEtcdS3Credentials)?;
@@ -139,6 +142,7 @@ pub fn files_for_node(
                 path: format!("{MANIFESTS_DIR}/{name}"),
                 mode: 0o600,
                 content,
+                owner: None,
             });
         }
     }

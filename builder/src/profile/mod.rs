@@ -4,6 +4,8 @@
 //! [`secrets::ClusterSecrets`] keeps the cluster's secrets next to it, and
 //! [`crate::plan::plan`] turns the three into one `NodePlan` per node.
 
+pub mod customize;
+pub mod day_one;
 pub mod discover;
 pub mod hardware;
 pub mod keys;

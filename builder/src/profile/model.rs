@@ -44,6 +44,18 @@ pub struct Profile {
     /// The nodes, in the order written.
     #[serde(default)]
     pub nodes: Vec<Node>,
+    /// `[locale]`: time zone, locale and keyboard layout of every node.
+    #[serde(default)]
+    pub locale: Option<super::day_one::Locale>,
+    /// `[packages]`: Debian packages every node installs before k3s.
+    #[serde(default)]
+    pub packages: super::day_one::Packages,
+    /// `[[files]]`: files laid onto every node's root file system.
+    #[serde(default)]
+    pub files: Vec<super::day_one::FileEntry>,
+    /// `[[run_once]]`: scripts every node runs once, in order, before k3s.
+    #[serde(default)]
+    pub run_once: Vec<super::day_one::RunOnceEntry>,
     /// The file this profile was loaded from (empty when parsed from text).
     #[serde(skip)]
     pub path: PathBuf,

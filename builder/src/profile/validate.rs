@@ -97,6 +97,13 @@ pub fn validate(profile: &Profile) -> Findings {
     nodes(profile, &mut f);
     storage(profile, &mut f);
     wifi_section(profile, &mut f);
+    for p in super::customize::check::check(profile) {
+        if p.warning {
+            f.warn(p.field, p.message);
+        } else {
+            f.error(p.field, p.message);
+        }
+    }
     f
 }
 

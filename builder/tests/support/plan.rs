@@ -73,5 +73,6 @@ pub fn node_plan(name: &str, role: Role, bootstrap: bool, vip: Option<&str>) -> 
             .collect(),
         overlay_dir: None,
         storage: Default::default(),
+        customize: Default::default(),
     }
 }

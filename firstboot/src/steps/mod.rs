@@ -15,13 +15,17 @@ pub mod files;
 pub mod hostname;
 pub mod join;
 pub mod k3s;
+pub mod locale;
 pub mod network;
+pub mod packages;
+pub mod run_once;
 pub mod sd_wear;
 pub mod secrets;
 pub mod self_install;
 pub mod ssh;
 pub mod sudoers;
 pub mod user;
+pub mod user_files;
 pub mod userconfig;
 
 use crate::error::Error;
@@ -53,6 +57,8 @@ pub struct StepEnv<'a> {
     pub join_policy: &'a dyn JoinPolicy,
     /// Where a long step reports its progress.
     pub status: StatusCard<'a>,
+    /// Saves the state in the middle of a step (the `run-once` step, after each script).
+    pub checkpoint: run_once::Checkpoint<'a>,
 }
 
 impl StepEnv<'_> {
@@ -61,14 +67,16 @@ impl StepEnv<'_> {
     }
 }
 
-/// Runs step `id`; returns its one-line summary. Only the `join` step writes the
-/// state (its decision), only `k3s-config` reads it.
+/// Runs step `id`; returns its one-line summary. Only the `join` step (its
+/// decision) and the `run-once` step (the scripts that finished) write the state,
+/// only `k3s-config` reads the decision.
 pub fn run(id: StepId, env: &StepEnv, state: &mut State) -> Result<String, Error> {
     let (cfg, opts, fs, exec) = (env.cfg, env.opts, env.fs, env.exec);
     match id {
         StepId::Secrets => secrets::take(&env.secrets(), fs),
         StepId::Files => files::lay_down(&cfg.files, fs),
         StepId::Hostname => hostname::apply(&cfg.node_name, cfg.domain.as_deref(), fs, exec),
+        StepId::Locale => locale::apply(cfg.customize.locale.as_ref(), fs, exec),
         StepId::User => {
             let hash = env.secrets().load()?.password_hash;
             user::apply(&cfg.admin, hash.as_deref(), fs, exec)
@@ -83,6 +91,7 @@ pub fn run(id: StepId, env: &StepEnv, state: &mut State) -> Result<String, Error
             Some(disk) => data_disk::prepare(disk, &cfg.cluster, &cfg.node_name, fs, exec),
             None => Ok("no data disk: k3s keeps its data on the root".into()),
         },
+        StepId::UserFiles => user_files::lay_down(&cfg.customize.files, fs),
         StepId::InstallAgent => self_install::install(opts.self_exe.as_deref(), &cfg.files, fs),
         StepId::Unhook => boot_hook::unhook(&cfg.boot, fs),
         StepId::Handoff => Ok(boot_hook::handoff(&cfg.boot)),
@@ -95,6 +104,29 @@ pub fn run(id: StepId, env: &StepEnv, state: &mut State) -> Result<String, Error
             env.probe,
         ),
         StepId::Cgroup => cgroup::check(fs),
+        StepId::Packages => packages::install(
+            &cfg.customize.packages,
+            opts.apt_get.as_deref(),
+            opts.packages_timeout,
+            exec,
+        ),
+        StepId::RunOnce => {
+            let snapshot = state.clone();
+            let progress = Progress {
+                card: env.status,
+                state: &snapshot,
+                step: id,
+            };
+            run_once::run_all(
+                &cfg.customize.run_once,
+                opts.run_scripts,
+                state,
+                env.checkpoint,
+                progress,
+                fs,
+                exec,
+            )
+        }
         StepId::Join => {
             // The status the policy reports its waiting on: the state as the step starts.
             let snapshot = state.clone();

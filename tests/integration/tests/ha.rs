@@ -149,6 +149,7 @@ impl Cluster {
                 .collect(),
             overlay_dir: None,
             storage: Default::default(),
+            customize: Default::default(),
         }
     }
 
