@@ -1522,3 +1522,20 @@ fn free_space_is_counted_from_the_fat_as_fsck_counts_it_also_on_a_dirty_volume()
         assert_eq!(boot.free_bytes().unwrap(), staged, "{release}");
     }
 }
+
+#[test]
+fn a_looping_chain_of_a_card_file_is_named_where_it_closes() {
+    let img = image("trixie", &[]);
+    let c = first_cluster(&img.path, "config.txt");
+    // The file's first cluster points back at itself.
+    for &o in &fat_entry(&img.path, c) {
+        poke(&img.path, o, &c.to_le_bytes());
+    }
+    let e = sanity(&img.path).expect("refused");
+    assert!(
+        e.contains(&format!(
+            "the cluster chain of config.txt is damaged: the chain loops (through cluster {c})"
+        )),
+        "{e}"
+    );
+}

@@ -222,11 +222,13 @@ impl<'a> RawFat<'a> {
     /// The clusters of the chain starting at `first`.
     fn chain(&self, first: u32) -> io::Result<Vec<u32>> {
         let mut out = Vec::new();
+        // A loop is found where it closes, not after walking it a million times.
+        let mut seen = std::collections::HashSet::new();
         let mut c = first;
         loop {
             self.check_cluster(c)?;
             out.push(c);
-            if out.len() as u64 > self.geo.clusters() {
+            if !seen.insert(c) {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "cluster chain loops",

@@ -45,6 +45,11 @@ impl<'a> LazyFat<'a> {
                 format!("byte {at} is past the FAT's {} bytes", self.len),
             ));
         }
+        let (index, within) = (at / BLOCK, (at % BLOCK) as usize);
+        if within + 4 <= BLOCK as usize {
+            let b = &self.block(index)?[within..within + 4];
+            return Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        }
         let mut out = [0u8; 4];
         for (i, b) in out.iter_mut().enumerate() {
             let pos = at + i as u64;

@@ -21,16 +21,13 @@ const MAGIC_OFFSET: u64 = 1024 + 56;
 /// (os-release, passwd, dpkg's status, cloud-init's configs; a few MiB at most).
 pub const MAX_READ: u64 = 64 << 20;
 
-/// Most entries [`RootFs::list`] returns: piimg lists configuration directories (a few
-/// hundred entries in `/etc`). A damaged directory whose extents map the same blocks
-/// again and again would otherwise list millions of names (gigabytes of memory).
-pub const MAX_LIST: usize = 100_000;
-
 /// Largest directory piimg searches or lists: ext4-view walks a directory's blocks one
-/// by one for each lookup, so a damaged directory claiming hundreds of MiB (blocks
-/// that repeat) costs seconds per lookup. The directories piimg reads (`/etc`,
-/// `/usr/bin`, `/var/lib/dpkg`, cloud-init's) are a few dozen KiB.
-pub const MAX_DIR_BYTES: u64 = 8 << 20;
+/// by one for each lookup, and a damaged extent tree can map the same block again and
+/// again, so a directory claiming hundreds of MiB costs seconds per lookup and
+/// gigabytes per listing. The directories piimg reads (`/etc`, `/usr/bin`,
+/// `/var/lib/dpkg`, cloud-init's) are a few dozen KiB; 1 MiB holds at most ~87 000
+/// names (12 bytes each at least).
+pub const MAX_DIR_BYTES: u64 = 1 << 20;
 
 /// Positioned reads of one partition of the image file, through the in-memory journal
 /// replay when the file system needs recovery.
@@ -380,8 +377,8 @@ impl RootFs {
         self.fs.exists(path).map_err(|e| self.err(path, e))
     }
 
-    /// Names in the directory at `path`, or `None` if it does not exist; more than
-    /// [`MAX_LIST`] names, or a directory larger than [`MAX_DIR_BYTES`], is an error.
+    /// Names in the directory at `path`, or `None` if it does not exist; a directory
+    /// larger than [`MAX_DIR_BYTES`] is an error.
     pub fn list(&self, path: &str) -> Result<Option<Vec<String>>, ImageError> {
         self.check_dirs(path, true)?;
         let iter = match self.fs.read_dir(path) {
@@ -394,17 +391,6 @@ impl RootFs {
             let e = e.map_err(|e| self.err(path, e))?;
             let name = e.file_name().display().to_string();
             if name != "." && name != ".." {
-                if out.len() == MAX_LIST {
-                    return Err(ImageError::Ext4 {
-                        image: self.image.clone(),
-                        path: path.to_string(),
-                        reason: format!(
-                            "the directory lists more than {MAX_LIST} entries, far more than \
-                             the configuration directories piimg reads hold (is the root \
-                             damaged?)"
-                        ),
-                    });
-                }
                 out.push(name);
             }
         }

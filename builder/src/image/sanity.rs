@@ -12,6 +12,7 @@
 //! whose bits 27/26 are the clean-shutdown/no-error flags); the Linux driver
 //! (fs/fat/fatent.c) and dosfstools' fsck.fat check the same.
 
+use std::collections::HashSet;
 use std::os::unix::fs::FileExt;
 
 use super::Image;
@@ -178,6 +179,8 @@ fn fat_problems(image: &Image, boot: &Partition) -> Result<Vec<Problem>, ImageEr
     let data_start = (geo.reserved_sectors + geo.fats * geo.fat_sectors) * geo.bytes_per_sector;
     let mut chain = |first_cluster: u32| -> Result<Result<Vec<u32>, String>, ImageError> {
         let mut out = Vec::new();
+        // A loop is found where it closes, not after walking it a million times.
+        let mut seen = HashSet::new();
         let mut c = first_cluster;
         loop {
             if c < 2 || u64::from(c) >= clusters + 2 {
@@ -187,7 +190,7 @@ fn fat_problems(image: &Image, boot: &Partition) -> Result<Vec<Problem>, ImageEr
                 )));
             }
             out.push(c);
-            if out.len() as u64 > clusters {
+            if !seen.insert(c) {
                 return Ok(Err(format!("the chain loops (through cluster {c})")));
             }
             let next = entry(&mut first, u64::from(c))?;
