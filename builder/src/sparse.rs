@@ -125,23 +125,36 @@ fn fiemap(file: &File, len: u64) -> io::Result<Vec<ByteRange>> {
 }
 
 fn seek_extents(file: &File, len: u64) -> io::Result<Vec<ByteRange>> {
+    seek_extents_in(file, 0, len)
+}
+
+/// Byte ranges of `file` within `[start, end)` that may hold non-zero bytes; the
+/// rest are holes, which read as zeros. For *reading* a file cheaply (a FAT in a
+/// sparse image is mostly holes), not for maps, which must not depend on how the file
+/// was copied (use [`data_extents`]). SEEK_DATA/SEEK_HOLE; where the file system
+/// cannot tell holes (or `file` is a block device), the whole range.
+pub fn nonzero_candidates(file: &File, start: u64, end: u64) -> io::Result<Vec<ByteRange>> {
+    seek_extents_in(file, start, end)
+}
+
+fn seek_extents_in(file: &File, start: u64, end: u64) -> io::Result<Vec<ByteRange>> {
     let fd = file.as_raw_fd();
     let mut out = Vec::new();
-    let mut pos = 0u64;
-    while pos < len {
+    let mut pos = start;
+    while pos < end {
         let data = match seek(fd, pos, libc::SEEK_DATA) {
             Ok(Some(d)) => d,
             Ok(None) => break,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && pos == 0 => {
-                return Ok(vec![ByteRange { start: 0, end: len }]);
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && pos == start => {
+                return Ok(vec![ByteRange { start, end }]);
             }
             Err(e) => return Err(e),
         };
-        if data >= len {
+        if data >= end {
             break;
         }
-        let hole = seek(fd, data, libc::SEEK_HOLE)?.unwrap_or(len).min(len);
-        push(&mut out, data, hole);
+        let hole = seek(fd, data, libc::SEEK_HOLE)?.unwrap_or(end).min(end);
+        push(&mut out, data.max(start), hole);
         pos = hole.max(data + 1);
     }
     Ok(out)
@@ -201,6 +214,29 @@ mod tests {
         };
         assert_eq!(data_extents(&f, 16 << 20).unwrap(), [written]);
         assert_eq!(seek_extents(&f, 16 << 20).unwrap()[0], written);
+    }
+
+    #[test]
+    fn nonzero_candidates_cover_every_written_byte_of_the_range_and_stay_inside_it() {
+        let f = tempfile::tempfile().unwrap();
+        f.set_len(8 << 20).unwrap();
+        f.write_all_at(&[1u8; 8192], 1 << 20).unwrap();
+        f.write_all_at(&[2u8; 100], 5 << 20).unwrap();
+        let (start, end) = ((1 << 20) + 4096, 6 << 20);
+        let got = nonzero_candidates(&f, start, end).unwrap();
+        assert!(!got.is_empty());
+        assert!(
+            got.iter()
+                .all(|r| start <= r.start && r.start < r.end && r.end <= end)
+        );
+        let covered = |at: u64| got.iter().any(|r| r.start <= at && at < r.end);
+        assert!(((1 << 20) + 4096..(1 << 20) + 8192).all(covered));
+        assert!(((5 << 20)..(5 << 20) + 100).all(covered));
+        // Nothing in a range without data.
+        assert_eq!(nonzero_candidates(&f, 2 << 20, 3 << 20).unwrap().len(), {
+            // a file system without SEEK_DATA reports the whole range
+            usize::from(seek(f.as_raw_fd(), 2 << 20, libc::SEEK_DATA).unwrap() == Some(2 << 20))
+        });
     }
 
     #[test]

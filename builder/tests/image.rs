@@ -1480,3 +1480,62 @@ fn build_refuses_a_cached_base_whose_os_list_init_format_contradicts_its_root() 
             .unwrap();
     assert!(cmdline.contains("systemd.run="), "{cmdline}");
 }
+
+/// (used, total) clusters of partition 1 as `fsck.vfat -n` counts them ("A/B clusters").
+fn fsck_clusters(path: &Path) -> (u64, u64) {
+    let (_, text) = fsck_vfat(path, 1);
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let counts = words
+        .windows(2)
+        .find_map(|w| w[1].starts_with("clusters").then_some(w[0]))
+        .unwrap_or_else(|| panic!("no cluster count in:\n{text}"));
+    let (used, total) = counts.split_once('/').unwrap();
+    (used.parse().unwrap(), total.parse().unwrap())
+}
+
+#[test]
+fn free_space_is_counted_from_the_fat_as_fsck_counts_it_also_on_a_dirty_volume() {
+    for release in RELEASES {
+        let img = image(release, &[]);
+        let image = Image::open_rw(&img.path).unwrap();
+        let mut boot = image.boot_at(Timestamp::from_unix(T0)).unwrap();
+        let cs = boot.cluster_size();
+        let (used, total) = fsck_clusters(&img.path);
+        let before = boot.free_bytes().unwrap();
+        assert_eq!(before, (total - used) * cs, "{release}");
+        assert_eq!(boot.total_bytes().unwrap(), total * cs, "{release}");
+        // Staged changes count before the commit.
+        boot.write("big.bin", &vec![1u8; 70_000]).unwrap();
+        let staged = boot.free_bytes().unwrap();
+        assert_eq!(before - staged, 70_000u64.div_ceil(cs) * cs, "{release}");
+        boot.commit().unwrap();
+        let (used, total) = fsck_clusters(&img.path);
+        assert_eq!((total - used) * cs, staged, "{release}");
+
+        // FAT[1] without its clean-shutdown bit: FSInfo's count is no longer used.
+        for &o in &fat_entry(&img.path, 1) {
+            poke(&img.path, o, &0x07ff_ffffu32.to_le_bytes());
+        }
+        let image = Image::open(&img.path).unwrap();
+        let boot = image.boot().unwrap();
+        assert!(boot.dirty_warning().unwrap().is_some(), "{release}");
+        assert_eq!(boot.free_bytes().unwrap(), staged, "{release}");
+    }
+}
+
+#[test]
+fn a_looping_chain_of_a_card_file_is_named_where_it_closes() {
+    let img = image("trixie", &[]);
+    let c = first_cluster(&img.path, "config.txt");
+    // The file's first cluster points back at itself.
+    for &o in &fat_entry(&img.path, c) {
+        poke(&img.path, o, &c.to_le_bytes());
+    }
+    let e = sanity(&img.path).expect("refused");
+    assert!(
+        e.contains(&format!(
+            "the cluster chain of config.txt is damaged: the chain loops (through cluster {c})"
+        )),
+        "{e}"
+    );
+}

@@ -215,26 +215,31 @@ impl BootFs {
         })
     }
 
-    /// Free bytes (whole free clusters).
+    /// Free bytes (whole free clusters), staged changes included. On FAT32 counted
+    /// from FAT 1 by piimg ([`RawFat::free_clusters`], where the table holds data)
+    /// rather than taken from FSInfo, which is only a hint (fatfs counts entry by entry
+    /// through 4-byte reads when the hint is unusable, e.g. on a volume not cleanly
+    /// unmounted: a million reads on the Trixie layout); FAT12/16 through fatfs.
     pub fn free_bytes(&self) -> Result<u64, ImageError> {
         self.guarded("count free clusters", "/", || {
-            let stats = self
-                .fs()?
+            let fs = self.fs()?;
+            if self.geometry.is_fat32() {
+                let free = RawFat::new(&self.overlay, self.partition.start, self.geometry)
+                    .free_clusters()
+                    .map_err(|e| self.fat_err("count free clusters", "/", e))?;
+                return Ok(free * self.cluster_size());
+            }
+            let stats = fs
                 .stats()
                 .map_err(|e| self.fat_err("count free clusters", "/", e))?;
             Ok(u64::from(stats.free_clusters()) * u64::from(stats.cluster_size()))
         })
     }
 
-    /// Total bytes of the data area.
+    /// Total bytes of the data area (from the boot sector's geometry, as fatfs reads it).
     pub fn total_bytes(&self) -> Result<u64, ImageError> {
-        self.guarded("read the file system size", "/", || {
-            let stats = self
-                .fs()?
-                .stats()
-                .map_err(|e| self.fat_err("read the file system size", "/", e))?;
-            Ok(u64::from(stats.total_clusters()) * u64::from(stats.cluster_size()))
-        })
+        self.fs()?;
+        Ok(self.geometry.clusters() * self.cluster_size())
     }
 
     /// The contents of the file at `path`, or `None` if it does not exist.

@@ -148,6 +148,44 @@ impl<'a> RawFat<'a> {
         }
     }
 
+    /// Free clusters of a FAT32 volume: FAT 1's entries for clusters 2.. whose low 28
+    /// bits are 0, as this view reads them (staged changes included). Only the parts
+    /// of the table that may hold data are looked at (a free entry is zeros, a hole
+    /// of a sparse image), 64 bytes compared at a time. An error when the table is too
+    /// short for the volume's clusters.
+    pub fn free_clusters(&self) -> io::Result<u64> {
+        let clusters = self.geo.clusters();
+        let fat_len = self.geo.fat_sectors * self.geo.bytes_per_sector;
+        let needed = (clusters + 2) * 4;
+        if needed > fat_len {
+            return Err(io::Error::other(format!(
+                "a FAT of {fat_len} bytes cannot hold the entries of {clusters} clusters"
+            )));
+        }
+        let fat = self.start + self.geo.reserved_sectors * self.geo.bytes_per_sector;
+        let mut used = 0u64;
+        let mut ov = self
+            .overlay
+            .lock()
+            .map_err(|_| io::Error::other("image cache lock poisoned"))?;
+        ov.for_each_nonzero_block(fat, fat + needed, |pos, bytes| {
+            // Blocks start at multiples of 64 KiB and the FAT at a sector: whole entries.
+            let first = (pos - fat) / 4;
+            for (i, group) in bytes.chunks(64).enumerate() {
+                if group == &[0u8; 64][..group.len()] {
+                    continue;
+                }
+                for (j, e) in group.chunks_exact(4).enumerate() {
+                    let n = first + (i * 16 + j) as u64;
+                    if n >= 2 && u32::from_le_bytes([e[0], e[1], e[2], e[3]]) & 0x0fff_ffff != 0 {
+                        used += 1;
+                    }
+                }
+            }
+        })?;
+        Ok(clusters.saturating_sub(used))
+    }
+
     fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let mut ov = self
             .overlay
@@ -184,11 +222,13 @@ impl<'a> RawFat<'a> {
     /// The clusters of the chain starting at `first`.
     fn chain(&self, first: u32) -> io::Result<Vec<u32>> {
         let mut out = Vec::new();
+        // A loop is found where it closes, not after walking it a million times.
+        let mut seen = std::collections::HashSet::new();
         let mut c = first;
         loop {
             self.check_cluster(c)?;
             out.push(c);
-            if out.len() as u64 > self.geo.clusters() {
+            if !seen.insert(c) {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "cluster chain loops",

@@ -43,7 +43,10 @@ pub fn read<D: Read + Seek>(disk: &mut D, sector0: &[u8]) -> Result<PartitionTab
         }
     }
     check_logical_starts(disk, sector0)?;
-    let mbr = mbrman::MBR::read_from(disk, SECTOR as u32)
+    // mbrman decodes field by field: through a buffer that is one read per sector,
+    // not dozens of tiny reads of the image.
+    let mut buffered = std::io::BufReader::with_capacity(SECTOR as usize, disk);
+    let mbr = mbrman::MBR::read_from(&mut buffered, SECTOR as u32)
         .map_err(|e| format!("cannot read the MBR partition table: {e}"))?;
     let id = disk_id(sector0);
     let partitions = mbr
@@ -117,5 +120,58 @@ fn check_logical_starts<D: Read + Seek>(disk: &mut D, sector0: &[u8]) -> Result<
             return Ok(());
         }
         relative = next.2;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes a partition entry (type, first sector, sectors) into slot `i` of `sector`.
+    fn entry(sector: &mut [u8], i: usize, sys: u8, lba: u32, sectors: u32) {
+        let e = &mut sector[446 + i * 16..446 + (i + 1) * 16];
+        e[4] = sys;
+        e[8..12].copy_from_slice(&lba.to_le_bytes());
+        e[12..16].copy_from_slice(&sectors.to_le_bytes());
+    }
+
+    #[test]
+    fn logical_partitions_are_read_through_the_ebr_chain() {
+        // Primary 1 (FAT32) at 2048, extended at 10240 holding two logical partitions.
+        let mut disk = vec![0u8; 40_960 * SECTOR as usize];
+        let sector = |disk: &mut Vec<u8>, lba: u64| {
+            let at = (lba * SECTOR) as usize;
+            disk[at + 510] = 0x55;
+            disk[at + 511] = 0xaa;
+            at
+        };
+        let at = sector(&mut disk, 0);
+        disk[at + 440..at + 444].copy_from_slice(&0x1234_5678u32.to_le_bytes());
+        entry(&mut disk[at..at + 512], 0, 0x0c, 2048, 8192);
+        entry(&mut disk[at..at + 512], 1, 0x05, 10_240, 30_000);
+        // EBR 1 at 10240: logical 5 at +2048 (8192 sectors), next EBR at +12288.
+        let at = sector(&mut disk, 10_240);
+        entry(&mut disk[at..at + 512], 0, 0x83, 2048, 8192);
+        entry(&mut disk[at..at + 512], 1, 0x05, 12_288, 10_240);
+        // EBR 2 at 22528: logical 6 at +2048 (4096 sectors), the last.
+        let at = sector(&mut disk, 22_528);
+        entry(&mut disk[at..at + 512], 0, 0x83, 2048, 4096);
+        let head = disk[..512].to_vec();
+        let table = read(&mut std::io::Cursor::new(disk), &head).unwrap();
+        let got: Vec<(u32, u64, u64)> = table
+            .partitions
+            .iter()
+            .map(|p| (p.index, p.start / SECTOR, p.size / SECTOR))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, 2048, 8192),
+                (2, 10_240, 30_000),
+                (5, 12_288, 8192),
+                (6, 24_576, 4096)
+            ]
+        );
+        assert_eq!(table.partitions[3].partuuid, "12345678-06");
     }
 }

@@ -18,6 +18,7 @@ mod error;
 mod fat;
 mod fat_guard;
 mod fat_raw;
+mod fat_table;
 pub(crate) mod fat_time;
 mod first_boot;
 mod gpt;

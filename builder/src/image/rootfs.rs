@@ -21,6 +21,14 @@ const MAGIC_OFFSET: u64 = 1024 + 56;
 /// (os-release, passwd, dpkg's status, cloud-init's configs; a few MiB at most).
 pub const MAX_READ: u64 = 64 << 20;
 
+/// Largest directory piimg searches or lists: ext4-view walks a directory's blocks one
+/// by one for each lookup, and a damaged extent tree can map the same block again and
+/// again, so a directory claiming hundreds of MiB costs seconds per lookup and
+/// gigabytes per listing. The directories piimg reads (`/etc`, `/usr/bin`,
+/// `/var/lib/dpkg`, cloud-init's) are a few dozen KiB; 1 MiB holds at most ~87 000
+/// names (12 bytes each at least).
+pub const MAX_DIR_BYTES: u64 = 1 << 20;
+
 /// Positioned reads of one partition of the image file, through the in-memory journal
 /// replay when the file system needs recovery.
 struct PartitionReader {
@@ -250,6 +258,46 @@ impl RootFs {
         self.fs.label().display().to_string()
     }
 
+    /// Refuses `path` when a directory it is looked up through (and, with `itself`,
+    /// `path` when it is a directory) is larger than [`MAX_DIR_BYTES`]. Checked from
+    /// the root down, so each lookup here searches only directories already checked
+    /// (but for those a symlink on the way leads through). Other problems are left to
+    /// the call that follows, which names them.
+    fn check_dirs(&self, path: &str, itself: bool) -> Result<(), ImageError> {
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        let searched = if itself {
+            parts.len()
+        } else {
+            parts.len().saturating_sub(1)
+        };
+        let mut dir = String::from("/");
+        for i in 0..=searched {
+            if i > 0 {
+                if i > 1 {
+                    dir.push('/');
+                }
+                dir.push_str(parts[i - 1]);
+            }
+            match self.fs.metadata(dir.as_str()) {
+                Ok(m) if m.is_dir() && m.len() > MAX_DIR_BYTES => {
+                    return Err(ImageError::Ext4 {
+                        image: self.image.clone(),
+                        path: dir,
+                        reason: format!(
+                            "the directory claims {} bytes, more than the {MAX_DIR_BYTES} \
+                             piimg searches (the directories it reads are far smaller; is the \
+                             root damaged?)",
+                            m.len()
+                        ),
+                    });
+                }
+                Ok(_) => {}
+                Err(_) => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
     fn err(&self, path: &str, e: Ext4Error) -> ImageError {
         ImageError::Ext4 {
             image: self.image.clone(),
@@ -261,8 +309,10 @@ impl RootFs {
     /// The contents of the file at absolute `path` (symlinks followed), or `None` if it
     /// does not exist.
     /// A file larger than [`MAX_READ`] is an error: ext4-view allocates the inode's
-    /// size up front, so a damaged size would abort the process.
+    /// size up front, so a damaged size would abort the process. So is a directory on
+    /// the way larger than [`MAX_DIR_BYTES`] (here and in every lookup below).
     pub fn read(&self, path: &str) -> Result<Option<Vec<u8>>, ImageError> {
+        self.check_dirs(path, false)?;
         match self.fs.metadata(path) {
             Ok(meta) if meta.len() > MAX_READ => {
                 return Err(ImageError::Ext4 {
@@ -296,6 +346,7 @@ impl RootFs {
 
     /// Up to `len` bytes from the start of the file at `path`, or `None` if missing.
     pub fn read_head(&self, path: &str, len: usize) -> Result<Option<Vec<u8>>, ImageError> {
+        self.check_dirs(path, false)?;
         let mut file = match self.fs.open(path) {
             Ok(f) => f,
             Err(Ext4Error::NotFound) => return Ok(None),
@@ -322,11 +373,14 @@ impl RootFs {
 
     /// True when something exists at `path` (symlinks followed).
     pub fn exists(&self, path: &str) -> Result<bool, ImageError> {
+        self.check_dirs(path, false)?;
         self.fs.exists(path).map_err(|e| self.err(path, e))
     }
 
-    /// Names in the directory at `path`, or `None` if it does not exist.
+    /// Names in the directory at `path`, or `None` if it does not exist; a directory
+    /// larger than [`MAX_DIR_BYTES`] is an error.
     pub fn list(&self, path: &str) -> Result<Option<Vec<String>>, ImageError> {
+        self.check_dirs(path, true)?;
         let iter = match self.fs.read_dir(path) {
             Ok(it) => it,
             Err(Ext4Error::NotFound) => return Ok(None),

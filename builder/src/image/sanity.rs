@@ -12,11 +12,13 @@
 //! whose bits 27/26 are the clean-shutdown/no-error flags); the Linux driver
 //! (fs/fat/fatent.c) and dosfstools' fsck.fat check the same.
 
+use std::collections::HashSet;
 use std::os::unix::fs::FileExt;
 
 use super::Image;
 use super::error::ImageError;
 use super::fat_raw::Geometry;
+use super::fat_table::{self, LazyFat};
 pub use super::problem::Problem;
 use super::table::{Partition, PartitionKind, Scheme};
 
@@ -112,16 +114,20 @@ fn fat_problems(image: &Image, boot: &Partition) -> Result<Vec<Problem>, ImageEr
     let (index, offset) = (boot.index, boot.start);
     let media = bs[21];
     let fat_len = geo.fat_sectors * geo.bytes_per_sector;
-    let fat_start = geo.reserved_sectors * geo.bytes_per_sector;
-    let mut first = vec![0u8; fat_len as usize];
-    read(fat_start, &mut first)?;
+    let fat_at = |n: u64| boot.start + geo.reserved_sectors * geo.bytes_per_sector + n * fat_len;
+    let fat_err = |e| ImageError::io(image.path(), "reading the boot partition's FAT", e);
+    // FAT 1 is read only where a chain goes; the copies are compared where they hold
+    // data (fat_table: holes read as zeros).
+    let mut first = LazyFat::new(&image.file, fat_at(0), fat_len);
     let mut problems = Vec::new();
-    let entry = |fat: &[u8], n: u64| -> u32 {
-        let o = (n * 4) as usize;
-        u32::from_le_bytes([fat[o], fat[o + 1], fat[o + 2], fat[o + 3]]) & FAT32_MASK
+    let entry = |fat: &mut LazyFat<'_>, n: u64| -> Result<u32, ImageError> {
+        Ok(fat.u32_at(n * 4).map_err(fat_err)? & FAT32_MASK)
     };
-    let reserved = |fat_no: u64, fat: &[u8], problems: &mut Vec<Problem>| {
-        let e0 = entry(fat, 0);
+    let reserved = |fat_no: u64,
+                    fat: &mut LazyFat<'_>,
+                    problems: &mut Vec<Problem>|
+     -> Result<(), ImageError> {
+        let e0 = entry(fat, 0)?;
         let want0 = 0x0fff_ff00 | u32::from(media);
         if e0 != want0 {
             problems.push(Problem::FatReservedEntry {
@@ -134,7 +140,7 @@ fn fat_problems(image: &Image, boot: &Partition) -> Result<Vec<Problem>, ImageEr
                 what: format!("the boot sector's media byte 0x{media:02x}, all other bits set"),
             });
         }
-        let e1 = entry(fat, 1);
+        let e1 = entry(fat, 1)?;
         if e1 | FAT32_FLAGS < FAT32_EOC {
             problems.push(Problem::FatReservedEntry {
                 index,
@@ -146,19 +152,24 @@ fn fat_problems(image: &Image, boot: &Partition) -> Result<Vec<Problem>, ImageEr
                 what: "an end-of-chain mark".into(),
             });
         }
+        Ok(())
     };
-    reserved(1, &first, &mut problems);
-    let mut other = vec![0u8; fat_len as usize];
+    reserved(1, &mut first, &mut problems)?;
     for n in 2..=geo.fats {
-        read(fat_start + (n - 1) * fat_len, &mut other)?;
-        if let Some(byte) = first.iter().zip(&other).position(|(a, b)| a != b) {
-            reserved(n, &other, &mut problems);
+        let differs = fat_table::first_difference(&image.file, fat_at(0), fat_at(n - 1), fat_len)
+            .map_err(fat_err)?;
+        if let Some(byte) = differs {
+            reserved(
+                n,
+                &mut LazyFat::new(&image.file, fat_at(n - 1), fat_len),
+                &mut problems,
+            )?;
             problems.push(Problem::FatsDiffer {
                 index,
                 offset,
                 other: n,
-                byte: byte as u64,
-                cluster: byte as u64 / 4,
+                byte,
+                cluster: byte / 4,
             });
         }
     }
@@ -166,30 +177,36 @@ fn fat_problems(image: &Image, boot: &Partition) -> Result<Vec<Problem>, ImageEr
     let clusters = geo.clusters();
     let cluster_size = geo.cluster_size();
     let data_start = (geo.reserved_sectors + geo.fats * geo.fat_sectors) * geo.bytes_per_sector;
-    let chain = |first_cluster: u32| -> Result<Vec<u32>, String> {
+    let mut chain = |first_cluster: u32| -> Result<Result<Vec<u32>, String>, ImageError> {
         let mut out = Vec::new();
+        // A loop is found where it closes, not after walking it a million times.
+        let mut seen = HashSet::new();
         let mut c = first_cluster;
         loop {
             if c < 2 || u64::from(c) >= clusters + 2 {
-                return Err(format!(
+                return Ok(Err(format!(
                     "cluster {c} is out of range (the file system has clusters 2..{})",
                     clusters + 2
-                ));
+                )));
             }
             out.push(c);
-            if out.len() as u64 > clusters {
-                return Err(format!("the chain loops (through cluster {c})"));
+            if !seen.insert(c) {
+                return Ok(Err(format!("the chain loops (through cluster {c})")));
             }
-            let next = entry(&first, u64::from(c));
+            let next = entry(&mut first, u64::from(c))?;
             match next {
-                0 => return Err(format!("cluster {c} is marked free but the chain goes on")),
-                FAT32_BAD => return Err(format!("cluster {c} leads to a bad-cluster mark")),
-                n if n >= FAT32_EOC => return Ok(out),
+                0 => {
+                    return Ok(Err(format!(
+                        "cluster {c} is marked free but the chain goes on"
+                    )));
+                }
+                FAT32_BAD => return Ok(Err(format!("cluster {c} leads to a bad-cluster mark"))),
+                n if n >= FAT32_EOC => return Ok(Ok(out)),
                 n => c = n,
             }
         }
     };
-    let root_chain = match chain(geo.root_cluster) {
+    let root_chain = match chain(geo.root_cluster)? {
         Ok(c) => c,
         Err(reason) => {
             problems.push(Problem::FatChain {
@@ -228,7 +245,7 @@ fn fat_problems(image: &Image, boot: &Partition) -> Result<Vec<Problem>, ImageEr
         if size == 0 && start == 0 {
             continue;
         }
-        let reason = match chain(start) {
+        let reason = match chain(start)? {
             Err(r) => Some(r),
             Ok(c) if c.len() as u64 != size.div_ceil(cluster_size) => Some(format!(
                 "it has {} cluster(s) but its {size} bytes need {}",

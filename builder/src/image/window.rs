@@ -106,6 +106,41 @@ impl Overlay {
         Ok(want)
     }
 
+    /// Calls `each(pos, bytes)` for the parts of `[start, end)` that may hold non-zero
+    /// bytes as this view reads them, in ascending order, one cache block (or less, at
+    /// the ends) at a time: staged blocks, and blocks where the file may hold data
+    /// (`sparse::nonzero_candidates`). Everything else reads as zeros.
+    pub fn for_each_nonzero_block(
+        &mut self,
+        start: u64,
+        end: u64,
+        mut each: impl FnMut(u64, &[u8]),
+    ) -> io::Result<()> {
+        let end = end.min(self.len);
+        if start >= end {
+            return Ok(());
+        }
+        let data = crate::sparse::nonzero_candidates(&self.file, start, end)?;
+        let mut next = data.iter().peekable();
+        for index in start / BLOCK..=(end - 1) / BLOCK {
+            let (lo, hi) = ((index * BLOCK).max(start), ((index + 1) * BLOCK).min(end));
+            while next.peek().is_some_and(|r| r.end <= lo) {
+                next.next();
+            }
+            let has_data = next.peek().is_some_and(|r| r.start < hi);
+            if !has_data && !self.dirty.contains_key(&index) {
+                continue;
+            }
+            self.load(index)?;
+            let block = self
+                .block(index)
+                .ok_or_else(|| io::Error::other("cache block vanished"))?;
+            let from = (lo - index * BLOCK) as usize;
+            each(lo, &block[from..from + (hi - lo) as usize]);
+        }
+        Ok(())
+    }
+
     /// Records a write of `buf` at absolute offset `pos` (in memory only).
     pub fn write_at(&mut self, pos: u64, buf: &[u8]) -> io::Result<usize> {
         if pos + buf.len() as u64 > self.len {
@@ -239,6 +274,38 @@ mod tests {
         assert_eq!(&on_disk[65_530..65_546], b"0123456789ABCDEF");
         assert_eq!(&on_disk[..65_530], &data[..65_530]);
         assert_eq!(&on_disk[65_546..], &data[65_546..]);
+    }
+
+    #[test]
+    fn nonzero_blocks_cover_the_file_data_and_the_staged_blocks() {
+        let data = vec![0u8; 1 << 20];
+        let (tmp, shared) = overlay(&data);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(tmp.path())
+            .unwrap()
+            .write_all_at(&[3u8; 10], 300_000)
+            .unwrap();
+        let mut c = OverlayCursor::new(shared.clone());
+        c.seek(SeekFrom::Start(700_000)).unwrap();
+        c.write_all(&[9u8; 4]).unwrap();
+        let (start, end) = (100_000, 900_000);
+        let mut seen = vec![0u8; (end - start) as usize];
+        let mut last = start;
+        shared
+            .lock()
+            .unwrap()
+            .for_each_nonzero_block(start, end, |pos, bytes| {
+                assert!(pos >= last && pos + bytes.len() as u64 <= end);
+                last = pos + bytes.len() as u64;
+                let at = (pos - start) as usize;
+                seen[at..at + bytes.len()].copy_from_slice(bytes);
+            })
+            .unwrap();
+        let mut all = vec![0u8; (end - start) as usize];
+        c.seek(SeekFrom::Start(start)).unwrap();
+        c.read_exact(&mut all).unwrap();
+        assert_eq!(seen, all, "every non-zero byte, staged ones included");
     }
 
     #[test]

@@ -44,6 +44,11 @@ impl Disk<'_> {
         }
         self.file
             .read_exact_at(buf, offset)
-            .map_err(|e| ImageError::io(self.path, format!("{what} at byte {offset}"), e))
+            .map_err(|e| self.error(offset, what, e))
+    }
+
+    /// The error of a failed read of `what` at `offset`.
+    pub(super) fn error(&self, offset: u64, what: &str, e: std::io::Error) -> ImageError {
+        ImageError::io(self.path, format!("{what} at byte {offset}"), e)
     }
 }

@@ -10,6 +10,7 @@
 use super::disk::{Disk, Verdict};
 use super::ranges::Ranges;
 use crate::image::ImageError;
+use crate::image::fat_table;
 
 /// A FAT larger than this is not a boot partition piimg maps: take it whole.
 const MAX_FAT_BYTES: u64 = 256 << 20;
@@ -174,25 +175,25 @@ pub(super) fn used(disk: &Disk<'_>, start: u64, size: u64) -> Result<Verdict, Im
     // Reserved sectors, every FAT copy and the FAT12/16 root directory: one run.
     r.add_len(start, g.data_start());
     // A cluster is allocated when any FAT copy says so (the copies normally agree;
-    // FAT32 may disable mirroring, and a union never maps less).
-    let mut allocated = vec![false; g.clusters as usize];
-    let needed = ((g.clusters + 2) * u64::from(g.bits)).div_ceil(8) as usize;
-    let mut fat = vec![0u8; needed + 1];
-    for copy in 0..g.fats {
-        let at = start + (g.reserved_sectors + copy * g.fat_sectors) * g.bytes_per_sector;
-        disk.read(at, &mut fat[..needed], "reading a FAT")?;
-        for (i, a) in allocated.iter_mut().enumerate() {
-            if !*a && entry(&fat, g.bits, i as u64 + 2) != 0 {
-                *a = true;
-            }
-        }
-    }
+    // FAT32 may disable mirroring, and a union never maps less). Only the parts of a
+    // copy the file holds are scanned (fat_table: holes read as zeros, free entries);
+    // 8 entries take `bits` bytes, so parts aligned to `bits` split no entry.
+    let needed = ((g.clusters + 2) * u64::from(g.bits)).div_ceil(8);
     let data = start + g.data_start();
     let cb = g.cluster_bytes();
-    for (i, &a) in allocated.iter().enumerate() {
-        if a {
-            r.add_len(data + i as u64 * cb, cb);
-        }
+    let bits = u64::from(g.bits);
+    for copy in 0..g.fats {
+        let at = start + (g.reserved_sectors + copy * g.fat_sectors) * g.bytes_per_sector;
+        fat_table::for_each_nonzero_part(disk.file, at, needed, bits, |off, bytes| {
+            let first = off * 8 / bits;
+            let count = bytes.len() as u64 * 8 / bits;
+            for n in first.max(2)..(first + count).min(g.clusters + 2) {
+                if entry(bytes, g.bits, n - first) != 0 {
+                    r.add_len(data + (n - 2) * cb, cb);
+                }
+            }
+        })
+        .map_err(|e| disk.error(at, "reading a FAT", e))?;
     }
     Ok(Verdict::Fat {
         bits: g.bits,
