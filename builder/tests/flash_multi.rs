@@ -484,18 +484,10 @@ fn composed_cards_equal_builds_images_on_every_mapped_range() {
         let rep = r.unwrap();
         assert!(rep.verified);
         assert_card_matches(image, &t.path, &t.path.display().to_string());
-        // Also on every range of build's own .bmap.
-        let map = piimg::bmap::Bmap::load(&image.with_extension("img.bmap")).unwrap();
-        for r in &map.ranges {
-            let (off, len) =
-                piimg::bmap::byte_span(r.first, r.last, map.block_size, map.image_size);
-            assert_eq!(
-                support::sha256_range(&t.path, off, len),
-                support::sha256_range(image, off, len),
-                "{}: .bmap range at {off}",
-                t.path.display()
-            );
-        }
+        // (Not on build's .bmap ranges: they are whole 4 KiB blocks, and a 2 KiB
+        // FAT cluster that is free may share a block with a used one; the card
+        // holds 0xFF there, build's image whatever the base had. Every byte the file
+        // systems need is compared above.)
     }
     assert_eq!(manifest_node(&targets[0].path), "pi5-master-1");
     assert_eq!(manifest_node(&targets[1].path), "pi4-worker-1");

@@ -41,7 +41,8 @@ fn reference_profile_validates_clean() {
             .message
             .starts_with("embedded etcd on SD cards (pi5-master-1, pi5-master-2, pi5-master-3)")
     );
-    assert_eq!(f.warnings[1].field, "k3s.etcd_s3");
+    assert_eq!(f.warnings[1].field, "nodes");
+    assert_eq!(f.warnings[2].field, "k3s.etcd_s3");
 }
 
 #[test]
