@@ -18,6 +18,8 @@ use piimg::progress::{OutputMode, Reporter};
 
 mod support;
 
+use support::loopdev::{Loop, loop_available, run};
+
 const MIB: u64 = 1 << 20;
 const FORCE: TargetPolicy = TargetPolicy {
     force: true,
@@ -96,68 +98,6 @@ fn make_image(path: &Path) -> u64 {
 /// A file of `size` bytes filled with 0xAA, so untouched bytes are recognisable.
 fn make_backing(path: &Path, size: u64) {
     fs::write(path, vec![0xAAu8; size as usize]).unwrap();
-}
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| {
-        panic!("{cmd} must be installed (scripts/setup): {e}");
-    });
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// Whether loop devices can be made here; prints why not when they cannot.
-fn loop_available() -> bool {
-    let ok = Command::new("losetup")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        // Skipping silently would let CI pass without the loop-device tests.
-        assert!(
-            std::env::var_os("PIIMG_SKIP_LOOP_TESTS").is_some(),
-            "losetup is not installed: run scripts/setup (util-linux), or set \
-             PIIMG_SKIP_LOOP_TESTS=1 to skip the loop-device flash tests knowingly"
-        );
-        eprintln!("SKIPPED (PIIMG_SKIP_LOOP_TESTS): loop-device flash tests");
-    }
-    ok
-}
-
-/// A loop device over a backing file, detached on drop.
-struct Loop {
-    dev: PathBuf,
-}
-
-impl Loop {
-    fn new(backing: &Path) -> Loop {
-        let dev = run("losetup", &["-f", "--show", backing.to_str().unwrap()]);
-        Loop {
-            dev: PathBuf::from(dev),
-        }
-    }
-
-    fn devno(&self) -> (u32, u32) {
-        use std::os::unix::fs::MetadataExt;
-        let rdev = fs::metadata(&self.dev).unwrap().rdev();
-        (libc::major(rdev), libc::minor(rdev))
-    }
-
-    fn name(&self) -> String {
-        self.dev.file_name().unwrap().to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
-    }
 }
 
 /// A mount, unmounted on drop (declare after the `Loop` so it drops first).

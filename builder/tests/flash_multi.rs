@@ -6,7 +6,7 @@
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -22,6 +22,8 @@ use piimg::progress::{OutputMode, Reporter};
 
 mod support;
 
+use support::loopdev::{Loop, loop_available, run};
+
 const MIB: u64 = 1 << 20;
 const FORCE: TargetPolicy = TargetPolicy {
     force: true,
@@ -33,64 +35,6 @@ const FILES: TargetPolicy = TargetPolicy {
 };
 
 // ---------------------------------------------------------------- helpers
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| {
-        panic!("{cmd} must be installed (scripts/setup): {e}");
-    });
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// Whether loop devices can be made here; fails (not skips) without losetup unless
-/// PIIMG_SKIP_LOOP_TESTS is set.
-fn loop_available() -> bool {
-    let ok = Command::new("losetup")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        assert!(
-            std::env::var_os("PIIMG_SKIP_LOOP_TESTS").is_some(),
-            "losetup is not installed: run scripts/setup (util-linux), or set \
-             PIIMG_SKIP_LOOP_TESTS=1 to skip the loop-device flash tests knowingly"
-        );
-        eprintln!("SKIPPED (PIIMG_SKIP_LOOP_TESTS): loop-device flash tests");
-    }
-    ok
-}
-
-/// A loop device over a backing file, detached on drop.
-struct Loop {
-    dev: PathBuf,
-}
-
-impl Loop {
-    fn new(backing: &Path) -> Loop {
-        Self::with(backing, &[])
-    }
-
-    fn with(backing: &Path, extra: &[&str]) -> Loop {
-        let mut args = vec!["-f", "--show"];
-        args.extend_from_slice(extra);
-        args.push(backing.to_str().unwrap());
-        Loop {
-            dev: PathBuf::from(run("losetup", &args)),
-        }
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
-    }
-}
 
 /// A tmpfs of `mib` MiB mounted on a fresh directory, unmounted on drop.
 struct Tmpfs {

@@ -182,20 +182,10 @@ fn confirm(lines: &[String], planned: &[Planned]) -> anyhow::Result<()> {
     for l in lines {
         eprintln!("{l}");
     }
-    eprint!(
-        "Everything on {} will be overwritten. Type 'yes' to continue: ",
+    ask_yes(&format!(
+        "Everything on {} will be overwritten",
         names.join(", ")
-    );
-    std::io::stderr().flush().ok();
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .context("reading the confirmation")?;
-    if line.trim() != "yes" {
-        bail!("not confirmed; nothing was written");
-    }
-    Ok(())
+    ))
 }
 
 /// Asks once before the card-swap loop: every removable card inserted while it runs
@@ -210,7 +200,12 @@ pub fn confirm_swap(nodes: &[String]) -> anyhow::Result<()> {
         "Each removable card inserted from now on becomes the next of: {}",
         nodes.join(", ")
     );
-    eprint!("Everything on those cards will be overwritten. Type 'yes' to continue: ");
+    ask_yes("Everything on those cards will be overwritten")
+}
+
+/// Prints `warning`, asks for `yes` on the terminal, and fails unless it was typed.
+fn ask_yes(warning: &str) -> anyhow::Result<()> {
+    eprint!("{warning}. Type 'yes' to continue: ");
     std::io::stderr().flush().ok();
     let mut line = String::new();
     std::io::stdin()

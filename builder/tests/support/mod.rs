@@ -5,6 +5,7 @@
 //! Use from a test file with `mod support;`.
 #![allow(dead_code)]
 
+pub mod loopdev;
 pub mod plan;
 
 use std::collections::HashMap;
