@@ -10,6 +10,7 @@ pub mod agent;
 pub mod api_retry;
 pub mod block;
 pub mod cli;
+pub mod disk_lock;
 pub mod error;
 pub mod exec;
 pub mod fsx;

@@ -206,6 +206,94 @@ fn a_blank_disk_is_formatted_reused_after_a_reimage_and_refused_to_another_node(
     assert!(!other.read("/etc/fstab").contains("/var/lib/rancher/k3s"));
 }
 
+/// Does what systemd-udevd does when a program closes a disk it wrote to
+/// (`synthesize_change`): open the whole disk, try `flock(LOCK_EX|LOCK_NB)`, and only
+/// with the lock re-read the partition table (`BLKRRPART`), which removes and re-adds
+/// the partition devices. It waits until sfdisk's GPT and the partition's device are
+/// there (the moment mkfs.ext4 is about to use it), then tries every few milliseconds
+/// until one re-read succeeds (or `stop`); returns whether it did.
+fn udev_like_reread(
+    dev: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::Ordering;
+    const BLKRRPART: libc::c_ulong = 0x125f; // _IO(0x12, 95), linux/fs.h
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok(mut f) = fs::File::open(&dev) {
+                let mut sig = [0u8; 8];
+                let gpt = f.seek(SeekFrom::Start(512)).is_ok()
+                    && f.read_exact(&mut sig).is_ok()
+                    && &sig == b"EFI PART"
+                    && Path::new(&format!("{dev}p1")).exists();
+                // SAFETY: flock and ioctl on a descriptor this thread owns.
+                if gpt
+                    && unsafe {
+                        libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0
+                            && libc::ioctl(f.as_raw_fd(), BLKRRPART as _, 0) == 0
+                    }
+                {
+                    return true;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        false
+    })
+}
+
+#[test]
+fn a_format_survives_udev_rereading_the_partition_table() {
+    // The agent locks the disk from sfdisk to mkfs.ext4 (udevd's block-device locking
+    // protocol) and names the file system's UUID itself: a re-read meanwhile neither
+    // pulls the partition from under mkfs.ext4 nor leaves fstab without a UUID.
+    let Some(disk) = Loop::new(64) else { return };
+    let f = data_disk_node(Role::Server, &disk.dev);
+    f.run(&[]); // phase 1
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let udev = udev_like_reread(disk.dev.clone(), stop.clone());
+    let out = f.run(&[]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        udev.join().unwrap(),
+        "the udev stand-in never re-read the table"
+    );
+    let msg = step_message(&f, "data-disk");
+    assert!(
+        msg.contains("was blank; formatted GPT + ext4 'piimg-data'"),
+        "{msg}\n{}",
+        stderr(&out)
+    );
+    // A kernel without a GPT parser (this test machine's) drops the partitions on the
+    // stand-in's re-read and leaves them to user space, as the agent does: partx.
+    let _ = Command::new("partx").args(["--update", &disk.dev]).status();
+    let part = disk.part1();
+    let mut uuid = String::new();
+    for _ in 0..50 {
+        let o = Command::new("blkid")
+            .args(["-p", "-s", "UUID", "-o", "value", &part])
+            .output()
+            .unwrap();
+        uuid = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        if !uuid.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!uuid.is_empty(), "blkid reads no UUID on {part}");
+    assert!(
+        msg.contains(&format!("UUID={uuid}")),
+        "{msg} (blkid: {uuid})"
+    );
+    assert!(
+        f.read("/etc/fstab")
+            .contains(&format!("UUID={uuid}  /var/lib/rancher/k3s"))
+    );
+    run_ok("e2fsck", &["-f", "-n", &part]);
+}
+
 /// `sfdisk DEV` with `script` on stdin.
 fn sfdisk(dev: &str, script: &str) {
     let o = Command::new("sfdisk")

@@ -9,7 +9,9 @@
 //! What is on it decides what happens, and nothing else:
 //! - **blank** (the first and last MiB all zeros: no partition table, no file-system
 //!   signature; see [`block::read_edges`]): GPT with one partition, `mkfs.ext4 -L
-//!   <label>` with piimg's marker file ([`MARKER`]: cluster and node) in its root;
+//!   <label> -U <a UUID the agent picks>` with piimg's marker file ([`MARKER`]:
+//!   cluster and node) in its root, all under a [`DiskLock`] so that udev does not
+//!   re-read the table (and pull the partition away) meanwhile;
 //! - GPT, partition 1 ext4 with the card's label and a marker naming **this node of
 //!   this cluster**: reused as it is (a re-imaged node keeps its k3s data);
 //! - **anything else** (another node's marker, no marker, another file system or
@@ -23,6 +25,7 @@
 //! does not start on the SD card without it.
 
 use crate::block;
+use crate::disk_lock::DiskLock;
 use crate::error::Error;
 use crate::exec::Exec;
 use crate::node_fs::NodeFs;
@@ -353,30 +356,90 @@ fn format(
         marker.as_bytes(),
         Some((0, 0)),
     )?;
-    exec.run_ok(
-        &Cmd::new("sfdisk", &["--quiet", "--wipe", "always", dev])
-            .stdin(format!("label: gpt\ntype=L, name={}\n", disk.label)),
-    )?;
+    let uuid = new_uuid()?;
     let part = block::partition_path(dev, 1);
-    if !exec.dry() && !wait_for_partition(dev, &part, exec)? {
-        return Err(Error::failed(format!(
-            "data disk {dev}: partitioned, but {part} did not appear within 10 s"
-        )));
-    }
     let seed = fs.path(SEED_DIR).to_string_lossy().into_owned();
-    exec.run_ok(&Cmd::new(
-        "mkfs.ext4",
-        &["-q", "-F", "-L", &disk.label, "-d", &seed, &part],
-    ))?;
-    fs.rm(&format!("{SEED_DIR}/{MARKER}"))?;
-    if exec.dry() {
-        return Ok("UUID-OF-THE-NEW-FILE-SYSTEM".into());
+    {
+        // Held from the table to the file system: udev leaves the disk alone meanwhile.
+        let _lock = if exec.dry() {
+            None
+        } else {
+            Some(DiskLock::take(dev)?)
+        };
+        exec.run_ok(
+            &Cmd::new("sfdisk", &["--quiet", "--wipe", "always", dev])
+                .stdin(format!("label: gpt\ntype=L, name={}\n", disk.label)),
+        )?;
+        if !exec.dry() && !wait_for_partition(dev, &part, exec)? {
+            return Err(Error::failed(format!(
+                "data disk {dev}: partitioned, but {part} did not appear within 10 s"
+            )));
+        }
+        exec.run_ok(&Cmd::new(
+            "mkfs.ext4",
+            &[
+                "-q",
+                "-F",
+                "-L",
+                &disk.label,
+                "-U",
+                &uuid,
+                "-d",
+                &seed,
+                &part,
+            ],
+        ))?;
     }
-    blkid(&part, exec)?.remove("UUID").ok_or_else(|| {
-        Error::failed(format!(
-            "data disk {dev}: blkid shows no UUID on {part} after mkfs.ext4"
-        ))
-    })
+    fs.rm(&format!("{SEED_DIR}/{MARKER}"))?;
+    if !exec.dry() {
+        confirm_uuid(dev, &part, &uuid, exec)?;
+    }
+    Ok(uuid)
+}
+
+/// A random (version 4) UUID for the new file system: chosen here, so fstab never
+/// depends on reading it back while udev is still busy with the disk.
+fn new_uuid() -> Result<String, Error> {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| Error::failed(format!("/dev/urandom: {e}")))?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
+}
+
+/// Waits (up to 10 s, through udev's events for the new file system) until blkid
+/// reads `uuid` from `part`: the file system the fstab entry names is really there.
+fn confirm_uuid(dev: &str, part: &str, uuid: &str, exec: &Exec) -> Result<(), Error> {
+    let start = Instant::now();
+    let _ = exec.run(&Cmd::new("udevadm", &["settle", "--timeout=5"]));
+    loop {
+        let seen = if wait_for_partition(dev, part, exec)? {
+            blkid(part, exec)?.remove("UUID")
+        } else {
+            None
+        };
+        if seen.as_deref() == Some(uuid) {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            return Err(Error::failed(format!(
+                "data disk {dev}: after mkfs.ext4 -U {uuid}, blkid reads {} on {part}",
+                seen.map_or("no UUID".into(), |u| format!("UUID {u}"))
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Waits up to 10 s for partition device `part` of `dev` (udev creates it). When the
