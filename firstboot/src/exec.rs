@@ -51,8 +51,8 @@ impl<'a> Exec<'a> {
             Ok(out)
         } else {
             Err(Error::failed(format!(
-                "`{cmd}` exited with {}: {}",
-                out.code.map_or("a signal".into(), |c| c.to_string()),
+                "`{cmd}` {}: {}",
+                out.failure(cmd.timeout),
                 out.last_words()
             )))
         }
@@ -105,6 +105,7 @@ mod tests {
             code: Some(3),
             stdout: String::new(),
             stderr: "boom\n".into(),
+            ..Output::default()
         });
         let e = Exec::new(&failing, false, true).run_ok(&cmd).unwrap_err();
         assert_eq!(e.to_string(), "`systemctl reboot` exited with 3: boom");

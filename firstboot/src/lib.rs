@@ -30,4 +30,5 @@ pub mod state;
 pub mod status;
 pub mod step_id;
 pub mod steps;
+pub mod supervise;
 pub mod time;

@@ -3,9 +3,11 @@
 //! Steps describe a [`Cmd`]; the agent's context prints it under `--dry-run` and
 //! otherwise hands it to a [`Runner`]. Tests plug in a [`RecordingRunner`].
 
+use crate::supervise;
 use std::fmt;
 use std::process::Command;
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// An external command: program, arguments and environment changes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -20,6 +22,9 @@ pub struct Cmd {
     pub env_remove_prefixes: Vec<String>,
     /// Text fed to the program's standard input (e.g. an `sfdisk` script).
     pub stdin: Option<String>,
+    /// Longest the program (with its child processes) may run; then its process
+    /// group is killed and the [`Output`] says it timed out. `None`: no limit.
+    pub timeout: Option<Duration>,
 }
 
 impl Cmd {
@@ -41,6 +46,12 @@ impl Cmd {
     /// Feeds `text` to the program's standard input.
     pub fn stdin(mut self, text: impl Into<String>) -> Self {
         self.stdin = Some(text.into());
+        self
+    }
+
+    /// Kills the program and its child processes when it runs longer than `limit`.
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.timeout = Some(limit);
         self
     }
 }
@@ -74,12 +85,15 @@ impl fmt::Display for Cmd {
 /// What a finished command produced.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Output {
-    /// Exit code (`None` if killed by a signal).
+    /// Exit code (`None` if killed by a signal or timed out).
     pub code: Option<i32>,
     /// Captured standard output.
     pub stdout: String,
     /// Captured standard error.
     pub stderr: String,
+    /// True when the command ran past its [`Cmd::timeout`] and was killed (with
+    /// every process of its group); `code` is then `None`.
+    pub timed_out: bool,
 }
 
 impl Output {
@@ -89,6 +103,20 @@ impl Output {
             code: Some(0),
             stdout: stdout.to_string(),
             stderr: String::new(),
+            timed_out: false,
+        }
+    }
+
+    /// Why the command did not succeed, e.g. `exited with 3` or `did not finish
+    /// within 30 s (killed with its child processes)`; `limit` is its timeout.
+    pub fn failure(&self, limit: Option<Duration>) -> String {
+        match (self.timed_out, self.code) {
+            (true, _) => format!(
+                "did not finish within {} s (killed with its child processes)",
+                limit.map_or(0, |l| l.as_secs())
+            ),
+            (false, Some(c)) => format!("exited with {c}"),
+            (false, None) => "exited with a signal".into(),
         }
     }
 
@@ -137,26 +165,12 @@ impl Runner for SystemRunner {
             }
         }
         c.envs(cmd.env.iter().map(|(k, v)| (k, v)));
-        let out = match &cmd.stdin {
-            None => c.output()?,
-            Some(input) => {
-                use std::io::Write;
-                use std::process::Stdio;
-                c.stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped());
-                let mut child = c.spawn()?;
-                if let Some(mut pipe) = child.stdin.take() {
-                    // A program that exits without reading all of it reports why itself.
-                    let _ = pipe.write_all(input.as_bytes());
-                }
-                child.wait_with_output()?
-            }
-        };
+        let out = supervise::run(&mut c, cmd.stdin.as_deref(), cmd.timeout)?;
         Ok(Output {
-            code: out.status.code(),
+            code: out.status.and_then(|s| s.code()),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            timed_out: out.timed_out,
         })
     }
 }
@@ -193,5 +207,125 @@ impl Runner for RecordingRunner {
             calls.push(cmd.clone());
         }
         Ok((self.responder)(cmd))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn sh(script: &str) -> Cmd {
+        Cmd::new("/bin/sh", &["-c", script])
+    }
+
+    /// True when process `pid` no longer runs (gone, or a zombie nobody reaped yet).
+    fn gone(pid: &str) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        }
+    }
+
+    fn forking(pids: &std::path::Path, before: &str) -> Cmd {
+        sh(&format!(
+            "{before} sleep 300 & echo $! > {}; echo started; sleep 300; echo never",
+            pids.display()
+        ))
+    }
+
+    #[test]
+    fn a_timed_out_command_is_killed_with_the_child_it_forked() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("child.pid");
+        let start = Instant::now();
+        let out = SystemRunner
+            .run(&forking(&pid_file, "").timeout(Duration::from_secs(1)))
+            .unwrap();
+        let took = start.elapsed();
+        assert!(out.timed_out, "{out:?}");
+        assert_eq!(out.code, None);
+        assert!(!out.success());
+        assert_eq!(out.stdout, "started\n");
+        assert!(took >= Duration::from_secs(1), "{took:?}");
+        assert!(took < Duration::from_secs(4), "SIGTERM sufficed: {took:?}");
+        let child = std::fs::read_to_string(&pid_file).unwrap();
+        assert!(gone(child.trim()), "child {} survived", child.trim());
+        assert_eq!(
+            out.failure(Some(Duration::from_secs(1))),
+            "did not finish within 1 s (killed with its child processes)"
+        );
+    }
+
+    #[test]
+    fn a_group_that_ignores_sigterm_gets_sigkill_after_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("child.pid");
+        let start = Instant::now();
+        // The ignored SIGTERM is inherited by the forked sleep as well.
+        let out = SystemRunner
+            .run(&forking(&pid_file, "trap '' TERM;").timeout(Duration::from_secs(1)))
+            .unwrap();
+        let took = start.elapsed();
+        assert!(out.timed_out, "{out:?}");
+        assert_eq!(out.code, None);
+        assert!(
+            took >= Duration::from_secs(1) + supervise::GRACE,
+            "{took:?}"
+        );
+        assert!(took < Duration::from_secs(10), "{took:?}");
+        let child = std::fs::read_to_string(&pid_file).unwrap();
+        assert!(gone(child.trim()), "child {} survived", child.trim());
+    }
+
+    #[test]
+    fn commands_within_their_timeout_keep_exit_code_and_output() {
+        let out = SystemRunner
+            .run(&sh("echo out; echo err >&2; exit 3").timeout(Duration::from_secs(30)))
+            .unwrap();
+        assert_eq!(
+            (out.code, out.stdout.as_str(), out.stderr.as_str()),
+            (Some(3), "out\n", "err\n")
+        );
+        assert!(!out.timed_out);
+        assert_eq!(out.failure(None), "exited with 3");
+    }
+
+    #[test]
+    fn large_input_and_output_on_both_pipes_never_deadlock() {
+        // Far more than a pipe holds (64 KiB), on stdin, stdout and stderr at once.
+        let input: String = (0..40_000).map(|i| format!("line {i}\n")).collect();
+        for timeout in [None, Some(Duration::from_secs(60))] {
+            let mut cmd = sh("tee /dev/stderr").stdin(input.clone());
+            cmd.timeout = timeout;
+            let out = SystemRunner.run(&cmd).unwrap();
+            assert!(out.success(), "{timeout:?}: {:?}", out.code);
+            assert_eq!(out.stdout, input);
+            assert_eq!(out.stderr, input);
+        }
+    }
+
+    #[test]
+    fn a_command_waiting_for_more_input_times_out() {
+        let start = Instant::now();
+        let out = SystemRunner
+            .run(
+                &sh("read first; echo got $first; sleep 300")
+                    .stdin("one\n")
+                    .timeout(Duration::from_millis(500)),
+            )
+            .unwrap();
+        assert!(out.timed_out);
+        assert_eq!(out.stdout, "got one\n");
+        assert!(start.elapsed() < Duration::from_secs(4));
+    }
+
+    #[test]
+    fn without_a_timeout_a_command_runs_to_its_end_and_reads_no_input() {
+        let out = SystemRunner.run(&sh("sleep 1; cat; echo done")).unwrap();
+        assert_eq!((out.code, out.stdout.as_str()), (Some(0), "done\n"));
+        assert!(!out.timed_out);
     }
 }

@@ -147,6 +147,7 @@ mod tests {
             code: Some(1),
             stdout: (1..=9).map(|i| format!("line {i}\n")).collect(),
             stderr: "boom\n".into(),
+            ..Output::default()
         };
         assert_eq!(tail(&out), "line 6 | line 7 | line 8 | line 9 | boom");
         assert_eq!(tail(&Output::ok("")), "no output");
