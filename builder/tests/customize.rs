@@ -61,6 +61,7 @@ script = "echo hello > /var/tmp/hello\n"
 [[run_once]]
 name = "from-file"
 source = "setup.sh"
+timeout_secs = 600
 "#;
 
 #[test]
@@ -104,11 +105,13 @@ fn a_good_customisation_validates_and_reaches_the_card_in_order() {
         [
             RunOnce {
                 name: "hello".into(),
-                script: "echo hello > /var/tmp/hello\n".into()
+                script: "echo hello > /var/tmp/hello\n".into(),
+                timeout_secs: None,
             },
             RunOnce {
                 name: "from-file".into(),
-                script: "#!/bin/sh\ntrue\n".into()
+                script: "#!/bin/sh\ntrue\n".into(),
+                timeout_secs: Some(600),
             },
         ]
     );
@@ -197,10 +200,12 @@ content = "{}"
 [[run_once]]
 name = "has space"
 script = "true"
+timeout_secs = 0
 
 [[run_once]]
 name = "twice"
 script = "true"
+timeout_secs = 86401
 
 [[run_once]]
 name = "twice"
@@ -228,6 +233,8 @@ script = ""
         "run_once[0].name: \"has space\" is not a script name",
         "run_once[2].name: \"twice\" is already run_once[1]",
         "run_once[2].script: the script is empty",
+        "run_once[0].timeout_secs: 0 is not 1..=86400 seconds; leave it out for the default 1800 (30 min)",
+        "run_once[1].timeout_secs: 86401 is not 1..=86400 seconds",
     ];
     for want in expect {
         assert!(

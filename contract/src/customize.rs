@@ -12,6 +12,12 @@ use serde::{Deserialize, Serialize};
 /// Where the agent keeps each run-once script it runs (one file per script).
 pub const RUN_ONCE_DIR: &str = "/var/lib/piimg/run-once";
 
+/// How long a run-once script may run when its card sets no `timeout_secs` (30 min:
+/// enough for a download or a build on a Pi, short of blocking the node for good).
+pub const RUN_ONCE_DEFAULT_TIMEOUT_SECS: u64 = 1800;
+/// The `timeout_secs` a run-once script may have: 1 s to 24 h.
+pub const RUN_ONCE_TIMEOUT_SECS: std::ops::RangeInclusive<u64> = 1..=86_400;
+
 /// The customisation part of a card.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,4 +79,37 @@ pub struct RunOnce {
     pub name: String,
     /// The script; one without a `#!` line runs with `/bin/sh`.
     pub script: String,
+    /// Seconds the script (with its child processes) may run before the agent kills
+    /// it; `None` (cards from before this field): [`RUN_ONCE_DEFAULT_TIMEOUT_SECS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+}
+
+impl RunOnce {
+    /// The script's time limit in seconds: its own, else the default.
+    pub fn timeout_secs(&self) -> u64 {
+        self.timeout_secs.unwrap_or(RUN_ONCE_DEFAULT_TIMEOUT_SECS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_once_without_a_timeout_parses_and_stays_without_one() {
+        // A card written before `timeout_secs` existed.
+        let old: RunOnce = serde_json::from_str(r#"{"name":"a","script":"true"}"#).unwrap();
+        assert_eq!(old.timeout_secs, None);
+        assert_eq!(old.timeout_secs(), RUN_ONCE_DEFAULT_TIMEOUT_SECS);
+        assert_eq!(
+            serde_json::to_string(&old).unwrap(),
+            r#"{"name":"a","script":"true"}"#
+        );
+        let new: RunOnce =
+            serde_json::from_str(r#"{"name":"a","script":"true","timeout_secs":60}"#).unwrap();
+        assert_eq!(new.timeout_secs(), 60);
+        let unknown = serde_json::from_str::<RunOnce>(r#"{"name":"a","script":"","timeout":1}"#);
+        assert!(unknown.unwrap_err().to_string().contains("unknown field"));
+    }
 }

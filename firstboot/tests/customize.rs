@@ -400,6 +400,7 @@ fn run_once_scripts_run_in_order_once_each_and_a_failure_resumes_at_that_script(
             RunOnce {
                 name: "first".into(),
                 script: format!("echo first >> {}\necho hello from first\n", trace.display()),
+                timeout_secs: None,
             },
             RunOnce {
                 name: "second".into(),
@@ -408,6 +409,7 @@ fn run_once_scripts_run_in_order_once_each_and_a_failure_resumes_at_that_script(
                     t = trace.display(),
                     g = gate.display()
                 ),
+                timeout_secs: None,
             },
         ],
         ..Customize::default()
@@ -464,6 +466,85 @@ fn run_once_scripts_run_in_order_once_each_and_a_failure_resumes_at_that_script(
     );
 }
 
+/// True when process `pid` no longer runs (gone, or a zombie nobody reaped yet).
+fn gone(pid: &str) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[test]
+fn a_script_that_hangs_is_killed_with_its_children_at_its_timeout_and_runs_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = dir.path().join("child.pid");
+    let gate = dir.path().join("network-up");
+    let trace = dir.path().join("trace");
+    let f = fixture(Customize {
+        run_once: vec![
+            RunOnce {
+                name: "wait-for-net".into(),
+                // Waits for a network that never comes, with a child doing the same.
+                script: format!(
+                    "echo try >> {t}\nif [ -e {g} ]; then echo up; exit 0; fi\n\
+                     sleep 300 & echo $! > {c}\necho waiting for the network\nwait\n",
+                    t = trace.display(),
+                    g = gate.display(),
+                    c = child.display()
+                ),
+                timeout_secs: Some(1),
+            },
+            RunOnce {
+                name: "after".into(),
+                script: format!("echo after >> {}\n", trace.display()),
+                timeout_secs: None,
+            },
+        ],
+        ..Customize::default()
+    });
+    assert!(f.run(&[]).status.success());
+    let start = std::time::Instant::now();
+    let out = f.run(&["--run-scripts"]);
+    let took = start.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(took < std::time::Duration::from_secs(30), "{took:?}");
+    let st = f.status();
+    assert_eq!(
+        (st.step.as_str(), st.result),
+        ("run-once", StepResult::Error)
+    );
+    assert_eq!(
+        st.message,
+        "run-once script wait-for-net did not finish within 1 s (killed with its child processes); it runs again on the next run"
+    );
+    let rec = step(&f, "run-once:wait-for-net");
+    assert_eq!(
+        (rec.result, rec.message.as_str()),
+        (
+            StepResult::Error,
+            "killed after 1 s: waiting for the network"
+        )
+    );
+    let pid = fs::read_to_string(&child).unwrap();
+    assert!(
+        gone(pid.trim()),
+        "the script's child {} survived",
+        pid.trim()
+    );
+    assert_eq!(fs::read_to_string(&trace).unwrap(), "try\n");
+    let state: serde_json::Value =
+        serde_json::from_str(&f.read("/var/lib/piimg/state.json")).unwrap();
+    assert_eq!(state["run_once_done"], serde_json::json!([]), "{state}");
+    // The network is up: the next run runs the script again, then the next one.
+    fs::write(&gate, "").unwrap();
+    let out = f.run(&["--run-scripts"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(fs::read_to_string(&trace).unwrap(), "try\ntry\nafter\n");
+    assert_eq!(step(&f, "run-once:wait-for-net").message, "exit 0: up");
+}
+
 #[test]
 fn a_script_that_completed_before_a_crash_is_not_run_again() {
     let dir = tempfile::tempdir().unwrap();
@@ -472,6 +553,7 @@ fn a_script_that_completed_before_a_crash_is_not_run_again() {
         run_once: vec![RunOnce {
             name: "count".into(),
             script: format!("echo ran >> {}\n", trace.display()),
+            timeout_secs: None,
         }],
         ..Customize::default()
     });

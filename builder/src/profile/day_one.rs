@@ -60,6 +60,9 @@ pub struct RunOnceEntry {
     /// A script file relative to the profile.
     #[serde(default)]
     pub source: Option<PathBuf>,
+    /// Seconds the script may run before the agent kills it (default 1800).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
 }
 
 /// Parses a `mode` string such as `"0640"` or `"750"`.

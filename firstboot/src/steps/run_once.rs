@@ -5,6 +5,9 @@
 //! exit code and last lines of output. A failing script stops the step with its
 //! output; the next run resumes at that script. A script cut off by a power cut has
 //! no record yet and runs again: scripts should be safe to repeat up to their end.
+//! A script that runs longer than its `timeout_secs` (default 30 min) is killed with
+//! every process of its group and counts as failed, so a script waiting for input
+//! or a network that never comes cannot hold up provisioning for good.
 
 use crate::error::Error;
 use crate::exec::Exec;
@@ -13,8 +16,9 @@ use crate::progress::Progress;
 use crate::runner::{Cmd, Output};
 use crate::state::State;
 use crate::time::{now, rfc3339};
-use piimg_contract::customize::{RUN_ONCE_DIR, RunOnce};
+use piimg_contract::customize::{RUN_ONCE_DIR, RUN_ONCE_TIMEOUT_SECS, RunOnce};
 use piimg_contract::{StepRecord, StepResult};
+use std::time::Duration;
 
 /// Lines of output kept in the status per script.
 const TAIL_LINES: usize = 5;
@@ -76,6 +80,16 @@ pub fn run_all(
             bad.name
         )));
     }
+    if let Some(bad) = scripts
+        .iter()
+        .find(|s| !RUN_ONCE_TIMEOUT_SECS.contains(&s.timeout_secs()))
+    {
+        return Err(Error::failed(format!(
+            "node.json: customize.run_once: {}: timeout_secs {} is not 1..=86400",
+            bad.name,
+            bad.timeout_secs()
+        )));
+    }
     if !exec.live() && !exec.dry() && !allowed {
         return Ok(format!(
             "not the live system (--root): skipped {} script(s)",
@@ -93,16 +107,23 @@ pub fn run_all(
         let file = format!("{RUN_ONCE_DIR}/{}", s.name);
         fs.put(&file, 0o700, s.script.as_bytes(), Some((0, 0)))?;
         let path = fs.path(&file).to_string_lossy().into_owned();
+        let limit = s.timeout_secs();
         let cmd = if s.script.starts_with("#!") {
             Cmd::new(path, &[])
         } else {
             Cmd::new("/bin/sh", &[&path])
-        };
+        }
+        .timeout(Duration::from_secs(limit));
         progress.report(&format!("running script {}", s.name));
         let out = exec.run(&cmd)?;
         let code = out.code.map_or("a signal".into(), |c| c.to_string());
         let words = tail(&out);
-        crate::log::info(&format!("run-once {}: exit {code}: {words}", s.name));
+        let message = if out.timed_out {
+            format!("killed after {limit} s: {words}")
+        } else {
+            format!("exit {code}: {words}")
+        };
+        crate::log::info(&format!("run-once {}: {message}", s.name));
         state.record(StepRecord {
             name: record_name(&s.name),
             result: if out.success() {
@@ -110,9 +131,16 @@ pub fn run_all(
             } else {
                 StepResult::Error
             },
-            message: format!("exit {code}: {words}"),
+            message,
             at: rfc3339(now()),
         });
+        if out.timed_out {
+            checkpoint(state)?;
+            return Err(Error::failed(format!(
+                "run-once script {} did not finish within {limit} s (killed with its child processes); it runs again on the next run",
+                s.name
+            )));
+        }
         if !out.success() {
             checkpoint(state)?;
             return Err(Error::failed(format!(

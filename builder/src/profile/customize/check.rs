@@ -5,6 +5,7 @@ use super::{names, read_source};
 use crate::profile::day_one::{DEFAULT_FILE_MODE, MAX_ITEM_BYTES, MAX_TOTAL_BYTES, parse_mode};
 use crate::profile::model::Profile;
 use crate::profile::suggest;
+use piimg_contract::customize::{RUN_ONCE_DEFAULT_TIMEOUT_SECS, RUN_ONCE_TIMEOUT_SECS};
 use piimg_contract::{AGENT_INSTALL_PATH, AGENT_UNIT, BOOT_MOUNT};
 use std::collections::HashMap;
 
@@ -379,6 +380,17 @@ fn run_once(p: &Profile, f: &mut Findings, total: &mut usize) {
         );
         if size == 0 && (r.script.is_some() || r.source.is_some()) {
             f.error(field("script"), "the script is empty");
+        }
+        if let Some(t) = r
+            .timeout_secs
+            .filter(|t| !RUN_ONCE_TIMEOUT_SECS.contains(t))
+        {
+            f.error(
+                field("timeout_secs"),
+                format!(
+                    "{t} is not 1..=86400 seconds; leave it out for the default {RUN_ONCE_DEFAULT_TIMEOUT_SECS} (30 min)"
+                ),
+            );
         }
         *total += size;
     }

@@ -94,6 +94,7 @@ pub fn resolve(profile: &Profile) -> Result<Customize, CustomizeError> {
         run_once.push(RunOnce {
             name: r.name.clone(),
             script,
+            timeout_secs: r.timeout_secs,
         });
     }
     let locale = profile.locale.clone().filter(|l| l != &Locale::default());
