@@ -22,6 +22,16 @@ pub const IMAGES_DIR: &str = "/var/lib/rancher/k3s/agent/images";
 /// Where the agent keeps the install script it runs.
 pub const INSTALL_SCRIPT: &str = "/var/lib/piimg/k3s-install.sh";
 
+/// Longest the k3s install script may run: it downloads the k3s binary (~70 MB) with
+/// a curl that has no time limit of its own, so a stalled download would wait for
+/// ever; 30 min lets a slow link finish, then the step fails and the next run retries.
+pub const INSTALL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Longest one `k3s kubectl get node` of the readiness check may take: kubectl sets
+/// no request timeout by default, so an API server that accepts the connection and
+/// never answers would stall the check past `--ready-timeout`; the next attempt
+/// follows.
+pub const KUBECTL_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// `config_yaml` plus `token:`, on servers with an agent token `agent-token:`, and
 /// `cluster-init: true` or `server: <url>`.
 pub fn render_config(
@@ -187,7 +197,7 @@ pub fn install(k3s: &K3s, role: Role, fs: &NodeFs, exec: &Exec) -> Result<String
         .env("INSTALL_K3S_EXEC", server_or_agent)
         .env("INSTALL_K3S_SKIP_START", "true");
     cmd.env_remove_prefixes = vec!["K3S_".into(), "CONTAINERD_".into()];
-    exec.run_ok(&cmd)?;
+    exec.run_ok(&cmd.timeout(INSTALL_TIMEOUT))?;
     Ok(format!(
         "k3s {version} installed as {server_or_agent} from {how}"
     ))
@@ -239,7 +249,8 @@ pub fn ready(
             "-o",
             r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#,
         ],
-    );
+    )
+    .timeout(KUBECTL_TIMEOUT);
     if exec.dry() {
         would(&format!(
             "repeat until it prints True (up to {}): {cmd}",
@@ -252,6 +263,10 @@ pub fn ready(
             .poll(&cmd)
             .map_err(|e| format!("cannot run {K3S_BIN}: {e}"))?;
         match out.stdout.trim() {
+            _ if out.timed_out => Err(format!(
+                "kubectl did not answer within {}",
+                human(KUBECTL_TIMEOUT)
+            )),
             "True" if out.success() => Ok(Some(())),
             _ if !out.success() => Err(out.last_words()),
             other => Err(format!("Ready={other:?}")),
@@ -264,4 +279,35 @@ pub fn ready(
         ))
     })?;
     Ok(format!("node {name} is Ready"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::{Output, RecordingRunner};
+
+    #[test]
+    fn a_kubectl_that_never_answers_is_cut_off_and_named_in_the_readiness_error() {
+        let r = RecordingRunner::new(|cmd: &Cmd| {
+            assert_eq!(cmd.timeout, Some(KUBECTL_TIMEOUT), "{cmd}");
+            Output {
+                timed_out: true,
+                ..Output::default()
+            }
+        });
+        let fs = NodeFs::new("/nonexistent".into(), "/nonexistent".into(), false);
+        let e = ready(
+            "node-1",
+            Role::Server,
+            Duration::from_millis(1),
+            &fs,
+            &Exec::new(&r, false, false),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("last answer: kubectl did not answer within 60 s"),
+            "{e}"
+        );
+    }
 }

@@ -15,6 +15,7 @@ use crate::exec::Exec;
 use crate::node_fs::NodeFs;
 use crate::runner::Cmd;
 use piimg_contract::customize::Locale;
+use std::time::Duration;
 
 /// The time zone database on the node.
 pub const ZONEINFO: &str = "/usr/share/zoneinfo";
@@ -28,6 +29,10 @@ pub const DEFAULT_LOCALE: &str = "/etc/default/locale";
 pub const DEFAULT_KEYBOARD: &str = "/etc/default/keyboard";
 /// The program that generates the enabled locales.
 pub const LOCALE_GEN_BIN: &str = "/usr/sbin/locale-gen";
+/// Longest `locale-gen` may run: one locale takes seconds to a minute on a Pi; a
+/// bound so a stuck run (a card whose writes crawl, a wedged localedef) fails the
+/// step, which the next run retries, instead of holding up the node.
+pub const LOCALE_GEN_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// Applies `locale` (nothing when the card has no `[locale]`).
 pub fn apply(locale: Option<&Locale>, fs: &NodeFs, exec: &Exec) -> Result<String, Error> {
@@ -160,7 +165,7 @@ fn system_locale(name: &str, fs: &NodeFs, exec: &Exec) -> Result<String, Error> 
     )?;
     let generated = if !fs.exists(LOCALE_GEN_BIN) && !fs.dry() {
         format!("not generated: {LOCALE_GEN_BIN} is missing (package locales)")
-    } else if exec.run_ok_live(&Cmd::new(LOCALE_GEN_BIN, &[]))? {
+    } else if exec.run_ok_live(&Cmd::new(LOCALE_GEN_BIN, &[]).timeout(LOCALE_GEN_TIMEOUT))? {
         "generated".to_string()
     } else {
         "locale-gen left for the live system".to_string()

@@ -19,6 +19,15 @@ use std::time::Duration;
 /// Longest pause between two attempts.
 const CAP: Duration = Duration::from_secs(60);
 
+/// Longest one `apt-get update` or `apt-get install` may run: apt's own timeouts
+/// cover a connection that stalls, not a mirror that trickles or a maintainer script
+/// that waits for ever; 30 min is room for a large install on a Pi's SD card. A
+/// killed install is finished by the next run's `dpkg --configure -a`.
+pub const APT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Longest `dpkg --configure -a` may run (finishing an interrupted install), for the
+/// same reasons as [`APT_TIMEOUT`].
+pub const DPKG_CONFIGURE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
 /// What apt prints when it cannot reach a mirror.
 const UNREACHABLE: &[&str] = &[
     "Failed to fetch",
@@ -94,6 +103,7 @@ fn apt(program: &str, args: &[&str]) -> Cmd {
     Cmd::new(program, &all)
         .env("DEBIAN_FRONTEND", "noninteractive")
         .env("APT_LISTCHANGES_FRONTEND", "none")
+        .timeout(APT_TIMEOUT)
 }
 
 /// Installs `packages` with `apt_get` (default `apt-get`, run on the live system
@@ -131,8 +141,15 @@ pub fn install(
     ];
     install_args.extend(packages.iter().map(String::as_str));
     let install = apt(&program, &install_args);
-    let dpkg_configure =
-        Cmd::new("dpkg", &["--configure", "-a"]).env("DEBIAN_FRONTEND", "noninteractive");
+    let dpkg_configure = Cmd::new("dpkg", &["--configure", "-a"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .timeout(DPKG_CONFIGURE_TIMEOUT);
+    let killed = |what: &str, cmd: &Cmd| {
+        Error::failed(format!(
+            "packages: `{what}` did not finish within {} (killed with its child processes); the next run tries again",
+            human(cmd.timeout.unwrap_or_default())
+        ))
+    };
     let mut repaired = false;
     let mut attempts = 0;
     let mut last = (
@@ -155,6 +172,9 @@ pub fn install(
             Ok(o) => o,
             Err(e) => return Attempt::Stop(Some(e)),
         };
+        if out.timed_out {
+            return Attempt::Stop(Some(killed("apt-get update", &update)));
+        }
         if !out.success() || unreachable(&out) {
             last = (mirror(&out).unwrap_or_else(|| last.0.clone()), why(&out));
             return again(b);
@@ -163,6 +183,9 @@ pub fn install(
             Ok(o) => o,
             Err(e) => return Attempt::Stop(Some(e)),
         };
+        if out.timed_out {
+            return Attempt::Stop(Some(killed(&format!("apt-get install {list}"), &install)));
+        }
         if out.success() {
             Attempt::Done(())
         } else if interrupted(&out) && !repaired {
@@ -195,5 +218,61 @@ pub fn install(
             last.1,
             human(limit)
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::RecordingRunner;
+
+    #[test]
+    fn apt_runs_under_its_timeout_and_a_killed_apt_fails_the_step_at_once() {
+        let r = RecordingRunner::new(|cmd: &Cmd| {
+            assert_eq!(cmd.timeout, Some(APT_TIMEOUT), "{cmd}");
+            Output {
+                stdout: "Get:1 http://deb.debian.org/debian trixie InRelease\n".into(),
+                timed_out: true,
+                ..Output::default()
+            }
+        });
+        let e = install(
+            &["vim".into()],
+            Some(Path::new("apt-get")),
+            Duration::from_secs(3600),
+            &Exec::new(&r, false, false),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "packages: `apt-get update` did not finish within 30 min (killed with its child processes); the next run tries again"
+        );
+        assert_eq!(r.calls().len(), 1, "no retry after a kill: {:?}", r.calls());
+    }
+
+    #[test]
+    fn a_killed_install_names_the_packages() {
+        let r = RecordingRunner::new(|cmd: &Cmd| {
+            if cmd.args.iter().any(|a| a == "install") {
+                Output {
+                    timed_out: true,
+                    ..Output::default()
+                }
+            } else {
+                Output::ok("")
+            }
+        });
+        let e = install(
+            &["vim".into(), "git".into()],
+            Some(Path::new("apt-get")),
+            Duration::from_secs(3600),
+            &Exec::new(&r, false, false),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("packages: `apt-get install vim git` did not finish within 30 min"),
+            "{e}"
+        );
     }
 }
