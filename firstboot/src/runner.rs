@@ -323,6 +323,28 @@ mod tests {
     }
 
     #[test]
+    fn a_background_child_is_left_alone_unless_it_keeps_the_output_open() {
+        // Detached from the output: the command is done when its leader exits.
+        let out = SystemRunner
+            .run(&sh("sleep 300 >/dev/null 2>&1 & echo $!").timeout(Duration::from_secs(20)))
+            .unwrap();
+        assert!(out.success() && !out.timed_out, "{out:?}");
+        let pid = out.stdout.trim();
+        assert!(
+            !gone(pid),
+            "a detached child must survive its parent's success"
+        );
+        // SAFETY: kill(2) on the sleep this test started.
+        unsafe { libc::kill(pid.parse().unwrap(), libc::SIGKILL) };
+        // Holding the output: the command is not done until the timeout kills it.
+        let out = SystemRunner
+            .run(&sh("sleep 300 & echo leader done").timeout(Duration::from_millis(500)))
+            .unwrap();
+        assert!(out.timed_out, "{out:?}");
+        assert_eq!(out.stdout, "leader done\n");
+    }
+
+    #[test]
     fn without_a_timeout_a_command_runs_to_its_end_and_reads_no_input() {
         let out = SystemRunner.run(&sh("sleep 1; cat; echo done")).unwrap();
         assert_eq!((out.code, out.stdout.as_str()), (Some(0), "done\n"));
