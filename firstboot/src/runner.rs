@@ -345,6 +345,29 @@ mod tests {
     }
 
     #[test]
+    fn output_held_by_a_process_outside_the_group_delays_the_end_only_briefly() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("escaped.pid");
+        let start = Instant::now();
+        let out = SystemRunner
+            .run(
+                &sh(&format!(
+                    "setsid sh -c 'echo $$ > {}; exec sleep 300' & echo started; sleep 300",
+                    pid_file.display()
+                ))
+                .timeout(Duration::from_secs(1)),
+            )
+            .unwrap();
+        let took = start.elapsed();
+        let escaped = std::fs::read_to_string(&pid_file).unwrap();
+        // SAFETY: kill(2) on the sleep this test started.
+        unsafe { libc::kill(escaped.trim().parse().unwrap(), libc::SIGKILL) };
+        assert!(out.timed_out, "{out:?}");
+        assert_eq!(out.stdout, "started\n");
+        assert!(took < Duration::from_secs(6), "{took:?}");
+    }
+
+    #[test]
     fn without_a_timeout_a_command_runs_to_its_end_and_reads_no_input() {
         let out = SystemRunner.run(&sh("sleep 1; cat; echo done")).unwrap();
         assert_eq!((out.code, out.stdout.as_str()), (Some(0), "done\n"));

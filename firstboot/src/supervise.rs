@@ -8,18 +8,19 @@
 
 use std::io::{Read, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a timed-out process group has between SIGTERM and SIGKILL.
 pub const GRACE: Duration = Duration::from_secs(5);
 
-/// How long, after SIGKILL, the agent waits for the output pipes to close: a process
-/// that left the group (`setsid`) may hold them for ever; its output is then cut.
+/// How long, once the group is gone, the agent waits for the output pipes to close: a
+/// process that left the group (`setsid`) may hold them for ever; its output is cut.
 const DRAIN: Duration = Duration::from_secs(2);
 
-/// How often the group is checked for survivors during the grace period.
+/// How often an exit is looked for where no event announces it: the leader's, once
+/// its pipes closed, under a deadline; the group's survivors after SIGTERM.
 const TICK: Duration = Duration::from_millis(20);
 
 /// What a supervised child produced.
@@ -35,50 +36,70 @@ pub struct Finished {
     pub timed_out: bool,
 }
 
-enum Event {
-    Exited(Option<ExitStatus>),
-    Closed,
-}
-
-/// The state of one run: what has ended so far.
+/// The state of one run: the child and which of its pipes are still open.
 struct Watch {
-    events: Receiver<Event>,
-    status: Option<Option<ExitStatus>>,
+    child: Child,
+    /// One message per output pipe that reached its end.
+    closed: Receiver<()>,
     open_pipes: usize,
+    /// `Some` once the child was reaped (its status, `None` if waiting failed).
+    exit: Option<Option<ExitStatus>>,
 }
 
 impl Watch {
-    fn done(&self) -> bool {
-        self.status.is_some() && self.open_pipes == 0
-    }
-
-    fn take(&mut self, e: Event) {
-        match e {
-            Event::Exited(s) => self.status = Some(s),
-            Event::Closed => self.open_pipes = self.open_pipes.saturating_sub(1),
+    /// Reaps the child if it has exited; true once it has.
+    fn exited(&mut self) -> bool {
+        if self.exit.is_none() {
+            match self.child.try_wait() {
+                Ok(None) => {}
+                Ok(Some(s)) => self.exit = Some(Some(s)),
+                Err(_) => self.exit = Some(None),
+            }
         }
+        self.exit.is_some()
     }
 
-    /// Takes events until everything ended or `until` passed; true if everything ended.
+    /// Waits until the child exited and closed its output, or until `until`
+    /// passed; true if it did. Pipes are waited for on a channel; the exit, once
+    /// the pipes are closed, by `wait` (no deadline) or every [`TICK`].
     fn wait_until(&mut self, until: Option<Instant>) -> bool {
-        while !self.done() {
+        while self.open_pipes > 0 {
             let got = match until {
                 None => self
-                    .events
+                    .closed
                     .recv()
                     .map_err(|_| RecvTimeoutError::Disconnected),
                 Some(t) => self
-                    .events
+                    .closed
                     .recv_timeout(t.saturating_duration_since(Instant::now())),
             };
             match got {
-                Ok(e) => self.take(e),
-                // Every sender gone: nothing more will end.
-                Err(RecvTimeoutError::Disconnected) => return self.done(),
-                Err(RecvTimeoutError::Timeout) => return false,
+                Ok(()) => self.open_pipes -= 1,
+                // Every reader gone: no pipe is read any more.
+                Err(RecvTimeoutError::Disconnected) => self.open_pipes = 0,
+                Err(RecvTimeoutError::Timeout) => {
+                    // Reap an exited leader anyway: a zombie would keep its group alive.
+                    self.exited();
+                    return false;
+                }
             }
         }
-        true
+        let Some(t) = until else {
+            if self.exit.is_none() {
+                self.exit = Some(self.child.wait().ok());
+            }
+            return true;
+        };
+        loop {
+            if self.exited() {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= t {
+                return false;
+            }
+            std::thread::sleep(TICK.min(t - now));
+        }
     }
 }
 
@@ -104,31 +125,42 @@ pub fn run(
     }
     let start = Instant::now();
     let mut child = command.spawn()?;
-    let (tx, events) = channel();
+    let (tx, closed) = channel();
     let stdout = Arc::new(Mutex::new(Vec::new()));
     let stderr = Arc::new(Mutex::new(Vec::new()));
     let mut open_pipes = 0;
+    let mut started = Ok(());
     if let Some(pipe) = child.stdout.take() {
-        drain(pipe, stdout.clone(), tx.clone());
+        started = started.and_then(|_| drain(pipe, stdout.clone(), tx.clone()));
         open_pipes += 1;
     }
     if let Some(pipe) = child.stderr.take() {
-        drain(pipe, stderr.clone(), tx.clone());
+        started = started.and_then(|_| drain(pipe, stderr.clone(), tx.clone()));
         open_pipes += 1;
     }
     if let (Some(mut pipe), Some(text)) = (child.stdin.take(), input) {
         let text = text.to_string();
-        // A program that exits without reading all of it reports why itself.
-        std::thread::spawn(move || {
-            let _ = pipe.write_all(text.as_bytes());
+        started = started.and_then(|_| {
+            std::thread::Builder::new()
+                .name("cmd-stdin".into())
+                // A program that exits without reading all of it reports why itself.
+                .spawn(move || drop(pipe.write_all(text.as_bytes())))
+                .map(drop)
         });
     }
+    drop(tx);
+    if let Err(e) = started {
+        // No thread to read its output: the program must not run unwatched.
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
     let group = child.id() as libc::pid_t;
-    reap(child, tx);
     let mut watch = Watch {
-        events,
-        status: None,
+        child,
+        closed,
         open_pipes,
+        exit: None,
     };
     let timed_out = !watch.wait_until(timeout.map(|t| start + t));
     if timed_out {
@@ -139,7 +171,7 @@ pub fn run(
         status: if timed_out {
             None
         } else {
-            watch.status.flatten()
+            watch.exit.flatten()
         },
         stdout: take(&stdout),
         stderr: take(&stderr),
@@ -147,35 +179,31 @@ pub fn run(
     })
 }
 
-/// Copies `pipe` into `buf` until it closes, then says so.
+/// Copies `pipe` into `buf` on a thread of its own until it closes, then says so.
 fn drain(
     mut pipe: impl Read + Send + 'static,
     buf: Arc<Mutex<Vec<u8>>>,
-    tx: std::sync::mpsc::Sender<Event>,
-) {
-    std::thread::spawn(move || {
-        let mut chunk = [0u8; 8192];
-        loop {
-            match pipe.read(&mut chunk) {
-                Ok(0) => break,
-                Ok(n) => {
-                    if let Ok(mut b) = buf.lock() {
-                        b.extend_from_slice(&chunk[..n]);
+    closed: Sender<()>,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("cmd-output".into())
+        .spawn(move || {
+            let mut chunk = [0u8; 8192];
+            loop {
+                match pipe.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if let Ok(mut b) = buf.lock() {
+                            b.extend_from_slice(&chunk[..n]);
+                        }
                     }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
             }
-        }
-        let _ = tx.send(Event::Closed);
-    });
-}
-
-/// Waits for `child` to exit, then says so with its status.
-fn reap(mut child: Child, tx: std::sync::mpsc::Sender<Event>) {
-    std::thread::spawn(move || {
-        let _ = tx.send(Event::Exited(child.wait().ok()));
-    });
+            let _ = closed.send(());
+        })
+        .map(drop)
 }
 
 /// Sends `signal` to every process of `group`; false when none is left.
@@ -187,22 +215,26 @@ fn signal(group: libc::pid_t, signal: libc::c_int) -> bool {
     std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
-/// SIGTERM to the group, up to [`GRACE`] for it to end, then SIGKILL; returns when
-/// the leader was reaped, the pipes closed and no process of the group is left (or,
-/// after SIGKILL, at the latest after [`GRACE`] and [`DRAIN`]).
+/// SIGTERM to the group, up to [`GRACE`] for it to end, then SIGKILL; returns once
+/// no process of the group is left (after SIGKILL at the latest after another
+/// [`GRACE`]: a process stuck in the kernel cannot be waited for).
 fn end_group(group: libc::pid_t, watch: &mut Watch) {
     if signal(group, libc::SIGTERM) && !settle(group, watch, Instant::now() + GRACE) {
         signal(group, libc::SIGKILL);
-        // The leader cannot outlive SIGKILL; pipes held outside the group are given up on.
-        settle(group, watch, Instant::now() + GRACE + DRAIN);
+        settle(group, watch, Instant::now() + GRACE);
     }
 }
 
-/// Waits until the run ended and `group` is empty, or until `until`; true if so.
+/// Waits until `group` is empty (its leader reaped) or until `until`; true if it
+/// is. Output pipes still open then are held by a process outside the group
+/// (`setsid`): they get [`DRAIN`] to close, then are given up on.
 fn settle(group: libc::pid_t, watch: &mut Watch, until: Instant) -> bool {
     loop {
         let ended = watch.wait_until(Some((Instant::now() + TICK).min(until)));
-        if ended && !signal(group, 0) {
+        if !signal(group, 0) {
+            if !ended {
+                watch.wait_until(Some(Instant::now() + DRAIN));
+            }
             return true;
         }
         if Instant::now() >= until {
