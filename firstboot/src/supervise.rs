@@ -90,6 +90,9 @@ impl Watch {
             }
             return true;
         };
+        // The pipes close a moment before the exit is visible: look again soon, then
+        // less often.
+        let mut pause = Duration::from_millis(1);
         loop {
             if self.exited() {
                 return true;
@@ -98,7 +101,8 @@ impl Watch {
             if now >= t {
                 return false;
             }
-            std::thread::sleep(TICK.min(t - now));
+            std::thread::sleep(pause.min(t - now));
+            pause = (pause * 2).min(TICK);
         }
     }
 }
