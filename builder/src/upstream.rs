@@ -97,6 +97,9 @@ pub struct FirstBootFacts {
     pub sudoers_nopasswd: String,
     /// The link that enables `userconfig.service`.
     pub userconfig_service: String,
+    /// cloud-init's once-per-instance semaphores of `runcmd` (writes the script) and
+    /// `scripts_user` (runs it); written before the module runs, so a cut leaves them.
+    pub cloud_init_runcmd_semaphores: Vec<String>,
 }
 
 /// FAT rules of the file-system block map.

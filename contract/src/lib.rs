@@ -43,6 +43,10 @@ pub const AIRGAP_DIR: &str = "piimg/airgap";
 pub const AGENT_INSTALL_PATH: &str = "/usr/local/sbin/piimg-firstboot";
 /// The systemd unit (rendered by the builder into [`NodeConfig::files`]) that runs phase 2.
 pub const AGENT_UNIT: &str = "piimg-firstboot.service";
+/// Written once phase 1 has handed off on a cloud-init image: until it exists, the
+/// card's user-data re-arms cloud-init's once-per-instance `runcmd` on every boot, so
+/// a power cut or a failed step in phase 1 is resumed on the next boot.
+pub const PHASE1_DONE_FILE: &str = "/var/lib/piimg/phase1-done";
 /// The agent's persisted state machine on the root filesystem.
 pub const STATE_FILE: &str = "/var/lib/piimg/state.json";
 /// Where a server card's limited node-cleaner client certificate lands (a secret file).

@@ -172,7 +172,7 @@ pub fn run(
         }
     }
     if phase == Phase::Local {
-        steps::boot_hook::after_handoff(&cfg.boot, &exec)?;
+        steps::boot_hook::after_handoff(&cfg.boot, &fs, &exec)?;
     }
     Ok(if opts.dry_run {
         Outcome::DryRun

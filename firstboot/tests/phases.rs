@@ -299,6 +299,42 @@ fn trixie_cloud_init_card_keeps_cmdline_and_does_not_reboot() {
 }
 
 #[test]
+fn a_trixie_card_marks_phase1_done_only_once_handoff_is_saved() {
+    // The card's user-data re-arms cloud-init's runcmd on every boot until this file
+    // exists: it must not appear before phase 1 has really handed off.
+    use piimg_contract::PHASE1_DONE_FILE;
+    use piimg_firstboot::agent::{CRASH_ENV, CRASH_EXIT};
+    let f = Fixture::new(
+        AGENT.as_ref(),
+        &node_config(Role::Server, true, cloud_init_hook()),
+    );
+    for cut in ["user:after", "handoff:unsaved"] {
+        let out = f.cmd().env(CRASH_ENV, cut).output().unwrap();
+        assert_eq!(out.status.code(), Some(CRASH_EXIT), "{cut}");
+        assert!(
+            !f.path(PHASE1_DONE_FILE).exists(),
+            "{PHASE1_DONE_FILE} written before the handoff was saved ({cut})"
+        );
+    }
+    let out = f.run(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(f.status().steps.iter().any(|s| s.name == "handoff"));
+    assert!(f.read(PHASE1_DONE_FILE).starts_with("phase 1 handed off"));
+    // A Bookworm card (its cmdline.txt hook is removed instead) gets no such file.
+    let b = Fixture::new(
+        AGENT.as_ref(),
+        &node_config(Role::Server, true, bookworm_hook()),
+    );
+    b.run(&[]);
+    assert!(b.status().steps.iter().any(|s| s.name == "handoff"));
+    assert!(!b.path(PHASE1_DONE_FILE).exists());
+}
+
+#[test]
 fn dry_run_prints_actions_and_changes_nothing() {
     let f = Fixture::new(
         AGENT.as_ref(),

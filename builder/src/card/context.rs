@@ -2,7 +2,9 @@
 //! (values derived from it that templates should not have to compute).
 
 use crate::plan::NodePlan;
-use piimg_contract::{AGENT_FILE, AGENT_INSTALL_PATH, AGENT_UNIT, BOOT_MOUNT, Role};
+use piimg_contract::{
+    AGENT_FILE, AGENT_INSTALL_PATH, AGENT_UNIT, BOOT_MOUNT, PHASE1_DONE_FILE, Role,
+};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;
@@ -49,6 +51,10 @@ pub struct CardValues {
     pub agent_install_path: &'static str,
     /// The phase-2 unit's name.
     pub agent_unit: &'static str,
+    /// The agent's "phase 1 handed off" file (user-data re-arms runcmd until it exists).
+    pub phase1_done_file: &'static str,
+    /// cloud-init's semaphores that user-data deletes to re-arm runcmd (upstream.toml).
+    pub runcmd_semaphores: String,
     /// NetworkManager connection id.
     pub keyfile_id: String,
     /// NetworkManager connection UUID, stable per cluster and node.
@@ -161,6 +167,11 @@ impl CardValues {
             agent_path: format!("{BOOT_MOUNT}/{AGENT_FILE}"),
             agent_install_path: AGENT_INSTALL_PATH,
             agent_unit: AGENT_UNIT,
+            phase1_done_file: PHASE1_DONE_FILE,
+            runcmd_semaphores: crate::upstream::facts()
+                .first_boot
+                .cloud_init_runcmd_semaphores
+                .join(" "),
             keyfile_id: format!("piimg-{}", net.interface),
             keyfile_uuid: stable_uuid(&format!("{}/{}/{}", plan.cluster, plan.name, net.interface)),
             instance_id: String::new(),

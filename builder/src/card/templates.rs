@@ -429,5 +429,19 @@ mod tests {
         );
         let runcmd = serde_yaml_ng::to_string(&ud["runcmd"]).unwrap();
         assert!(runcmd.contains("piimg-firstboot"), "{runcmd}");
+        // Every boot re-arms runcmd until phase 1 has handed off.
+        assert_eq!(
+            ud["bootcmd"][1],
+            serde_yaml_ng::Value::Sequence(
+                [
+                    "sh",
+                    "-c",
+                    "test -e /var/lib/piimg/phase1-done || rm -f /var/lib/cloud/instance/sem/config_runcmd /var/lib/cloud/instance/sem/config_scripts_user",
+                ]
+                .into_iter()
+                .map(|a| serde_yaml_ng::Value::String(a.into()))
+                .collect()
+            )
+        );
     }
 }

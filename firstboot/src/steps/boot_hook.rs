@@ -5,7 +5,7 @@ use crate::error::Error;
 use crate::exec::Exec;
 use crate::node_fs::NodeFs;
 use crate::runner::Cmd;
-use piimg_contract::{AGENT_UNIT, BootHook};
+use piimg_contract::{AGENT_UNIT, BootHook, PHASE1_DONE_FILE};
 
 /// cmdline.txt on the boot partition.
 pub const CMDLINE: &str = "cmdline.txt";
@@ -56,9 +56,18 @@ pub fn handoff(boot: &BootHook) -> String {
 }
 
 /// Runs after `handoff` is persisted: Bookworm reboots (by `systemd.run_success_action`
-/// when the hook set it, else `systemctl reboot`); Trixie starts the phase-2 unit.
-/// Only on the live system; under `--root` it says what it would do.
-pub fn after_handoff(boot: &BootHook, exec: &Exec) -> Result<(), Error> {
+/// when the hook set it, else `systemctl reboot`); Trixie writes [`PHASE1_DONE_FILE`]
+/// (the user-data stops re-arming `runcmd`) and starts the phase-2 unit. Commands run
+/// only on the live system; under `--root` it says what it would do.
+pub fn after_handoff(boot: &BootHook, fs: &NodeFs, exec: &Exec) -> Result<(), Error> {
+    if let BootHook::CloudInit { .. } = boot {
+        fs.put(
+            PHASE1_DONE_FILE,
+            0o644,
+            b"phase 1 handed off; cloud-init's runcmd is no longer re-armed\n",
+            Some((0, 0)),
+        )?;
+    }
     let cmds: Vec<Cmd> = match boot {
         BootHook::SystemdRun { cmdline_args } => {
             if cmdline_args
