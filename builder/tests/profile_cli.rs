@@ -513,6 +513,24 @@ fn init_writes_a_valid_profile_and_never_overwrites() {
 }
 
 #[test]
+fn init_with_a_key_file_not_there_yet_writes_the_profile_and_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = piimg(dir.path(), dir.path())
+        .args(["init", "-p", "lab.toml", "--ssh-key-file", "keys/me.pub"])
+        .output()
+        .unwrap();
+    ok(&out);
+    assert!(dir.path().join("lab.toml").is_file());
+    assert!(
+        text(&out.stderr).contains(
+            "warning: access.ssh_key_files[0]: cannot read ./keys/me.pub: No such file or directory (os error 2); build and flash refuse to run without it;"
+        ) && text(&out.stderr).contains("(edit lab.toml before building)"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn init_refuses_options_that_make_an_invalid_profile() {
     let dir = tempfile::tempdir().unwrap();
     let out = piimg(dir.path(), dir.path())
