@@ -2015,7 +2015,10 @@ fn the_reference_profile_builds_with_the_key_in_home() {
     let img = env.path("out/pi5-master-1.img");
     fsck_clean(&img);
     let node = piimg_contract::NodeConfig::from_json(&mtype(&img, "piimg/node.json")).unwrap();
-    assert_eq!(node.admin.ssh_authorized_keys, std::slice::from_ref(&home.key));
+    assert_eq!(
+        node.admin.ssh_authorized_keys,
+        std::slice::from_ref(&home.key)
+    );
     assert!(env.path("homelab.secrets").is_dir());
 }
 
