@@ -36,22 +36,45 @@ pub fn text_with_home(home: &Path) -> String {
     )
 }
 
-/// The reference profile with a generated key file (one per test binary, under
-/// cargo's CARGO_TARGET_TMPDIR), for tests that load it in-process.
+/// The reference profile with a generated key file (made once, kept under cargo's
+/// CARGO_TARGET_TMPDIR), for tests that load it in-process.
 pub fn text() -> String {
-    text_with_home(shared_home().path())
+    text_with_home(&shared_home().path)
 }
 
-/// The [`KeyHome`] behind [`text`].
+/// The HOME behind [`text`]: `reference-home` in CARGO_TARGET_TMPDIR, made once
+/// (atomically, so test binaries running at once agree on it) and then reused.
 pub fn shared_home() -> &'static KeyHome {
     static HOME: OnceLock<KeyHome> = OnceLock::new();
-    HOME.get_or_init(|| KeyHome::in_dir(Path::new(env!("CARGO_TARGET_TMPDIR"))))
+    HOME.get_or_init(|| {
+        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let path = tmp.join("reference-home");
+        let read = || std::fs::read_to_string(path.join(".ssh/id_ed25519.pub")).ok();
+        if read().is_none() {
+            let fresh = KeyHome::in_dir(tmp);
+            let made = fresh.dir.expect("a fresh home").keep();
+            // Another test binary may have won the race: then its home is the one.
+            if std::fs::rename(&made, &path).is_err() {
+                std::fs::remove_dir_all(&made).unwrap();
+            }
+        }
+        let key = read()
+            .expect("the shared home holds a key")
+            .trim()
+            .to_string();
+        KeyHome {
+            dir: None,
+            path,
+            key,
+        }
+    })
 }
 
 /// A HOME holding `.ssh/id_ed25519.pub` with a freshly generated ed25519 public key
-/// (removed on drop).
+/// (removed on drop, but for [`shared_home`]'s).
 pub struct KeyHome {
-    dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
+    path: PathBuf,
     /// The public key line in the file.
     pub key: String,
 }
@@ -71,12 +94,16 @@ impl KeyHome {
         let key = generated_key();
         std::fs::create_dir(dir.path().join(".ssh")).unwrap();
         std::fs::write(dir.path().join(".ssh/id_ed25519.pub"), format!("{key}\n")).unwrap();
-        KeyHome { dir, key }
+        KeyHome {
+            path: dir.path().to_path_buf(),
+            dir: Some(dir),
+            key,
+        }
     }
 
     /// The directory to pass as `HOME`.
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.path
     }
 }
 
