@@ -225,6 +225,16 @@ pub enum BuildError {
     /// SSH keys could not be resolved.
     #[error(transparent)]
     Keys(#[from] KeyError),
+    /// The profile's own key sources (placeholder, key files) rule out a card, known
+    /// before any download.
+    #[error("{}: {source}", .profile.display())]
+    ProfileKeys {
+        /// The profile.
+        profile: PathBuf,
+        /// Why.
+        #[source]
+        source: KeyError,
+    },
     /// No plan could be made.
     #[error(transparent)]
     Plan(#[from] PlanError),
@@ -391,13 +401,29 @@ pub fn build(req: &BuildRequest, out: &Reporter) -> Result<BuildReport, BuildErr
     Ok(report)
 }
 
+/// The checks of the profile's keys that need no network: no placeholder, every key
+/// file readable, and (`offline`) at least one key without GitHub's.
+fn local_keys(profile: &Profile, offline: bool) -> Result<(), KeyError> {
+    keys::no_placeholder(profile)?;
+    let local = keys::resolve(profile, keys::KeySources::Local)?;
+    if offline {
+        keys::for_card(profile, local, keys::KeySources::Local)?;
+    }
+    Ok(())
+}
+
 /// Everything [`build`] does before writing images: validate the profile, check the
 /// base, open (or create) the secrets and CA, plan, and render each node's card.
 pub fn prepare(req: &BuildRequest, out: &Reporter) -> Result<Prepared, BuildError> {
     interrupt::install();
     let profile = profile::load(&req.profile)?;
     let findings = profile::validate(&profile);
-    for w in &findings.warnings {
+    // A key file that cannot be read is a warning for `validate`, an error below.
+    for w in findings
+        .warnings
+        .iter()
+        .filter(|w| !w.field.starts_with("access.ssh_key_files["))
+    {
         out.warn(format!("{}: {w}", req.profile.display()));
     }
     if !findings.is_ok() {
@@ -415,17 +441,12 @@ pub fn prepare(req: &BuildRequest, out: &Reporter) -> Result<Prepared, BuildErro
         }
     }
     let build_time = build_time()?;
-    // A key set nobody can log in with is known without the network: refuse it
-    // before a download.
-    if req.offline {
-        keys::for_card(
-            &profile,
-            keys::resolve(&profile, keys::KeySources::Local)?,
-            keys::KeySources::Local,
-        )?;
-    } else {
-        keys::no_placeholder(&profile)?;
-    }
+    // A key set nobody can log in with, or a key file that cannot be read, is known
+    // without the network: refuse it before a download.
+    local_keys(&profile, req.offline).map_err(|source| BuildError::ProfileKeys {
+        profile: req.profile.clone(),
+        source,
+    })?;
 
     // The base is checked (sanity, release, first-boot mechanism) before anything is
     // created or built.

@@ -1961,3 +1961,134 @@ fn the_placeholder_key_and_an_offline_github_only_key_set_are_refused_before_any
     );
     assert!(!env.path("lab.secrets").exists());
 }
+
+/// A scratch directory (cache, out/) holding a copy of the reference profile as
+/// shipped, `homelab.toml`, whose key file is `~/.ssh/id_ed25519.pub`.
+fn reference_env() -> Env {
+    let env = Env::new();
+    std::fs::write(env.path("homelab.toml"), support::reference::shipped_text()).unwrap();
+    env
+}
+
+/// `piimg ARGS...` in `env` with `home` as HOME and nothing reachable outside
+/// 127.0.0.1 (the OS list's address answers nothing).
+fn piimg_at_home(env: &Env, home: &Path, args: &[&str]) -> std::process::Output {
+    env.piimg()
+        .env("HOME", home)
+        .env_remove("XDG_CACHE_HOME")
+        .env("PIIMG_OS_LIST_URL", "http://127.0.0.1:9/os_list.json")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_reference_profile_builds_with_the_key_in_home() {
+    let home = support::reference::KeyHome::new();
+    // The generated key is one OpenSSH itself reads (when ssh-keygen is installed).
+    if let Ok(out) = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(home.path().join(".ssh/id_ed25519.pub"))
+        .output()
+    {
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let env = reference_env();
+    let b = base("trixie");
+    let b = b.to_str().unwrap();
+    let out = piimg_at_home(
+        &env,
+        home.path(),
+        &[
+            "--quiet",
+            "build",
+            "-p",
+            "homelab.toml",
+            "--node",
+            "pi5-master-1",
+            "--offline",
+            "--base",
+            b,
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let img = env.path("out/pi5-master-1.img");
+    fsck_clean(&img);
+    let node = piimg_contract::NodeConfig::from_json(&mtype(&img, "piimg/node.json")).unwrap();
+    assert_eq!(
+        node.admin.ssh_authorized_keys,
+        std::slice::from_ref(&home.key)
+    );
+    assert!(env.path("homelab.secrets").is_dir());
+}
+
+#[test]
+fn the_reference_profile_without_the_key_file_is_refused_before_anything() {
+    let home = tempfile::tempdir().unwrap();
+    let env = reference_env();
+    let b = base("bookworm");
+    let b = b.to_str().unwrap();
+    let want = format!(
+        "error: homelab.toml: access.ssh_key_files[0]: cannot read {}/.ssh/id_ed25519.pub: No such file or directory (os error 2); `ssh-keygen -t ed25519` creates ~/.ssh/id_ed25519.pub; or list another key file, an inline key (ssh_keys) or github_users in [access]",
+        home.path().display()
+    );
+    let nothing_made = |what: &str| {
+        let mut left: Vec<String> = std::fs::read_dir(env.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["homelab.toml", "lab.toml"], "{what}");
+        assert_eq!(std::fs::read_dir(home.path()).unwrap().count(), 0, "{what}");
+    };
+    let refused = |what: &str, args: &[&str]| {
+        let out = piimg_at_home(&env, home.path(), args);
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", stderr(&out));
+        nothing_made(what);
+        stderr(&out)
+    };
+    let node = ["-p", "homelab.toml", "--node", "pi5-master-1"];
+    let offline = ["--offline", "--base", b];
+    // Offline from a base; online, before the OS list is asked for.
+    let err = refused(
+        "build --offline",
+        &[&["--quiet", "build"][..], &node, &offline].concat(),
+    );
+    assert_eq!(err.trim_end(), want);
+    let err = refused("build", &[&["--quiet", "build"][..], &node].concat());
+    assert_eq!(err.trim_end(), want);
+    // Without --quiet the key file is named once, by the error (no warning too).
+    let err = refused(
+        "build --all",
+        &[
+            "build",
+            "-p",
+            "homelab.toml",
+            "--all",
+            "--offline",
+            "--base",
+            b,
+        ],
+    );
+    assert_eq!(err.matches("ssh_key_files").count(), 1, "{err}");
+    assert!(err.trim_end().ends_with(&want), "{err}");
+    // flash --node composes through the same preparation: refused the same way,
+    // before any device is looked at.
+    let card = env.dir.path().join("no-such-card");
+    let card = card.to_str().unwrap();
+    let err = refused(
+        "flash --node",
+        &[&["--quiet", "flash"][..], &node, &offline, &[card]].concat(),
+    );
+    assert_eq!(err.trim_end(), want);
+    // --json: one document with the same message.
+    let out = piimg_at_home(
+        &env,
+        home.path(),
+        &[&["--json", "build"][..], &node, &offline].concat(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["error"], want.trim_start_matches("error: "));
+    nothing_made("build --json");
+}

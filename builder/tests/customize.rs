@@ -8,11 +8,13 @@ use piimg::profile::secrets::ClusterState;
 use piimg::profile::{self, Profile};
 use piimg_contract::NodeConfig;
 use piimg_contract::customize::{FileOwner, Locale, RunOnce};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+mod support;
+
+/// The reference profile with its key file in a generated HOME, not this machine's.
 fn reference_text() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/homelab.toml"))
-        .unwrap()
+    support::reference::text()
 }
 
 /// The reference profile plus `extra`, written into a temp dir (for `source` files).

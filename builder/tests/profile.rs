@@ -8,16 +8,23 @@ use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+mod support;
+
+use support::reference;
+
 fn reference_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/homelab.toml")
+    reference::path()
 }
 
+/// The reference profile with its key file in a generated HOME, not this machine's.
 fn reference_text() -> String {
-    std::fs::read_to_string(reference_path()).unwrap()
+    reference::text()
 }
 
 fn reference() -> Profile {
-    profile::load(&reference_path()).unwrap()
+    let mut p = profile::parse(&reference_text(), &reference_path()).unwrap();
+    p.path = reference_path();
+    p
 }
 
 #[test]
@@ -25,24 +32,64 @@ fn reference_profile_validates_clean() {
     let p = reference();
     let f = profile::validate(&p);
     assert!(f.errors.is_empty(), "{:#?}", f.errors);
-    // Three warnings: the placeholder key (build and flash refuse it), the servers'
-    // etcd on SD cards, and their snapshots only there (no [k3s.etcd_s3]).
-    assert_eq!(f.warnings.len(), 3, "{:#?}", f.warnings);
-    assert_eq!(f.warnings[0].field, "access.ssh_keys[0]");
+    // Two warnings: the servers' etcd on SD cards, and their snapshots only there
+    // (no [k3s.etcd_s3]).
+    assert_eq!(f.warnings.len(), 2, "{:#?}", f.warnings);
     assert!(
         f.warnings[0]
             .message
-            .contains("placeholder key (comment REPLACE-ME…): nobody can log in with it, so build and flash refuse it"),
+            .starts_with("embedded etcd on SD cards (pi5-master-1, pi5-master-2, pi5-master-3)")
+    );
+    assert_eq!(f.warnings[0].field, "nodes");
+    assert_eq!(f.warnings[1].field, "k3s.etcd_s3");
+    // Its one key is the one in the key file.
+    let keys = piimg::profile::keys::resolve(&p, piimg::profile::keys::KeySources::Local).unwrap();
+    assert_eq!(keys, [reference::shared_home().key.clone()]);
+}
+
+#[test]
+fn reference_profile_without_its_key_file_warns_and_still_plans() {
+    use piimg::profile::keys::{self, KeyError, KeySources};
+    let home = tempfile::tempdir().unwrap();
+    let mut p = profile::parse(&reference::text_with_home(home.path()), &reference_path()).unwrap();
+    p.path = reference_path();
+    let missing = home.path().join(".ssh/id_ed25519.pub");
+    let f = profile::validate(&p);
+    assert!(f.errors.is_empty(), "{:#?}", f.errors);
+    assert_eq!(f.warnings.len(), 3, "{:#?}", f.warnings);
+    assert_eq!(f.warnings[0].field, "access.ssh_key_files[0]");
+    assert_eq!(
+        f.warnings[0].message,
+        format!(
+            "cannot read {}: No such file or directory (os error 2); build and flash refuse to run without it; `ssh-keygen -t ed25519` creates ~/.ssh/id_ed25519.pub; or list another key file, an inline key (ssh_keys) or github_users in [access]",
+            missing.display()
+        )
+    );
+    // What build refuses with, and what validate and plan go on without.
+    assert_eq!(
+        keys::resolve(&p, KeySources::Local).unwrap_err(),
+        KeyError::KeyFile {
+            index: 0,
+            path: missing.clone(),
+            reason: "No such file or directory (os error 2)".into()
+        }
+    );
+    assert_eq!(
+        keys::resolve_readable(&p, KeySources::Local).unwrap(),
+        Vec::<String>::new()
+    );
+    // A directory where the file should be cannot be read either.
+    std::fs::create_dir_all(&missing).unwrap();
+    let f = profile::validate(&p);
+    assert!(f.errors.is_empty(), "{:#?}", f.errors);
+    assert!(
+        f.warnings[0].message.starts_with(&format!(
+            "cannot read {}: Is a directory",
+            missing.display()
+        )),
         "{}",
         f.warnings[0].message
     );
-    assert!(
-        f.warnings[1]
-            .message
-            .starts_with("embedded etcd on SD cards (pi5-master-1, pi5-master-2, pi5-master-3)")
-    );
-    assert_eq!(f.warnings[1].field, "nodes");
-    assert_eq!(f.warnings[2].field, "k3s.etcd_s3");
 }
 
 #[test]
@@ -407,13 +454,11 @@ fn errors_after(edits: &[(&str, &str)]) -> Vec<String> {
         .collect()
 }
 
-/// The warnings besides the reference profile's placeholder key (checked in
-/// `reference_profile_validates_clean`).
+/// The warnings of the reference profile after `edits`.
 fn warnings_after(edits: &[(&str, &str)]) -> Vec<String> {
     findings_after(edits)
         .warnings
         .iter()
-        .filter(|w| w.field != "access.ssh_keys[0]")
         .map(|e| e.to_string())
         .collect()
 }
@@ -618,26 +663,55 @@ fn rule_exactly_one_bootstrap_defaults_to_first_server() {
     );
 }
 
+/// The reference profile's `ssh_key_files = [...]` line (as [`reference_text`] has it).
+fn key_files_line() -> String {
+    reference_text()
+        .lines()
+        .find(|l| l.starts_with("ssh_key_files = ["))
+        .expect("the reference profile lists a key file")
+        .to_string()
+}
+
 #[test]
 fn rule_ssh_keys_must_parse() {
+    let line = key_files_line();
     let good = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDaZHaCdoVEb1zwLI5CNGewvIXbUN372synbuJpT30X8";
     let swapped = good.replace("ssh-ed25519 ", "ssh-rsa ");
+    let inline = |key: &str| format!("ssh_keys = [\"{key}\"]");
+    assert!(errors_after(&[(&line, &inline(good))]).is_empty());
     assert_eq!(
-        errors_after(&[(good, &swapped)]),
+        errors_after(&[(&line, &inline(&swapped))]),
         ["access.ssh_keys[0]: key data is a `ssh-ed25519` key but the line says `ssh-rsa`"]
     );
     assert_eq!(
-        errors_after(&[(good, "ssh-ed25519 not*base64")]),
+        errors_after(&[(&line, &inline("ssh-ed25519 not*base64"))]),
         ["access.ssh_keys[0]: key data is not valid base64"]
     );
 }
 
 #[test]
+fn rule_the_old_placeholder_key_warns() {
+    // Profiles copied from an older reference profile may still carry its
+    // placeholder key, whose private half nobody holds: build and flash refuse it.
+    let placeholder = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDaZHaCdoVEb1zwLI5CNGewvIXbUN372synbuJpT30X8 REPLACE-ME-placeholder@piimg";
+    let f = findings_after(&[(
+        &key_files_line(),
+        &format!("ssh_keys = [\"{placeholder}\"]"),
+    )]);
+    assert!(f.errors.is_empty(), "{:#?}", f.errors);
+    assert_eq!(f.warnings[0].field, "access.ssh_keys[0]");
+    assert!(
+        f.warnings[0]
+            .message
+            .contains("placeholder key (comment REPLACE-ME…): nobody can log in with it, so build and flash refuse it"),
+        "{}",
+        f.warnings[0].message
+    );
+}
+
+#[test]
 fn rule_at_least_one_ssh_key() {
-    let mut text = reference_text();
-    let start = text.find("ssh_keys = [").unwrap();
-    let end = start + text[start..].find("]\n").unwrap() + 2;
-    text.replace_range(start..end, "ssh_keys = []\n");
+    let text = reference_text().replacen(&key_files_line(), "ssh_keys = []", 1);
     let p = profile::parse(&text, Path::new("x.toml")).unwrap();
     let errors: Vec<String> = profile::validate(&p)
         .errors
@@ -914,9 +988,10 @@ fn github_keys_come_from_the_keys_url() {
 
 #[test]
 fn key_files_resolve_relative_to_the_profile() {
-    let text = reference_text().replace(
-        "ssh_keys = [",
-        "ssh_key_files = [\"keys/admin.pub\"]\nssh_keys = [",
+    let text = reference_text().replacen(
+        &key_files_line(),
+        &format!("ssh_key_files = [\"keys/admin.pub\"]\nssh_keys = [\"{ED_KEY} inline\"]"),
+        1,
     );
     let (dir, path) = scratch(&text);
     std::fs::create_dir(dir.path().join("keys")).unwrap();
@@ -1219,7 +1294,7 @@ fn init_window_and_node_cleaner_validity_default_and_are_bounded() {
 }
 
 // ---------------------------------------------------------------------------
-// Day one: Wi-Fi, DHCP, the password hash, the placeholder key.
+// Day one: Wi-Fi, DHCP, the password hash.
 // ---------------------------------------------------------------------------
 
 const WIFI: &str =

@@ -62,14 +62,113 @@ fn validate_reference_profile_from_a_fresh_clone() {
         text(&out.stdout)
             .contains("profiles/homelab.toml: ok — cluster homelab, 8 nodes (3 servers)")
     );
+    assert!(text(&out.stdout).contains("3 warning(s)"));
     assert!(text(&out.stderr).contains("warning: nodes: embedded etcd on SD cards"));
-    // The reference profile validates, and says its key is a placeholder.
+    // The reference profile validates, and says its key file is missing.
     assert!(
-        text(&out.stderr)
-            .contains("warning: access.ssh_keys[0]: the reference profile's placeholder key"),
+        text(&out.stderr).contains(&format!(
+            "warning: access.ssh_key_files[0]: cannot read {}/.ssh/id_ed25519.pub: No such file or directory (os error 2); build and flash refuse to run without it; `ssh-keygen -t ed25519` creates ~/.ssh/id_ed25519.pub; or list another key file, an inline key (ssh_keys) or github_users in [access]\n",
+            home.path().display()
+        )),
         "{}",
         text(&out.stderr)
     );
+    // The same in JSON, where every warning goes: the document keeps its shape.
+    let out = piimg(&repo_root(), home.path())
+        .args(["--json", "validate"])
+        .output()
+        .unwrap();
+    ok(&out);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["ok"], true);
+    assert_eq!(doc["errors"], serde_json::json!([]));
+    assert_eq!(doc["warnings"][0]["field"], "access.ssh_key_files[0]");
+    assert!(
+        doc["warnings"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!(
+                "cannot read {}/.ssh/id_ed25519.pub:",
+                home.path().display()
+            )),
+        "{doc}"
+    );
+    // With the key in HOME, the warning is gone.
+    std::fs::create_dir(home.path().join(".ssh")).unwrap();
+    std::fs::write(
+        home.path().join(".ssh/id_ed25519.pub"),
+        format!("{ED_KEY} me\n"),
+    )
+    .unwrap();
+    let out = piimg(&repo_root(), home.path())
+        .arg("validate")
+        .output()
+        .unwrap();
+    ok(&out);
+    assert!(
+        text(&out.stdout).contains("2 warning(s)"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        !text(&out.stderr).contains("ssh_key"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn plan_of_the_reference_profile_without_a_key_warns_and_plans() {
+    let home = tempfile::tempdir().unwrap();
+    let warning = format!(
+        "warning: access.ssh_key_files[0]: cannot read {}/.ssh/id_ed25519.pub: No such file or directory (os error 2); build and flash refuse to run without it;",
+        home.path().display()
+    );
+    let out = piimg(&repo_root(), home.path())
+        .arg("plan")
+        .output()
+        .unwrap();
+    ok(&out);
+    assert!(
+        text(&out.stderr).contains(&warning),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).starts_with("cluster homelab"),
+        "{}",
+        text(&out.stdout)
+    );
+    // --json: the same document as with a key, the warning on stderr with the others.
+    let out = piimg(&repo_root(), home.path())
+        .args(["--json", "plan"])
+        .output()
+        .unwrap();
+    ok(&out);
+    assert!(
+        text(&out.stderr).contains(&warning),
+        "{}",
+        text(&out.stderr)
+    );
+    let without: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    std::fs::create_dir(home.path().join(".ssh")).unwrap();
+    std::fs::write(
+        home.path().join(".ssh/id_ed25519.pub"),
+        format!("{ED_KEY} me\n"),
+    )
+    .unwrap();
+    let out = piimg(&repo_root(), home.path())
+        .args(["--json", "plan"])
+        .output()
+        .unwrap();
+    ok(&out);
+    assert!(
+        !text(&out.stderr).contains("ssh_key"),
+        "{}",
+        text(&out.stderr)
+    );
+    let with: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(without, with);
 }
 
 #[test]
@@ -105,10 +204,10 @@ fn validate_reports_every_error_and_fails() {
     assert_eq!(doc["ok"], false);
     assert_eq!(doc["errors"].as_array().unwrap().len(), 2);
     assert_eq!(doc["errors"][0]["field"], "nodes[3].name");
-    // The placeholder key, the servers' etcd on SD cards, and their snapshots only
-    // there (no [k3s.etcd_s3]).
+    // The key file missing from the empty HOME, the servers' etcd on SD cards, and
+    // their snapshots only there (no [k3s.etcd_s3]).
     assert_eq!(doc["warnings"].as_array().unwrap().len(), 3);
-    assert_eq!(doc["warnings"][0]["field"], "access.ssh_keys[0]");
+    assert_eq!(doc["warnings"][0]["field"], "access.ssh_key_files[0]");
     assert_eq!(doc["warnings"][1]["field"], "nodes");
     assert_eq!(doc["warnings"][2]["field"], "k3s.etcd_s3");
 }
@@ -144,28 +243,43 @@ fn missing_default_profile_says_how_to_get_one() {
 
 #[test]
 fn key_file_tilde_is_home() {
-    let with_file = reference_text().replace(
-        "ssh_keys = [",
-        "ssh_key_files = [\"~/.ssh/id_ed25519.pub\"]\nssh_keys = [",
-    );
-    let (_d, root, home) = scratch(&with_file);
+    // The reference profile lists ~/.ssh/id_ed25519.pub.
+    let (_d, root, home) = scratch(&reference_text());
     let out = piimg(&root, &home).arg("validate").output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    ok(&out);
     assert!(
         text(&out.stderr).contains(&format!(
-            "error: access.ssh_key_files[0]: cannot read {}/.ssh/id_ed25519.pub:",
+            "warning: access.ssh_key_files[0]: cannot read {}/.ssh/id_ed25519.pub:",
             home.display()
         )),
         "{}",
         text(&out.stderr)
     );
+    // A key file that is there but holds no key is an error, not a warning.
     std::fs::create_dir(home.join(".ssh")).unwrap();
+    std::fs::write(home.join(".ssh/id_ed25519.pub"), "ssh-ed25519 ***\n").unwrap();
+    let out = piimg(&root, &home).arg("validate").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "error: access.ssh_key_files[0]: {}/.ssh/id_ed25519.pub line 1: key data is not valid base64",
+            home.display()
+        )),
+        "{}",
+        text(&out.stderr)
+    );
     std::fs::write(
         home.join(".ssh/id_ed25519.pub"),
         format!("{ED_KEY} me@host\n"),
     )
     .unwrap();
-    ok(&piimg(&root, &home).arg("validate").output().unwrap());
+    let out = piimg(&root, &home).arg("validate").output().unwrap();
+    ok(&out);
+    assert!(
+        !text(&out.stderr).contains("ssh_key"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// A GitHub stand-in on 127.0.0.1 serving one user's keys.
@@ -204,12 +318,9 @@ fn keys_server(user: &'static str, body: String) -> String {
 #[test]
 fn github_users_are_fetched_from_the_override_url() {
     let only_github = {
-        let t = reference_text();
-        let start = t.find("ssh_keys = [").unwrap();
-        let end = start + t[start..].find("]\n").unwrap() + 2;
-        let mut t = t.clone();
-        t.replace_range(start..end, "github_users = [\"octo-cat\"]\n");
-        t
+        let line = "ssh_key_files = [\"~/.ssh/id_ed25519.pub\"]";
+        assert!(reference_text().contains(line));
+        reference_text().replacen(line, "github_users = [\"octo-cat\"]", 1)
     };
     let (_d, root, home) = scratch(&only_github);
     // Offline validation accepts the user (keys are fetched at build time).
@@ -402,6 +513,24 @@ fn init_writes_a_valid_profile_and_never_overwrites() {
 }
 
 #[test]
+fn init_with_a_key_file_not_there_yet_writes_the_profile_and_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = piimg(dir.path(), dir.path())
+        .args(["init", "-p", "lab.toml", "--ssh-key-file", "keys/me.pub"])
+        .output()
+        .unwrap();
+    ok(&out);
+    assert!(dir.path().join("lab.toml").is_file());
+    assert!(
+        text(&out.stderr).contains(
+            "warning: access.ssh_key_files[0]: cannot read ./keys/me.pub: No such file or directory (os error 2); build and flash refuse to run without it;"
+        ) && text(&out.stderr).contains("(edit lab.toml before building)"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn init_refuses_options_that_make_an_invalid_profile() {
     let dir = tempfile::tempdir().unwrap();
     let out = piimg(dir.path(), dir.path())
@@ -428,11 +557,8 @@ fn init_refuses_options_that_make_an_invalid_profile() {
 
 #[test]
 fn tilde_without_home_is_a_clear_error() {
-    let with_file = reference_text().replace(
-        "ssh_keys = [",
-        "ssh_key_files = [\"~/.ssh/id_ed25519.pub\"]\nssh_keys = [",
-    );
-    let (_d, root, home) = scratch(&with_file);
+    // The reference profile lists ~/.ssh/id_ed25519.pub.
+    let (_d, root, home) = scratch(&reference_text());
     let out = piimg(&root, &home)
         .env_remove("HOME")
         .arg("validate")

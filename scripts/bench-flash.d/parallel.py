@@ -16,7 +16,6 @@ devices are loop devices over tmpfs files, the base lives in the work directory.
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -103,7 +102,15 @@ def main():
     base = f"{work}/base.img"
     sh(f"{repo}/scripts/mkimage", "--release", "bookworm", "--fill-mib", str(a.fill_mib),
        "--out", base)
-    shutil.copy(f"{repo}/profiles/homelab.toml", f"{work}/homelab.toml")
+    # The reference profile's key is the user's ~/.ssh/id_ed25519.pub: one of its own
+    # beside the copy (relative key files are taken from the profile's directory).
+    with open(f"{repo}/profiles/homelab.toml") as src:
+        profile = src.read().replace('"~/.ssh/id_ed25519.pub"', '"id_ed25519.pub"', 1)
+    with open(f"{work}/homelab.toml", "w") as dst:
+        dst.write(profile)
+    if not os.path.exists(f"{work}/id_ed25519.pub"):
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "piimg-bench",
+           "-f", f"{work}/id_ed25519")
     nodes = ["pi5-master-1", "pi5-worker-1", "pi4-worker-1", "pi4-worker-2",
              "pi5-master-2", "pi5-master-3", "pi5-worker-2", "pi4-worker-3"][:n]
     size = os.path.getsize(base)

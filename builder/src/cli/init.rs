@@ -245,7 +245,12 @@ pub fn run(init: InitArgs, out: Reporter) -> anyhow::Result<()> {
         );
     }
     write_no_clobber(dest, &text)?;
-    for e in key_errors {
+    // A key file that cannot be read is only a warning for `validate`; build refuses it.
+    let key_file_warnings = findings
+        .warnings
+        .iter()
+        .filter(|w| w.field.starts_with("access.ssh_key_files["));
+    for e in key_errors.into_iter().chain(key_file_warnings) {
         out.warn(format!("{e} (edit {} before building)", dest.display()));
     }
     out.info(format!(

@@ -186,9 +186,7 @@ pub fn run(args: PlanArgs, out: Reporter) -> anyhow::Result<()> {
     let path = &args.profile.profile;
     let p = args.profile.load()?;
     let findings = profile::validate(&p);
-    if out.mode() != OutputMode::Json || !findings.is_ok() {
-        print_findings(&findings, &out);
-    }
+    print_findings(&findings, &out);
     if !findings.is_ok() {
         anyhow::bail!("{} has {} error(s)", path.display(), findings.errors.len());
     }
@@ -218,7 +216,9 @@ pub fn run(args: PlanArgs, out: Reporter) -> anyhow::Result<()> {
             }
         }
     }
-    let local_keys = keys::resolve(&p, KeySources::Local).context("SSH keys")?;
+    // A key file that cannot be read was warned about above; the plan goes on
+    // without its keys.
+    let local_keys = keys::resolve_readable(&p, KeySources::Local).context("SSH keys")?;
     let plans = plan::plan_with(&p, &state, local_keys)?;
     let nodes: Vec<Row> = plans
         .iter()

@@ -81,7 +81,8 @@ pub fn run(args: ValidateArgs, out: Reporter) -> anyhow::Result<()> {
     let mut findings = profile::validate(&p);
     let mut ssh_keys = None;
     if args.fetch_keys && findings.is_ok() {
-        match keys::resolve(&p, KeySources::All) {
+        // A key file that cannot be read is already a warning.
+        match keys::resolve_readable(&p, KeySources::All) {
             Ok(k) => ssh_keys = Some(k.len()),
             Err(e) => findings.errors.push(Finding {
                 field: "access".to_string(),

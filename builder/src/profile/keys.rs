@@ -77,6 +77,17 @@ pub enum KeyError {
         /// What is wrong with it.
         source: Box<KeyError>,
     },
+    /// A key file listed in `access.ssh_key_files` cannot be read (missing,
+    /// unreadable): `build` and `flash` refuse, `validate` and `plan` warn.
+    #[error("access.ssh_key_files[{index}]: cannot read {}: {reason}; {KEY_FILE_HINT}", .path.display())]
+    KeyFile {
+        /// Its index in `access.ssh_key_files`.
+        index: usize,
+        /// The file, `~` expanded.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// A file holds no key.
     #[error("{0} holds no public key")]
     EmptyFile(PathBuf),
@@ -113,8 +124,11 @@ pub enum KeyError {
     Placeholder(usize),
 }
 
+/// How to get a key file that cannot be read, or to do without it.
+pub const KEY_FILE_HINT: &str = "`ssh-keygen -t ed25519` creates ~/.ssh/id_ed25519.pub; or list another key file, an inline key (ssh_keys) or github_users in [access]";
+
 /// What marks a key line as a placeholder to replace: its comment starts with this
-/// (profiles/homelab.toml ships `… REPLACE-ME-placeholder@piimg`).
+/// (older copies of profiles/homelab.toml carry `… REPLACE-ME-placeholder@piimg`).
 pub const PLACEHOLDER_MARK: &str = "REPLACE-ME";
 
 /// True when `line`'s comment marks it as a placeholder ([`PLACEHOLDER_MARK`]).
@@ -393,9 +407,40 @@ pub enum KeySources {
     All,
 }
 
+/// The keys of `access.ssh_key_files[index]` (`~` expanded, relative to the
+/// profile); a file that cannot be read is a [`KeyError::KeyFile`].
+pub fn read_listed_file(profile: &Profile, index: usize) -> Result<Vec<PublicKey>, KeyError> {
+    let Some(file) = profile.access.ssh_key_files.get(index) else {
+        return Ok(Vec::new());
+    };
+    read_key_file(&expand_path(file, profile.base_dir())?).map_err(|e| match e {
+        KeyError::File { path, reason } => KeyError::KeyFile {
+            index,
+            path,
+            reason,
+        },
+        other => other,
+    })
+}
+
 /// Every key of the profile's `[access]`, checked and de-duplicated, in order:
 /// inline, files, then GitHub users (only with [`KeySources::All`]).
 pub fn resolve(profile: &Profile, sources: KeySources) -> Result<Vec<String>, KeyError> {
+    resolve_with(profile, sources, false)
+}
+
+/// Like [`resolve`], but a key file that cannot be read ([`KeyError::KeyFile`]) is
+/// left out, and no key at all is no error when one was: what `validate` and
+/// `plan` use, which only warn about such a file.
+pub fn resolve_readable(profile: &Profile, sources: KeySources) -> Result<Vec<String>, KeyError> {
+    resolve_with(profile, sources, true)
+}
+
+fn resolve_with(
+    profile: &Profile,
+    sources: KeySources,
+    skip_unreadable: bool,
+) -> Result<Vec<String>, KeyError> {
     let access: &Access = &profile.access;
     let mut out: Vec<String> = Vec::new();
     let mut push = |k: PublicKey| {
@@ -407,9 +452,12 @@ pub fn resolve(profile: &Profile, sources: KeySources) -> Result<Vec<String>, Ke
     for line in &access.ssh_keys {
         push(parse_key_line(line)?);
     }
-    for file in &access.ssh_key_files {
-        for k in read_key_file(&expand_path(file, profile.base_dir())?)? {
-            push(k);
+    let mut skipped = false;
+    for index in 0..access.ssh_key_files.len() {
+        match read_listed_file(profile, index) {
+            Ok(keys) => keys.into_iter().for_each(&mut push),
+            Err(KeyError::KeyFile { .. }) if skip_unreadable => skipped = true,
+            Err(e) => return Err(e),
         }
     }
     if sources == KeySources::All {
@@ -419,7 +467,8 @@ pub fn resolve(profile: &Profile, sources: KeySources) -> Result<Vec<String>, Ke
             }
         }
     }
-    if out.is_empty() && (sources == KeySources::All || access.github_users.is_empty()) {
+    if out.is_empty() && !skipped && (sources == KeySources::All || access.github_users.is_empty())
+    {
         return Err(KeyError::None);
     }
     Ok(out)

@@ -411,10 +411,24 @@ fn access(p: &Profile, f: &mut Findings) {
             Err(e) => f.error(format!("access.ssh_keys[{i}]"), e.to_string()),
         }
     }
-    for (i, file) in a.ssh_key_files.iter().enumerate() {
-        match keys::expand_path(file, p.base_dir()).and_then(|path| keys::read_key_file(&path)) {
+    for i in 0..a.ssh_key_files.len() {
+        let field = format!("access.ssh_key_files[{i}]");
+        match keys::read_listed_file(p, i) {
             Ok(k) => good += k.len(),
-            Err(e) => f.error(format!("access.ssh_key_files[{i}]"), e.to_string()),
+            // Counted as a key so the reference profile (`~/.ssh/id_ed25519.pub`)
+            // can be explored on a machine without one; build and flash refuse it.
+            Err(KeyError::KeyFile { path, reason, .. }) => {
+                good += 1;
+                f.warn(
+                    field,
+                    format!(
+                        "cannot read {}: {reason}; build and flash refuse to run without it; {}",
+                        path.display(),
+                        keys::KEY_FILE_HINT
+                    ),
+                );
+            }
+            Err(e) => f.error(field, e.to_string()),
         }
     }
     for (i, user) in a.github_users.iter().enumerate() {

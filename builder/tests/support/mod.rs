@@ -7,6 +7,7 @@
 
 pub mod loopdev;
 pub mod plan;
+pub mod reference;
 
 use std::collections::HashMap;
 use std::fs::File;
