@@ -29,6 +29,14 @@ pub const MAX_READ: u64 = 64 << 20;
 /// names (12 bytes each at least).
 pub const MAX_DIR_BYTES: u64 = 1 << 20;
 
+/// Longest symlink target piimg follows: Linux's PATH_MAX (include/uapi/linux/limits.h),
+/// which no symlink the kernel creates exceeds (fs/namei.c, fs/ext4/namei.c
+/// ext4_symlink: at most one block).
+pub const MAX_SYMLINK_BYTES: u64 = 4096;
+
+/// Most symlinks followed for one path: Linux's MAXSYMLINKS (include/linux/namei.h).
+pub const MAX_SYMLINK_HOPS: u32 = 40;
+
 /// Positioned reads of one partition of the image file, through the in-memory journal
 /// replay when the file system needs recovery.
 struct PartitionReader {
@@ -258,42 +266,92 @@ impl RootFs {
         self.fs.label().display().to_string()
     }
 
-    /// Refuses `path` when a directory it is looked up through (and, with `itself`,
-    /// `path` when it is a directory) is larger than [`MAX_DIR_BYTES`]. Checked from
-    /// the root down, so each lookup here searches only directories already checked
-    /// (but for those a symlink on the way leads through). Other problems are left to
-    /// the call that follows, which names them.
+    /// Refuses `path` when resolving it would read something a damaged root can make
+    /// huge: a directory it is looked up through (and, with `itself`, `path` when it
+    /// is a directory) larger than [`MAX_DIR_BYTES`], a symlink on the way (the last
+    /// component included) whose target claims more than [`MAX_SYMLINK_BYTES`] (ext4-view
+    /// allocates a symlink's size before reading it), or more than [`MAX_SYMLINK_HOPS`]
+    /// symlinks. The path is resolved here the way the kernel does, one component at a
+    /// time from the root, so every lookup searches only directories already checked.
+    /// Other problems are left to the call that follows, which names them.
     fn check_dirs(&self, path: &str, itself: bool) -> Result<(), ImageError> {
-        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-        let searched = if itself {
-            parts.len()
-        } else {
-            parts.len().saturating_sub(1)
+        let too_big = |at: String, reason: String| ImageError::Ext4 {
+            image: self.image.clone(),
+            path: at,
+            reason,
         };
-        let mut dir = String::from("/");
-        for i in 0..=searched {
-            if i > 0 {
-                if i > 1 {
-                    dir.push('/');
-                }
-                dir.push_str(parts[i - 1]);
+        let join = |parts: &[String]| format!("/{}", parts.join("/"));
+        let check_dir = |parts: &[String]| -> Result<(), ImageError> {
+            match self.fs.symlink_metadata(join(parts).as_str()) {
+                Ok(m) if m.is_dir() && m.len() > MAX_DIR_BYTES => Err(too_big(
+                    join(parts),
+                    format!(
+                        "the directory claims {} bytes, more than the {MAX_DIR_BYTES} \
+                         piimg searches (the directories it reads are far smaller; is the \
+                         root damaged?)",
+                        m.len()
+                    ),
+                )),
+                _ => Ok(()),
             }
-            match self.fs.metadata(dir.as_str()) {
-                Ok(m) if m.is_dir() && m.len() > MAX_DIR_BYTES => {
-                    return Err(ImageError::Ext4 {
-                        image: self.image.clone(),
-                        path: dir,
-                        reason: format!(
-                            "the directory claims {} bytes, more than the {MAX_DIR_BYTES} \
-                             piimg searches (the directories it reads are far smaller; is the \
-                             root damaged?)",
-                            m.len()
-                        ),
-                    });
+        };
+        let mut todo: std::collections::VecDeque<String> = path
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect();
+        let mut resolved: Vec<String> = Vec::new();
+        let mut hops = 0;
+        while let Some(part) = todo.pop_front() {
+            match part.as_str() {
+                "." => continue,
+                ".." => {
+                    resolved.pop();
+                    continue;
                 }
-                Ok(_) => {}
+                _ => {}
+            }
+            check_dir(&resolved)?;
+            resolved.push(part);
+            let here = join(&resolved);
+            let meta = match self.fs.symlink_metadata(here.as_str()) {
+                Ok(m) => m,
                 Err(_) => return Ok(()),
+            };
+            if !meta.file_type().is_symlink() {
+                continue;
             }
+            if meta.len() > MAX_SYMLINK_BYTES {
+                return Err(too_big(
+                    here,
+                    format!(
+                        "the symlink claims a {}-byte target, more than the {MAX_SYMLINK_BYTES} \
+                         a path may have (is the root damaged?)",
+                        meta.len()
+                    ),
+                ));
+            }
+            hops += 1;
+            if hops > MAX_SYMLINK_HOPS {
+                return Err(too_big(
+                    path.to_string(),
+                    format!("more than {MAX_SYMLINK_HOPS} symlinks on the way (a loop?)"),
+                ));
+            }
+            let Ok(target) = self.fs.read_link(here.as_str()) else {
+                return Ok(());
+            };
+            let target = target.display().to_string();
+            resolved.pop();
+            if target.starts_with('/') {
+                resolved.clear();
+            }
+            for p in target.split('/').filter(|p| !p.is_empty()).rev() {
+                todo.push_front(p.to_string());
+            }
+        }
+        if itself {
+            check_dir(&resolved)?;
         }
         Ok(())
     }
@@ -448,4 +506,68 @@ fn recover(file: &File, partition: &Partition, sb: &[u8]) -> (Recovery, String) 
         },
         format!("{what}; {how}"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::table::PartitionKind;
+    use std::os::unix::fs::symlink;
+    use std::process::Command;
+
+    /// An ext4 file (mkfs.ext4 -d) holding etc/os-release and symlinks to it: relative,
+    /// absolute, through a directory link and `..`, and a loop.
+    fn root_with_links() -> (tempfile::TempDir, RootFs) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("etc")).expect("mkdir");
+        std::fs::write(tree.join("etc/os-release"), "ID=debian\n").expect("write");
+        symlink("etc/os-release", tree.join("rel")).expect("symlink");
+        symlink("/etc/os-release", tree.join("abs")).expect("symlink");
+        symlink("etc", tree.join("e")).expect("symlink");
+        symlink("e/../e/./os-release", tree.join("dots")).expect("symlink");
+        symlink("loop-b", tree.join("loop-a")).expect("symlink");
+        symlink("loop-a", tree.join("loop-b")).expect("symlink");
+        let img = dir.path().join("root.img");
+        let out = Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-d"])
+            .arg(&tree)
+            .arg(&img)
+            .arg("8M")
+            .output()
+            .expect("mkfs.ext4 (e2fsprogs) must be installed");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let size = std::fs::metadata(&img).expect("stat").len();
+        let part = Partition {
+            index: 2,
+            start: 0,
+            size,
+            kind: PartitionKind::Linux,
+            type_code: "0x83".into(),
+            partuuid: String::new(),
+            name: String::new(),
+        };
+        let file = Arc::new(File::open(&img).expect("open"));
+        let fs = RootFs::open(file, &img, &part).expect("an ext4 root");
+        (dir, fs)
+    }
+
+    #[test]
+    fn symlinks_are_followed_like_the_kernel_and_a_loop_is_a_named_error() {
+        let (_dir, fs) = root_with_links();
+        for path in ["/etc/os-release", "/rel", "/abs", "/e/os-release", "/dots"] {
+            assert_eq!(
+                fs.read_text(path).expect(path).as_deref(),
+                Some("ID=debian\n"),
+                "{path}"
+            );
+        }
+        assert_eq!(fs.read_text("/e/missing").expect("missing"), None);
+        let err = fs.read("/loop-a").expect_err("a symlink loop").to_string();
+        assert!(err.contains("more than 40 symlinks on the way"), "{err}");
+    }
 }
