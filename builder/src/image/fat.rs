@@ -16,9 +16,11 @@ use fscommon::StreamSlice;
 use serde::Serialize;
 
 use super::error::ImageError;
+use super::fat_damage::{damage, damage_of};
 use super::fat_guard;
 use super::fat_raw::{Geometry, RawFat, short_name_bytes};
 use super::fat_time::Timestamp;
+use super::fat_tree;
 use super::table::Partition;
 use super::window::{Overlay, OverlayCursor};
 
@@ -152,6 +154,14 @@ impl BootFs {
     }
 
     fn fat_err(&self, op: &'static str, path: &str, source: io::Error) -> ImageError {
+        if let Some(d) = damage_of(&source) {
+            return ImageError::FatDamaged {
+                image: self.image.clone(),
+                op,
+                path: path.to_string(),
+                reason: d.0.clone(),
+            };
+        }
         ImageError::Fat {
             image: self.image.clone(),
             op,
@@ -224,7 +234,8 @@ impl BootFs {
         self.guarded("count free clusters", "/", || {
             let fs = self.fs()?;
             if self.geometry.is_fat32() {
-                let free = RawFat::new(&self.overlay, self.partition.start, self.geometry)
+                let free = self
+                    .raw()
                     .free_clusters()
                     .map_err(|e| self.fat_err("count free clusters", "/", e))?;
                 return Ok(free * self.cluster_size());
@@ -242,13 +253,15 @@ impl BootFs {
         Ok(self.geometry.clusters() * self.cluster_size())
     }
 
-    /// The contents of the file at `path`, or `None` if it does not exist.
+    /// The contents of the file at `path`, or `None` if it does not exist. The file's
+    /// cluster chain is checked first (in range, no loop, long enough for its size),
+    /// so a damaged entry claiming up to 4 GiB reads no more than the volume holds.
     pub fn read(&self, path: &str) -> Result<Option<Vec<u8>>, ImageError> {
         self.guarded("read", path, || {
             let parts = split(path)?;
             let fs = self.fs()?;
-            let Some(entry) =
-                find(&fs.root_dir(), &parts).map_err(|e| self.fat_err("read", path, e))?
+            let Some((entry, shorts)) = fat_tree::find(&fs.root_dir(), &parts)
+                .map_err(|e| self.fat_err("read", path, e))?
             else {
                 return Ok(None);
             };
@@ -259,14 +272,55 @@ impl BootFs {
                     io::Error::new(io::ErrorKind::IsADirectory, "is a directory"),
                 ));
             }
-            // A damaged entry may claim up to 4 GiB; let the reads grow the buffer.
-            let mut data = Vec::with_capacity(entry.len().min(64 << 20) as usize);
+            let len = entry.len();
+            if len > 0 {
+                self.check_file_chain(&shorts, len)
+                    .map_err(|e| self.fat_err("read", path, e))?;
+            }
+            let mut data = Vec::with_capacity(len.min(64 << 20) as usize);
             entry
                 .to_file()
+                .take(len)
                 .read_to_end(&mut data)
                 .map_err(|e| self.fat_err("read", path, e))?;
             Ok(Some(data))
         })
+    }
+
+    /// Checks that the file at `shorts` (8.3 names from the root), `len` bytes long,
+    /// has a cluster chain of its own that holds them: in range, without a loop.
+    fn check_file_chain(&self, shorts: &[[u8; 11]], len: u64) -> io::Result<()> {
+        let raw = self.raw();
+        let Some((name, parents)) = shorts.split_last() else {
+            return Ok(());
+        };
+        let parent = raw.dir_cluster(parents)?;
+        let Some(entry) = raw
+            .dir_entries(parent)?
+            .into_iter()
+            .find(|e| &e.short == name && !e.is_dir())
+        else {
+            return Err(damage("the file has no 8.3 entry that reads back".into()));
+        };
+        let chain = if entry.cluster == 0 {
+            Vec::new()
+        } else {
+            raw.chain(entry.cluster)?
+        };
+        let holds = chain.len() as u64 * self.cluster_size();
+        if holds < len {
+            return Err(damage(format!(
+                "the file claims {len} bytes but its cluster chain holds {} cluster(s), \
+                 {holds} bytes",
+                chain.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Raw access to this partition's FAT structures (staged changes included).
+    fn raw(&self) -> RawFat<'_> {
+        RawFat::new(&self.overlay, self.partition.start, self.geometry)
     }
 
     /// True when a file or directory exists at `path`.
@@ -303,7 +357,7 @@ impl BootFs {
                 }
             };
             let mut out = Vec::new();
-            for e in d.iter() {
+            for e in fat_tree::entries(&d) {
                 let e = e.map_err(|err| self.fat_err("list", dir, err))?;
                 let name = e.file_name();
                 if name == "." || name == ".." {
@@ -320,44 +374,30 @@ impl BootFs {
     }
 
     /// Every file under `dir`, recursively, as (path, size), paths `/`-separated and
-    /// sorted. Names are taken as stored, so a damaged directory still lists.
+    /// sorted. Names are taken as stored, so a damaged directory still lists; a tree
+    /// that loops (a directory entry pointing at the root or an ancestor) or a
+    /// directory over FAT's size limit is [`ImageError::FatDamaged`].
     pub fn walk(&self, dir: &str) -> Result<Vec<(String, u64)>, ImageError> {
         self.guarded("list", dir, || {
             let parts = split_allow_root(dir)?;
             let fs = self.fs()?;
             let root = fs.root_dir();
-            let start = if parts.is_empty() {
-                root
+            let raw = self.raw();
+            let (start, cluster) = if parts.is_empty() {
+                (root, raw.root_key())
             } else {
-                match find(&root, &parts).map_err(|e| self.fat_err("list", dir, e))? {
-                    Some(e) if e.is_dir() => e.to_dir(),
+                match fat_tree::find(&root, &parts).map_err(|e| self.fat_err("list", dir, e))? {
+                    Some((e, shorts)) if e.is_dir() => {
+                        let cluster = raw
+                            .dir_cluster(&shorts)
+                            .map_err(|e| self.fat_err("list", dir, e))?;
+                        (e.to_dir(), cluster)
+                    }
                     _ => return Ok(Vec::new()),
                 }
             };
-            let mut out = Vec::new();
-            let mut stack = vec![(parts.join("/"), start, 0usize)];
-            while let Some((prefix, d, depth)) = stack.pop() {
-                for e in d.iter() {
-                    let e = e.map_err(|err| self.fat_err("list", &prefix, err))?;
-                    let name = e.file_name();
-                    if name == "." || name == ".." {
-                        continue;
-                    }
-                    let path = if prefix.is_empty() {
-                        name
-                    } else {
-                        format!("{prefix}/{name}")
-                    };
-                    if e.is_dir() {
-                        // A damaged directory can loop; FAT paths are never this deep.
-                        if depth < 32 {
-                            stack.push((path, e.to_dir(), depth + 1));
-                        }
-                    } else {
-                        out.push((path, e.len()));
-                    }
-                }
-            }
+            let mut out = fat_tree::walk(&raw, parts.join("/"), start, cluster)
+                .map_err(|e| self.fat_err("list", dir, e))?;
             out.sort();
             Ok(out)
         })
@@ -542,7 +582,7 @@ impl BootFs {
                 })?;
             shorts.push(short_name_bytes(entry.short_file_name_as_bytes()));
         }
-        RawFat::new(&self.overlay, self.partition.start, self.geometry)
+        self.raw()
             .fix_new_dir(&shorts, self.time)
             .map_err(|e| self.fat_err("create directory", &path, e))
     }
@@ -674,26 +714,5 @@ fn find<'a>(
     dir: &Dir<'a>,
     parts: &[String],
 ) -> io::Result<Option<fatfs::DirEntry<'a, StreamSlice<OverlayCursor>>>> {
-    let mut current = dir.clone();
-    for (i, part) in parts.iter().enumerate() {
-        let mut found = None;
-        for e in current.iter() {
-            let e = e?;
-            if e.file_name().eq_ignore_ascii_case(part) {
-                found = Some(e);
-                break;
-            }
-        }
-        let Some(e) = found else {
-            return Ok(None);
-        };
-        if i + 1 == parts.len() {
-            return Ok(Some(e));
-        }
-        if !e.is_dir() {
-            return Ok(None);
-        }
-        current = e.to_dir();
-    }
-    Ok(None)
+    Ok(fat_tree::find(dir, parts)?.map(|(entry, _)| entry))
 }
