@@ -260,7 +260,7 @@ impl BootFs {
         self.guarded("read", path, || {
             let parts = split(path)?;
             let fs = self.fs()?;
-            let Some((entry, shorts)) = fat_tree::find(&fs.root_dir(), &parts)
+            let Some((entry, shorts)) = fat_tree::find(&self.raw(), &fs.root_dir(), &parts)
                 .map_err(|e| self.fat_err("read", path, e))?
             else {
                 return Ok(None);
@@ -328,7 +328,7 @@ impl BootFs {
         self.guarded("look up", path, || {
             let parts = split(path)?;
             let fs = self.fs()?;
-            Ok(find(&fs.root_dir(), &parts)
+            Ok(find(&self.raw(), &fs.root_dir(), &parts)
                 .map_err(|e| self.fat_err("look up", path, e))?
                 .is_some())
         })
@@ -341,11 +341,22 @@ impl BootFs {
             let parts = split_allow_root(dir)?;
             let fs = self.fs()?;
             let root = fs.root_dir();
+            let raw = self.raw();
             let d = if parts.is_empty() {
+                raw.dir_entries(raw.root_key())
+                    .map_err(|e| self.fat_err("list", dir, e))?;
                 root
             } else {
-                match find(&root, &parts).map_err(|e| self.fat_err("list", dir, e))? {
-                    Some(e) if e.is_dir() => e.to_dir(),
+                match fat_tree::find(&raw, &root, &parts)
+                    .map_err(|e| self.fat_err("list", dir, e))?
+                {
+                    Some((e, shorts)) if e.is_dir() => {
+                        // fatfs lists the directory's chain as the FAT says: check it.
+                        raw.dir_cluster(&shorts)
+                            .and_then(|c| raw.dir_entries(c))
+                            .map_err(|e| self.fat_err("list", dir, e))?;
+                        e.to_dir()
+                    }
                     Some(_) => {
                         return Err(self.fat_err(
                             "list",
@@ -386,7 +397,9 @@ impl BootFs {
             let (start, cluster) = if parts.is_empty() {
                 (root, raw.root_key())
             } else {
-                match fat_tree::find(&root, &parts).map_err(|e| self.fat_err("list", dir, e))? {
+                match fat_tree::find(&raw, &root, &parts)
+                    .map_err(|e| self.fat_err("list", dir, e))?
+                {
                     Some((e, shorts)) if e.is_dir() => {
                         let cluster = raw
                             .dir_cluster(&shorts)
@@ -464,7 +477,8 @@ impl BootFs {
         let mut first_path = String::new();
         for (parts, data) in changes {
             let path = parts.join("/");
-            let existing = find(&root, parts).map_err(|e| self.fat_err("look up", &path, e))?;
+            let existing =
+                find(&self.raw(), &root, parts).map_err(|e| self.fat_err("look up", &path, e))?;
             let old = existing
                 .as_ref()
                 .filter(|e| e.is_file())
@@ -483,7 +497,7 @@ impl BootFs {
                     }
                     for i in 1..parts.len() {
                         let dir = parts[..i].to_vec();
-                        let exists = find(&root, &dir)
+                        let exists = find(&self.raw(), &root, &dir)
                             .map_err(|e| self.fat_err("look up", &path, e))?
                             .is_some();
                         if !exists && !new_dirs.contains(&dir) {
@@ -522,15 +536,22 @@ impl BootFs {
                 .open_dir(p)
                 .map_err(|e| self.fat_err("open directory", &path, e))?;
         }
-        if let Some(e) =
-            find(&dir, std::slice::from_ref(name)).map_err(|e| self.fat_err("write", &path, e))?
-            && e.is_dir()
+        let root = fs.root_dir();
+        match fat_tree::find(&self.raw(), &root, parts)
+            .map_err(|e| self.fat_err("write", &path, e))?
         {
-            return Err(self.fat_err(
-                "write",
-                &path,
-                io::Error::new(io::ErrorKind::IsADirectory, "a directory is in the way"),
-            ));
+            Some((e, _)) if e.is_dir() => {
+                return Err(self.fat_err(
+                    "write",
+                    &path,
+                    io::Error::new(io::ErrorKind::IsADirectory, "a directory is in the way"),
+                ));
+            }
+            // fatfs frees the old chain as the FAT says: check it first.
+            Some((_, shorts)) => self
+                .check_file_chain(&shorts, 0)
+                .map_err(|e| self.fat_err("write", &path, e))?,
+            None => {}
         }
         let mut file = dir
             .create_file(name)
@@ -548,7 +569,7 @@ impl BootFs {
         let path = parts.join("/");
         let fs = self.fs()?;
         let root = fs.root_dir();
-        match find(&root, parts).map_err(|e| self.fat_err("look up", &path, e))? {
+        match find(&self.raw(), &root, parts).map_err(|e| self.fat_err("look up", &path, e))? {
             Some(e) if e.is_dir() => return Ok(()),
             Some(_) => {
                 return Err(self.fat_err(
@@ -571,7 +592,7 @@ impl BootFs {
         // Find each component's short name, then repair the new directory's cluster.
         let mut shorts = Vec::with_capacity(parts.len());
         for i in 0..parts.len() {
-            let entry = find(&root, &parts[..=i])
+            let entry = find(&self.raw(), &root, &parts[..=i])
                 .map_err(|e| self.fat_err("create directory", &path, e))?
                 .ok_or_else(|| {
                     self.fat_err(
@@ -591,12 +612,22 @@ impl BootFs {
         let path = parts.join("/");
         let fs = self.fs()?;
         let root = fs.root_dir();
-        if find(&root, parts)
-            .map_err(|e| self.fat_err("remove", &path, e))?
-            .is_none()
-        {
+        let raw = self.raw();
+        let Some((entry, shorts)) =
+            fat_tree::find(&raw, &root, parts).map_err(|e| self.fat_err("remove", &path, e))?
+        else {
             return Ok(());
-        }
+        };
+        // fatfs lists a directory (to see it is empty) and frees a chain as the FAT
+        // says: check them first.
+        let checked = if entry.is_dir() {
+            raw.dir_cluster(&shorts)
+                .and_then(|c| raw.dir_entries(c))
+                .map(drop)
+        } else {
+            self.check_file_chain(&shorts, 0)
+        };
+        checked.map_err(|e| self.fat_err("remove", &path, e))?;
         root.remove(&path)
             .map_err(|e| self.fat_err("remove", &path, e))
     }
@@ -709,10 +740,12 @@ fn split_allow_root(path: &str) -> Result<Vec<String>, ImageError> {
     Ok(out)
 }
 
-/// The entry at `parts` below `dir` (case-insensitive, as FAT is), if any.
+/// The entry at `parts` below the root directory `root` (case-insensitive, as FAT
+/// is), if any; see [`fat_tree::find`].
 fn find<'a>(
-    dir: &Dir<'a>,
+    raw: &RawFat<'_>,
+    root: &Dir<'a>,
     parts: &[String],
 ) -> io::Result<Option<fatfs::DirEntry<'a, StreamSlice<OverlayCursor>>>> {
-    Ok(fat_tree::find(dir, parts)?.map(|(entry, _)| entry))
+    Ok(fat_tree::find(raw, root, parts)?.map(|(entry, _)| entry))
 }

@@ -15,7 +15,7 @@ use std::io;
 use fatfs::{Dir, DirEntry, ReadWriteSeek};
 
 use super::fat_damage::damage;
-use super::fat_raw::{MAX_DIR_ENTRIES, RawFat, short_name_bytes};
+use super::fat_raw::{MAX_DIR_ENTRIES, RawEntry, RawFat, short_name_bytes};
 
 /// Deepest directory a walk descends into (FAT paths are never this deep).
 const MAX_DEPTH: usize = 32;
@@ -46,15 +46,21 @@ pub(crate) fn entries<'a, T: ReadWriteSeek>(
     })
 }
 
-/// The entry at `parts` below `dir` (case-insensitive, as FAT is), if any, with the
-/// 8.3 names of the path's components as stored.
+/// The entry at `parts` below the root directory `root` (case-insensitive, as FAT
+/// is), if any, with the 8.3 names of the path's components as stored. Each directory
+/// on the way has its chain checked by `raw` before fatfs lists it (fatfs follows a
+/// looping chain without end, also through entries it skips, where [`entries`]
+/// cannot count).
 pub(crate) fn find<'a, T: ReadWriteSeek>(
-    dir: &Dir<'a, T>,
+    raw: &RawFat<'_>,
+    root: &Dir<'a, T>,
     parts: &[String],
 ) -> io::Result<Option<Found<'a, T>>> {
-    let mut current = dir.clone();
+    let mut current = root.clone();
+    let mut key = raw.root_key();
     let mut shorts = Vec::with_capacity(parts.len());
     for (i, part) in parts.iter().enumerate() {
+        let on_disk = raw.dir_entries(key)?;
         let mut found = None;
         for e in entries(&current) {
             let e = e?;
@@ -66,16 +72,31 @@ pub(crate) fn find<'a, T: ReadWriteSeek>(
         let Some(e) = found else {
             return Ok(None);
         };
-        shorts.push(short_name_bytes(e.short_file_name_as_bytes()));
+        let short = short_name_bytes(e.short_file_name_as_bytes());
+        shorts.push(short);
         if i + 1 == parts.len() {
             return Ok(Some((e, shorts)));
         }
         if !e.is_dir() {
             return Ok(None);
         }
+        key = raw.dir_key(dir_cluster(&on_disk, &short, part)?);
         current = e.to_dir();
     }
     Ok(None)
+}
+
+/// The first cluster of directory `short` (named `path` in errors) among `on_disk`.
+fn dir_cluster(on_disk: &[RawEntry], short: &[u8; 11], path: &str) -> io::Result<u32> {
+    on_disk
+        .iter()
+        .find(|r| r.is_dir() && &r.short == short)
+        .map(|r| r.cluster)
+        .ok_or_else(|| {
+            damage(format!(
+                "directory '{path}' has no 8.3 entry that reads back (a damaged name)"
+            ))
+        })
 }
 
 /// Every file below `start` (the directory at `prefix`, first cluster `start_cluster`
@@ -114,16 +135,7 @@ pub(crate) fn walk<'a, T: ReadWriteSeek>(
                 continue;
             }
             let short = short_name_bytes(e.short_file_name_as_bytes());
-            let cluster = on_disk
-                .iter()
-                .find(|r| r.is_dir() && r.short == short)
-                .map(|r| r.cluster)
-                .ok_or_else(|| {
-                    damage(format!(
-                        "directory '{path}' has no 8.3 entry that reads back (a damaged name)"
-                    ))
-                })?;
-            let child = raw.dir_key(cluster);
+            let child = raw.dir_key(dir_cluster(&on_disk, &short, &path)?);
             if !seen.insert(child) {
                 return Err(damage(format!(
                     "directory '{path}' leads to cluster {child}, a directory already \
@@ -348,10 +360,11 @@ mod tests {
         );
     }
 
-    /// A directory whose chain loops lists its entries again and again: a listing
-    /// stops at FAT's 65 536 entries.
+    /// A directory whose chain loops lists its entries again and again, and a loop
+    /// through deleted entries only kept fatfs inside one call to `next`: every
+    /// directory fatfs lists has its chain checked first.
     #[test]
-    fn a_directory_whose_chain_loops_stops_at_the_fat_limit() {
+    fn a_directory_whose_chain_loops_is_named_before_fatfs_lists_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = card(dir.path());
         let raw = Raw::new(&path);
@@ -366,11 +379,28 @@ mod tests {
             "two clusters: {second:#x}"
         );
         raw.set_fat(second, full);
-        let image = Image::open(&path).unwrap();
+        let image = Image::open_rw(&path).unwrap();
+        let looped = format!("a cluster chain loops (through cluster {full})");
+        let mut boot = image.boot().unwrap();
+        let e = damaged(boot.list("FULL").unwrap_err());
+        assert!(e.contains(&looped), "{e}");
+        let e = damaged(boot.walk("/").unwrap_err());
+        assert!(e.contains(&looped), "{e}");
+        let e = damaged(boot.read("FULL/NONE.TXT").unwrap_err());
+        assert!(e.contains(&looped), "{e}");
+        let e = damaged(boot.write("FULL/NEW.TXT", b"x").unwrap_err());
+        assert!(e.contains(&looped), "{e}");
+        // Every entry deleted: fatfs skips them all, round and round.
+        for c in [full, second] {
+            for i in 0..16 {
+                raw.file
+                    .write_all_at(&[0xe5], raw.cluster_at(c) + i * 32)
+                    .unwrap();
+            }
+        }
         let boot = image.boot().unwrap();
         let e = damaged(boot.list("FULL").unwrap_err());
-        assert!(e.contains("more than 65536 entries, FAT's limit"), "{e}");
-        let e = damaged(boot.walk("/").unwrap_err());
-        assert!(e.contains("a cluster chain loops"), "{e}");
+        assert!(e.contains(&looped), "{e}");
+        assert!(!boot.exists("FULL/F00.TXT").is_ok_and(|found| found));
     }
 }
