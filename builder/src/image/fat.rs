@@ -295,10 +295,8 @@ impl BootFs {
             return Ok(());
         };
         let parent = raw.dir_cluster(parents)?;
-        let Some(entry) = raw
-            .dir_entries(parent)?
-            .into_iter()
-            .find(|e| &e.short == name && !e.is_dir())
+        let on_disk = raw.dir_entries(parent)?;
+        let Some(entry) = fat_tree::the_entry(&on_disk, name, "the file")?.filter(|e| !e.is_dir())
         else {
             return Err(damage("the file has no 8.3 entry that reads back".into()));
         };

@@ -88,15 +88,32 @@ pub(crate) fn find<'a, T: ReadWriteSeek>(
 
 /// The first cluster of directory `short` (named `path` in errors) among `on_disk`.
 fn dir_cluster(on_disk: &[RawEntry], short: &[u8; 11], path: &str) -> io::Result<u32> {
-    on_disk
-        .iter()
-        .find(|r| r.is_dir() && &r.short == short)
-        .map(|r| r.cluster)
-        .ok_or_else(|| {
-            damage(format!(
-                "directory '{path}' has no 8.3 entry that reads back (a damaged name)"
-            ))
-        })
+    match the_entry(on_disk, short, path)? {
+        Some(e) if e.is_dir() => Ok(e.cluster),
+        _ => Err(damage(format!(
+            "directory '{path}' has no 8.3 entry that reads back (a damaged name)"
+        ))),
+    }
+}
+
+/// The one entry named `short` (named `path` in errors) among `on_disk`. Two entries
+/// sharing an 8.3 name are a [`super::fat_damage::Damage`] error: fatfs and piimg's
+/// own reader might take different ones, and only the one piimg checked is safe to
+/// follow.
+pub(crate) fn the_entry(
+    on_disk: &[RawEntry],
+    short: &[u8; 11],
+    path: &str,
+) -> io::Result<Option<RawEntry>> {
+    let mut named = on_disk.iter().filter(|e| &e.short == short);
+    let first = named.next().copied();
+    if first.is_some() && named.next().is_some() {
+        return Err(damage(format!(
+            "'{path}': its directory holds two entries with the 8.3 name '{}'",
+            String::from_utf8_lossy(short).trim_end()
+        )));
+    }
+    Ok(first)
 }
 
 /// Every file below `start` (the directory at `prefix`, first cluster `start_cluster`
@@ -402,5 +419,24 @@ mod tests {
         let e = damaged(boot.list("FULL").unwrap_err());
         assert!(e.contains(&looped), "{e}");
         assert!(!boot.exists("FULL/F00.TXT").is_ok_and(|found| found));
+    }
+
+    /// Two entries sharing an 8.3 name: fatfs may follow the one piimg did not check.
+    #[test]
+    fn two_entries_with_one_short_name_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = card(dir.path());
+        let raw = Raw::new(&path);
+        let (full, _) = raw.entry(raw.root, b"FULL       ");
+        raw.file.write_all_at(b"A          ", full).unwrap();
+        let image = Image::open(&path).unwrap();
+        let boot = image.boot().unwrap();
+        for e in [
+            boot.walk("/").unwrap_err(),
+            boot.read("A/B/DEEP.TXT").unwrap_err(),
+        ] {
+            let e = damaged(e);
+            assert!(e.contains("two entries with the 8.3 name 'A'"), "{e}");
+        }
     }
 }
