@@ -146,3 +146,48 @@ fn a_directory_whose_extents_repeat_is_a_named_error_not_gigabytes() {
         assert!(root.exists("/").expect("the root is small"));
     }
 }
+
+/// The `fat` target's out-of-memory input (`dir-entries-at-cluster-0-reopen-the-root`):
+/// the boot partition's root holds directory entries with cluster 0, which fatfs opens
+/// as the root again, so `walk("/")` listed the root's files again at each of 32
+/// levels, doubling each time, until libFuzzer's 2 GB limit. Its FAT is all zeros, so
+/// the root's own chain is now refused first; `-root-chain-intact` is the same input
+/// with the root's FAT entry an end-of-chain mark, where the second entry leading to
+/// one directory is named.
+#[test]
+fn a_directory_entry_reopening_the_root_is_a_named_error_not_gigabytes() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    for (name, reason, root_lists) in [
+        (
+            "dir-entries-at-cluster-0-reopen-the-root",
+            "cluster 2 is in a cluster chain but marked free",
+            false,
+        ),
+        (
+            "dir-entries-at-cluster-0-root-chain-intact",
+            "leads to cluster 22382, a directory already listed: the directory tree loops",
+            true,
+        ),
+    ] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/regressions/fat")
+            .join(name);
+        let data = std::fs::read(path).expect("the regression input");
+        let disk = dir.path().join("disk.img");
+        harness::materialise(&data, &disk).expect("written");
+        let image = piimg::image::Image::open(&disk).expect("an MBR disk");
+        let boot = image.boot().expect("a FAT boot partition");
+        let e = boot.walk("/").expect_err("refused").to_string();
+        assert!(
+            e.contains("list '/': the FAT file system is damaged: "),
+            "{name}: {e}"
+        );
+        assert!(e.contains(reason), "{name}: {e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+        match boot.list("/") {
+            Ok(list) if root_lists => assert_eq!(list.map(|l| l.len()), Some(11)),
+            Err(e) if !root_lists => assert!(e.to_string().contains(reason), "{e}"),
+            other => panic!("{name}: list: {other:?}"),
+        }
+    }
+}

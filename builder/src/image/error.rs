@@ -123,6 +123,22 @@ pub enum ImageError {
         /// The underlying error.
         source: io::Error,
     },
+    /// A FAT structure piimg had to follow is damaged (a cluster chain that loops or
+    /// leaves the volume, a directory tree that loops, a directory over FAT's limit):
+    /// named instead of followed without end.
+    #[error(
+        "{}: boot partition: {op} '{path}': the FAT file system is damaged: {reason}; \
+         run fsck.vfat on the partition or use a fresh image", .image.display())]
+    FatDamaged {
+        /// The image file.
+        image: PathBuf,
+        /// What was being done (`read`, `list`, ...).
+        op: &'static str,
+        /// Path inside the boot partition.
+        path: String,
+        /// What is damaged.
+        reason: String,
+    },
     /// Not enough free space on the boot partition; nothing was written.
     #[error(
         "{}: boot partition is full: writing '{path}' needs {needed} bytes but only {free} \

@@ -16,9 +16,11 @@ use fscommon::StreamSlice;
 use serde::Serialize;
 
 use super::error::ImageError;
+use super::fat_damage::{damage, damage_of};
 use super::fat_guard;
 use super::fat_raw::{Geometry, RawFat, short_name_bytes};
 use super::fat_time::Timestamp;
+use super::fat_tree;
 use super::table::Partition;
 use super::window::{Overlay, OverlayCursor};
 
@@ -152,6 +154,14 @@ impl BootFs {
     }
 
     fn fat_err(&self, op: &'static str, path: &str, source: io::Error) -> ImageError {
+        if let Some(d) = damage_of(&source) {
+            return ImageError::FatDamaged {
+                image: self.image.clone(),
+                op,
+                path: path.to_string(),
+                reason: d.0.clone(),
+            };
+        }
         ImageError::Fat {
             image: self.image.clone(),
             op,
@@ -224,7 +234,8 @@ impl BootFs {
         self.guarded("count free clusters", "/", || {
             let fs = self.fs()?;
             if self.geometry.is_fat32() {
-                let free = RawFat::new(&self.overlay, self.partition.start, self.geometry)
+                let free = self
+                    .raw()
                     .free_clusters()
                     .map_err(|e| self.fat_err("count free clusters", "/", e))?;
                 return Ok(free * self.cluster_size());
@@ -242,13 +253,15 @@ impl BootFs {
         Ok(self.geometry.clusters() * self.cluster_size())
     }
 
-    /// The contents of the file at `path`, or `None` if it does not exist.
+    /// The contents of the file at `path`, or `None` if it does not exist. The file's
+    /// cluster chain is checked first (in range, no loop, long enough for its size),
+    /// so a damaged entry claiming up to 4 GiB reads no more than the volume holds.
     pub fn read(&self, path: &str) -> Result<Option<Vec<u8>>, ImageError> {
         self.guarded("read", path, || {
             let parts = split(path)?;
             let fs = self.fs()?;
-            let Some(entry) =
-                find(&fs.root_dir(), &parts).map_err(|e| self.fat_err("read", path, e))?
+            let Some((entry, shorts)) = fat_tree::find(&self.raw(), &fs.root_dir(), &parts)
+                .map_err(|e| self.fat_err("read", path, e))?
             else {
                 return Ok(None);
             };
@@ -259,14 +272,53 @@ impl BootFs {
                     io::Error::new(io::ErrorKind::IsADirectory, "is a directory"),
                 ));
             }
-            // A damaged entry may claim up to 4 GiB; let the reads grow the buffer.
-            let mut data = Vec::with_capacity(entry.len().min(64 << 20) as usize);
+            let len = entry.len();
+            if len > 0 {
+                self.check_file_chain(&shorts, len)
+                    .map_err(|e| self.fat_err("read", path, e))?;
+            }
+            let mut data = Vec::with_capacity(len.min(64 << 20) as usize);
             entry
                 .to_file()
+                .take(len)
                 .read_to_end(&mut data)
                 .map_err(|e| self.fat_err("read", path, e))?;
             Ok(Some(data))
         })
+    }
+
+    /// Checks that the file at `shorts` (8.3 names from the root), `len` bytes long,
+    /// has a cluster chain of its own that holds them: in range, without a loop.
+    fn check_file_chain(&self, shorts: &[[u8; 11]], len: u64) -> io::Result<()> {
+        let raw = self.raw();
+        let Some((name, parents)) = shorts.split_last() else {
+            return Ok(());
+        };
+        let parent = raw.dir_cluster(parents)?;
+        let on_disk = raw.dir_entries(parent)?;
+        let Some(entry) = fat_tree::the_entry(&on_disk, name, "the file")?.filter(|e| !e.is_dir())
+        else {
+            return Err(damage("the file has no 8.3 entry that reads back".into()));
+        };
+        let chain = if entry.cluster == 0 {
+            Vec::new()
+        } else {
+            raw.chain(entry.cluster)?
+        };
+        let holds = chain.len() as u64 * self.cluster_size();
+        if holds < len {
+            return Err(damage(format!(
+                "the file claims {len} bytes but its cluster chain holds {} cluster(s), \
+                 {holds} bytes",
+                chain.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Raw access to this partition's FAT structures (staged changes included).
+    fn raw(&self) -> RawFat<'_> {
+        RawFat::new(&self.overlay, self.partition.start, self.geometry)
     }
 
     /// True when a file or directory exists at `path`.
@@ -274,7 +326,7 @@ impl BootFs {
         self.guarded("look up", path, || {
             let parts = split(path)?;
             let fs = self.fs()?;
-            Ok(find(&fs.root_dir(), &parts)
+            Ok(find(&self.raw(), &fs.root_dir(), &parts)
                 .map_err(|e| self.fat_err("look up", path, e))?
                 .is_some())
         })
@@ -287,11 +339,22 @@ impl BootFs {
             let parts = split_allow_root(dir)?;
             let fs = self.fs()?;
             let root = fs.root_dir();
+            let raw = self.raw();
             let d = if parts.is_empty() {
+                raw.dir_entries(raw.root_key())
+                    .map_err(|e| self.fat_err("list", dir, e))?;
                 root
             } else {
-                match find(&root, &parts).map_err(|e| self.fat_err("list", dir, e))? {
-                    Some(e) if e.is_dir() => e.to_dir(),
+                match fat_tree::find(&raw, &root, &parts)
+                    .map_err(|e| self.fat_err("list", dir, e))?
+                {
+                    Some((e, shorts)) if e.is_dir() => {
+                        // fatfs lists the directory's chain as the FAT says: check it.
+                        raw.dir_cluster(&shorts)
+                            .and_then(|c| raw.dir_entries(c))
+                            .map_err(|e| self.fat_err("list", dir, e))?;
+                        e.to_dir()
+                    }
                     Some(_) => {
                         return Err(self.fat_err(
                             "list",
@@ -303,7 +366,7 @@ impl BootFs {
                 }
             };
             let mut out = Vec::new();
-            for e in d.iter() {
+            for e in fat_tree::entries(&d) {
                 let e = e.map_err(|err| self.fat_err("list", dir, err))?;
                 let name = e.file_name();
                 if name == "." || name == ".." {
@@ -320,44 +383,32 @@ impl BootFs {
     }
 
     /// Every file under `dir`, recursively, as (path, size), paths `/`-separated and
-    /// sorted. Names are taken as stored, so a damaged directory still lists.
+    /// sorted. Names are taken as stored, so a damaged directory still lists; a tree
+    /// that loops (a directory entry pointing at the root or an ancestor) or a
+    /// directory over FAT's size limit is [`ImageError::FatDamaged`].
     pub fn walk(&self, dir: &str) -> Result<Vec<(String, u64)>, ImageError> {
         self.guarded("list", dir, || {
             let parts = split_allow_root(dir)?;
             let fs = self.fs()?;
             let root = fs.root_dir();
-            let start = if parts.is_empty() {
-                root
+            let raw = self.raw();
+            let (start, cluster) = if parts.is_empty() {
+                (root, raw.root_key())
             } else {
-                match find(&root, &parts).map_err(|e| self.fat_err("list", dir, e))? {
-                    Some(e) if e.is_dir() => e.to_dir(),
+                match fat_tree::find(&raw, &root, &parts)
+                    .map_err(|e| self.fat_err("list", dir, e))?
+                {
+                    Some((e, shorts)) if e.is_dir() => {
+                        let cluster = raw
+                            .dir_cluster(&shorts)
+                            .map_err(|e| self.fat_err("list", dir, e))?;
+                        (e.to_dir(), cluster)
+                    }
                     _ => return Ok(Vec::new()),
                 }
             };
-            let mut out = Vec::new();
-            let mut stack = vec![(parts.join("/"), start, 0usize)];
-            while let Some((prefix, d, depth)) = stack.pop() {
-                for e in d.iter() {
-                    let e = e.map_err(|err| self.fat_err("list", &prefix, err))?;
-                    let name = e.file_name();
-                    if name == "." || name == ".." {
-                        continue;
-                    }
-                    let path = if prefix.is_empty() {
-                        name
-                    } else {
-                        format!("{prefix}/{name}")
-                    };
-                    if e.is_dir() {
-                        // A damaged directory can loop; FAT paths are never this deep.
-                        if depth < 32 {
-                            stack.push((path, e.to_dir(), depth + 1));
-                        }
-                    } else {
-                        out.push((path, e.len()));
-                    }
-                }
-            }
+            let mut out = fat_tree::walk(&raw, parts.join("/"), start, cluster)
+                .map_err(|e| self.fat_err("list", dir, e))?;
             out.sort();
             Ok(out)
         })
@@ -424,7 +475,8 @@ impl BootFs {
         let mut first_path = String::new();
         for (parts, data) in changes {
             let path = parts.join("/");
-            let existing = find(&root, parts).map_err(|e| self.fat_err("look up", &path, e))?;
+            let existing =
+                find(&self.raw(), &root, parts).map_err(|e| self.fat_err("look up", &path, e))?;
             let old = existing
                 .as_ref()
                 .filter(|e| e.is_file())
@@ -443,7 +495,7 @@ impl BootFs {
                     }
                     for i in 1..parts.len() {
                         let dir = parts[..i].to_vec();
-                        let exists = find(&root, &dir)
+                        let exists = find(&self.raw(), &root, &dir)
                             .map_err(|e| self.fat_err("look up", &path, e))?
                             .is_some();
                         if !exists && !new_dirs.contains(&dir) {
@@ -482,15 +534,22 @@ impl BootFs {
                 .open_dir(p)
                 .map_err(|e| self.fat_err("open directory", &path, e))?;
         }
-        if let Some(e) =
-            find(&dir, std::slice::from_ref(name)).map_err(|e| self.fat_err("write", &path, e))?
-            && e.is_dir()
+        let root = fs.root_dir();
+        match fat_tree::find(&self.raw(), &root, parts)
+            .map_err(|e| self.fat_err("write", &path, e))?
         {
-            return Err(self.fat_err(
-                "write",
-                &path,
-                io::Error::new(io::ErrorKind::IsADirectory, "a directory is in the way"),
-            ));
+            Some((e, _)) if e.is_dir() => {
+                return Err(self.fat_err(
+                    "write",
+                    &path,
+                    io::Error::new(io::ErrorKind::IsADirectory, "a directory is in the way"),
+                ));
+            }
+            // fatfs frees the old chain as the FAT says: check it first.
+            Some((_, shorts)) => self
+                .check_file_chain(&shorts, 0)
+                .map_err(|e| self.fat_err("write", &path, e))?,
+            None => {}
         }
         let mut file = dir
             .create_file(name)
@@ -508,7 +567,7 @@ impl BootFs {
         let path = parts.join("/");
         let fs = self.fs()?;
         let root = fs.root_dir();
-        match find(&root, parts).map_err(|e| self.fat_err("look up", &path, e))? {
+        match find(&self.raw(), &root, parts).map_err(|e| self.fat_err("look up", &path, e))? {
             Some(e) if e.is_dir() => return Ok(()),
             Some(_) => {
                 return Err(self.fat_err(
@@ -531,7 +590,7 @@ impl BootFs {
         // Find each component's short name, then repair the new directory's cluster.
         let mut shorts = Vec::with_capacity(parts.len());
         for i in 0..parts.len() {
-            let entry = find(&root, &parts[..=i])
+            let entry = find(&self.raw(), &root, &parts[..=i])
                 .map_err(|e| self.fat_err("create directory", &path, e))?
                 .ok_or_else(|| {
                     self.fat_err(
@@ -542,7 +601,7 @@ impl BootFs {
                 })?;
             shorts.push(short_name_bytes(entry.short_file_name_as_bytes()));
         }
-        RawFat::new(&self.overlay, self.partition.start, self.geometry)
+        self.raw()
             .fix_new_dir(&shorts, self.time)
             .map_err(|e| self.fat_err("create directory", &path, e))
     }
@@ -551,12 +610,22 @@ impl BootFs {
         let path = parts.join("/");
         let fs = self.fs()?;
         let root = fs.root_dir();
-        if find(&root, parts)
-            .map_err(|e| self.fat_err("remove", &path, e))?
-            .is_none()
-        {
+        let raw = self.raw();
+        let Some((entry, shorts)) =
+            fat_tree::find(&raw, &root, parts).map_err(|e| self.fat_err("remove", &path, e))?
+        else {
             return Ok(());
-        }
+        };
+        // fatfs lists a directory (to see it is empty) and frees a chain as the FAT
+        // says: check them first.
+        let checked = if entry.is_dir() {
+            raw.dir_cluster(&shorts)
+                .and_then(|c| raw.dir_entries(c))
+                .map(drop)
+        } else {
+            self.check_file_chain(&shorts, 0)
+        };
+        checked.map_err(|e| self.fat_err("remove", &path, e))?;
         root.remove(&path)
             .map_err(|e| self.fat_err("remove", &path, e))
     }
@@ -669,31 +738,12 @@ fn split_allow_root(path: &str) -> Result<Vec<String>, ImageError> {
     Ok(out)
 }
 
-/// The entry at `parts` below `dir` (case-insensitive, as FAT is), if any.
+/// The entry at `parts` below the root directory `root` (case-insensitive, as FAT
+/// is), if any; see [`fat_tree::find`].
 fn find<'a>(
-    dir: &Dir<'a>,
+    raw: &RawFat<'_>,
+    root: &Dir<'a>,
     parts: &[String],
 ) -> io::Result<Option<fatfs::DirEntry<'a, StreamSlice<OverlayCursor>>>> {
-    let mut current = dir.clone();
-    for (i, part) in parts.iter().enumerate() {
-        let mut found = None;
-        for e in current.iter() {
-            let e = e?;
-            if e.file_name().eq_ignore_ascii_case(part) {
-                found = Some(e);
-                break;
-            }
-        }
-        let Some(e) = found else {
-            return Ok(None);
-        };
-        if i + 1 == parts.len() {
-            return Ok(Some(e));
-        }
-        if !e.is_dir() {
-            return Ok(None);
-        }
-        current = e.to_dir();
-    }
-    Ok(None)
+    Ok(fat_tree::find(raw, root, parts)?.map(|(entry, _)| entry))
 }

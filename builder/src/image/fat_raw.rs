@@ -11,8 +11,14 @@
 use std::io;
 use std::sync::{Arc, Mutex};
 
+use super::fat_damage::damage;
 use super::fat_time::Timestamp;
 use super::window::Overlay;
+
+/// Most entries one FAT directory may hold (Microsoft's FAT specification: "a
+/// directory may not be larger than 65 536 32-byte entries"; Linux's vfat driver,
+/// fs/fat/fat.h `FAT_MAX_DIR_ENTRIES`, enforces the same).
+pub(crate) const MAX_DIR_ENTRIES: usize = 65_536;
 
 /// Size of one directory entry.
 const ENTRY: usize = 32;
@@ -101,6 +107,16 @@ impl Geometry {
         Ok(geo)
     }
 
+    /// Bits per FAT entry: 12, 16 or 32 (by cluster count, as the specification
+    /// defines the type).
+    pub fn fat_bits(&self) -> u32 {
+        match self.clusters() {
+            c if c < 4085 => 12,
+            c if c < 65_525 => 16,
+            _ => 32,
+        }
+    }
+
     /// Bytes per cluster.
     pub fn cluster_size(&self) -> u64 {
         self.bytes_per_sector * self.sectors_per_cluster
@@ -131,7 +147,25 @@ impl Geometry {
     }
 }
 
-/// Raw access to one FAT32 partition through the overlay.
+/// One short-name entry of a directory, as [`RawFat::dir_entries`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawEntry {
+    /// The 11-byte 8.3 name as stored.
+    pub short: [u8; 11],
+    /// The attribute byte.
+    pub attr: u8,
+    /// The first cluster (0 for an empty file, or for `..` pointing at the root).
+    pub cluster: u32,
+}
+
+impl RawEntry {
+    /// True for a directory.
+    pub fn is_dir(&self) -> bool {
+        self.attr & ATTR_DIRECTORY != 0
+    }
+}
+
+/// Raw access to one FAT partition through the overlay (writing: FAT32 only).
 pub struct RawFat<'a> {
     overlay: &'a Arc<Mutex<Overlay>>,
     start: u64,
@@ -211,16 +245,38 @@ impl<'a> RawFat<'a> {
 
     fn check_cluster(&self, cluster: u32) -> io::Result<()> {
         if cluster < 2 || u64::from(cluster) >= self.geo.clusters() + 2 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("cluster number {cluster} is out of range"),
-            ));
+            return Err(damage(format!(
+                "cluster number {cluster} is out of range (the volume has clusters 2..{})",
+                self.geo.clusters() + 2
+            )));
         }
         Ok(())
     }
 
-    /// The clusters of the chain starting at `first`.
-    fn chain(&self, first: u32) -> io::Result<Vec<u32>> {
+    /// What identifies a directory: its first cluster, the root's one for the root (0
+    /// on FAT12/16, whose root directory is no cluster). An entry pointing at cluster 0
+    /// means the root, as `..` of the root's children does.
+    pub fn dir_key(&self, cluster: u32) -> u32 {
+        if cluster == 0 {
+            self.root_key()
+        } else {
+            cluster
+        }
+    }
+
+    /// The root directory's [`Self::dir_key`].
+    pub fn root_key(&self) -> u32 {
+        if self.geo.is_fat32() {
+            self.geo.root_cluster
+        } else {
+            0
+        }
+    }
+
+    /// The clusters of the chain starting at `first` (FAT12, FAT16 or FAT32), checked
+    /// cluster by cluster: a number outside the volume, a free or bad-cluster mark and a
+    /// loop are [`super::fat_damage::Damage`] errors, so the result is never longer than the volume.
+    pub fn chain(&self, first: u32) -> io::Result<Vec<u32>> {
         let mut out = Vec::new();
         // A loop is found where it closes, not after walking it a million times.
         let mut seen = std::collections::HashSet::new();
@@ -229,55 +285,121 @@ impl<'a> RawFat<'a> {
             self.check_cluster(c)?;
             out.push(c);
             if !seen.insert(c) {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "cluster chain loops",
-                ));
+                return Err(damage(format!(
+                    "a cluster chain loops (through cluster {c})"
+                )));
             }
-            let mut e = [0u8; 4];
-            self.read(
-                self.geo.reserved_sectors * self.geo.bytes_per_sector + u64::from(c) * 4,
-                &mut e,
-            )?;
-            let next = u32::from_le_bytes(e) & 0x0fff_ffff;
-            if next >= 0x0fff_fff8 {
-                return Ok(out);
+            match self.next_cluster(c)? {
+                None => return Ok(out),
+                Some(0) => {
+                    return Err(damage(format!(
+                        "cluster {c} is in a cluster chain but marked free"
+                    )));
+                }
+                Some(next) => c = next,
             }
-            c = next;
         }
+    }
+
+    /// The FAT entry of cluster `c`: the next cluster, or `None` at an end-of-chain mark.
+    fn next_cluster(&self, c: u32) -> io::Result<Option<u32>> {
+        let fat = self.geo.reserved_sectors * self.geo.bytes_per_sector;
+        let c64 = u64::from(c);
+        let mut e = [0u8; 4];
+        let (next, eoc) = match self.geo.fat_bits() {
+            32 => {
+                self.read(fat + c64 * 4, &mut e)?;
+                (u32::from_le_bytes(e) & 0x0fff_ffff, 0x0fff_fff8)
+            }
+            16 => {
+                self.read(fat + c64 * 2, &mut e[..2])?;
+                (u32::from(u16::from_le_bytes([e[0], e[1]])), 0xfff8)
+            }
+            _ => {
+                self.read(fat + c64 + c64 / 2, &mut e[..2])?;
+                let v = u32::from(u16::from_le_bytes([e[0], e[1]]));
+                (if c % 2 == 1 { v >> 4 } else { v & 0x0fff }, 0x0ff8)
+            }
+        };
+        Ok((next < eoc).then_some(next))
+    }
+
+    /// The short-name entries of the directory starting at `dir_cluster` (0 or the
+    /// root's cluster: the root directory) in on-disk order, up to its end mark;
+    /// deleted, long-name and volume-label entries left out. A directory longer than
+    /// [`MAX_DIR_ENTRIES`] slots, or whose chain is damaged, is a [`super::fat_damage::Damage`] error.
+    pub fn dir_entries(&self, dir_cluster: u32) -> io::Result<Vec<RawEntry>> {
+        let fixed_root = dir_cluster == 0 && !self.geo.is_fat32();
+        let (areas, area_len): (Vec<u64>, u64) = if fixed_root {
+            // FAT12/16: the root directory is a fixed area before the data clusters.
+            let at = (self.geo.reserved_sectors + self.geo.fats * self.geo.fat_sectors)
+                * self.geo.bytes_per_sector;
+            (vec![at], self.geo.root_entries * ENTRY as u64)
+        } else {
+            let first = if dir_cluster == 0 {
+                self.geo.root_cluster
+            } else {
+                dir_cluster
+            };
+            let chain = self.chain(first)?;
+            let cs = self.geo.cluster_size();
+            if chain.len() as u64 * cs > (MAX_DIR_ENTRIES * ENTRY) as u64 {
+                return Err(damage(format!(
+                    "a directory's cluster chain holds {} bytes, more than the {} a FAT \
+                     directory may have ({MAX_DIR_ENTRIES} entries)",
+                    chain.len() as u64 * cs,
+                    MAX_DIR_ENTRIES * ENTRY
+                )));
+            }
+            let areas = chain.iter().map(|&c| self.geo.cluster_offset(c)).collect();
+            (areas, cs)
+        };
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; area_len as usize];
+        for at in areas {
+            self.read(at, &mut buf)?;
+            for e in buf.chunks_exact(ENTRY) {
+                match e[0] {
+                    0x00 => return Ok(out),
+                    0xe5 => continue,
+                    _ => {}
+                }
+                let attr = e[11];
+                if attr & ATTR_LFN == ATTR_LFN || attr & ATTR_VOLUME != 0 {
+                    continue;
+                }
+                let hi = if self.geo.is_fat32() {
+                    u32::from(u16::from_le_bytes([e[20], e[21]]))
+                } else {
+                    0
+                };
+                let lo = u32::from(u16::from_le_bytes([e[26], e[27]]));
+                let mut short = [0u8; 11];
+                short.copy_from_slice(&e[..11]);
+                out.push(RawEntry {
+                    short,
+                    attr,
+                    cluster: hi << 16 | lo,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// First cluster of the entry named `short` (11-byte 8.3 form) in the directory
     /// starting at `dir_cluster`.
     fn lookup(&self, dir_cluster: u32, short: &[u8; 11]) -> io::Result<Option<u32>> {
-        let cs = self.geo.cluster_size() as usize;
-        let mut buf = vec![0u8; cs];
-        for c in self.chain(dir_cluster)? {
-            self.read(self.geo.cluster_offset(c), &mut buf)?;
-            for e in buf.chunks_exact(ENTRY) {
-                match e[0] {
-                    0x00 => return Ok(None),
-                    0xe5 => continue,
-                    _ => {}
-                }
-                let attr = e[11];
-                if attr == ATTR_LFN || attr & ATTR_VOLUME != 0 {
-                    continue;
-                }
-                if &e[..11] == short {
-                    let hi = u32::from(u16::from_le_bytes([e[20], e[21]]));
-                    let lo = u32::from(u16::from_le_bytes([e[26], e[27]]));
-                    return Ok(Some(hi << 16 | lo));
-                }
-            }
-        }
-        Ok(None)
+        Ok(self
+            .dir_entries(dir_cluster)?
+            .into_iter()
+            .find(|e| &e.short == short)
+            .map(|e| e.cluster))
     }
 
     /// First cluster of the directory at `path` (8.3 names from the root); the root
     /// itself for an empty path.
     pub fn dir_cluster(&self, path: &[[u8; 11]]) -> io::Result<u32> {
-        let mut c = self.geo.root_cluster;
+        let mut c = self.root_key();
         for (i, name) in path.iter().enumerate() {
             c = self.lookup(c, name)?.ok_or_else(|| {
                 io::Error::new(
