@@ -335,6 +335,76 @@ fn a_trixie_card_marks_phase1_done_only_once_handoff_is_saved() {
 }
 
 #[test]
+fn empty_ssh_host_keys_left_by_a_power_cut_are_made_again() {
+    // cloud-init made the keys seconds before the plug was pulled: the files exist,
+    // their data never reached the card, and cloud-init makes keys once per instance.
+    let f = Fixture::new(
+        AGENT.as_ref(),
+        &node_config(Role::Server, true, cloud_init_hook()),
+    );
+    for kind in ["rsa", "ecdsa", "ed25519"] {
+        let key = f.path(&format!("/etc/ssh/ssh_host_{kind}_key"));
+        fs::create_dir_all(key.parent().unwrap()).unwrap();
+        fs::write(&key, "").unwrap();
+        fs::write(key.with_extension("pub"), "").unwrap();
+    }
+    let out = f.run(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st = f.status();
+    let msg = &st.steps.iter().find(|s| s.name == "ssh").unwrap().message;
+    assert!(
+        msg.contains("host key(s) ssh_host_ecdsa_key, ssh_host_ed25519_key, ssh_host_rsa_key were empty or damaged"),
+        "{msg}"
+    );
+    for kind in ["rsa", "ecdsa", "ed25519"] {
+        let key = f.path(&format!("/etc/ssh/ssh_host_{kind}_key"));
+        let o = std::process::Command::new("ssh-keygen")
+            .arg("-y")
+            .arg("-f")
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{kind}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let public = fs::read_to_string(key.with_extension("pub")).unwrap();
+        assert!(
+            public.starts_with(&format!(
+                "{}",
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )),
+            "{kind}: {public}"
+        );
+    }
+    // Good keys are left alone.
+    let before = fs::read(f.path("/etc/ssh/ssh_host_ed25519_key")).unwrap();
+    let g = Fixture::new(
+        AGENT.as_ref(),
+        &node_config(Role::Server, true, cloud_init_hook()),
+    );
+    fs::create_dir_all(g.path("/etc/ssh")).unwrap();
+    fs::write(g.path("/etc/ssh/ssh_host_ed25519_key"), &before).unwrap();
+    g.run(&[]);
+    assert_eq!(
+        fs::read(g.path("/etc/ssh/ssh_host_ed25519_key")).unwrap(),
+        before
+    );
+    let st = g.status();
+    let msg = &st.steps.iter().find(|s| s.name == "ssh").unwrap().message;
+    assert!(!msg.contains("host key"), "{msg}");
+}
+
+#[test]
 fn dry_run_prints_actions_and_changes_nothing() {
     let f = Fixture::new(
         AGENT.as_ref(),

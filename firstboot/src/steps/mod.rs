@@ -82,7 +82,7 @@ pub fn run(id: StepId, env: &StepEnv, state: &mut State) -> Result<String, Error
             user::apply(&cfg.admin, hash.as_deref(), fs, exec)
         }
         StepId::SshKeys => ssh::authorized_keys(&cfg.admin, fs),
-        StepId::Ssh => ssh::enable(cfg.admin.password_login, fs),
+        StepId::Ssh => ssh::enable(cfg.admin.password_login, fs, exec),
         // Storage: the boot device reported, SD wear, the data disk (before the join
         // decision, which looks for existing etcd data on it, and before k3s).
         StepId::BootDevice => boot_device::report(cfg.storage.boot_device, fs),

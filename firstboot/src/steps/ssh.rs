@@ -3,7 +3,9 @@
 
 use super::user;
 use crate::error::Error;
+use crate::exec::Exec;
 use crate::node_fs::NodeFs;
+use crate::runner::Cmd;
 use piimg_contract::Admin;
 
 /// The sshd drop-in the builder renders into `NodeConfig.files`.
@@ -66,8 +68,11 @@ pub fn authorized_keys(admin: &Admin, fs: &NodeFs) -> Result<String, Error> {
 
 /// Step `ssh`: check the drop-in, then enable ssh.service the way `systemctl enable`
 /// does (wants-symlink plus the `sshd.service` alias), without running systemctl.
-/// `password_login` is the card's `admin.password_login`.
-pub fn enable(password_login: bool, fs: &NodeFs) -> Result<String, Error> {
+/// `password_login` is the card's `admin.password_login`. Host keys left empty or
+/// damaged (a power cut seconds after cloud-init made them: the files exist, their data
+/// never reached the card, and cloud-init makes keys once per instance) are removed and
+/// made again with `ssh-keygen -A`; otherwise sshd never starts on that node.
+pub fn enable(password_login: bool, fs: &NodeFs, exec: &Exec) -> Result<String, Error> {
     if !password_login {
         let dropin = fs.read(SSHD_DROP_IN)?.unwrap_or_default();
         let off = dropin.lines().any(|l| {
@@ -97,5 +102,44 @@ pub fn enable(password_login: bool, fs: &NodeFs) -> Result<String, Error> {
     )?;
     fs.link(unit, "/etc/systemd/system/sshd.service")?;
     // Raspberry Pi OS's boot-partition convention: sshswitch enables ssh on an `ssh` file.
-    Ok(format!("ssh.service enabled; {SSHD_DROP_IN} in place"))
+    let repaired = repair_host_keys(fs, exec)?;
+    Ok(format!(
+        "ssh.service enabled; {SSHD_DROP_IN} in place{repaired}"
+    ))
+}
+
+/// Removes host keys that are empty or do not start like a private key, makes them
+/// again (`ssh-keygen -A`, under `--root` with `-f ROOT`), flushes them to disk and, on
+/// the live system, restarts sshd. Returns what it did for the step's message.
+fn repair_host_keys(fs: &NodeFs, exec: &Exec) -> Result<String, Error> {
+    let broken: Vec<String> = fs
+        .names_in("/etc/ssh")
+        .into_iter()
+        .filter(|n| n.starts_with("ssh_host_") && n.ends_with("_key"))
+        .filter(|n| {
+            fs.read_bytes(&format!("/etc/ssh/{n}"))
+                .map(|b| !b.starts_with(b"-----BEGIN "))
+                .unwrap_or(true)
+        })
+        .collect();
+    if broken.is_empty() {
+        return Ok(String::new());
+    }
+    for n in &broken {
+        fs.rm(&format!("/etc/ssh/{n}"))?;
+        fs.rm(&format!("/etc/ssh/{n}.pub"))?;
+    }
+    let root = fs.path("/").to_string_lossy().into_owned();
+    if exec.live() {
+        exec.run_ok(&Cmd::new("ssh-keygen", &["-A"]))?;
+    } else {
+        exec.run_ok(&Cmd::new("ssh-keygen", &["-A", "-f", &root]))?;
+    }
+    exec.run_ok(&Cmd::new("sync", &[]))?;
+    exec.run_ok_live(&Cmd::new("systemctl", &["reset-failed", "ssh.service"]))?;
+    exec.run_ok_live(&Cmd::new("systemctl", &["restart", "ssh.service"]))?;
+    Ok(format!(
+        "; host key(s) {} were empty or damaged (a power cut before they reached the card?): made again with ssh-keygen -A",
+        broken.join(", ")
+    ))
 }
