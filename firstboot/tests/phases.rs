@@ -375,14 +375,13 @@ fn empty_ssh_host_keys_left_by_a_power_cut_are_made_again() {
         );
         let public = fs::read_to_string(key.with_extension("pub")).unwrap();
         assert!(
-            public.starts_with(&format!(
-                "{}",
-                String::from_utf8_lossy(&o.stdout)
+            public.starts_with(
+                &String::from_utf8_lossy(&o.stdout)
                     .split_whitespace()
                     .take(2)
                     .collect::<Vec<_>>()
                     .join(" ")
-            )),
+            ),
             "{kind}: {public}"
         );
     }
