@@ -7,8 +7,8 @@
 //! device disappears and comes back while mkfs.ext4 or blkid use it.
 
 use crate::error::Error;
+use crate::fsx;
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 /// How long to wait for udevd (or anyone) to let go of the disk.
@@ -32,13 +32,10 @@ impl DiskLock {
             .map_err(|e| Error::failed(format!("{dev}: cannot open it to lock it: {e}")))?;
         let start = Instant::now();
         loop {
-            // SAFETY: flock on a file descriptor we own; no memory is shared.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                return Ok(DiskLock { _file: file });
-            }
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
-                return Err(Error::failed(format!("{dev}: cannot lock it: {e}")));
+            match fsx::try_lock_exclusive(&file) {
+                Ok(true) => return Ok(DiskLock { _file: file }),
+                Ok(false) => {}
+                Err(e) => return Err(Error::failed(format!("{dev}: cannot lock it: {e}"))),
             }
             if start.elapsed() > wait {
                 return Err(Error::failed(format!(

@@ -140,6 +140,22 @@ pub fn symlink(target: &str, link: &Path) -> io::Result<bool> {
     Ok(true)
 }
 
+/// Tries `flock(LOCK_EX | LOCK_NB)` on `file`: `Ok(true)` when taken (held until
+/// the file is closed), `Ok(false)` when another open file holds it.
+pub fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a file descriptor the caller owns; no memory is shared.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
 /// Removes a file or symlink; `false` if it was not there.
 pub fn remove(path: &Path) -> io::Result<bool> {
     match fs::remove_file(path) {

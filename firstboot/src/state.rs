@@ -121,18 +121,12 @@ impl StateStore {
             .write(true)
             .open(self.dir().join("lock"))
             .map_err(io(&shown))?;
-        use std::os::fd::AsRawFd;
-        // SAFETY: flock on a file descriptor we own; no memory is shared.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(f);
-        }
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            Err(Error::failed(format!(
+        match fsx::try_lock_exclusive(&f) {
+            Ok(true) => Ok(f),
+            Ok(false) => Err(Error::failed(format!(
                 "another piimg-firstboot holds {shown}; not running twice"
-            )))
-        } else {
-            Err(io(shown)(e))
+            ))),
+            Err(e) => Err(io(shown)(e)),
         }
     }
 }
